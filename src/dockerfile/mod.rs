@@ -1,0 +1,3 @@
+//! Dockerfile front end: parser (text → AST with byte spans), typed instructions, word expansion.
+//!
+//! Not yet implemented; see the Dockerfile frontend issue.

@@ -1,0 +1,1 @@
+//! image (work in progress).

@@ -1,0 +1,1 @@
+//! layer (work in progress).

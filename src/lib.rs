@@ -1,0 +1,34 @@
+//! kiln: a daemonless, rootless, reproducible OCI image builder.
+//!
+//! Start reading here. Imports point down only; from the bottom:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON |
+//! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
+//! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
+//! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
+//! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
+//! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
+//! | [`plan`] | Dockerfile + build args + target → `BuildPlan` (stage DAG, steps, cache keys); no I/O |
+//! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
+//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
+//! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |
+//! | [`cli`] | clap arguments → validated options → `ops`; the only place that reads the environment |
+//!
+//! Determinism is on by default: the same inputs give the same digests, bit for bit. Every timestamp
+//! is the build epoch (`SOURCE_DATE_EPOCH`, else 0), tar entries are sorted by path bytes, owner
+//! names are empty, compressed streams do not depend on the thread count, and JSON is canonical.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod dockerfile;
+pub mod image;
+pub mod layer;
+pub mod oci;
+pub mod ops;
+pub mod plan;
+pub mod progress;
+pub mod sandbox;
+pub mod store;
+pub mod transport;
