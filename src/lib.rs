@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
+//! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
@@ -29,6 +30,7 @@ pub mod oci;
 pub mod ops;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod sandbox;
 pub mod store;
 pub mod transport;

@@ -1,0 +1,1 @@
+//! Registry client for the OCI distribution API (work in progress).
