@@ -1,1 +1,96 @@
-//! layer (work in progress).
+//! The deterministic layer pipeline: entries → tar stream → `diff_id` → gzip/zstd → blob.
+//!
+//! What it owns: turning a directory or a list of [`Entry`] values into the bytes of a layer,
+//! bit-for-bit reproducibly, in one streaming pass with bounded memory. What it does not: where the
+//! bytes go (the caller hands in any `Write`, usually a store blob writer that computes the
+//! compressed `digest`), or applying layers to a filesystem.
+//!
+//! Start at [`LayerWriter`]. Its pipeline, on 2 cores:
+//!
+//! ```text
+//!  caller thread: walk (sorted) → read file → tar header/data → SHA-256 (diff_id) ─┐
+//!  gzip: 128 KiB blocks → N worker threads (fresh deflate state + 32 KiB dictionary)│
+//!        → writer thread puts blocks back in order → sink                          │
+//!  zstd: libzstd with N ≥ 1 worker threads → sink                                  │
+//! ```
+//!
+//! Determinism rules (design notes; change them only with a new expected digest):
+//! - entries are sorted by path bytes, so parents come before children; the root is not emitted;
+//! - numeric uid/gid are kept, user and group names are empty, atime/ctime are never written,
+//!   mtimes are clamped to the build epoch (`min(mtime, epoch)`, never below 0);
+//! - headers are ustar, with a PAX extended header only for what ustar cannot hold (long paths or
+//!   link targets, sizes ≥ 8 GiB, ids ≥ 2^21, xattrs), PAX records sorted by key;
+//! - hardlinks are written as links to the first path (in sorted order) of the same inode;
+//!   files are never written sparse;
+//! - gzip output is independent of the thread count: the input is cut into fixed 128 KiB blocks,
+//!   each compressed by a *fresh* deflate state primed with the previous 32 KiB (pigz's scheme),
+//!   so which thread compresses a block cannot change its bytes; the gzip header has mtime 0, no
+//!   name and OS 255; zstd uses libzstd's multithreaded mode with at least one worker, whose output
+//!   is identical for any worker count ≥ 1.
+
+mod compress;
+mod entry;
+mod gzip;
+mod stats;
+mod tar;
+mod walk;
+mod writer;
+
+pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
+pub use entry::{Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+pub use gzip::ParallelGzipWriter;
+pub use stats::LayerStats;
+pub use walk::{walk, WalkOptions};
+pub use writer::{LayerOptions, LayerSummary, LayerWriter};
+
+use std::path::PathBuf;
+
+/// Errors from building a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read.
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tree holds a file type a layer cannot carry.
+    #[error("`{}` is a socket; sockets cannot be stored in a layer", path.display())]
+    Socket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file's size changed while it was being read.
+    #[error("`{}` changed while it was being read ({expected} bytes expected, {actual} read)", path.display())]
+    FileChanged {
+        /// The path.
+        path: PathBuf,
+        /// The size recorded when the tree was walked.
+        expected: u64,
+        /// The bytes actually read.
+        actual: u64,
+    },
+    /// An entry path is not a clean relative path.
+    #[error("invalid entry path `{path}`: {reason}")]
+    InvalidPath {
+        /// The path, lossily decoded.
+        path: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// An invalid compression setting.
+    #[error("invalid compression `{value}`: expected gzip, zstd or none, optionally with `:LEVEL` (gzip 1-9, zstd 1-19)")]
+    InvalidCompression {
+        /// The text given.
+        value: String,
+    },
+    /// Writing the layer's output failed.
+    #[error("cannot write the layer")]
+    Write(#[source] std::io::Error),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

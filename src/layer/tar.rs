@@ -1,0 +1,229 @@
+//! Deterministic tar headers: ustar, plus a PAX extended header only where ustar cannot hold a value.
+//!
+//! We build headers ourselves instead of using the `tar` crate's builder: its deterministic mode
+//! rewrites uid, gid and mode (wrong for images), and its disk-reading path writes sparse entries
+//! that depend on the source filesystem. The layout follows Go's `archive/tar` (what BuildKit and
+//! containerd write): ustar with the name split into prefix/name when that fits, PAX otherwise.
+use super::entry::{Entry, EntryKind};
+
+pub(crate) const BLOCK: usize = 512;
+const MAX_OCTAL_11: u64 = 0o77777777777; // 8 GiB - 1
+const MAX_OCTAL_7: u64 = 0o7777777;
+
+/// The bytes that precede an entry's data: optional PAX header + data, then the ustar header.
+pub(crate) fn header_bytes(entry: &Entry, mtime: i64, out: &mut Vec<u8>) {
+    let mut name = entry.path.clone();
+    if matches!(entry.kind, EntryKind::Dir) {
+        name.push(b'/');
+    }
+    let size = entry.data_size();
+    let link: &[u8] = match &entry.kind {
+        EntryKind::Symlink(t) | EntryKind::Hardlink(t) => t,
+        _ => b"",
+    };
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let split = split_ustar_name(&name);
+    if split.is_none() {
+        pax.push(("path".into(), name.clone()));
+    }
+    if link.len() > 100 {
+        pax.push(("linkpath".into(), link.to_vec()));
+    }
+    if size > MAX_OCTAL_11 {
+        pax.push(("size".into(), size.to_string().into_bytes()));
+    }
+    if u64::from(entry.uid) > MAX_OCTAL_7 {
+        pax.push(("uid".into(), entry.uid.to_string().into_bytes()));
+    }
+    if u64::from(entry.gid) > MAX_OCTAL_7 {
+        pax.push(("gid".into(), entry.gid.to_string().into_bytes()));
+    }
+    for (k, v) in &entry.xattrs {
+        pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
+    }
+    if !pax.is_empty() {
+        pax.sort();
+        let mut body = Vec::new();
+        for (k, v) in &pax {
+            pax_record(k, v, &mut body);
+        }
+        let base = name.rsplit(|&b| b == b'/').find(|c| !c.is_empty()).unwrap_or(b"");
+        let mut pax_name = b"PaxHeaders.0/".to_vec();
+        pax_name.extend_from_slice(base);
+        pax_name.truncate(100);
+        let mut h = [0u8; BLOCK];
+        put_bytes(&mut h[0..100], &pax_name);
+        put_octal(&mut h[100..108], 0o644);
+        put_octal(&mut h[108..116], 0);
+        put_octal(&mut h[116..124], 0);
+        put_octal(&mut h[124..136], body.len() as u64);
+        put_octal(&mut h[136..148], 0);
+        h[156] = b'x';
+        finish_ustar(&mut h);
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&body);
+        pad(out, body.len() as u64);
+    }
+
+    let mut h = [0u8; BLOCK];
+    match split {
+        Some((prefix, base)) => {
+            put_bytes(&mut h[0..100], base);
+            put_bytes(&mut h[345..500], prefix);
+        }
+        None => put_bytes(&mut h[0..100], &name[..name.len().min(100)]),
+    }
+    put_octal(&mut h[100..108], u64::from(entry.mode & 0o7777));
+    put_octal(&mut h[108..116], u64::from(entry.uid).min(MAX_OCTAL_7));
+    put_octal(&mut h[116..124], u64::from(entry.gid).min(MAX_OCTAL_7));
+    put_octal(&mut h[124..136], size.min(MAX_OCTAL_11));
+    put_octal(&mut h[136..148], mtime.max(0) as u64);
+    let (flag, dev) = match &entry.kind {
+        EntryKind::File { .. } => (b'0', None),
+        EntryKind::Hardlink(_) => (b'1', None),
+        EntryKind::Symlink(_) => (b'2', None),
+        EntryKind::CharDevice { major, minor } => (b'3', Some((*major, *minor))),
+        EntryKind::BlockDevice { major, minor } => (b'4', Some((*major, *minor))),
+        EntryKind::Dir => (b'5', None),
+        EntryKind::Fifo => (b'6', None),
+    };
+    h[156] = flag;
+    put_bytes(&mut h[157..257], &link[..link.len().min(100)]);
+    if let Some((major, minor)) = dev {
+        put_octal(&mut h[329..337], u64::from(major));
+        put_octal(&mut h[337..345], u64::from(minor));
+    }
+    finish_ustar(&mut h);
+    out.extend_from_slice(&h);
+}
+
+/// Pads `out` after `len` bytes of data to the next 512-byte boundary.
+pub(crate) fn pad(out: &mut Vec<u8>, len: u64) {
+    let rem = (len % BLOCK as u64) as usize;
+    if rem != 0 {
+        out.extend(std::iter::repeat_n(0u8, BLOCK - rem));
+    }
+}
+
+/// The zero blocks that end an archive.
+pub(crate) const END_OF_ARCHIVE: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
+
+/// Splits a name into ustar's prefix (≤155) and name (≤100) at a `/`, as Go's writer does.
+fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    if name.len() <= 100 {
+        return Some((b"", name));
+    }
+    if name.len() > 256 {
+        return None;
+    }
+    // The last byte may be a directory's trailing '/', which must stay in the name part.
+    let search_end = name.len() - 1;
+    let mut i = name[..search_end].iter().rposition(|&b| b == b'/')?;
+    loop {
+        let (prefix, rest) = (&name[..i], &name[i + 1..]);
+        if rest.len() > 100 || rest.is_empty() {
+            return None;
+        }
+        if prefix.len() <= 155 && !prefix.is_empty() {
+            return Some((prefix, rest));
+        }
+        i = name[..i].iter().rposition(|&b| b == b'/')?;
+    }
+}
+
+fn pax_record(key: &str, value: &[u8], out: &mut Vec<u8>) {
+    // "<len> <key>=<value>\n", where len counts itself.
+    let base = key.len() + value.len() + 3;
+    let mut len = base + 1;
+    while len != base + len.to_string().len() {
+        len = base + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+fn put_bytes(field: &mut [u8], value: &[u8]) {
+    field[..value.len()].copy_from_slice(value);
+}
+
+/// Octal, zero-padded to the field width minus one, NUL-terminated (Go's formatOctal).
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    let s = format!("{value:0digits$o}");
+    field[..digits].copy_from_slice(&s.as_bytes()[s.len() - digits..]);
+    field[digits] = 0;
+}
+
+fn finish_ustar(h: &mut [u8; BLOCK]) {
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::entry::Entry;
+
+    fn read_back(bytes: &[u8]) -> Vec<(String, u64, Vec<u8>)> {
+        let mut a = ::tar::Archive::new(bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e.link_name_bytes().map(|l| l.to_vec()).unwrap_or_default();
+                (
+                    String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                    e.header().size().unwrap(),
+                    link,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_names_use_prefix_or_pax_and_read_back() {
+        let long_dir = "d".repeat(120);
+        let very_long = "x".repeat(300);
+        let mut out = Vec::new();
+        for e in [
+            Entry::dir(long_dir.clone(), 0o755),
+            Entry::file(format!("{long_dir}/f"), 0o644, b"hi".to_vec()),
+            Entry::file(very_long.clone(), 0o644, Vec::new()),
+            Entry::symlink("l", "t".repeat(150)),
+        ] {
+            header_bytes(&e, 0, &mut out);
+            if let EntryKind::File {
+                source: crate::layer::FileSource::Bytes(b),
+                ..
+            } = &e.kind
+            {
+                out.extend_from_slice(b);
+                pad(&mut out, b.len() as u64);
+            }
+        }
+        out.extend_from_slice(&END_OF_ARCHIVE);
+        let got = read_back(&out);
+        assert_eq!(got[0].0, format!("{long_dir}/"));
+        assert_eq!(got[1].0, format!("{long_dir}/f"));
+        assert_eq!(got[1].1, 2);
+        assert_eq!(got[2].0, very_long);
+        assert_eq!(got[3].2, "t".repeat(150).into_bytes());
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let mut out = Vec::new();
+        pax_record("path", &[b'a'; 93], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), text.len());
+    }
+}

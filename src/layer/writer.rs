@@ -1,0 +1,414 @@
+//! [`LayerWriter`]: entries in, a compressed layer and its `diff_id` out, in one streaming pass.
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::oci::{Digest, MediaType};
+
+use super::compress::Compression;
+use super::entry::{validate_path, Entry, EntryKind, FileSource};
+use super::gzip::ParallelGzipWriter;
+use super::stats::LayerStats;
+use super::tar::{header_bytes, pad, END_OF_ARCHIVE};
+use super::walk::{walk, WalkOptions};
+use super::{Error, Result};
+
+const READ_BUF: usize = 1 << 20;
+
+/// How to write a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Compression and level.
+    pub compression: Compression,
+    /// Compression threads; 0 means one per available core.
+    pub threads: usize,
+    /// The build epoch: every mtime is clamped to it (`SOURCE_DATE_EPOCH`, else 0).
+    pub epoch: i64,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            compression: Compression::default(),
+            threads: 0,
+            epoch: 0,
+        }
+    }
+}
+
+impl LayerOptions {
+    fn thread_count(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// What a finished layer is: its diff_id, sizes and media type, and what it cost.
+#[derive(Debug, Clone)]
+pub struct LayerSummary {
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// Bytes written to the sink (the blob's size).
+    pub size: u64,
+    /// The layer's media type.
+    pub media_type: MediaType,
+    /// Per-stage counters.
+    pub stats: LayerStats,
+}
+
+/// Counts bytes written through it.
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Encoder<W: Write + Send + 'static> {
+    Plain(Counting<W>),
+    Gzip(ParallelGzipWriter<W>),
+    #[cfg(feature = "zstd")]
+    Zstd(zstd::stream::write::Encoder<'static, Counting<W>>),
+}
+
+impl<W: Write + Send + 'static> Encoder<W> {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.write_all(buf),
+            Encoder::Gzip(w) => w.write_all(buf),
+            #[cfg(feature = "zstd")]
+            Encoder::Zstd(w) => w.write_all(buf),
+        }
+    }
+
+    /// Returns the sink, the bytes written to it and the compression threads' busy time.
+    fn finish(self) -> io::Result<(W, u64, Option<Duration>)> {
+        match self {
+            Encoder::Plain(mut w) => {
+                w.flush()?;
+                Ok((w.inner, w.count, None))
+            }
+            Encoder::Gzip(w) => w.finish().map(|(w, n, busy)| (w, n, Some(busy))),
+            #[cfg(feature = "zstd")]
+            Encoder::Zstd(w) => {
+                let mut c = w.finish()?;
+                c.flush()?;
+                Ok((c.inner, c.count, None))
+            }
+        }
+    }
+}
+
+/// Writes a deterministic layer into `W`. See the module doc for the rules.
+pub struct LayerWriter<W: Write + Send + 'static> {
+    enc: Encoder<W>,
+    hasher: Sha256,
+    header: Vec<u8>,
+    buf: Vec<u8>,
+    opts: LayerOptions,
+    stats: LayerStats,
+    start: Instant,
+    encode_time: Duration,
+}
+
+impl<W: Write + Send + 'static> LayerWriter<W> {
+    /// Starts a layer that will be written to `sink`.
+    pub fn new(sink: W, opts: LayerOptions) -> Result<Self> {
+        let threads = opts.thread_count();
+        let enc = match opts.compression {
+            Compression::None => Encoder::Plain(Counting {
+                inner: sink,
+                count: 0,
+            }),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(ParallelGzipWriter::new(sink, level, threads))
+            }
+            #[cfg(feature = "zstd")]
+            Compression::Zstd { level } => {
+                let mut e = zstd::stream::write::Encoder::new(
+                    Counting {
+                        inner: sink,
+                        count: 0,
+                    },
+                    level,
+                )
+                .map_err(Error::Write)?;
+                // nbWorkers >= 1 gives output independent of the worker count (facebook/zstd#2238);
+                // 0 (single-threaded mode) would give different bytes.
+                e.multithread(threads as u32).map_err(Error::Write)?;
+                e.include_checksum(false).map_err(Error::Write)?;
+                Encoder::Zstd(e)
+            }
+            #[cfg(not(feature = "zstd"))]
+            Compression::Zstd { .. } => {
+                return Err(Error::InvalidCompression {
+                    value: "zstd (this kiln was built without the zstd feature)".into(),
+                })
+            }
+        };
+        Ok(LayerWriter {
+            enc,
+            hasher: Sha256::new(),
+            header: Vec::with_capacity(2048),
+            buf: vec![0; READ_BUF],
+            opts,
+            stats: LayerStats {
+                compress_threads: match opts.compression {
+                    Compression::None => 0,
+                    _ => threads,
+                },
+                ..LayerStats::default()
+            },
+            start: Instant::now(),
+            encode_time: Duration::ZERO,
+        })
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+        let t = Instant::now();
+        self.hasher.update(bytes);
+        let t2 = Instant::now();
+        self.stats.hash_seconds += (t2 - t).as_secs_f64();
+        self.enc.write_all(bytes).map_err(Error::Write)?;
+        self.encode_time += t2.elapsed();
+        self.stats.bytes_tarred += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends one entry. Entries must come sorted by path, parents first, for a canonical layer;
+    /// [`walk`] returns them that way.
+    pub fn append(&mut self, entry: &Entry) -> Result<()> {
+        validate_path(&entry.path).map_err(|reason| Error::InvalidPath {
+            path: String::from_utf8_lossy(&entry.path).into_owned(),
+            reason,
+        })?;
+        self.stats.files_walked += 1;
+        let mut header = std::mem::take(&mut self.header);
+        header.clear();
+        header_bytes(entry, entry.mtime.min(self.opts.epoch), &mut header);
+        let r = self.emit(&header);
+        self.header = header;
+        r?;
+        if let EntryKind::File { size, source } = &entry.kind {
+            match source {
+                FileSource::Bytes(b) => {
+                    self.stats.bytes_read += b.len() as u64;
+                    self.emit(b)?;
+                }
+                FileSource::Path(p) => self.copy_file(p, *size)?,
+            }
+            let mut padding = std::mem::take(&mut self.header);
+            padding.clear();
+            pad(&mut padding, *size);
+            let r = self.emit(&padding);
+            self.header = padding;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn copy_file(&mut self, path: &Path, size: u64) -> Result<()> {
+        let read_err = |source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(read_err)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut total = 0u64;
+        let result = loop {
+            let t = Instant::now();
+            let n = match f.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(read_err(e)),
+            };
+            self.stats.read_seconds += t.elapsed().as_secs_f64();
+            total += n as u64;
+            if total > size {
+                break Err(Error::FileChanged {
+                    path: path.to_path_buf(),
+                    expected: size,
+                    actual: total,
+                });
+            }
+            if let Err(e) = self.emit(&buf[..n]) {
+                break Err(e);
+            }
+        };
+        self.buf = buf;
+        result?;
+        self.stats.bytes_read += total;
+        if total != size {
+            return Err(Error::FileChanged {
+                path: path.to_path_buf(),
+                expected: size,
+                actual: total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Walks `root` and appends everything below it.
+    pub fn append_dir(&mut self, root: &Path, walk_opts: &WalkOptions) -> Result<()> {
+        let (entries, secs) = walk(root, walk_opts)?;
+        self.stats.walk_seconds += secs;
+        for e in &entries {
+            self.append(e)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the archive and the compressed stream; returns the sink and the summary.
+    pub fn finish(mut self) -> Result<(W, LayerSummary)> {
+        self.emit(&END_OF_ARCHIVE)?;
+        let t = Instant::now();
+        let (sink, size, busy) = self.enc.finish().map_err(Error::Write)?;
+        self.encode_time += t.elapsed();
+        let mut stats = self.stats;
+        stats.bytes_hashed = stats.bytes_tarred;
+        stats.bytes_compressed_in = match self.opts.compression {
+            Compression::None => 0,
+            _ => stats.bytes_tarred,
+        };
+        stats.compress_seconds = match (self.opts.compression, busy) {
+            (Compression::None, _) => 0.0,
+            (_, Some(busy)) => busy.as_secs_f64(),
+            // zstd's workers are internal: count the time the pipeline waited on them.
+            (_, None) => self.encode_time.as_secs_f64(),
+        };
+        stats.bytes_written = size;
+        stats.wall_seconds = self.start.elapsed().as_secs_f64() + stats.walk_seconds;
+        let summary = LayerSummary {
+            diff_id: Digest::from_sha256_bytes(&self.hasher.finalize()),
+            uncompressed_size: stats.bytes_tarred,
+            size,
+            media_type: self.opts.compression.media_type(),
+            stats,
+        };
+        Ok((sink, summary))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::Entry;
+
+    fn build(entries: &[Entry], compression: Compression, threads: usize) -> (Vec<u8>, LayerSummary) {
+        let mut w = LayerWriter::new(
+            Vec::new(),
+            LayerOptions {
+                compression,
+                threads,
+                epoch: 100,
+            },
+        )
+        .unwrap();
+        for e in entries {
+            w.append(e).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn sample() -> Vec<Entry> {
+        let mut f = Entry::file("d/f", 0o4755, b"data".repeat(100_000));
+        f.uid = 1000;
+        f.gid = 3_000_000; // needs PAX
+        f.mtime = 1_000_000; // clamped to 100
+        f.xattrs = vec![("user.k".into(), b"v\0bin".to_vec())];
+        vec![
+            Entry::dir("d", 0o755),
+            f,
+            Entry::symlink("d/l", "f"),
+            Entry::whiteout(b"d/gone"),
+        ]
+    }
+
+    #[test]
+    fn diff_id_is_the_sha256_of_the_tar_and_tar_reads_back() {
+        let (tar, s) = build(&sample(), Compression::None, 1);
+        assert_eq!(s.diff_id, Digest::sha256(&tar));
+        assert_eq!(s.size, tar.len() as u64);
+        let mut a = ::tar::Archive::new(&tar[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let path = e.path().unwrap().into_owned();
+            assert!(h.mtime().unwrap() <= 100);
+            if path.to_str() == Some("d/f") {
+                assert_eq!(h.mode().unwrap(), 0o4755);
+                assert_eq!(h.uid().unwrap(), 1000);
+                assert_eq!(h.mtime().unwrap(), 100);
+                assert_eq!(h.username_bytes(), Some(&b""[..]));
+                let x: Vec<_> = e.pax_extensions().unwrap().unwrap().map(|x| x.unwrap().key().unwrap().to_string()).collect();
+                assert!(x.contains(&"SCHILY.xattr.user.k".to_string()), "{x:?}");
+                assert!(x.contains(&"gid".to_string()));
+                let mut body = Vec::new();
+                e.read_to_end(&mut body).unwrap();
+                assert_eq!(body.len(), 400_000);
+            }
+            seen.push(path.to_string_lossy().into_owned());
+        }
+        assert_eq!(seen, ["d/", "d/f", "d/l", "d/.wh.gone"]);
+    }
+
+    #[test]
+    fn compressed_layers_decompress_to_the_diff_id_and_ignore_thread_count() {
+        let (plain, p) = build(&sample(), Compression::None, 1);
+        for c in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+            let (one, s1) = build(&sample(), c, 1);
+            let (two, s2) = build(&sample(), c, 2);
+            assert_eq!(one, two, "{c}");
+            assert_eq!(s1.diff_id, p.diff_id);
+            assert_eq!(s2.size, two.len() as u64);
+            let mut back = Vec::new();
+            match c {
+                Compression::Gzip { .. } => {
+                    flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+                }
+                _ => {
+                    zstd::stream::read::Decoder::new(&one[..]).unwrap().read_to_end(&mut back).unwrap();
+                }
+            }
+            assert_eq!(back, plain);
+        }
+    }
+
+    #[test]
+    fn a_file_that_grew_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        let e = Entry {
+            path: b"f".to_vec(),
+            kind: EntryKind::File { size: 3, source: FileSource::Path(p.clone()) },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: vec![],
+        };
+        let mut w = LayerWriter::new(Vec::new(), LayerOptions::default()).unwrap();
+        let err = w.append(&e).unwrap_err();
+        assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+    }
+}
