@@ -1,12 +1,32 @@
 //! Command-line interface: clap arguments → validated options → `ops`.
 //!
-//! This is the only module that reads environment variables. Each command lives in its own file.
-use clap::{Parser, Subcommand};
+//! This is the only module that reads environment variables (`KILN_ROOT`, `XDG_DATA_HOME`,
+//! `HOME`, `SOURCE_DATE_EPOCH`). Each command lives in its own file; `render` draws progress.
+//! Exit codes: 0 success, 1 a failed build step, 2 usage or any other error; a broken pipe on
+//! stdout exits 0.
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod images;
+mod import;
+mod layer;
+mod render;
+mod store;
+
+pub use render::ProgressMode;
 
 /// kiln: a daemonless, rootless, reproducible OCI image builder.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The local store [default: $KILN_ROOT, else $XDG_DATA_HOME/kiln, else ~/.local/share/kiln]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// How to show progress.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -14,10 +34,158 @@ pub struct Cli {
 
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Make a one-layer base image from a root filesystem (directory or tarball).
+    Import(import::ImportArgs),
+    /// Write one directory as a layer blob into the store and report what each stage cost.
+    Layer(layer::LayerArgs),
+    /// Copy an image between the store, `oci:`, `oci-archive:` and `docker-archive:`.
+    Copy(images::CopyArgs),
+    /// Print an image's manifest digest, config and layers as JSON.
+    Inspect(images::InspectArgs),
+    /// List the images in the local store.
+    Images(images::ImagesArgs),
+    /// Maintain the local store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+}
+
+/// Output format for commands that can print JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    code: i32,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit {
+            code: 2,
+            error: e.into(),
+        }
+    }
+}
+
+pub(crate) type CliResult = Result<(), Exit>;
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let _cli = Cli::parse();
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(Exit { code, error }) => {
+            if is_broken_pipe(&error) {
+                return 0;
+            }
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            code
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> CliResult {
+    let ctx = Context {
+        root: cli.root.clone(),
+        progress: cli.progress,
+    };
+    match cli.command {
+        Command::Import(a) => import::run(&ctx, a),
+        Command::Layer(a) => layer::run(&ctx, a),
+        Command::Copy(a) => images::copy(&ctx, a),
+        Command::Inspect(a) => images::inspect(&ctx, a),
+        Command::Images(a) => images::images(&ctx, a),
+        Command::Store(c) => store::run(&ctx, c),
+    }
+}
+
+/// What every command needs: the store root and the progress mode.
+pub(crate) struct Context {
+    root: Option<PathBuf>,
+    progress: ProgressMode,
+}
+
+impl Context {
+    /// The store root: `--root`, `$KILN_ROOT`, `$XDG_DATA_HOME/kiln`, `~/.local/share/kiln`.
+    pub(crate) fn root(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(r) = env("KILN_ROOT") {
+            return r;
+        }
+        if let Some(x) = env("XDG_DATA_HOME") {
+            return x.join("kiln");
+        }
+        env("HOME")
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".local/share/kiln")
+    }
+
+    pub(crate) fn store(&self) -> Result<crate::store::Store, Exit> {
+        Ok(crate::store::Store::open(&self.root())?)
+    }
+
+    pub(crate) fn reporter(&self) -> Box<dyn crate::progress::Reporter> {
+        render::reporter(self.progress)
+    }
+}
+
+/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else 0.
+pub(crate) fn epoch(flag: Option<i64>) -> Result<i64, Exit> {
+    if let Some(e) = flag {
+        return Ok(e);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.trim().parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds").into()
+        }),
+        _ => Ok(0),
+    }
+}
+
+/// Prints to stdout; a closed pipe ends the program quietly.
+pub(crate) fn out(text: &str) -> CliResult {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        o.write_all(b"\n")?;
+    }
+    o.flush()?;
+    Ok(())
+}
+
+/// Serialises `v` as pretty JSON on stdout.
+pub(crate) fn out_json<T: serde::Serialize>(v: &T) -> CliResult {
+    out(&serde_json::to_string_pretty(v)?)
 }

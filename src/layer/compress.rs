@@ -93,9 +93,18 @@ mod tests {
 
     #[test]
     fn parses_names_and_levels() {
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 6 });
-        assert_eq!("gzip:1".parse::<Compression>().unwrap(), Compression::Gzip { level: 1 });
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 6 }
+        );
+        assert_eq!(
+            "gzip:1".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 1 }
+        );
+        assert_eq!(
+            "zstd:19".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 19 }
+        );
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         for bad in ["gzip:0", "gzip:10", "zstd:x", "lz4", "none:1", ""] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");

@@ -178,8 +178,20 @@ mod tests {
 
     #[test]
     fn unclean_paths_are_rejected() {
-        for p in [&b""[..], b"/abs", b"a//b", b"a/../b", b"./a", b"a/", b"a\0b"] {
-            assert!(validate_path(p).is_err(), "{:?}", String::from_utf8_lossy(p));
+        for p in [
+            &b""[..],
+            b"/abs",
+            b"a//b",
+            b"a/../b",
+            b"./a",
+            b"a/",
+            b"a\0b",
+        ] {
+            assert!(
+                validate_path(p).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
         }
         assert!(validate_path(b"a/b.c/d").is_ok());
     }

@@ -32,7 +32,7 @@ mod compress;
 mod entry;
 mod gzip;
 mod stats;
-mod tar;
+pub(crate) mod tar;
 mod walk;
 mod writer;
 

@@ -47,7 +47,10 @@ pub(crate) fn header_bytes(entry: &Entry, mtime: i64, out: &mut Vec<u8>) {
         for (k, v) in &pax {
             pax_record(k, v, &mut body);
         }
-        let base = name.rsplit(|&b| b == b'/').find(|c| !c.is_empty()).unwrap_or(b"");
+        let base = name
+            .rsplit(|&b| b == b'/')
+            .find(|c| !c.is_empty())
+            .unwrap_or(b"");
         let mut pax_name = b"PaxHeaders.0/".to_vec();
         pax_name.extend_from_slice(base);
         pax_name.truncate(100);

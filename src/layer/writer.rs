@@ -19,7 +19,7 @@ use super::{Error, Result};
 const READ_BUF: usize = 1 << 20;
 
 /// How to write a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerOptions {
     /// Compression and level.
     pub compression: Compression,
@@ -27,16 +27,6 @@ pub struct LayerOptions {
     pub threads: usize,
     /// The build epoch: every mtime is clamped to it (`SOURCE_DATE_EPOCH`, else 0).
     pub epoch: i64,
-}
-
-impl Default for LayerOptions {
-    fn default() -> Self {
-        LayerOptions {
-            compression: Compression::default(),
-            threads: 0,
-            epoch: 0,
-        }
-    }
 }
 
 impl LayerOptions {
@@ -225,20 +215,29 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     fn copy_file(&mut self, path: &Path, size: u64) -> Result<()> {
-        let read_err = |source| Error::Read {
+        let mut f = File::open(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
-        };
-        let mut f = File::open(path).map_err(read_err)?;
+        })?;
+        self.copy_reader(&mut f, size, path)
+    }
+
+    /// Copies exactly `size` bytes from `src` into the tar stream.
+    fn copy_reader(&mut self, src: &mut dyn Read, size: u64, path: &Path) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         let mut total = 0u64;
         let result = loop {
             let t = Instant::now();
-            let n = match f.read(&mut buf) {
+            let n = match src.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(read_err(e)),
+                Err(source) => {
+                    break Err(Error::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
             };
             self.stats.read_seconds += t.elapsed().as_secs_f64();
             total += n as u64;
@@ -264,6 +263,40 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             });
         }
         Ok(())
+    }
+
+    /// Appends an entry whose data (for a regular file, exactly its size) comes from `data`.
+    /// `what` names the source in errors (an archive member, say).
+    pub fn append_from(&mut self, entry: &Entry, data: &mut dyn Read, what: &Path) -> Result<()> {
+        let EntryKind::File { size, .. } = entry.kind else {
+            return self.append(entry);
+        };
+        let placeholder = Entry {
+            kind: EntryKind::File {
+                size,
+                source: FileSource::Bytes(Vec::new().into()),
+            },
+            ..entry.clone()
+        };
+        validate_path(&entry.path).map_err(|reason| Error::InvalidPath {
+            path: String::from_utf8_lossy(&entry.path).into_owned(),
+            reason,
+        })?;
+        self.stats.files_walked += 1;
+        let mut header = std::mem::take(&mut self.header);
+        header.clear();
+        super::tar::header_bytes(&placeholder, entry.mtime.min(self.opts.epoch), &mut header);
+        let r = self.emit(&header);
+        self.header = header;
+        r?;
+        let mut limited = data.take(size);
+        self.copy_reader(&mut limited, size, what)?;
+        let mut padding = std::mem::take(&mut self.header);
+        padding.clear();
+        pad(&mut padding, size);
+        let r = self.emit(&padding);
+        self.header = padding;
+        r
     }
 
     /// Walks `root` and appends everything below it.
@@ -312,7 +345,11 @@ mod tests {
     use super::*;
     use crate::layer::Entry;
 
-    fn build(entries: &[Entry], compression: Compression, threads: usize) -> (Vec<u8>, LayerSummary) {
+    fn build(
+        entries: &[Entry],
+        compression: Compression,
+        threads: usize,
+    ) -> (Vec<u8>, LayerSummary) {
         let mut w = LayerWriter::new(
             Vec::new(),
             LayerOptions {
@@ -359,7 +396,12 @@ mod tests {
                 assert_eq!(h.uid().unwrap(), 1000);
                 assert_eq!(h.mtime().unwrap(), 100);
                 assert_eq!(h.username_bytes(), Some(&b""[..]));
-                let x: Vec<_> = e.pax_extensions().unwrap().unwrap().map(|x| x.unwrap().key().unwrap().to_string()).collect();
+                let x: Vec<_> = e
+                    .pax_extensions()
+                    .unwrap()
+                    .unwrap()
+                    .map(|x| x.unwrap().key().unwrap().to_string())
+                    .collect();
                 assert!(x.contains(&"SCHILY.xattr.user.k".to_string()), "{x:?}");
                 assert!(x.contains(&"gid".to_string()));
                 let mut body = Vec::new();
@@ -374,7 +416,10 @@ mod tests {
     #[test]
     fn compressed_layers_decompress_to_the_diff_id_and_ignore_thread_count() {
         let (plain, p) = build(&sample(), Compression::None, 1);
-        for c in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+        for c in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
             let (one, s1) = build(&sample(), c, 1);
             let (two, s2) = build(&sample(), c, 2);
             assert_eq!(one, two, "{c}");
@@ -383,10 +428,15 @@ mod tests {
             let mut back = Vec::new();
             match c {
                 Compression::Gzip { .. } => {
-                    flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+                    flate2::read::GzDecoder::new(&one[..])
+                        .read_to_end(&mut back)
+                        .unwrap();
                 }
                 _ => {
-                    zstd::stream::read::Decoder::new(&one[..]).unwrap().read_to_end(&mut back).unwrap();
+                    zstd::stream::read::Decoder::new(&one[..])
+                        .unwrap()
+                        .read_to_end(&mut back)
+                        .unwrap();
                 }
             }
             assert_eq!(back, plain);
@@ -400,7 +450,10 @@ mod tests {
         std::fs::write(&p, b"12345").unwrap();
         let e = Entry {
             path: b"f".to_vec(),
-            kind: EntryKind::File { size: 3, source: FileSource::Path(p.clone()) },
+            kind: EntryKind::File {
+                size: 3,
+                source: FileSource::Path(p.clone()),
+            },
             mode: 0o644,
             uid: 0,
             gid: 0,

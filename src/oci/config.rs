@@ -25,7 +25,11 @@ pub struct ImageConfig {
     #[serde(default)]
     pub os: String,
     /// OS version.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features.
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
@@ -195,13 +199,23 @@ mod tests {
     fn docker_only_fields_round_trip() {
         let text = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Healthcheck":{"Test":["CMD-SHELL","true"],"Interval":30000000000},"OnBuild":["RUN echo hi"],"Shell":["/bin/bash","-c"],"ArgsEscaped":true,"StopSignal":"SIGTERM","Hostname":"x"},"rootfs":{"type":"layers","diff_ids":[]},"container_config":{"Cmd":["sh"]}}"#;
         let c: ImageConfig = from_json("image config", text).unwrap();
-        assert_eq!(c.config.on_build.as_deref(), Some(&["RUN echo hi".to_string()][..]));
+        assert_eq!(
+            c.config.on_build.as_deref(),
+            Some(&["RUN echo hi".to_string()][..])
+        );
         assert_eq!(c.config.extra.get("Hostname"), Some(&Value::from("x")));
         let out = to_canonical_json(&c);
         let back: ImageConfig = from_json("image config", &out).unwrap();
         assert_eq!(back, c);
         let s = String::from_utf8(out).unwrap();
-        for needle in ["Healthcheck", "OnBuild", "Shell", "ArgsEscaped", "StopSignal", "container_config"] {
+        for needle in [
+            "Healthcheck",
+            "OnBuild",
+            "Shell",
+            "ArgsEscaped",
+            "StopSignal",
+            "container_config",
+        ] {
             assert!(s.contains(needle), "{needle} lost: {s}");
         }
     }

@@ -106,7 +106,10 @@ impl FromStr for Digest {
         if hex.len() != algorithm.hex_len() {
             return Err(bad("wrong length"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("not lower-case hex"));
         }
         Ok(Digest {

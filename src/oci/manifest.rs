@@ -53,7 +53,9 @@ impl Descriptor {
 
     /// The `org.opencontainers.image.ref.name` annotation, if any.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(ANNOTATION_REF_NAME).map(String::as_str)
+        self.annotations
+            .get(ANNOTATION_REF_NAME)
+            .map(String::as_str)
     }
 }
 

@@ -14,7 +14,11 @@ pub struct Platform {
     /// Operating system, GOOS style (`linux`).
     pub os: String,
     /// OS version (Windows only in practice).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features.
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]

@@ -1,1 +1,72 @@
-//! ops (work in progress).
+//! Operations: one function per command, taking an options struct and a [`Reporter`].
+//!
+//! Operations never print and never read the environment: the CLI resolves flags and environment
+//! into the options structs, and draws whatever the reporter receives.
+//!
+//! [`Reporter`]: crate::progress::Reporter
+
+mod copy;
+mod import;
+mod inspect;
+mod layer;
+mod store;
+
+pub use copy::{copy, CopyOptions};
+pub use import::{import, ImportOptions, ImportResult};
+pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};
+pub use layer::{layer, LayerCommandOptions, LayerResult};
+pub use store::{fsck, gc};
+
+use std::path::PathBuf;
+
+/// Errors from operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building a layer failed.
+    #[error(transparent)]
+    Layer(#[from] crate::layer::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// A transport failed.
+    #[error(transparent)]
+    Transport(Box<crate::transport::Error>),
+    /// An image is invalid.
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    /// A source path is not usable.
+    #[error("cannot import `{}`: {reason}", path.display())]
+    BadSource {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tar member cannot be imported.
+    #[error("`{}`: member `{member}`: {reason}", archive.display())]
+    BadMember {
+        /// The archive.
+        archive: PathBuf,
+        /// The member's path.
+        member: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `fsck` found problems.
+    #[error("the store at `{}` has {count} problem(s)", root.display())]
+    FsckFailed {
+        /// The store root.
+        root: PathBuf,
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::transport::Error> for Error {
+    fn from(e: crate::transport::Error) -> Self {
+        Error::Transport(Box::new(e))
+    }
+}

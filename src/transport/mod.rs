@@ -1,1 +1,307 @@
-//! transport (work in progress).
+//! Reading and writing images through transports, named as containers-transports(5) names them.
+//!
+//! | transport | form | read | write |
+//! |---|---|---|---|
+//! | local store | a bare name (`app:1.0`) | yes | yes |
+//! | OCI layout | `oci:DIR[:REF]` | yes | yes |
+//! | OCI archive | `oci-archive:FILE[:REF]` | yes | yes |
+//! | docker-archive | `docker-archive:FILE[:NAME:TAG]` or `:@INDEX` | yes | yes (loadable by `docker load` and `podman load`) |
+//! | registry | `docker://REF` | with the registry module | with the registry module |
+//!
+//! What it owns: [`Target`] parsing, and moving images between the local store and those places.
+//! Every read goes *into* the store first (blobs verified as they land), so the rest of kiln only
+//! ever reads images from the store; every write reads from the store. Writes of files are atomic:
+//! archives are written to a temp file beside the destination and renamed; OCI layouts get their
+//! blobs through temp files and `index.json` replaced whole.
+
+mod archive_tar;
+mod docker_archive;
+mod oci_archive;
+mod oci_dir;
+mod select;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::image::Image;
+use crate::oci::{Descriptor, Platform};
+use crate::store::{self, Store};
+
+pub use select::load_image;
+
+/// Errors from transports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The transport string could not be parsed.
+    #[error("invalid image reference `{value}`: {reason}")]
+    InvalidTarget {
+        /// The text.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A transport kiln does not support (yet).
+    #[error("`{value}`: the {transport} transport is not supported")]
+    Unsupported {
+        /// The text.
+        value: String,
+        /// The transport name.
+        transport: String,
+    },
+    /// A file or directory operation failed.
+    #[error("{action} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The source does not hold the image asked for.
+    #[error("{location}: no image {wanted}{available}")]
+    NotFound {
+        /// The archive or layout.
+        location: String,
+        /// What was asked for.
+        wanted: String,
+        /// What is there, as text for the message.
+        available: String,
+    },
+    /// The source is malformed.
+    #[error("{location}: {reason}")]
+    Malformed {
+        /// The archive or layout.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An index has no manifest for the platform.
+    #[error("{location}: no manifest for platform {platform} (available: {available})")]
+    NoPlatform {
+        /// Where.
+        location: String,
+        /// What was asked for.
+        platform: Box<Platform>,
+        /// What there is.
+        available: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// An image document is invalid.
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where an image comes from or goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The local store, by name.
+    Store(String),
+    /// An OCI layout directory, and the `ref.name` inside it.
+    OciDir(PathBuf, Option<String>),
+    /// An OCI layout in a tar file.
+    OciArchive(PathBuf, Option<String>),
+    /// A `docker save` style tar file, and the name (`name:tag`) or `@index` inside it.
+    DockerArchive(PathBuf, Option<String>),
+    /// A registry reference (handled by the registry module).
+    Registry(String),
+}
+
+impl FromStr for Target {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Target> {
+        let bad = |reason: &str| Error::InvalidTarget {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let path_ref = |rest: &str| -> Result<(PathBuf, Option<String>)> {
+            let (path, r) = match rest.split_once(':') {
+                Some((p, r)) => (p, Some(r.to_string())),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(bad("the path is empty"));
+            }
+            if r.as_deref() == Some("") {
+                return Err(bad("the reference after the path is empty"));
+            }
+            Ok((PathBuf::from(path), r))
+        };
+        if let Some(rest) = value.strip_prefix("oci:") {
+            let (p, r) = path_ref(rest)?;
+            return Ok(Target::OciDir(p, r));
+        }
+        if let Some(rest) = value.strip_prefix("oci-archive:") {
+            let (p, r) = path_ref(rest)?;
+            return Ok(Target::OciArchive(p, r));
+        }
+        if let Some(rest) = value.strip_prefix("docker-archive:") {
+            let (p, r) = path_ref(rest)?;
+            if let Some(name) = r.as_deref() {
+                if !name.starts_with('@') {
+                    store::normalize_name(name).map_err(|e| bad(&e.to_string()))?;
+                }
+            }
+            return Ok(Target::DockerArchive(p, r));
+        }
+        if let Some(rest) = value.strip_prefix("docker://") {
+            if rest.is_empty() {
+                return Err(bad("the registry reference is empty"));
+            }
+            return Ok(Target::Registry(rest.to_string()));
+        }
+        for t in [
+            "containers-storage",
+            "dir",
+            "docker-daemon",
+            "ostree",
+            "sif",
+        ] {
+            if value.starts_with(&format!("{t}:")) {
+                return Err(Error::Unsupported {
+                    value: value.to_string(),
+                    transport: t.to_string(),
+                });
+            }
+        }
+        let name = store::normalize_name(value).map_err(|e| bad(&e.to_string()))?;
+        Ok(Target::Store(name))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with = |f: &mut fmt::Formatter<'_>, t: &str, p: &Path, r: &Option<String>| {
+            write!(f, "{t}:{}", p.display())?;
+            if let Some(r) = r {
+                write!(f, ":{r}")?;
+            }
+            Ok(())
+        };
+        match self {
+            Target::Store(n) => f.write_str(n),
+            Target::OciDir(p, r) => with(f, "oci", p, r),
+            Target::OciArchive(p, r) => with(f, "oci-archive", p, r),
+            Target::DockerArchive(p, r) => with(f, "docker-archive", p, r),
+            Target::Registry(r) => write!(f, "docker://{r}"),
+        }
+    }
+}
+
+/// Brings the image at `source` into the store (verifying every blob) and returns it.
+/// `platform` picks a manifest from an index; `None` means the host's platform.
+pub fn read_into_store(
+    store: &Store,
+    source: &Target,
+    platform: Option<&Platform>,
+) -> Result<Image> {
+    match source {
+        Target::Store(name) => {
+            let d = store.resolve(name)?;
+            load_image(store, &d, platform, name)
+        }
+        Target::OciDir(dir, r) => oci_dir::read(store, dir, r.as_deref(), platform),
+        Target::OciArchive(file, r) => oci_archive::read(store, file, r.as_deref(), platform),
+        Target::DockerArchive(file, r) => docker_archive::read(store, file, r.as_deref()),
+        Target::Registry(_) => Err(Error::Unsupported {
+            value: source.to_string(),
+            transport: "docker (registry)".into(),
+        }),
+    }
+}
+
+/// Writes `image` (whose blobs are in the store) to `dest`. `name` is the image's name, used
+/// for docker-archive `RepoTags` when `dest` does not give one. Returns the manifest descriptor.
+pub fn write_from_store(
+    store: &Store,
+    image: &Image,
+    dest: &Target,
+    name: Option<&str>,
+) -> Result<Descriptor> {
+    match dest {
+        Target::Store(n) => {
+            store.put_bytes(&image.raw_config)?;
+            store.put_bytes(&image.raw_manifest)?;
+            store.tag(n, &image.descriptor)?;
+        }
+        Target::OciDir(dir, r) => oci_dir::write(store, image, dir, r.as_deref())?,
+        Target::OciArchive(file, r) => oci_archive::write(store, image, file, r.as_deref())?,
+        Target::DockerArchive(file, r) => {
+            let tag = match r.as_deref() {
+                Some(r) if r.starts_with('@') => {
+                    return Err(Error::InvalidTarget {
+                        value: dest.to_string(),
+                        reason: "an `@index` can only be read, not written".into(),
+                    })
+                }
+                Some(r) => Some(r),
+                None => name,
+            };
+            docker_archive::write(store, image, file, tag)?
+        }
+        Target::Registry(_) => {
+            return Err(Error::Unsupported {
+                value: dest.to_string(),
+                transport: "docker (registry)".into(),
+            })
+        }
+    }
+    Ok(image.descriptor.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_as_containers_transports_name_them() {
+        let t = |s: &str| s.parse::<Target>().unwrap();
+        assert_eq!(
+            t("oci:/x/y:v1"),
+            Target::OciDir("/x/y".into(), Some("v1".into()))
+        );
+        assert_eq!(t("oci:/x/y"), Target::OciDir("/x/y".into(), None));
+        assert_eq!(
+            t("oci-archive:a.tar"),
+            Target::OciArchive("a.tar".into(), None)
+        );
+        assert_eq!(
+            t("docker-archive:a.tar:app:1"),
+            Target::DockerArchive("a.tar".into(), Some("app:1".into()))
+        );
+        assert_eq!(t("app"), Target::Store("app:latest".into()));
+        assert_eq!(
+            t("localhost:5000/app"),
+            Target::Store("localhost:5000/app:latest".into())
+        );
+        assert_eq!(t("docker://debian"), Target::Registry("debian".into()));
+        for bad in [
+            "oci:",
+            "oci:/x:",
+            "containers-storage:x",
+            "Bad Name",
+            "docker://",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+}

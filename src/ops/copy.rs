@@ -1,0 +1,31 @@
+//! `kiln copy SRC DST`: between the local store and the local transports.
+use crate::oci::{Descriptor, Platform};
+use crate::progress::Reporter;
+use crate::store::Store;
+use crate::transport::{read_into_store, write_from_store, Target};
+
+use super::Result;
+
+/// Options of `kiln copy`.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Where the image is.
+    pub source: Target,
+    /// Where it goes.
+    pub dest: Target,
+    /// Which platform to take from an index (host's by default).
+    pub platform: Option<Platform>,
+}
+
+/// Copies an image; returns the manifest descriptor written.
+pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Result<Descriptor> {
+    reporter.on_status(&format!("reading {}", opts.source));
+    let image = read_into_store(store, &opts.source, opts.platform.as_ref())?;
+    let name = match &opts.source {
+        Target::Store(n) => Some(n.as_str()),
+        Target::DockerArchive(_, Some(n)) if !n.starts_with('@') => Some(n.as_str()),
+        _ => None,
+    };
+    reporter.on_status(&format!("writing {}", opts.dest));
+    Ok(write_from_store(store, &image, &opts.dest, name)?)
+}

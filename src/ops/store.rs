@@ -1,0 +1,26 @@
+//! `kiln store fsck` and `kiln store gc`.
+use crate::progress::Reporter;
+use crate::store::{FsckReport, GcReport, Store};
+
+use super::{Error, Result};
+
+/// Verifies the store; fails with [`Error::FsckFailed`] after reporting every problem.
+pub fn fsck(store: &Store, reporter: &dyn Reporter) -> Result<FsckReport> {
+    let report = store.fsck()?;
+    for p in &report.problems {
+        reporter.on_warning(&p.to_string());
+    }
+    if !report.problems.is_empty() {
+        return Err(Error::FsckFailed {
+            root: store.root().to_path_buf(),
+            count: report.problems.len(),
+        });
+    }
+    Ok(report)
+}
+
+/// Removes unreferenced blobs and stale temp files. `store` must be opened exclusively.
+pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
+    reporter.on_status("collecting unreferenced blobs");
+    Ok(store.gc(&[])?)
+}

@@ -1,0 +1,112 @@
+//! `oci-archive:FILE[:REF]`: an OCI image layout in a tar file.
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use crate::image::Image;
+use crate::oci::{self, Descriptor, Digest, Index, Platform, ANNOTATION_REF_NAME};
+use crate::store::Store;
+
+use super::archive_tar::{clean_member, ArchiveWriter};
+use super::oci_dir::find_entry;
+use super::select::load_image;
+use super::{io_err, Error, Result};
+
+fn location(file: &Path) -> String {
+    format!("oci-archive:{}", file.display())
+}
+
+/// Reads the archive in one pass: every blob goes into the store (verified against its name),
+/// then the image is resolved from the archive's `index.json`.
+pub(crate) fn read(
+    store: &Store,
+    file: &Path,
+    reference: Option<&str>,
+    platform: Option<&Platform>,
+) -> Result<Image> {
+    let loc = location(file);
+    let f = File::open(file).map_err(io_err("cannot read", file))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
+    let malformed = |reason: String| Error::Malformed {
+        location: location(file),
+        reason,
+    };
+    let mut index_bytes = None;
+    let mut saw_layout = false;
+    let entries = archive
+        .entries()
+        .map_err(|e| malformed(format!("not a tar file: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| malformed(format!("not a valid tar file: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = clean_member(&entry.path_bytes());
+        if path == "index.json" {
+            let mut b = Vec::new();
+            entry
+                .read_to_end(&mut b)
+                .map_err(|e| malformed(e.to_string()))?;
+            index_bytes = Some(b);
+        } else if path == "oci-layout" {
+            saw_layout = true;
+        } else if let Some(rest) = path.strip_prefix("blobs/") {
+            let digest: Digest = rest
+                .replacen('/', ":", 1)
+                .parse()
+                .map_err(|e| malformed(format!("member `{path}`: {e}")))?;
+            let size = entry.header().size().ok();
+            store.put_verified(&digest, size, &mut entry)?;
+        }
+    }
+    if !saw_layout {
+        return Err(malformed(
+            "no `oci-layout` member: not an OCI archive".into(),
+        ));
+    }
+    let bytes = index_bytes.ok_or_else(|| malformed("no `index.json` member".into()))?;
+    let index: Index = oci::from_json("index", &bytes).map_err(|e| malformed(e.to_string()))?;
+    let entry = find_entry(&index, reference, &loc)?;
+    load_image(store, entry, platform, &loc)
+}
+
+pub(crate) fn write(
+    store: &Store,
+    image: &Image,
+    file: &Path,
+    reference: Option<&str>,
+) -> Result<()> {
+    let mut w = ArchiveWriter::create(file)?;
+    w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut d = Descriptor::new(
+        image.descriptor.media_type.clone(),
+        image.digest().clone(),
+        image.descriptor.size,
+    );
+    if let Some(r) = reference {
+        d.annotations.insert(ANNOTATION_REF_NAME.into(), r.into());
+    }
+    let mut index = Index::new();
+    index.manifests.push(d);
+    w.bytes("index.json", &oci::to_canonical_json(&index))?;
+    w.dir("blobs")?;
+    w.dir("blobs/sha256")?;
+    let mut done = std::collections::BTreeSet::new();
+    for l in image.layers() {
+        if done.insert(l.digest.clone()) {
+            w.file(
+                &format!("blobs/sha256/{}", l.digest.hex()),
+                &store.blob_path(&l.digest),
+            )?;
+        }
+    }
+    w.bytes(
+        &format!("blobs/sha256/{}", image.manifest.config.digest.hex()),
+        &image.raw_config,
+    )?;
+    w.bytes(
+        &format!("blobs/sha256/{}", image.digest().hex()),
+        &image.raw_manifest,
+    )?;
+    w.finish()
+}

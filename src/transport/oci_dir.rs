@@ -1,0 +1,182 @@
+//! `oci:DIR[:REF]`: an OCI image layout directory.
+use std::fs::File;
+use std::path::Path;
+
+use crate::image::Image;
+use crate::oci::{self, Descriptor, Index, Platform, ANNOTATION_REF_NAME};
+use crate::store::Store;
+
+use super::select::{load_image, pick};
+use super::{io_err, Error, Result};
+
+pub(crate) fn location(dir: &Path) -> String {
+    format!("oci:{}", dir.display())
+}
+
+/// Finds the index entry for `reference` (matched against `ref.name`, also as the tag part of a
+/// full name, as skopeo and buildah write either), or the only entry when none is given.
+pub(crate) fn find_entry<'a>(
+    index: &'a Index,
+    reference: Option<&str>,
+    loc: &str,
+) -> Result<&'a Descriptor> {
+    let names = || {
+        let n: Vec<String> = index
+            .manifests
+            .iter()
+            .map(|m| m.ref_name().unwrap_or("(unnamed)").to_string())
+            .collect();
+        if n.is_empty() {
+            " (the index is empty)".to_string()
+        } else {
+            format!(" (available: {})", n.join(", "))
+        }
+    };
+    match reference {
+        Some(r) => index
+            .manifests
+            .iter()
+            .find(|m| {
+                m.ref_name().is_some_and(|n| {
+                    n == r
+                        || n.rsplit_once(':')
+                            .is_some_and(|(_, tag)| tag == r && !r.contains(':'))
+                })
+            })
+            .ok_or_else(|| Error::NotFound {
+                location: loc.to_string(),
+                wanted: format!("named `{r}`"),
+                available: names(),
+            }),
+        None if index.manifests.len() == 1 => Ok(&index.manifests[0]),
+        None => Err(Error::NotFound {
+            location: loc.to_string(),
+            wanted: "given; name one with `:REF`".to_string(),
+            available: names(),
+        }),
+    }
+}
+
+pub(crate) fn read(
+    store: &Store,
+    dir: &Path,
+    reference: Option<&str>,
+    platform: Option<&Platform>,
+) -> Result<Image> {
+    let loc = location(dir);
+    if !dir.join("oci-layout").is_file() {
+        return Err(Error::Malformed {
+            location: loc,
+            reason: "no `oci-layout` file: not an OCI image layout".into(),
+        });
+    }
+    let index_path = dir.join("index.json");
+    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
+    let index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
+        location: loc.clone(),
+        reason: e.to_string(),
+    })?;
+    let entry = find_entry(&index, reference, &loc)?.clone();
+    // Copy the chain of indexes down to the chosen manifest, then its config and layers.
+    let import = |d: &Descriptor| -> Result<()> {
+        let p = dir
+            .join("blobs")
+            .join(d.digest.algorithm().as_str())
+            .join(d.digest.hex());
+        let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
+        store.put_verified(&d.digest, Some(d.size), &mut f)?;
+        Ok(())
+    };
+    let mut d = entry.clone();
+    for _ in 0..8 {
+        import(&d)?;
+        if !d.media_type.is_index() {
+            break;
+        }
+        let bytes = store.read_blob(&d.digest)?;
+        let idx: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
+            location: loc.clone(),
+            reason: e.to_string(),
+        })?;
+        d = pick(&idx, platform, &loc)?.clone();
+    }
+    let raw = store.read_blob(&d.digest)?;
+    let manifest: oci::Manifest =
+        oci::from_json("manifest", &raw).map_err(|e| Error::Malformed {
+            location: loc.clone(),
+            reason: e.to_string(),
+        })?;
+    import(&manifest.config)?;
+    for l in &manifest.layers {
+        if l.media_type.is_foreign_layer()
+            && !dir.join("blobs/sha256").join(l.digest.hex()).exists()
+        {
+            continue;
+        }
+        import(l)?;
+    }
+    load_image(store, &entry, platform, &loc)
+}
+
+pub(crate) fn write(
+    store: &Store,
+    image: &Image,
+    dir: &Path,
+    reference: Option<&str>,
+) -> Result<()> {
+    let loc = location(dir);
+    crate::store::init_layout(dir).map_err(|e| Error::Malformed {
+        location: loc.clone(),
+        reason: e.to_string(),
+    })?;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io_err("cannot create", &blobs))?;
+    let copy = |d: &oci::Digest| -> Result<()> {
+        let dest = blobs.join(d.hex());
+        if dest.is_file() {
+            return Ok(());
+        }
+        let mut src = store.open_blob(d)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&blobs)
+            .map_err(io_err("cannot create a temp file in", &blobs))?;
+        std::io::copy(&mut src, &mut tmp).map_err(io_err("cannot write", &dest))?;
+        tmp.persist(&dest).map_err(|e| Error::Io {
+            action: "cannot write",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    };
+    for l in image.layers() {
+        copy(&l.digest)?;
+    }
+    store.put_bytes(&image.raw_config)?;
+    copy(&image.manifest.config.digest)?;
+    store.put_bytes(&image.raw_manifest)?;
+    copy(image.digest())?;
+    let index_path = dir.join("index.json");
+    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
+    let mut index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
+        location: loc,
+        reason: e.to_string(),
+    })?;
+    let mut d = Descriptor::new(
+        image.descriptor.media_type.clone(),
+        image.digest().clone(),
+        image.descriptor.size,
+    );
+    match reference {
+        Some(r) => {
+            index.manifests.retain(|m| m.ref_name() != Some(r));
+            d.annotations.insert(ANNOTATION_REF_NAME.into(), r.into());
+        }
+        None => index
+            .manifests
+            .retain(|m| !(m.digest == d.digest && m.ref_name().is_none())),
+    }
+    index.manifests.push(d);
+    crate::store::write_atomic(dir, &index_path, &oci::to_canonical_json(&index))?;
+    Ok(())
+}
