@@ -9,8 +9,8 @@
 //!
 //! ```text
 //!  caller thread: walk (sorted) → read file → tar header/data → SHA-256 (diff_id) ─┐
-//!  gzip: 128 KiB blocks → N worker threads (fresh deflate state + 32 KiB dictionary)│
-//!        → writer thread puts blocks back in order → sink                          │
+//!  gzip: 1 MiB blocks → N worker threads (libdeflate, one gzip member per block)   │
+//!        → writer thread puts members back in order → sink                         │
 //!  zstd: libzstd with N ≥ 1 worker threads → sink                                  │
 //! ```
 //!
@@ -22,11 +22,11 @@
 //!   link targets, sizes ≥ 8 GiB, ids ≥ 2^21, xattrs), PAX records sorted by key;
 //! - hardlinks are written as links to the first path (in sorted order) of the same inode;
 //!   files are never written sparse;
-//! - gzip output is independent of the thread count: the input is cut into fixed 128 KiB blocks,
-//!   each compressed by a *fresh* deflate state primed with the previous 32 KiB (pigz's scheme),
-//!   so which thread compresses a block cannot change its bytes; the gzip header has mtime 0, no
-//!   name and OS 255; zstd uses libzstd's multithreaded mode with at least one worker, whose output
-//!   is identical for any worker count ≥ 1.
+//! - gzip output is independent of the thread count: the input is cut into fixed 1 MiB blocks,
+//!   each compressed alone into one gzip member (mtime 0, no name), so which thread compresses a
+//!   block cannot change its bytes (see [`ParallelGzipWriter`] for why members and libdeflate);
+//!   zstd uses libzstd's multithreaded mode with at least one worker, whose output is identical for
+//!   any worker count ≥ 1.
 
 mod compress;
 mod entry;

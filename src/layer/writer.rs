@@ -17,6 +17,9 @@ use super::walk::{walk, WalkOptions};
 use super::{Error, Result};
 
 const READ_BUF: usize = 1 << 20;
+/// Bytes per zstd worker job.
+#[cfg(feature = "zstd")]
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// How to write a layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,6 +147,10 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 // 0 (single-threaded mode) would give different bytes.
                 e.multithread(threads as u32).map_err(Error::Write)?;
                 e.include_checksum(false).map_err(Error::Write)?;
+                // A fixed job size bounds memory (libzstd's default is 4x the window per job, for
+                // each worker and the queue) and, being a parameter, keeps output reproducible.
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    .map_err(Error::Write)?;
                 Encoder::Zstd(e)
             }
             #[cfg(not(feature = "zstd"))]
@@ -428,7 +435,7 @@ mod tests {
             let mut back = Vec::new();
             match c {
                 Compression::Gzip { .. } => {
-                    flate2::read::GzDecoder::new(&one[..])
+                    flate2::read::MultiGzDecoder::new(&one[..])
                         .read_to_end(&mut back)
                         .unwrap();
                 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# install-peers.sh - install the Debian packages kiln's tests and benchmarks run against, if missing.
+# Idempotent; waits for a dpkg lock held by another apt run on the machine.
+set -euo pipefail
+pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+wait_for_dpkg() {
+  for _ in $(seq 1 120); do
+    fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1 || return 0
+    sleep 2
+  done
+}
+echo "installing: ${missing[*]}" >&2
+for attempt in 1 2; do
+  wait_for_dpkg
+  if $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    exit 0
+  fi
+  echo "apt-get failed (attempt $attempt), retrying" >&2
+  sleep 5
+done
+exit 1
