@@ -1,0 +1,165 @@
+//! Dockerfile front-end conformance: BuildKit's parser and lexer test data, the real-world
+//! corpus against oracle dumps, hand-written heredoc cases, error messages and robustness.
+use kiln::dockerfile::lex::{Env, Lexer};
+use kiln::dockerfile::{self, parse};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile")
+}
+
+fn case_dirs(sub: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(fixtures().join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn buildkit_positive_cases_dump_identically() {
+    let dirs = case_dirs("buildkit-parser/parser/testfiles");
+    assert_eq!(dirs.len(), 33, "expected the 33 upstream cases");
+    let mut failures = Vec::new();
+    for d in &dirs {
+        let src = fs::read(d.join("Dockerfile")).unwrap();
+        let want = String::from_utf8(fs::read(d.join("result")).unwrap()).unwrap();
+        match dockerfile::parse_bytes(&src) {
+            Ok(ast) => {
+                let got = ast.dump() + "\n";
+                if got != want {
+                    failures.push(format!("{}:\n--- want\n{want}--- got\n{got}", d.display()));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", d.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn buildkit_negative_cases_fail() {
+    let dirs = case_dirs("buildkit-parser/parser/testfiles-negative");
+    assert_eq!(dirs.len(), 4);
+    for d in &dirs {
+        let src = fs::read(d.join("Dockerfile")).unwrap();
+        assert!(
+            dockerfile::parse_bytes(&src).is_err(),
+            "{} parsed but must fail",
+            d.display()
+        );
+    }
+}
+
+#[test]
+fn buildkit_line_numbers() {
+    let src = fs::read(fixtures().join("buildkit-parser/parser/testfile-line/Dockerfile")).unwrap();
+    let ast = dockerfile::parse_bytes(&src).unwrap();
+    let lines: Vec<(usize, usize)> = ast
+        .nodes
+        .iter()
+        .map(|n| (n.start_line, n.end_line))
+        .collect();
+    assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
+}
+
+struct TestEnv(Vec<(String, String)>, bool);
+
+impl Env for TestEnv {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| {
+                if self.1 {
+                    k.eq_ignore_ascii_case(name)
+                } else {
+                    k == name
+                }
+            })
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[test]
+fn buildkit_env_var_test_table() {
+    let text = fs::read_to_string(fixtures().join("buildkit-parser/shell/envVarTest")).unwrap();
+    let env: Vec<(String, String)> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let lex = Lexer::new('\\');
+    let (mut n, mut failures) = (0, Vec::new());
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 3, "bad line {line:?}");
+        let (platform, input, want) = (f[0].trim(), f[1].trim(), f[2].trim());
+        // Run every case: `U` as on Linux, `W` with Windows' case-insensitive names.
+        let e = TestEnv(env.clone(), platform == "W");
+        n += 1;
+        let got = lex.process_word(input, &e).map(|r| r.result);
+        let ok = match (&got, want) {
+            (Err(_), "error") => true,
+            (Ok(g), w) => g == w && w != "error",
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("{platform}|{input}| want {want:?}, got {got:?}"));
+        }
+    }
+    assert_eq!(n, 230);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn buildkit_words_test_table() {
+    let text = fs::read_to_string(fixtures().join("buildkit-parser/shell/wordsTest")).unwrap();
+    let lex = Lexer::new('\\');
+    let mut env: Vec<(String, String)> = Vec::new();
+    let (mut n, mut failures) = (0, Vec::new());
+    for line in text.split('\n') {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(def) = line.strip_prefix("ENV ") {
+            let def = def.trim_start();
+            let (k, v) = def.split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+            continue;
+        }
+        let (input, want) = line.split_once('|').unwrap();
+        let (input, want) = (input.trim(), want.trim_start());
+        n += 1;
+        let got = lex.process_words(input, &env);
+        let ok = match &got {
+            Err(_) => want == "error",
+            Ok(words) => want != "error" && *words == want.split(',').collect::<Vec<_>>(),
+        };
+        if !ok {
+            failures.push(format!("{input:?}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert_eq!(n, 24);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn parse_reports_no_instructions() {
+    assert!(parse("# only a comment\n").is_err());
+}
