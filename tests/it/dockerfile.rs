@@ -163,3 +163,83 @@ fn buildkit_words_test_table() {
 fn parse_reports_no_instructions() {
     assert!(parse("# only a comment\n").is_err());
 }
+
+/// Every real-world file parses, its dump equals the oracle's (BuildKit's parser via the PyPI
+/// package `dockerfile`, see scripts/gen-dockerfile-dumps.py), and so do its line ranges and
+/// heredoc bodies.
+#[test]
+fn real_world_files_match_the_buildkit_oracle() {
+    let dir = fixtures().join("real-world");
+    let expected = fixtures().join("real-world-expected");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "SOURCES.md")
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 30);
+    let mut failures = Vec::new();
+    for name in &names {
+        let src = fs::read(dir.join(name)).unwrap();
+        let ast = match dockerfile::parse_bytes(&src) {
+            Ok(a) => a,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let want = fs::read_to_string(expected.join(format!("{name}.dump"))).unwrap();
+        let got = ast.dump() + "\n";
+        if got != want {
+            let first = want
+                .lines()
+                .zip(got.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("\n  want {a}\n  got  {b}"))
+                .unwrap_or_default();
+            failures.push(format!("{name}: dump differs{first}"));
+        }
+        let oracle: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(expected.join(format!("{name}.oracle.json"))).unwrap(),
+        )
+        .unwrap();
+        let instrs = oracle["instructions"].as_array().unwrap();
+        assert_eq!(instrs.len(), ast.nodes.len(), "{name}");
+        for (o, n) in instrs.iter().zip(&ast.nodes) {
+            let lines = (
+                o["start_line"].as_u64().unwrap() as usize,
+                o["end_line"].as_u64().unwrap() as usize,
+            );
+            if lines != (n.start_line, n.end_line) {
+                failures.push(format!(
+                    "{name}: lines {lines:?} != {:?}",
+                    (n.start_line, n.end_line)
+                ));
+            }
+            let docs: Vec<(String, u64, String)> = o["heredocs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h["name"].as_str().unwrap().to_string(),
+                        h["fd"].as_u64().unwrap(),
+                        h["content"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let mine: Vec<(String, u64, String)> = n
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.fd as u64, h.content.clone()))
+                .collect();
+            if docs != mine {
+                failures.push(format!(
+                    "{name}:{}: heredocs {docs:?} != {mine:?}",
+                    n.start_line
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
