@@ -21,4 +21,5 @@ pub mod suggest;
 pub use ast::{Ast, Directive, Heredoc, LineIndex, Node, Position, Span, Warning, Word};
 pub use error::{ErrorKind, ParseError};
 
+pub use instructions::{instructions, CommandLine, Dockerfile, Instruction};
 pub use parser::{parse, parse_bytes};

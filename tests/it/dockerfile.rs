@@ -188,6 +188,9 @@ fn real_world_files_match_the_buildkit_oracle() {
                 continue;
             }
         };
+        if let Err(e) = dockerfile::instructions(&ast) {
+            failures.push(format!("{name}: instructions: {}", e.render(&ast.source)));
+        }
         let want = fs::read_to_string(expected.join(format!("{name}.dump"))).unwrap();
         let got = ast.dump() + "\n";
         if got != want {
@@ -242,4 +245,20 @@ fn real_world_files_match_the_buildkit_oracle() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn variants_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile/variants");
+    for name in [
+        "Dockerfile",
+        "Dockerfile.minimal",
+        "Dockerfile.node",
+        "Dockerfile.python",
+    ] {
+        let src = fs::read_to_string(dir.join(name)).unwrap();
+        let ast = parse(&src).unwrap();
+        let df = dockerfile::instructions(&ast).unwrap_or_else(|e| panic!("{}", e.render(&src)));
+        assert!(!df.stages.is_empty(), "{name}");
+    }
 }
