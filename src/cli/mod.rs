@@ -3,6 +3,9 @@
 //! This is the only module that reads environment variables. Each command lives in its own file.
 use clap::{Parser, Subcommand};
 
+pub mod parse;
+pub mod plan;
+
 /// kiln: a daemonless, rootless, reproducible OCI image builder.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about)]
@@ -14,10 +17,18 @@ pub struct Cli {
 
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Parse and validate a Dockerfile; `--dump` prints the AST.
+    Parse(parse::ParseArgs),
+    /// Plan a build: stages, steps, history text and cache keys.
+    Plan(plan::PlanArgs),
+}
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let _cli = Cli::parse();
-    0
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Parse(a) => parse::run(a),
+        Command::Plan(a) => plan::run(a),
+    }
 }

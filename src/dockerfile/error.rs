@@ -208,8 +208,8 @@ pub struct ParseError {
     pub position: Position,
     /// The offending bytes.
     pub span: Span,
-    /// What went wrong.
-    pub kind: ErrorKind,
+    /// What went wrong (boxed to keep `Result`s small).
+    pub kind: Box<ErrorKind>,
 }
 
 impl ParseError {
@@ -219,7 +219,7 @@ impl ParseError {
             file: None,
             position: lines.position(src, span.start),
             span,
-            kind,
+            kind: Box::new(kind),
         }
     }
 
