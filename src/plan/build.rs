@@ -38,7 +38,13 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn err(&self, kind: PlanErrorKind, span: Span, position: Position) -> PlanError {
+    /// An error at `span`; `fallback` is used when the span is empty (whole-file errors).
+    pub(crate) fn err(&self, kind: PlanErrorKind, span: Span, fallback: Position) -> PlanError {
+        let position = if span == Span::default() {
+            fallback
+        } else {
+            self.df.position(span.start)
+        };
         PlanError {
             file: None,
             position,
@@ -391,10 +397,9 @@ pub(crate) fn resolve_from(
             span,
             cmd.position,
         )),
-        None if by_index.is_none() && value.chars().all(|c| c.is_ascii_digit()) => Err(cx.err(
-            PlanErrorKind::FutureStage {
-                name: value.to_string(),
-                current: current_name,
+        None if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) => Err(cx.err(
+            PlanErrorKind::UnknownStageIndex {
+                index: value.to_string(),
             },
             span,
             cmd.position,

@@ -433,6 +433,12 @@ pub enum PlanErrorKind {
         /// The current stage.
         current: String,
     },
+    /// `--from=<n>` with no stage `n`.
+    #[error("no build stage with index {index} (stage indexes count FROM instructions from 0)")]
+    UnknownStageIndex {
+        /// The index as written.
+        index: String,
+    },
     /// A dependency cycle between stages.
     #[error("circular dependency detected on stage: {stage}")]
     Cycle {

@@ -262,3 +262,141 @@ fn variants_validate() {
         assert!(!df.stages.is_empty(), "{name}");
     }
 }
+
+/// Runs parse → instructions → plan and returns the rendered error, if any.
+fn render_error(src: &str) -> Option<String> {
+    let file = "Dockerfile";
+    let ast = match parse(src) {
+        Ok(a) => a,
+        Err(e) => return Some(e.with_file(file).render(src)),
+    };
+    let df = match dockerfile::instructions(&ast) {
+        Ok(d) => d,
+        Err(e) => return Some(e.with_file(file).render(src)),
+    };
+    match kiln::plan::plan(&df, &kiln::plan::PlanOptions::default()) {
+        Ok(_) => None,
+        Err(e) => Some(e.with_file(file).render(src)),
+    }
+}
+
+#[test]
+fn error_messages_name_file_line_column_with_a_caret() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown instruction",
+            "FROM alpine\nRUNN echo hi\n",
+            "Dockerfile:2:1: unknown instruction \"RUNN\" (did you mean \"RUN\"?)\nRUNN echo hi\n^^^^",
+        ),
+        (
+            "unknown instruction, no suggestion",
+            "FROM alpine\n  BANANA split\n",
+            "Dockerfile:2:3: unknown instruction \"BANANA\"\n  BANANA split\n  ^^^^^^",
+        ),
+        (
+            "bad flag",
+            "FROM alpine\nCOPY --chwon=1 a b\n",
+            "Dockerfile:2:6: unknown flag: --chwon for COPY (did you mean \"--chown\"?)\nCOPY --chwon=1 a b\n     ^^^^^^^^^",
+        ),
+        (
+            "bad bool flag",
+            "FROM alpine\nCOPY --link=maybe a b\n",
+            "Dockerfile:2:6: expecting boolean value for flag --link, not: maybe\nCOPY --link=maybe a b\n     ^^^^^^^^^^^^",
+        ),
+        (
+            "unterminated heredoc",
+            "FROM alpine\nRUN cat <<EOF\nhello\n",
+            "Dockerfile:2:9: unterminated heredoc \"EOF\"\nRUN cat <<EOF\n        ^^^^^",
+        ),
+        (
+            "bad JSON",
+            "FROM alpine\nCMD [\"a\", 1]\n",
+            "Dockerfile:2:5: when using JSON array syntax, arrays must be comprised of strings only\nCMD [\"a\", 1]\n    ^^^^^^^^",
+        ),
+        (
+            "ENV without value",
+            "FROM alpine\nENV PATH\n",
+            "Dockerfile:2:5: ENV must have two arguments\nENV PATH\n    ^^^^",
+        ),
+        (
+            "missing FROM",
+            "ARG A=1\nRUN echo $A\n",
+            "Dockerfile:2:1: no build stage in current context\nRUN echo $A\n^^^",
+        ),
+        (
+            "unknown stage index in --from",
+            "FROM alpine\nCOPY --from=5 /a /b\n",
+            "Dockerfile:2:6: no build stage with index 5 (stage indexes count FROM instructions from 0)\nCOPY --from=5 /a /b\n     ^^^^^^^^",
+        ),
+        (
+            "later stage in --from",
+            "FROM alpine AS a\nCOPY --from=b /x /y\nFROM alpine AS b\n",
+            "Dockerfile:2:6: cannot copy from stage \"b\", it needs to be defined before current stage \"a\"\nCOPY --from=b /x /y\n     ^^^^^^^^",
+        ),
+        (
+            "variable in --from",
+            "FROM alpine\nCOPY --from=$X /x /y\n",
+            "Dockerfile:2:6: variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround\nCOPY --from=$X /x /y\n     ^^^^^^^^^",
+        ),
+        (
+            "stage copying from itself",
+            "FROM alpine AS a\nCOPY --from=a /x /y\n",
+            "Dockerfile:2:6: circular dependency detected on stage: a\nCOPY --from=a /x /y\n     ^^^^^^^^",
+        ),
+        (
+            "bad healthcheck type",
+            "FROM alpine\nHEALTHCHECK CONNECT TCP 7000\n",
+            "Dockerfile:2:13: unknown type \"CONNECT\" in HEALTHCHECK (try CMD)\nHEALTHCHECK CONNECT TCP 7000\n            ^^^^^^^",
+        ),
+        (
+            "FROM with two words",
+            "FROM alpine AS\n",
+            "Dockerfile:1:6: FROM requires either one or three arguments\nFROM alpine AS\n     ^^^^^^^^^",
+        ),
+        (
+            "SHELL not JSON",
+            "FROM alpine\nSHELL /bin/bash -c\n",
+            "Dockerfile:2:7: SHELL requires the arguments to be in JSON form\nSHELL /bin/bash -c\n      ^^^^^^^^^^^^",
+        ),
+        (
+            "ONBUILD ONBUILD",
+            "FROM alpine\nONBUILD ONBUILD RUN x\n",
+            "Dockerfile:2:9: chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed\nONBUILD ONBUILD RUN x\n        ^^^^^^^",
+        ),
+        (
+            "COPY with one argument",
+            "FROM alpine\nCOPY onlyone\n",
+            "Dockerfile:2:6: COPY requires at least two arguments, but only one was provided; destination could not be determined\nCOPY onlyone\n     ^^^^^^^",
+        ),
+        (
+            "bad expansion",
+            "FROM alpine\nENV A=${B:=x}\n",
+            "Dockerfile:2:1: failed to process \"${B:=x}\": unsupported modifier (:=) in substitution\nENV A=${B:=x}\n^^^^^^^^^^^^^",
+        ),
+        (
+            "duplicate directive",
+            "# escape=`\n# escape=\\\nFROM alpine\n",
+            "Dockerfile:2:1: only one escape parser directive can be used\n# escape=\\\n^^^^^^^^^^",
+        ),
+        (
+            "empty file",
+            "",
+            "Dockerfile:1:1: file with no instructions\n\n^",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, src, want) in cases {
+        match render_error(src) {
+            Some(got) if got == *want => {}
+            got => failures.push(format!("{name}:\n--- want\n{want}\n--- got\n{}", got.unwrap_or_default())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn arg_cycles_are_not_errors_as_in_buildkit() {
+    // BuildKit expands each ARG default once, with the variables defined before it, so
+    // self-references and mutual references are simply empty (and reported as undefined).
+    assert_eq!(render_error("FROM alpine\nARG A=$A\nARG B=$C\nARG C=$B\n"), None);
+}

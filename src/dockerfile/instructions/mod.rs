@@ -15,7 +15,7 @@ mod parse;
 pub use flags::{parse_duration, Mount, MountType};
 pub use parse::instructions;
 
-use super::ast::{Directive, Heredoc, Position, Span, Warning};
+use super::ast::{Directive, Heredoc, LineIndex, Position, Span, Warning};
 use serde::Serialize;
 
 /// A command: exec form (JSON array) or shell form (the text, run with the current SHELL).
@@ -354,4 +354,17 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     /// Parse and validation warnings, in file order.
     pub warnings: Vec<Warning>,
+    /// The source text the spans refer to.
+    #[serde(skip)]
+    pub source: String,
+    /// Line index of `source`.
+    #[serde(skip)]
+    pub lines: LineIndex,
+}
+
+impl Dockerfile {
+    /// The line and column of a byte offset.
+    pub fn position(&self, offset: usize) -> Position {
+        self.lines.position(&self.source, offset)
+    }
 }

@@ -70,6 +70,8 @@ pub fn instructions(ast: &Ast) -> Result<Dockerfile, ParseError> {
         meta_args,
         stages,
         warnings: cx.warnings,
+        source: ast.source.clone(),
+        lines: ast.lines.clone(),
     })
 }
 
