@@ -388,7 +388,10 @@ fn error_messages_name_file_line_column_with_a_caret() {
     for (name, src, want) in cases {
         match render_error(src) {
             Some(got) if got == *want => {}
-            got => failures.push(format!("{name}:\n--- want\n{want}\n--- got\n{}", got.unwrap_or_default())),
+            got => failures.push(format!(
+                "{name}:\n--- want\n{want}\n--- got\n{}",
+                got.unwrap_or_default()
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -398,5 +401,238 @@ fn error_messages_name_file_line_column_with_a_caret() {
 fn arg_cycles_are_not_errors_as_in_buildkit() {
     // BuildKit expands each ARG default once, with the variables defined before it, so
     // self-references and mutual references are simply empty (and reported as undefined).
-    assert_eq!(render_error("FROM alpine\nARG A=$A\nARG B=$C\nARG C=$B\n"), None);
+    assert_eq!(
+        render_error("FROM alpine\nARG A=$A\nARG B=$C\nARG C=$B\n"),
+        None
+    );
+}
+
+fn heredocs_of(src: &str, node: usize) -> Vec<(String, u32, bool, bool, String)> {
+    let ast = parse(src).unwrap_or_else(|e| panic!("{}", e.render(src)));
+    ast.nodes[node]
+        .heredocs
+        .iter()
+        .map(|h| (h.name.clone(), h.fd, h.expand, h.chomp, h.content.clone()))
+        .collect()
+}
+
+fn doc(
+    name: &str,
+    fd: u32,
+    expand: bool,
+    chomp: bool,
+    content: &str,
+) -> (String, u32, bool, bool, String) {
+    (name.to_string(), fd, expand, chomp, content.to_string())
+}
+
+#[test]
+fn heredoc_basic_run() {
+    let src = "FROM alpine\nRUN <<EOF\necho hello\n# not a comment\n\nEOF\nRUN after\n";
+    assert_eq!(
+        heredocs_of(src, 1),
+        vec![doc(
+            "EOF",
+            0,
+            true,
+            false,
+            "echo hello\n# not a comment\n\n"
+        )]
+    );
+    let ast = parse(src).unwrap();
+    assert_eq!(
+        ast.nodes.len(),
+        3,
+        "an instruction right after the terminator is parsed"
+    );
+    assert_eq!((ast.nodes[1].start_line, ast.nodes[1].end_line), (2, 6));
+}
+
+#[test]
+fn heredoc_chomp_strips_tabs_from_terminator_and_body() {
+    let src = "FROM alpine\nRUN <<-EOT\n\techo a\n\t\techo b\n  spaces stay\n\tEOT\n";
+    let d = heredocs_of(src, 1);
+    assert_eq!(
+        d,
+        vec![doc(
+            "EOT",
+            0,
+            true,
+            true,
+            "\techo a\n\t\techo b\n  spaces stay\n"
+        )]
+    );
+    let ast = parse(src).unwrap();
+    assert_eq!(
+        ast.nodes[1].heredocs[0].chomped_content(),
+        "echo a\necho b\n  spaces stay\n"
+    );
+    // Without `-`, a tab-indented terminator does not end the body.
+    assert!(parse("FROM a\nRUN <<EOT\n\tEOT\n").is_err());
+}
+
+#[test]
+fn heredoc_quoted_delimiters_disable_expansion() {
+    for (marker, name) in [
+        ("<<'EOF'", "EOF"),
+        ("<<\"EOF\"", "EOF"),
+        ("<<EO\"F\"", "EOF"),
+    ] {
+        let src = format!("FROM a\nRUN cat {marker}\n$HOME\n{name}\n");
+        let d = heredocs_of(&src, 1);
+        assert_eq!(d, vec![doc(name, 0, false, false, "$HOME\n")], "{marker}");
+    }
+    // `<< EOF` is two shell words on a line, so BuildKit (and the PyPI oracle) see no heredoc
+    // there: the body lines become instructions of their own.
+    let ast = parse("FROM a\nRUN cat << EOF\nx\nEOF\n").unwrap();
+    assert_eq!(ast.nodes.len(), 4);
+    assert!(ast.nodes[1].heredocs.is_empty());
+    // An escaped quote is part of the name and still expands.
+    let d = heredocs_of("FROM a\nRUN cat <<eo\\'f\nx\neo'f\n", 1);
+    assert_eq!(d, vec![doc("eo'f", 0, true, false, "x\n")]);
+}
+
+#[test]
+fn heredoc_several_per_instruction_in_order() {
+    let src = "FROM a\nCOPY <<A <<B /dest/\nfirst\nA\nsecond\nB\nRUN <<X cat > /x && <<Y cat > /y\nx\nX\ny\nY\n";
+    assert_eq!(
+        heredocs_of(src, 1),
+        vec![
+            doc("A", 0, true, false, "first\n"),
+            doc("B", 0, true, false, "second\n")
+        ]
+    );
+    assert_eq!(
+        heredocs_of(src, 2),
+        vec![
+            doc("X", 0, true, false, "x\n"),
+            doc("Y", 0, true, false, "y\n")
+        ]
+    );
+    let df = dockerfile::instructions(&parse(src).unwrap()).unwrap();
+    match &df.stages[0].commands[0].instruction {
+        dockerfile::Instruction::Copy(c) => {
+            let names: Vec<(&str, &str, bool)> = c
+                .inline
+                .iter()
+                .map(|i| (i.name.as_str(), i.data.as_str(), i.expand))
+                .collect();
+            assert_eq!(names, vec![("A", "first\n", true), ("B", "second\n", true)]);
+            assert_eq!(c.dest, "/dest/");
+            assert!(c.sources.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn heredoc_after_a_command_word() {
+    let src = "FROM a\nRUN python3 <<EOF\nprint('hi')\nEOF\n";
+    assert_eq!(
+        heredocs_of(src, 1),
+        vec![doc("EOF", 0, true, false, "print('hi')\n")]
+    );
+    assert_eq!(
+        parse(src).unwrap().dump(),
+        "(from \"a\")\n(run \"python3 <<EOF\")"
+    );
+}
+
+#[test]
+fn heredoc_file_descriptor_prefix() {
+    let src = "FROM a\nRUN cat 3<<EOF\nthree\nEOF\n";
+    assert_eq!(
+        heredocs_of(src, 1),
+        vec![doc("EOF", 3, true, false, "three\n")]
+    );
+}
+
+#[test]
+fn heredoc_not_recognised_in_json_or_inside_words() {
+    let ast = parse("FROM a\nRUN [\"cat\", \"<<EOF\"]\nRUN cat<<EOF\nRUN echo '<<EOF'\n").unwrap();
+    assert!(ast.nodes.iter().all(|n| n.heredocs.is_empty()));
+    assert_eq!(ast.nodes.len(), 4);
+    // Only RUN, COPY and ADD carry heredocs.
+    let ast = parse("FROM a\nENV A=<<EOF\nRUN x\n").unwrap();
+    assert_eq!(ast.nodes.len(), 3);
+}
+
+#[test]
+fn heredoc_empty_body_crlf_and_onbuild() {
+    assert_eq!(
+        heredocs_of("FROM a\nRUN <<EOF\nEOF\n", 1),
+        vec![doc("EOF", 0, true, false, "")]
+    );
+    assert_eq!(
+        heredocs_of("FROM a\r\nRUN <<EOF\r\nx\r\nEOF\r\n", 1),
+        vec![doc("EOF", 0, true, false, "x\r\n")]
+    );
+    let src = "FROM a\nONBUILD RUN <<EOF\necho on\nEOF\n";
+    let df = dockerfile::instructions(&parse(src).unwrap()).unwrap();
+    match &df.stages[0].commands[0].instruction {
+        dockerfile::Instruction::Onbuild(o) => assert_eq!(o.expression, "RUN <<EOF\necho on\nEOF"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn heredoc_as_copy_destination_is_an_error() {
+    let e = render_error("FROM a\nCOPY x <<EOF\nbody\nEOF\n").unwrap();
+    assert!(
+        e.starts_with("Dockerfile:2:8: COPY cannot accept a heredoc as a destination"),
+        "{e}"
+    );
+}
+
+/// Bad input of every kind gives a located error or a valid parse, never a panic or hang.
+#[test]
+fn robustness_garbage_long_lines_nesting() {
+    // Binary garbage: deterministic pseudo-random bytes.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for round in 0..200 {
+        let bytes: Vec<u8> = (0..(round * 37 % 2000))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        if let Ok(ast) = dockerfile::parse_bytes(&bytes) {
+            let _ = ast.dump();
+            if let Ok(df) = dockerfile::instructions(&ast) {
+                let _ = kiln::plan::plan(&df, &kiln::plan::PlanOptions::default());
+            }
+        }
+    }
+
+    // A 65535-byte line is fine; 65536 bytes is an error at that line.
+    let ok_line = format!("FROM a\nRUN {}\n", "x".repeat(65535 - 4));
+    assert!(parse(&ok_line).is_ok());
+    let long = format!("FROM a\nRUN {}\n", "x".repeat(65536 - 4));
+    let e = parse(&long).unwrap_err();
+    assert_eq!(e.position.line, 2);
+    assert_eq!(
+        e.kind.to_string(),
+        "dockerfile line greater than max allowed size of 65535"
+    );
+
+    // Deeply nested ONBUILD: an error with a position, no stack overflow.
+    let nested = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(100_000));
+    let e = parse(&nested).unwrap_err();
+    assert_eq!(e.position.line, 2);
+    let nested2 = "FROM a\nONBUILD ONBUILD RUN x\n";
+    assert!(render_error(nested2).unwrap().contains("ONBUILD ONBUILD"));
+
+    // Heredoc without terminator, at end of file.
+    let e = parse("FROM a\nRUN <<EOF\nno end").unwrap_err();
+    assert_eq!((e.position.line, e.position.col), (2, 5));
+
+    // Deep ${ nesting and a huge continuation.
+    let deep = format!("FROM a\nENV A={}\n", "${X:-".repeat(50_000));
+    assert!(render_error(&deep).is_some());
+    let cont = format!("FROM a\nRUN a {}b\n", "\\\n".repeat(200_000));
+    assert!(parse(&cont).is_ok());
+    // NUL bytes and lone carriage returns.
+    assert!(dockerfile::parse_bytes(b"FROM a\0b\rRUN\0\n").is_ok());
 }
