@@ -51,6 +51,7 @@
 //! [`PlanOptions::base_configs`] and plans again.
 mod build;
 mod env;
+mod history;
 pub mod key;
 pub mod platform;
 mod steps;
