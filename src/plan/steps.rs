@@ -149,8 +149,11 @@ impl StagePlanner<'_, '_> {
                     if let Some(v) = v {
                         self.state.env.set(k, v);
                     }
-                    self.state.args.retain(|(n, _)| n != k);
-                    self.state.args.push((k.clone(), v.clone()));
+                    // A re-declared ARG keeps its first position (BuildKit's `runCommandString`).
+                    match self.state.args.iter_mut().find(|(n, _)| n == k) {
+                        Some(slot) => slot.1 = v.clone(),
+                        None => self.state.args.push((k.clone(), v.clone())),
+                    }
                 }
                 let cb = format!("ARG {}", shown.join(" "));
                 (
@@ -394,7 +397,12 @@ impl StagePlanner<'_, '_> {
                         })?);
                     }
                 }
-                let cb = format!("EXPOSE {}", out.join(" "));
+                // BuildKit prints the port set with Go's `%v` of a map: sorted `map[k:{} …]`.
+                let mut keys = out.clone();
+                keys.sort();
+                keys.dedup();
+                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+                let cb = format!("EXPOSE map[{}]", shown.join(" "));
                 (
                     StepKind::Config(ConfigEdit::Expose { ports: out }),
                     cb,

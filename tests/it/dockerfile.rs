@@ -636,3 +636,45 @@ fn robustness_garbage_long_lines_nesting() {
     // NUL bytes and lone carriage returns.
     assert!(dockerfile::parse_bytes(b"FROM a\0b\rRUN\0\n").is_ok());
 }
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("kiln runs")
+}
+
+#[test]
+fn cli_parse_dumps_or_fails_with_exit_2() {
+    let case = fixtures().join("buildkit-parser/parser/testfiles/env");
+    let out = kiln(&["parse", case.join("Dockerfile").to_str().unwrap(), "--dump"]);
+    assert_eq!(out.status.code(), Some(0));
+    let want = fs::read_to_string(case.join("result")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("Dockerfile");
+    fs::write(&bad, "FROM alpine\nCOPY --chwon=1 a b\n").unwrap();
+    let out = kiln(&["parse", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let want = format!(
+        "{}:2:6: unknown flag: --chwon for COPY (did you mean \"--chown\"?)\nCOPY --chwon=1 a b\n     ^^^^^^^^^\n",
+        bad.display()
+    );
+    assert_eq!(err, want);
+
+    // Warnings carry their location and rule.
+    fs::write(&bad, "FROM alpine\nMAINTAINER me\nCMD run\n").unwrap();
+    let out = kiln(&["parse", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":2:1: warning: MAINTAINER instruction is deprecated"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":3:1: warning: JSON arguments recommended for CMD"),
+        "{err}"
+    );
+}

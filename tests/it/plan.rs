@@ -196,7 +196,7 @@ fn created_by_matches_buildkit_history() {
             ("CMD [\"/bin/sh\" \"-c\" \"echo\"]", true),
             ("USER me", true),
             ("LABEL k=v", true),
-            ("EXPOSE 53/udp 80/tcp", true),
+            ("EXPOSE map[53/udp:{} 80/tcp:{}]", true),
             ("VOLUME [/v]", true),
             ("ARG Q=1", true),
             ("RUN |1 Q=1 /bin/sh -c q # buildkit", false),
@@ -316,4 +316,56 @@ fn heredoc_run_and_copy_are_planned() {
         }
         k => panic!("{k:?}"),
     }
+}
+
+#[test]
+fn cli_plan_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let df = dir.path().join("Dockerfile");
+    std::fs::write(
+        &df,
+        "ARG BASE=alpine\nFROM $BASE AS build\nARG API_TOKEN\nRUN echo $X\nFROM scratch\nCOPY --from=build /out /out\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "plan",
+            dir.path().to_str().unwrap(),
+            "-f",
+            df.to_str().unwrap(),
+        ])
+        .args([
+            "--build-arg",
+            "BASE=debian",
+            "--platform",
+            "linux/arm64",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["order"], serde_json::json!([0, 1]));
+    assert_eq!(v["stages"][0]["base"]["reference"], "debian");
+    assert_eq!(v["stages"][1]["platform"]["arch"], "arm64");
+    assert_eq!(
+        v["stages"][0]["steps"][1]["created_by"],
+        "RUN |1 API_TOKEN= /bin/sh -c echo $X # buildkit"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":3:5: warning: do not use ARG or ENV instructions for sensitive data"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["plan", "-f", df.to_str().unwrap(), "--target", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
