@@ -132,6 +132,31 @@ pub(crate) fn is_git_source(s: &str) -> bool {
             && s.split('#').next().is_some_and(|u| u.ends_with(".git")))
 }
 
+/// Whether `s` is a signal BuildKit's `signal.ParseSignal` accepts: a positive number, or a
+/// Linux signal name with or without `SIG`, in any case (`RTMIN+3` too).
+pub(crate) fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return n > 0;
+    }
+    let up = s.to_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    const NAMES: [&str; 35] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "UNUSED",
+    ];
+    if NAMES.contains(&name) || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    let rt = |p: &str, max: u32| {
+        name.strip_prefix(p)
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=max).contains(&n))
+    };
+    rt("RTMIN+", 15) || rt("RTMAX-", 14)
+}
+
 /// Parses one EXPOSE word into `port/proto` entries (ranges expanded).
 pub(crate) fn parse_port(w: &str) -> Result<Vec<String>, String> {
     let (ports, proto) = match w.rsplit_once('/') {

@@ -446,6 +446,12 @@ pub enum PlanErrorKind {
         /// A stage on the cycle.
         stage: String,
     },
+    /// A STOPSIGNAL that is not a signal.
+    #[error("invalid signal: {signal}")]
+    InvalidSignal {
+        /// The value after expansion.
+        signal: String,
+    },
     /// A bad EXPOSE value.
     #[error("invalid port {value:?}: {reason}")]
     InvalidPort {

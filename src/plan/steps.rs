@@ -5,6 +5,7 @@ use super::build::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
 use super::env::VarList;
 use super::history::{
     go_q_slice, go_v_slice, healthcheck_created_by, is_git_source, parse_port, resolve_under,
+    valid_signal,
 };
 use super::key::Input;
 use super::{
@@ -423,6 +424,13 @@ impl StagePlanner<'_, '_> {
             }
             Instruction::Stopsignal { signal } => {
                 let s = self.exp(signal, cmd)?;
+                if !valid_signal(&s) {
+                    return Err(self.cx.err(
+                        PlanErrorKind::InvalidSignal { signal: s },
+                        cmd.span,
+                        cmd.position,
+                    ));
+                }
                 let cb = format!("STOPSIGNAL {s}");
                 (
                     StepKind::Config(ConfigEdit::StopSignal { signal: s }),

@@ -678,3 +678,33 @@ fn cli_parse_dumps_or_fails_with_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn dockerignore_file_precedence_and_matching_on_disk() {
+    use kiln::dockerfile::ignore::{read_ignore_file, Ignore};
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    fs::create_dir_all(ctx.join("variants")).unwrap();
+    let df = ctx.join("variants/Dockerfile.python");
+    fs::write(&df, "FROM scratch\n").unwrap();
+    assert!(read_ignore_file(&df, ctx).unwrap().is_none());
+    fs::write(ctx.join(".dockerignore"), "*.log\n").unwrap();
+    let (p, text) = read_ignore_file(&df, ctx).unwrap().unwrap();
+    assert_eq!(p, ctx.join(".dockerignore"));
+    assert!(Ignore::parse(&text).unwrap().matches("build.log"));
+    fs::write(
+        ctx.join("variants/Dockerfile.python.dockerignore"),
+        "**/*.pyc\n!keep.pyc\n",
+    )
+    .unwrap();
+    let (p, text) = read_ignore_file(&df, ctx).unwrap().unwrap();
+    assert_eq!(p, ctx.join("variants/Dockerfile.python.dockerignore"));
+    let ig = Ignore::parse(&text).unwrap();
+    assert!(ig.matches("a/b/c.pyc"));
+    assert!(!ig.matches("keep.pyc"));
+    assert!(
+        !ig.matches("build.log"),
+        "the general file no longer applies"
+    );
+    assert!(ig.has_exclusions());
+}

@@ -369,3 +369,40 @@ fn cli_plan_prints_json() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn stopsignal_is_validated_after_expansion() {
+    assert!(plan_src(
+        "FROM scratch\nARG S=SIGTERM\nSTOPSIGNAL $S\n",
+        &PlanOptions::default()
+    )
+    .is_ok());
+    assert!(plan_src("FROM scratch\nSTOPSIGNAL 9\n", &PlanOptions::default()).is_ok());
+    assert!(plan_src(
+        "FROM scratch\nSTOPSIGNAL rtmin+3\n",
+        &PlanOptions::default()
+    )
+    .is_ok());
+    let e = plan_src(
+        "FROM scratch\nSTOPSIGNAL SIGNOPE\n",
+        &PlanOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "2:1: invalid signal: SIGNOPE");
+}
+
+#[test]
+fn windows_targets_use_cmd_and_case_insensitive_names() {
+    let o = PlanOptions {
+        target_platform: Platform::parse("windows/amd64").unwrap(),
+        ..PlanOptions::default()
+    };
+    let p = plan_src("FROM scratch\nENV Foo=1\nENV BAR=$FOO\nRUN dir\n", &o).unwrap();
+    match &p.stages[0].steps[2].kind {
+        StepKind::Run(r) => {
+            assert_eq!(r.argv, vec!["cmd", "/S", "/C", "dir"]);
+            assert_eq!(get(&r.env, "BAR"), Some("1"));
+        }
+        k => panic!("{k:?}"),
+    }
+}
