@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod images;
 mod import;
 mod layer;
+pub mod parse;
+pub mod plan;
 mod render;
 mod store;
 
@@ -35,6 +37,10 @@ pub struct Cli {
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Parse and validate a Dockerfile; `--dump` prints the AST.
+    Parse(parse::ParseArgs),
+    /// Plan a build: stages, steps, history text and cache keys.
+    Plan(plan::PlanArgs),
     /// Make a one-layer base image from a root filesystem (directory or tarball).
     Import(import::ImportArgs),
     /// Write one directory as a layer blob into the store and report what each stage cost.
@@ -63,15 +69,28 @@ pub enum Format {
 #[derive(Debug)]
 pub(crate) struct Exit {
     code: i32,
-    error: anyhow::Error,
+    /// `None` when the command already printed its error.
+    error: Option<anyhow::Error>,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Exit {
     fn from(e: E) -> Self {
         Exit {
             code: 2,
-            error: e.into(),
+            error: Some(e.into()),
         }
+    }
+}
+
+/// Turns a command's exit code into a result (its error was printed already).
+fn code(c: i32) -> CliResult {
+    if c == 0 {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: c,
+            error: None,
+        })
     }
 }
 
@@ -89,7 +108,11 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
-        Err(Exit { code, error }) => {
+        Err(Exit { code, error: None }) => code,
+        Err(Exit {
+            code,
+            error: Some(error),
+        }) => {
             if is_broken_pipe(&error) {
                 return 0;
             }
@@ -115,6 +138,8 @@ fn run(cli: Cli) -> CliResult {
         progress: cli.progress,
     };
     match cli.command {
+        Command::Parse(a) => code(parse::run(&a)),
+        Command::Plan(a) => code(plan::run(&a)),
         Command::Import(a) => import::run(&ctx, a),
         Command::Layer(a) => layer::run(&ctx, a),
         Command::Copy(a) => images::copy(&ctx, a),

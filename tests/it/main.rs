@@ -1,5 +1,7 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod dockerfile;
 mod export;
+mod plan;
 mod store;

@@ -1,0 +1,459 @@
+//! [`plan`]: global ARGs, stage bases, the stage graph (edges, cycles, pruning, order), then
+//! each reachable stage's steps (in [`super::steps`]) and the cache keys.
+use super::env::VarList;
+use super::key::Input;
+use super::steps::{StagePlanner, State};
+use super::{
+    Base, BuildPlan, PlanError, PlanErrorKind, PlanOptions, Platform, Source, Stage, StageId,
+};
+use crate::dockerfile::ast::{Position, Span, Warning};
+use crate::dockerfile::instructions::{Command, Dockerfile, Instruction};
+use crate::dockerfile::lex::Lexer;
+use crate::dockerfile::suggest::suggest;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Names BuildKit passes to RUN without an ARG declaration (and keeps out of history).
+pub(crate) const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Shared planning context.
+pub(crate) struct Ctx<'a> {
+    pub(crate) df: &'a Dockerfile,
+    pub(crate) opts: &'a PlanOptions,
+    pub(crate) lexer: Lexer,
+    pub(crate) warnings: Vec<Warning>,
+    pub(crate) consumed: BTreeSet<String>,
+    /// Global ARGs after resolution, including the predefined ones.
+    pub(crate) globals: Vec<(String, Option<String>)>,
+}
+
+impl Ctx<'_> {
+    /// An error at `span`; `fallback` is used when the span is empty (whole-file errors).
+    pub(crate) fn err(&self, kind: PlanErrorKind, span: Span, fallback: Position) -> PlanError {
+        let position = if span == Span::default() {
+            fallback
+        } else {
+            self.df.position(span.start)
+        };
+        PlanError {
+            file: None,
+            position,
+            span,
+            kind: Box::new(kind),
+        }
+    }
+
+    pub(crate) fn build_arg(&mut self, name: &str) -> Option<String> {
+        let v = self.opts.build_args.get(name).cloned();
+        if v.is_some() {
+            self.consumed.insert(name.to_string());
+        }
+        v
+    }
+
+    pub(crate) fn global(&self, name: &str) -> Option<Option<String>> {
+        self.globals
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn global_env(&self) -> VarList {
+        let mut env = VarList::new(false);
+        for (k, v) in &self.globals {
+            if let Some(v) = v {
+                env.set(k, v);
+            }
+        }
+        env
+    }
+}
+
+fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, Option<String>)> {
+    vec![
+        (format!("{prefix}PLATFORM"), Some(p.to_string())),
+        (format!("{prefix}OS"), Some(p.os.clone())),
+        (format!("{prefix}ARCH"), Some(p.arch.clone())),
+        (format!("{prefix}VARIANT"), Some(p.variant.clone())),
+    ]
+}
+
+/// Plans the build of `opts.target` (or the last stage) of `df`.
+pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError> {
+    let mut cx = Ctx {
+        df,
+        opts,
+        lexer: Lexer::new(df.escape),
+        warnings: df.warnings.clone(),
+        consumed: BTreeSet::new(),
+        globals: Vec::new(),
+    };
+    let Some(last) = df.stages.last() else {
+        return Err(cx.err(
+            PlanErrorKind::NoStages,
+            Span::default(),
+            Position { line: 1, col: 1 },
+        ));
+    };
+    let target = match &opts.target {
+        None => last.index,
+        Some(t) => {
+            let lower = t.to_lowercase();
+            match df.stages.iter().find(|s| s.name() == Some(lower.as_str())) {
+                Some(s) => s.index,
+                None => {
+                    let names = df.stages.iter().filter_map(|s| s.name());
+                    let suggestion = suggest(&lower, names).map(str::to_string);
+                    return Err(cx.err(
+                        PlanErrorKind::UnknownTarget {
+                            name: t.clone(),
+                            suggestion,
+                        },
+                        Span::default(),
+                        Position { line: 1, col: 1 },
+                    ));
+                }
+            }
+        }
+    };
+
+    // Global scope: predefined platform args, then the ARGs before the first FROM.
+    let target_stage = match &opts.target {
+        Some(t) => t.to_lowercase(),
+        None => "default".to_string(),
+    };
+    cx.globals
+        .extend(platform_args("TARGET", &opts.target_platform));
+    cx.globals
+        .extend(platform_args("BUILD", &opts.build_platform));
+    cx.globals.push(("TARGETSTAGE".into(), Some(target_stage)));
+    for (k, v) in cx.globals.iter_mut() {
+        if let Some(b) = opts.build_args.get(k.as_str()) {
+            *v = Some(b.clone());
+        }
+    }
+    for cmd in &df.meta_args {
+        let Instruction::Arg { args } = &cmd.instruction else {
+            continue;
+        };
+        let env = cx.global_env();
+        let mut resolved = Vec::new();
+        for a in args {
+            let value = match (cx.build_arg(&a.name), &a.default) {
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => Some(expand(&mut cx, d, &env, cmd, true)?),
+                (None, None) => cx.global(&a.name).flatten(),
+            };
+            resolved.push((a.name.clone(), value));
+        }
+        cx.globals.extend(resolved);
+    }
+
+    // Stage bases and platforms, expanded in global scope.
+    let mut bases: Vec<(Base, Platform)> = Vec::new();
+    for s in &df.stages {
+        let env = cx.global_env();
+        let cmd = &s.from_command;
+        let image = expand(&mut cx, &s.from.image, &env, cmd, false)?;
+        if image.is_empty() {
+            return Err(cx.err(
+                PlanErrorKind::BlankBase {
+                    expr: s.from.image.clone(),
+                },
+                s.from.image_span,
+                cmd.position,
+            ));
+        }
+        let platform = match &s.from.platform {
+            None => opts.target_platform.clone(),
+            Some(p) => {
+                let v = expand(&mut cx, p, &env, cmd, false)?;
+                if v.is_empty() {
+                    return Err(cx.err(
+                        PlanErrorKind::EmptyPlatform { expr: p.clone() },
+                        cmd.span,
+                        cmd.position,
+                    ));
+                }
+                Platform::parse(&v).ok_or_else(|| {
+                    cx.err(
+                        PlanErrorKind::InvalidPlatform { value: v.clone() },
+                        cmd.span,
+                        cmd.position,
+                    )
+                })?
+            }
+        };
+        let lower = image.to_lowercase();
+        let base = if let Some(p) = df.stages[..s.index]
+            .iter()
+            .find(|p| p.name() == Some(lower.as_str()))
+        {
+            Base::Stage { stage: p.index }
+        } else if lower == "scratch" {
+            Base::Scratch
+        } else {
+            Base::Image { reference: image }
+        };
+        bases.push((base, platform));
+    }
+
+    // Edges: base stage, COPY --from, RUN --mount from.
+    let mut deps: Vec<BTreeSet<StageId>> = vec![BTreeSet::new(); df.stages.len()];
+    for s in &df.stages {
+        if let Base::Stage { stage } = bases[s.index].0 {
+            deps[s.index].insert(stage);
+        }
+        for c in &s.commands {
+            for (from, span) in from_refs(c) {
+                if let Source::Stage { stage } = resolve_from(&cx, &from, s.index, span, c)? {
+                    deps[s.index].insert(stage);
+                }
+            }
+        }
+    }
+    let order = topo_order(&cx, target, &deps)?;
+
+    // Plan each reachable stage in order; children start from their parent's final state.
+    let mut states: BTreeMap<StageId, State> = BTreeMap::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for &id in &order {
+        let def = &df.stages[id];
+        let (base, platform) = bases[id].clone();
+        let state = match &base {
+            Base::Stage { stage } => states.get(stage).cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| State::initial(&base, &platform, opts));
+        let base_inputs = match &base {
+            Base::Image { reference } => vec![Input::Image {
+                reference: reference.clone(),
+                platform: platform.to_string(),
+            }],
+            Base::Stage { stage } => vec![Input::Stage { stage: *stage }],
+            Base::Scratch => Vec::new(),
+        };
+        let mut sp = StagePlanner {
+            cx: &mut cx,
+            stage: def,
+            state,
+        };
+        let steps = sp.plan_steps()?;
+        let final_state = sp.state;
+        stages.push(Stage {
+            id,
+            name: def.from.name.clone(),
+            base,
+            platform,
+            from_source: def.from_command.original.trim().to_string(),
+            base_key: String::new(),
+            base_inputs,
+            steps,
+            env: final_state.config_env.entries.clone(),
+            workdir: final_state.workdir.clone(),
+        });
+        states.insert(id, final_state);
+    }
+
+    let mut unused: Vec<String> = opts
+        .build_args
+        .keys()
+        .filter(|k| !cx.consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| !cx.globals.iter().any(|(g, _)| g == *k))
+        .cloned()
+        .collect();
+    unused.sort();
+    let mut plan = BuildPlan {
+        stages,
+        order,
+        target,
+        global_args: cx.globals.clone(),
+        unused_build_args: unused,
+        warnings: cx.warnings,
+    };
+    plan.rekey(&|_| None);
+    Ok(plan)
+}
+
+/// Expands `word` with `env`, recording `UndefinedVar` warnings when `warn_undefined`.
+pub(crate) fn expand(
+    cx: &mut Ctx,
+    word: &str,
+    env: &VarList,
+    cmd: &Command,
+    warn_undefined: bool,
+) -> Result<String, PlanError> {
+    let r = cx
+        .lexer
+        .process_word(word, env)
+        .map_err(|e| cx.err(PlanErrorKind::Expand(e), cmd.span, cmd.position))?;
+    if warn_undefined {
+        undefined(cx, &r.unmatched, cmd);
+    }
+    Ok(r.result)
+}
+
+/// Records one `UndefinedVar` warning per name.
+pub(crate) fn undefined(cx: &mut Ctx, names: &BTreeSet<String>, cmd: &Command) {
+    for n in names {
+        if n.chars().all(|c| c.is_ascii_digit())
+            || n.len() == 1 && !n.starts_with(char::is_alphabetic)
+        {
+            continue;
+        }
+        let message = format!("usage of undefined variable '${n}'");
+        if cx
+            .warnings
+            .iter()
+            .any(|w| w.span == cmd.span && w.message == message)
+        {
+            continue;
+        }
+        cx.warnings.push(Warning {
+            rule: "UndefinedVar",
+            message,
+            span: cmd.span,
+            position: cmd.position,
+        });
+    }
+}
+
+/// Every `--from` a command refers to (COPY and RUN mounts), unexpanded, with its span.
+pub(crate) fn from_refs(c: &Command) -> Vec<(String, Span)> {
+    let mut out = Vec::new();
+    let mut visit = |i: &Instruction| match i {
+        Instruction::Copy(cp) => {
+            if let Some(f) = &cp.from {
+                out.push((f.clone(), cp.from_span.unwrap_or(c.span)));
+            }
+        }
+        Instruction::Run(r) => {
+            for m in &r.mounts {
+                if let Some(f) = &m.from {
+                    out.push((f.clone(), c.span));
+                }
+            }
+        }
+        _ => {}
+    };
+    visit(&c.instruction);
+    out
+}
+
+/// Resolves a `--from` value seen in stage `current`: an earlier stage by name or index, else an
+/// image. `$` is refused, and references to the current or a later stage are errors.
+pub(crate) fn resolve_from(
+    cx: &Ctx,
+    value: &str,
+    current: StageId,
+    span: Span,
+    cmd: &Command,
+) -> Result<Source, PlanError> {
+    if value.contains('$') {
+        return Err(cx.err(
+            PlanErrorKind::FromExpansion {
+                value: value.to_string(),
+            },
+            span,
+            cmd.position,
+        ));
+    }
+    let stages = &cx.df.stages;
+    let lower = value.to_lowercase();
+    let by_name = stages.iter().find(|s| s.name() == Some(lower.as_str()));
+    let by_index = value
+        .parse::<usize>()
+        .ok()
+        .filter(|_| value.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|i| stages.get(i));
+    let current_name = stages[current]
+        .name()
+        .map_or_else(|| current.to_string(), str::to_string);
+    match by_name.or(by_index) {
+        Some(s) if s.index < current => Ok(Source::Stage { stage: s.index }),
+        Some(s) if s.index == current && by_name.is_some() => Err(cx.err(
+            PlanErrorKind::Cycle {
+                stage: current_name,
+            },
+            span,
+            cmd.position,
+        )),
+        Some(_) => Err(cx.err(
+            PlanErrorKind::FutureStage {
+                name: value.to_string(),
+                current: current_name,
+            },
+            span,
+            cmd.position,
+        )),
+        None if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) => Err(cx.err(
+            PlanErrorKind::UnknownStageIndex {
+                index: value.to_string(),
+            },
+            span,
+            cmd.position,
+        )),
+        None => Ok(Source::Image {
+            reference: value.to_string(),
+        }),
+    }
+}
+
+/// The stages reachable from `target`, dependencies first (Kahn's algorithm, ties by index).
+fn topo_order(
+    cx: &Ctx,
+    target: StageId,
+    deps: &[BTreeSet<StageId>],
+) -> Result<Vec<StageId>, PlanError> {
+    let mut reachable = BTreeSet::new();
+    let mut stack = vec![target];
+    while let Some(s) = stack.pop() {
+        if reachable.insert(s) {
+            stack.extend(deps[s].iter().copied());
+        }
+    }
+    let mut remaining: BTreeMap<StageId, BTreeSet<StageId>> = reachable
+        .iter()
+        .map(|&s| (s, deps[s].intersection(&reachable).copied().collect()))
+        .collect();
+    let mut order = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let Some(next) = remaining
+            .iter()
+            .find(|(_, d)| d.is_empty())
+            .map(|(s, _)| *s)
+        else {
+            let stage = remaining.keys().next().copied().unwrap_or(target);
+            let s = &cx.df.stages[stage];
+            return Err(cx.err(
+                PlanErrorKind::Cycle {
+                    stage: s.name().map_or_else(|| stage.to_string(), str::to_string),
+                },
+                s.from_command.span,
+                s.from_command.position,
+            ));
+        };
+        remaining.remove(&next);
+        for d in remaining.values_mut() {
+            d.remove(&next);
+        }
+        order.push(next);
+    }
+    Ok(order)
+}
+
+/// Keeps the module's key helper in one place for steps.
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}

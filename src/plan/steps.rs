@@ -1,0 +1,632 @@
+//! One stage's instructions → [`Step`]s: expansion with the stage environment, ARG resolution,
+//! working directory and shell tracking, `created_by` text as BuildKit writes it, and each
+//! step's canonical encoding and inputs.
+use super::build::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
+use super::env::VarList;
+use super::history::{
+    go_q_slice, go_v_slice, healthcheck_created_by, is_git_source, parse_port, resolve_under,
+    valid_signal,
+};
+use super::key::Input;
+use super::{
+    Base, ConfigEdit, CopyStep, InlineFile, PlanError, PlanErrorKind, PlanOptions, PlannedMount,
+    Platform, RunStep, Source, Step, StepKind,
+};
+use crate::dockerfile::instructions::{
+    Command, CommandLine, Instruction, MountType, Stage as StageDef,
+};
+use crate::dockerfile::lex::Lexer;
+use crate::dockerfile::parser::parse_heredoc;
+use serde::Serialize;
+
+/// The build state carried through a stage (and into stages based on it).
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    /// ENV and valued ARGs: what RUN sees and what words expand with.
+    pub(crate) env: VarList,
+    /// ENV only: the image config `Env`.
+    pub(crate) config_env: VarList,
+    /// ARGs declared so far, with their values.
+    pub(crate) args: Vec<(String, Option<String>)>,
+    pub(crate) workdir: String,
+    pub(crate) user: Option<String>,
+    pub(crate) shell: Vec<String>,
+    /// Whether the environment is fully known (no unknown base image env).
+    pub(crate) env_complete: bool,
+}
+
+impl State {
+    pub(crate) fn initial(base: &Base, platform: &Platform, opts: &PlanOptions) -> State {
+        let ci = platform.is_windows();
+        let shell: Vec<String> = if ci {
+            vec!["cmd".into(), "/S".into(), "/C".into()]
+        } else {
+            vec!["/bin/sh".into(), "-c".into()]
+        };
+        let mut s = State {
+            env: VarList::new(ci),
+            config_env: VarList::new(ci),
+            args: Vec::new(),
+            workdir: "/".into(),
+            user: None,
+            shell,
+            env_complete: !matches!(base, Base::Image { .. }),
+        };
+        if let Base::Image { reference } = base {
+            if let Some(cfg) = opts.base_configs.get(reference) {
+                for (k, v) in &cfg.env {
+                    s.env.set(k, v);
+                    s.config_env.set(k, v);
+                }
+                if let Some(w) = &cfg.working_dir {
+                    if !w.is_empty() {
+                        s.workdir = w.clone();
+                    }
+                }
+                s.user = cfg.user.clone().filter(|u| !u.is_empty());
+                if let Some(sh) = &cfg.shell {
+                    if !sh.is_empty() {
+                        s.shell = sh.clone();
+                    }
+                }
+                s.env_complete = true;
+            }
+        }
+        s
+    }
+}
+
+pub(crate) struct StagePlanner<'c, 'a> {
+    pub(crate) cx: &'c mut Ctx<'a>,
+    pub(crate) stage: &'a StageDef,
+    pub(crate) state: State,
+}
+
+impl StagePlanner<'_, '_> {
+    fn exp(&mut self, word: &str, cmd: &Command) -> Result<String, PlanError> {
+        let warn = self.state.env_complete;
+        let env = self.state.env.clone();
+        expand(self.cx, word, &env, cmd, warn)
+    }
+
+    fn exp_opt(&mut self, w: &Option<String>, cmd: &Command) -> Result<Option<String>, PlanError> {
+        w.as_ref().map(|w| self.exp(w, cmd)).transpose()
+    }
+
+    fn wrap(&self, c: &CommandLine) -> Vec<String> {
+        match c {
+            CommandLine::Exec(v) => v.clone(),
+            CommandLine::Shell(s) => {
+                let mut v = self.state.shell.clone();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn content_source(
+        &mut self,
+        from: &Option<String>,
+        cmd: &Command,
+    ) -> Result<Source, PlanError> {
+        match from {
+            None => Ok(Source::Context),
+            Some(f) => resolve_from(self.cx, f, self.stage.index, cmd.span, cmd),
+        }
+    }
+
+    pub(crate) fn plan_steps(&mut self) -> Result<Vec<Step>, PlanError> {
+        let mut steps = Vec::with_capacity(self.stage.commands.len());
+        for cmd in &self.stage.commands {
+            steps.push(self.plan_step(cmd)?);
+        }
+        Ok(steps)
+    }
+
+    fn plan_step(&mut self, cmd: &Command) -> Result<Step, PlanError> {
+        let mut inputs = Vec::new();
+        let (kind, created_by, empty_layer) = match &cmd.instruction {
+            Instruction::Arg { args } => {
+                let env = self.state.env.clone();
+                let mut resolved = Vec::new();
+                let mut shown = Vec::new();
+                for a in args {
+                    let default = match &a.default {
+                        Some(d) => Some(expand(self.cx, d, &env, cmd, self.state.env_complete)?),
+                        None => None,
+                    };
+                    shown.push(match &default {
+                        Some(d) => format!("{}={d}", a.name),
+                        None => a.name.clone(),
+                    });
+                    let value = match (self.cx.build_arg(&a.name), default) {
+                        (Some(v), _) => Some(v),
+                        (None, Some(d)) => Some(d),
+                        (None, None) => self.cx.global(&a.name).flatten(),
+                    };
+                    resolved.push((a.name.clone(), value));
+                }
+                for (k, v) in &resolved {
+                    if let Some(v) = v {
+                        self.state.env.set(k, v);
+                    }
+                    // A re-declared ARG keeps its first position (BuildKit's `runCommandString`).
+                    match self.state.args.iter_mut().find(|(n, _)| n == k) {
+                        Some(slot) => slot.1 = v.clone(),
+                        None => self.state.args.push((k.clone(), v.clone())),
+                    }
+                }
+                let cb = format!("ARG {}", shown.join(" "));
+                (
+                    StepKind::Config(ConfigEdit::Arg { args: resolved }),
+                    cb,
+                    true,
+                )
+            }
+            Instruction::Env { pairs } | Instruction::Label { pairs } => {
+                let is_env = matches!(cmd.instruction, Instruction::Env { .. });
+                let env = self.state.env.clone();
+                let warn = self.state.env_complete;
+                let mut out = Vec::new();
+                for p in pairs {
+                    let k = expand(self.cx, &p.key, &env, cmd, warn)?;
+                    let v = expand(self.cx, &p.value, &env, cmd, warn)?;
+                    out.push((k, v));
+                }
+                let text: Vec<String> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if is_env {
+                    for (k, v) in &out {
+                        self.state.env.set(k, v);
+                        self.state.config_env.set(k, v);
+                    }
+                    let cb = format!("ENV {}", text.join(" "));
+                    (StepKind::Config(ConfigEdit::Env { pairs: out }), cb, true)
+                } else {
+                    let cb = format!("LABEL {}", text.join(" "));
+                    (StepKind::Config(ConfigEdit::Label { pairs: out }), cb, true)
+                }
+            }
+            Instruction::Run(run) => {
+                let mut heredocs = Vec::new();
+                let argv = match &run.command {
+                    CommandLine::Shell(line) if !run.heredocs.is_empty() => {
+                        let single = run.heredocs.len() == 1
+                            && parse_heredoc(line.trim())
+                                .ok()
+                                .flatten()
+                                .is_some_and(|h| h.name == run.heredocs[0].name);
+                        if single {
+                            // `RUN <<EOF`: the body is the script.
+                            let h = &run.heredocs[0];
+                            let body = h.chomped_content();
+                            heredocs.push(InlineFile {
+                                name: h.name.clone(),
+                                data: body.clone(),
+                            });
+                            if body.starts_with("#!") {
+                                vec![format!("/dev/pipes/{}", h.name)]
+                            } else {
+                                self.wrap(&CommandLine::Shell(body))
+                            }
+                        } else {
+                            // The shell interprets the heredocs: line, then bodies and terminators.
+                            let mut text = line.clone();
+                            for h in &run.heredocs {
+                                text.push('\n');
+                                text.push_str(&h.content);
+                                text.push_str(&h.name);
+                                heredocs.push(InlineFile {
+                                    name: h.name.clone(),
+                                    data: h.content.clone(),
+                                });
+                            }
+                            self.wrap(&CommandLine::Shell(text))
+                        }
+                    }
+                    c => self.wrap(c),
+                };
+                let mut mounts = Vec::new();
+                for m in &run.mounts {
+                    let mut pm = m.clone();
+                    for f in [
+                        &mut pm.target,
+                        &mut pm.source,
+                        &mut pm.id,
+                        &mut pm.mode,
+                        &mut pm.uid,
+                        &mut pm.gid,
+                        &mut pm.size,
+                        &mut pm.env,
+                    ] {
+                        if let Some(v) = f.as_ref() {
+                            let e = self.exp(&v.clone(), cmd)?;
+                            *f = Some(e);
+                        }
+                    }
+                    let source = self.content_source(&m.from, cmd)?;
+                    if matches!(pm.mount_type(), MountType::Bind) {
+                        match &source {
+                            Source::Context => inputs.push(Input::Context {
+                                paths: vec![pm.source.clone().unwrap_or_else(|| ".".into())],
+                                excludes: Vec::new(),
+                            }),
+                            Source::Stage { stage } => inputs.push(Input::Stage { stage: *stage }),
+                            Source::Image { reference } => inputs.push(Input::Image {
+                                reference: reference.clone(),
+                                platform: String::new(),
+                            }),
+                        }
+                    }
+                    mounts.push(PlannedMount { mount: pm, source });
+                }
+                let declared: Vec<String> = self.state.args.iter().map(|a| a.0.clone()).collect();
+                let proxy_env: Vec<(String, String)> = PROXY_ARGS
+                    .iter()
+                    .filter(|p| !declared.iter().any(|d| d == *p))
+                    .filter_map(|p| {
+                        self.cx
+                            .opts
+                            .build_args
+                            .get(*p)
+                            .map(|v| (p.to_string(), v.clone()))
+                    })
+                    .collect();
+                for (p, _) in &proxy_env {
+                    self.cx.consumed.insert(p.clone());
+                }
+                let shown_args: Vec<String> = self
+                    .state
+                    .args
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = self
+                            .state
+                            .env
+                            .lookup(k)
+                            .map(str::to_string)
+                            .or_else(|| v.clone())
+                            .unwrap_or_default();
+                        format!("{k}={v}")
+                    })
+                    .collect();
+                let prefix = if shown_args.is_empty() {
+                    String::new()
+                } else {
+                    format!("|{} {} ", shown_args.len(), shown_args.join(" "))
+                };
+                let cb = format!("RUN {prefix}{} # buildkit", argv.join(" "));
+                let step = RunStep {
+                    argv,
+                    heredocs,
+                    env: self.state.env.entries.clone(),
+                    proxy_env,
+                    workdir: self.state.workdir.clone(),
+                    user: self.state.user.clone(),
+                    mounts,
+                    network: run.network.clone(),
+                    security: run.security.clone(),
+                };
+                (StepKind::Run(step), cb, false)
+            }
+            Instruction::Copy(c) => {
+                let l = CopyLike {
+                    add: false,
+                    srcs: &c.sources,
+                    inline: &c.inline,
+                    dest: &c.dest,
+                    from: c.from.clone(),
+                    chown: &c.chown,
+                    chmod: &c.chmod,
+                    link: c.link,
+                    parents: c.parents,
+                    excludes: &c.excludes,
+                    keep_git_dir: false,
+                    checksum: &None,
+                    unpack: None,
+                };
+                let (cs, cb) = self.plan_copy(cmd, l, &mut inputs)?;
+                (StepKind::Copy(cs), cb, false)
+            }
+            Instruction::Add(a) => {
+                let l = CopyLike {
+                    add: true,
+                    srcs: &a.sources,
+                    inline: &a.inline,
+                    dest: &a.dest,
+                    from: None,
+                    chown: &a.chown,
+                    chmod: &a.chmod,
+                    link: a.link,
+                    parents: false,
+                    excludes: &a.excludes,
+                    keep_git_dir: a.keep_git_dir,
+                    checksum: &a.checksum,
+                    unpack: a.unpack,
+                };
+                let (cs, cb) = self.plan_copy(cmd, l, &mut inputs)?;
+                (StepKind::Copy(cs), cb, false)
+            }
+            Instruction::Workdir { path } => {
+                let p = self.exp(path, cmd)?;
+                let wd = resolve_under(&self.state.workdir, &p);
+                self.state.workdir = wd.clone();
+                let cb = format!("WORKDIR {wd}");
+                let empty = wd == "/";
+                (StepKind::Workdir { path: wd }, cb, empty)
+            }
+            Instruction::User { user } => {
+                let u = self.exp(user, cmd)?;
+                self.state.user = Some(u.clone());
+                let cb = format!("USER {u}");
+                (StepKind::Config(ConfigEdit::User { user: u }), cb, true)
+            }
+            Instruction::Cmd { command } => {
+                let c = self.wrap(command);
+                let cb = format!("CMD {}", go_q_slice(&c));
+                (StepKind::Config(ConfigEdit::Cmd { command: c }), cb, true)
+            }
+            Instruction::Entrypoint { command } => {
+                let c = match command {
+                    CommandLine::Exec(v) if v.is_empty() => None,
+                    c => Some(self.wrap(c)),
+                };
+                let cb = format!("ENTRYPOINT {}", go_q_slice(c.as_deref().unwrap_or(&[])));
+                (
+                    StepKind::Config(ConfigEdit::Entrypoint { command: c }),
+                    cb,
+                    true,
+                )
+            }
+            Instruction::Expose { ports } => {
+                let env = self.state.env.clone();
+                let mut out = Vec::new();
+                for p in ports {
+                    let words = self.cx.lexer.process_words(p, &env).map_err(|e| {
+                        self.cx
+                            .err(PlanErrorKind::Expand(e), cmd.span, cmd.position)
+                    })?;
+                    for w in words {
+                        out.extend(parse_port(&w).map_err(|reason| {
+                            self.cx.err(
+                                PlanErrorKind::InvalidPort {
+                                    value: w.clone(),
+                                    reason,
+                                },
+                                cmd.span,
+                                cmd.position,
+                            )
+                        })?);
+                    }
+                }
+                // BuildKit prints the port set with Go's `%v` of a map: sorted `map[k:{} …]`.
+                let mut keys = out.clone();
+                keys.sort();
+                keys.dedup();
+                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+                let cb = format!("EXPOSE map[{}]", shown.join(" "));
+                (
+                    StepKind::Config(ConfigEdit::Expose { ports: out }),
+                    cb,
+                    true,
+                )
+            }
+            Instruction::Volume { paths } => {
+                let mut out = Vec::new();
+                for p in paths {
+                    out.push(self.exp(p, cmd)?);
+                }
+                let cb = format!("VOLUME {}", go_v_slice(&out));
+                (
+                    StepKind::Config(ConfigEdit::Volume { paths: out }),
+                    cb,
+                    true,
+                )
+            }
+            Instruction::Stopsignal { signal } => {
+                let s = self.exp(signal, cmd)?;
+                if !valid_signal(&s) {
+                    return Err(self.cx.err(
+                        PlanErrorKind::InvalidSignal { signal: s },
+                        cmd.span,
+                        cmd.position,
+                    ));
+                }
+                let cb = format!("STOPSIGNAL {s}");
+                (
+                    StepKind::Config(ConfigEdit::StopSignal { signal: s }),
+                    cb,
+                    true,
+                )
+            }
+            Instruction::Shell { shell } => {
+                self.state.shell = shell.clone();
+                let cb = format!("SHELL {}", go_v_slice(shell));
+                let edit = ConfigEdit::Shell {
+                    shell: shell.clone(),
+                };
+                (StepKind::Config(edit), cb, true)
+            }
+            Instruction::Healthcheck(h) => {
+                let cb = healthcheck_created_by(h);
+                let edit = ConfigEdit::Healthcheck { check: h.clone() };
+                (StepKind::Config(edit), cb, true)
+            }
+            Instruction::Onbuild(o) => {
+                let cb = format!("ONBUILD {}", o.expression);
+                let edit = ConfigEdit::Onbuild {
+                    expression: o.expression.clone(),
+                };
+                (StepKind::Config(edit), cb, true)
+            }
+            Instruction::Maintainer { name } => {
+                let cb = format!("MAINTAINER {name}");
+                let edit = ConfigEdit::Maintainer { name: name.clone() };
+                (StepKind::Config(edit), cb, true)
+            }
+            // FROM never appears inside a stage's commands.
+            Instruction::From(_) => {
+                let edit = ConfigEdit::Arg { args: Vec::new() };
+                (StepKind::Config(edit), String::new(), true)
+            }
+        };
+        #[derive(Serialize)]
+        struct Enc<'a> {
+            v: &'static str,
+            step: &'a StepKind,
+        }
+        // Undeclared proxy variables are deliberately not part of the key (BuildKit keeps them
+        // out of history and cache too).
+        let mut keyed = kind.clone();
+        if let StepKind::Run(r) = &mut keyed {
+            r.proxy_env.clear();
+        }
+        let encoding = encode(&Enc {
+            v: "kiln-step-v1",
+            step: &keyed,
+        });
+        Ok(Step {
+            kind,
+            span: cmd.span,
+            position: cmd.position,
+            created_by,
+            empty_layer,
+            encoding,
+            inputs,
+            cache_key: String::new(),
+        })
+    }
+
+    fn plan_copy(
+        &mut self,
+        cmd: &Command,
+        l: CopyLike<'_>,
+        inputs: &mut Vec<Input>,
+    ) -> Result<(CopyStep, String), PlanError> {
+        let CopyLike {
+            add,
+            srcs,
+            inline,
+            dest,
+            from,
+            chown,
+            chmod,
+            link,
+            parents,
+            excludes,
+            ..
+        } = l;
+        let source = self.content_source(&from, cmd)?;
+        let mut sources = Vec::new();
+        for s in srcs {
+            sources.push(self.exp(s, cmd)?);
+        }
+        let dest_x = self.exp(dest, cmd)?;
+        let mut files = Vec::new();
+        for f in inline {
+            let data = if f.expand {
+                let mut lex = Lexer::new(self.cx.df.escape);
+                lex.skip_process_quotes = true;
+                let env = self.state.env.clone();
+                let r = lex.process_word(&f.data, &env).map_err(|e| {
+                    self.cx
+                        .err(PlanErrorKind::Expand(e), cmd.span, cmd.position)
+                })?;
+                if self.state.env_complete {
+                    undefined(self.cx, &r.unmatched, cmd);
+                }
+                r.result
+            } else {
+                f.data.clone()
+            };
+            files.push(InlineFile {
+                name: f.name.clone(),
+                data,
+            });
+        }
+        let chown = self.exp_opt(chown, cmd)?;
+        let chmod = self.exp_opt(chmod, cmd)?;
+        let (keep_git_dir, unpack) = (l.keep_git_dir, l.unpack);
+        let checksum = self.exp_opt(l.checksum, cmd)?;
+        // A relative destination is under WORKDIR; a trailing slash (or `.`) means a directory.
+        let dir = dest_x.ends_with('/') || dest_x == "." || dest_x.ends_with("/.");
+        let mut resolved = resolve_under(&self.state.workdir, &dest_x);
+        if dir && !resolved.ends_with('/') {
+            resolved.push('/');
+        }
+        match &source {
+            Source::Context => {
+                let mut local = Vec::new();
+                for s in &sources {
+                    if add && is_git_source(s) {
+                        inputs.push(Input::Git { url: s.clone() });
+                    } else if add && (s.starts_with("http://") || s.starts_with("https://")) {
+                        inputs.push(Input::Url { url: s.clone() });
+                    } else {
+                        local.push(s.clone());
+                    }
+                }
+                if !local.is_empty() {
+                    inputs.insert(
+                        0,
+                        Input::Context {
+                            paths: local,
+                            excludes: excludes.to_vec(),
+                        },
+                    );
+                }
+            }
+            Source::Stage { stage } => inputs.push(Input::Stage { stage: *stage }),
+            Source::Image { reference } => inputs.push(Input::Image {
+                reference: reference.clone(),
+                platform: String::new(),
+            }),
+        }
+        let mut cb = String::from(if add { "ADD" } else { "COPY" });
+        for s in &sources {
+            cb.push(' ');
+            cb.push_str(s);
+        }
+        for f in &files {
+            cb.push_str(" <<");
+            cb.push_str(&f.name);
+        }
+        cb.push(' ');
+        cb.push_str(&dest_x);
+        cb.push_str(" # buildkit");
+        Ok((
+            CopyStep {
+                add,
+                source,
+                sources,
+                inline: files,
+                dest: resolved,
+                chown,
+                chmod,
+                link,
+                parents,
+                excludes: excludes.to_vec(),
+                keep_git_dir,
+                checksum,
+                unpack,
+            },
+            cb,
+        ))
+    }
+}
+
+/// The fields COPY and ADD share.
+struct CopyLike<'a> {
+    add: bool,
+    srcs: &'a [String],
+    inline: &'a [crate::dockerfile::instructions::InlineSource],
+    dest: &'a str,
+    from: Option<String>,
+    chown: &'a Option<String>,
+    chmod: &'a Option<String>,
+    link: bool,
+    parents: bool,
+    excludes: &'a [String],
+    keep_git_dir: bool,
+    checksum: &'a Option<String>,
+    unpack: Option<bool>,
+}
