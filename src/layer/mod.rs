@@ -33,6 +33,7 @@ mod entry;
 mod gzip;
 mod stats;
 pub(crate) mod tar;
+mod unpack;
 mod walk;
 mod writer;
 
@@ -40,6 +41,7 @@ pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
 pub use entry::{Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 pub use gzip::ParallelGzipWriter;
 pub use stats::LayerStats;
+pub use unpack::{apply_layer, UnpackOptions, UnpackReport};
 pub use walk::{walk, WalkOptions};
 pub use writer::{LayerOptions, LayerSummary, LayerWriter};
 
@@ -86,6 +88,23 @@ pub enum Error {
     InvalidCompression {
         /// The text given.
         value: String,
+    },
+    /// A layer member cannot be applied.
+    #[error("cannot apply layer member `{member}`: {reason}")]
+    Unpack {
+        /// The member's path as written in the tar.
+        member: String,
+        /// Why.
+        reason: String,
+    },
+    /// Applying a layer member failed on the filesystem.
+    #[error("cannot apply layer member `{member}`")]
+    UnpackIo {
+        /// The member's path as written in the tar.
+        member: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// Writing the layer's output failed.
     #[error("cannot write the layer")]

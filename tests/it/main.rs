@@ -5,3 +5,4 @@ mod dockerfile;
 mod export;
 mod plan;
 mod store;
+mod unpack;

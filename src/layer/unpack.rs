@@ -1,0 +1,356 @@
+//! Applying a layer's tar stream to a directory, as the OCI image spec's "Applying Changesets"
+//! says, without ever writing or following a link outside that directory.
+//!
+//! Every path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against a file
+//! descriptor of the root, so `..`, absolute symlinks and symlinked parents all stay inside it; the
+//! last component is created with `*at` calls that do not follow links (`O_NOFOLLOW`, `O_EXCL`).
+//! Members whose path climbs out of the root are refused. Whiteouts (`.wh.NAME`) delete from the
+//! layers below; an opaque marker (`.wh..wh..opq`) empties its directory of everything this layer
+//! did not itself create. Directory modes and times are applied last, deepest first, so a
+//! read-only directory can still be filled and its mtime is the one recorded.
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, RawMode, ResolveFlags, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use super::Error;
+
+/// How to apply a layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackOptions {
+    /// Set owners from the tar (needs root, or a user namespace with the ids mapped).
+    pub ownership: bool,
+}
+
+/// What applying a layer did.
+#[derive(Debug, Clone, Default)]
+pub struct UnpackReport {
+    /// Members applied (whiteouts included).
+    pub entries: u64,
+    /// Device nodes that could not be created (no privilege); listed, not fatal.
+    pub skipped_devices: Vec<String>,
+}
+
+struct DirMeta {
+    path: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+fn bad(member: &[u8], reason: impl Into<String>) -> Error {
+    Error::Unpack {
+        member: String::from_utf8_lossy(member).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn io(member: &[u8], e: impl Into<io::Error>) -> Error {
+    Error::UnpackIo {
+        member: String::from_utf8_lossy(member).into_owned(),
+        source: e.into(),
+    }
+}
+
+/// Splits a member path into clean components; `None` if it climbs out of the root.
+fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+/// Opens directory `comps` below `root`, creating missing directories (mode 0755).
+fn open_dir(root: &OwnedFd, comps: &[&[u8]], member: &[u8], created: &mut HashSet<Vec<u8>>) -> Result<OwnedFd, Error> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut cur = rustix::fs::openat2(root, ".", flags, Mode::empty(), resolve()).map_err(|e| io(member, e))?;
+    let mut prefix: Vec<u8> = Vec::new();
+    for c in comps {
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(c);
+        let p = OsStr::from_bytes(&prefix);
+        cur = match rustix::fs::openat2(root, p, flags, Mode::empty(), resolve()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(&cur, OsStr::from_bytes(c), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(io(member, e)),
+                }
+                created.insert(prefix.clone());
+                rustix::fs::openat2(root, p, flags, Mode::empty(), resolve()).map_err(|e| io(member, e))?
+            }
+            Err(Errno::NOTDIR) => return Err(bad(member, format!("parent `{}` is not a directory", String::from_utf8_lossy(&prefix)))),
+            Err(e) => return Err(io(member, e)),
+        };
+    }
+    Ok(cur)
+}
+
+/// Removes `name` in `dir`, recursively if it is a directory. Never follows symlinks.
+fn remove_all(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            let sub = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            // Make sure we may delete inside it even if the layer made it read-only.
+            let _ = rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700));
+            empty_dir(&sub, &HashSet::new(), b"")?;
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        }
+        Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty())?,
+    }
+    Ok(())
+}
+
+/// Removes every child of `dir` except those whose path (`prefix/child`) is in `keep`.
+fn empty_dir(dir: &OwnedFd, keep: &HashSet<Vec<u8>>, prefix: &[u8]) -> io::Result<()> {
+    let dup = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(&dup)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    for n in names {
+        let mut p = prefix.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&n);
+        if !keep.contains(&p) {
+            remove_all(dir, OsStr::from_bytes(&n))?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the uncompressed layer tar read from `layer` to the directory `root`.
+pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Result<UnpackReport, Error> {
+    let root_fd: OwnedFd = File::open(root)
+        .map_err(|source| Error::Read {
+            path: root.to_path_buf(),
+            source,
+        })?
+        .into();
+    let mut report = UnpackReport::default();
+    let mut created: HashSet<Vec<u8>> = HashSet::new();
+    let mut dirs: Vec<DirMeta> = Vec::new();
+    let mut archive = tar::Archive::new(layer);
+    let entries = archive.entries().map_err(|e| bad(b"", format!("not a tar stream: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(b"", format!("corrupt tar stream: {e}")))?;
+        let member = entry.path_bytes().into_owned();
+        let comps = components(&member).ok_or_else(|| bad(&member, "path climbs out of the root (`..`)"))?;
+        let Some((name, parents)) = comps.split_last() else { continue };
+        let name = name.to_vec();
+        let clean: Vec<u8> = comps.join(&b'/');
+        let parent_path: Vec<u8> = parents.join(&b'/');
+        let parent = open_dir(&root_fd, parents, &member, &mut created)?;
+        report.entries += 1;
+
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            if target == b".wh..opq" {
+                empty_dir(&parent, &created, &parent_path).map_err(|e| io(&member, e))?;
+            } else if target.is_empty() || target == b"." || target == b".." {
+                return Err(bad(&member, "whiteout of an invalid name"));
+            } else {
+                remove_all(&parent, OsStr::from_bytes(target)).map_err(|e| io(&member, e))?;
+            }
+            continue;
+        }
+
+        let h = entry.header().clone();
+        let mode = h.mode().map_err(|e| bad(&member, e.to_string()))? & 0o7777;
+        let uid = h.uid().map_err(|e| bad(&member, e.to_string()))? as u32;
+        let gid = h.gid().map_err(|e| bad(&member, e.to_string()))? as u32;
+        let mtime = h.mtime().map_err(|e| bad(&member, e.to_string()))? as i64;
+        let et = h.entry_type();
+        let os_name = OsStr::from_bytes(&name);
+
+        // What is there already: a directory stays when a directory is applied over it.
+        let existing = match rustix::fs::statat(&parent, os_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(io(&member, e)),
+        };
+        let keep_dir = et == tar::EntryType::Directory && existing == Some(FileType::Directory);
+        if existing.is_some() && !keep_dir {
+            remove_all(&parent, os_name).map_err(|e| io(&member, e))?;
+        }
+        created.insert(clean.clone());
+
+        match et {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    os_name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io(&member, e))?;
+                let mut f = File::from(fd);
+                io::copy(&mut entry, &mut f).map_err(|e| io(&member, e))?;
+                finish_attrs(&parent, os_name, &f, mode, uid, gid, mtime, opts, &member)?;
+                set_xattrs(&mut entry, &f);
+            }
+            tar::EntryType::Directory => {
+                if !keep_dir {
+                    rustix::fs::mkdirat(&parent, os_name, Mode::from_raw_mode(0o755)).map_err(|e| io(&member, e))?;
+                }
+                let d = rustix::fs::openat(&parent, os_name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| io(&member, e))?;
+                set_xattrs(&mut entry, &File::from(d));
+                dirs.push(DirMeta {
+                    path: clean,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad(&member, "symlink without a target"))?
+                    .into_owned();
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, os_name).map_err(|e| io(&member, e))?;
+                if opts.ownership {
+                    rustix::fs::chownat(&parent, os_name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| io(&member, e))?;
+                }
+                set_time(&parent, os_name, mtime, &member)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad(&member, "hard link without a target"))?
+                    .into_owned();
+                let tc = components(&target).ok_or_else(|| bad(&member, "hard link target climbs out of the root"))?;
+                if tc.is_empty() {
+                    return Err(bad(&member, "hard link to the root"));
+                }
+                let tpath = tc.join(&b'/');
+                let src = rustix::fs::openat2(&root_fd, OsStr::from_bytes(&tpath), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), resolve())
+                    .map_err(|e| bad(&member, format!("hard link target `{}`: {e}", String::from_utf8_lossy(&tpath))))?;
+                let st = rustix::fs::fstat(&src).map_err(|e| io(&member, e))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Err(bad(&member, "hard link to a directory"));
+                }
+                // linkat through /proc follows the O_PATH descriptor, not a path that could be swapped.
+                let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&src));
+                rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &parent, os_name, AtFlags::SYMLINK_FOLLOW)
+                    .or_else(|_| rustix::fs::linkat(&src, "", &parent, os_name, AtFlags::EMPTY_PATH))
+                    .map_err(|e| io(&member, e))?;
+            }
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                let (ft, dev) = match et {
+                    tar::EntryType::Fifo => (FileType::Fifo, 0),
+                    t => {
+                        let major = h.device_major().ok().flatten().unwrap_or(0);
+                        let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                        let ft = if t == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                        (ft, rustix::fs::makedev(major, minor))
+                    }
+                };
+                match rustix::fs::mknodat(&parent, os_name, ft, Mode::from_raw_mode(mode as RawMode), dev) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) if ft != FileType::Fifo => {
+                        report.skipped_devices.push(String::from_utf8_lossy(&clean).into_owned());
+                        continue;
+                    }
+                    Err(e) => return Err(io(&member, e)),
+                }
+                let f = rustix::fs::openat(&parent, os_name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| io(&member, e))?;
+                let _ = f;
+                if opts.ownership {
+                    rustix::fs::chownat(&parent, os_name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| io(&member, e))?;
+                }
+                rustix::fs::chmodat(&parent, os_name, Mode::from_raw_mode(mode as RawMode), AtFlags::empty()).map_err(|e| io(&member, e))?;
+                set_time(&parent, os_name, mtime, &member)?;
+            }
+            _ => {} // PAX and GNU metadata members are consumed by the reader
+        }
+    }
+    // Directories last, deepest first: modes may remove our write permission, and adding
+    // children changed their mtimes.
+    dirs.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+    for d in dirs {
+        let comps = components(&d.path).unwrap_or_default();
+        let (name, parents) = comps.split_last().map(|(n, p)| (n.to_vec(), p.to_vec())).unwrap_or_default();
+        let parent = open_dir(&root_fd, &parents, &d.path, &mut created)?;
+        let os_name = OsStr::from_bytes(&name);
+        if opts.ownership {
+            rustix::fs::chownat(&parent, os_name, Some(uid_of(d.uid)), Some(gid_of(d.gid)), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io(&d.path, e))?;
+        }
+        rustix::fs::chmodat(&parent, os_name, Mode::from_raw_mode(d.mode as RawMode), AtFlags::empty()).map_err(|e| io(&d.path, e))?;
+        set_time(&parent, os_name, d.mtime, &d.path)?;
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_attrs(parent: &OwnedFd, name: &OsStr, f: &File, mode: u32, uid: u32, gid: u32, mtime: i64, opts: &UnpackOptions, member: &[u8]) -> Result<(), Error> {
+    if opts.ownership {
+        rustix::fs::fchown(f.as_fd(), Some(uid_of(uid)), Some(gid_of(gid))).map_err(|e| io(member, e))?;
+    }
+    // After chown, which clears setuid/setgid bits.
+    rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(mode as RawMode)).map_err(|e| io(member, e))?;
+    set_time(parent, name, mtime, member)
+}
+
+fn set_time(parent: &OwnedFd, name: &OsStr, mtime: i64, member: &[u8]) -> Result<(), Error> {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(parent, name, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io(member, e))
+}
+
+/// Sets `SCHILY.xattr.*` PAX records; attributes the filesystem or our privileges refuse are
+/// skipped (a rootless build cannot set `trusted.*` or `security.*`).
+fn set_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, f: &File) {
+    let Ok(Some(exts)) = entry.pax_extensions() else { return };
+    for ext in exts.flatten() {
+        if let Ok(k) = ext.key() {
+            if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                let _ = rustix::fs::fsetxattr(f.as_fd(), name, ext.value_bytes(), XattrFlags::empty());
+            }
+        }
+    }
+}
+
+fn uid_of(id: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(id)
+}
+
+fn gid_of(id: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(id)
+}
