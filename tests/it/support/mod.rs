@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+pub mod busybox;
+
 /// A kiln with its own store in a temp dir.
 pub struct Kiln {
     pub dir: tempfile::TempDir,
