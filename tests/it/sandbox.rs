@@ -1,0 +1,637 @@
+//! The rootless RUN sandbox on a busybox rootfs, with both snapshotters, as the current user
+//! (root here) and, re-run through `runuser`, as an unprivileged user with subordinate ids and in
+//! single-id mode. Where user namespaces are refused the tests say why and pass, except with
+//! `CI=true`, where they fail.
+use crate::support::rootfs::{busybox_available, make_busybox_rootfs};
+use crate::support::users::{ensure_test_user, TEST_USER};
+use kiln::sandbox::{
+    probe, ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunOutcome, RunSpec,
+    Sandbox, SandboxError, SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User,
+    UserNsSandbox,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The kiln binary used as the helper: the copy made for the unprivileged run, else the build's.
+fn kiln_exe() -> PathBuf {
+    std::env::var_os("KILN_IT_KILN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
+}
+
+fn skip_or_fail(why: &str) -> Option<UserNsSandbox> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and the sandbox cannot run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// A sandbox, or `None` (after saying why) when this machine cannot run one.
+fn sandbox() -> Option<UserNsSandbox> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    let sb = UserNsSandbox::new(SandboxOptions {
+        helper_exe: kiln_exe(),
+        ..SandboxOptions::default()
+    });
+    let probed = PROBED.get_or_init(|| {
+        if !busybox_available() {
+            return Err("busybox-static is not installed (/bin/busybox)".into());
+        }
+        probe(&sb, &std::env::temp_dir())
+            .map(|_| ())
+            .map_err(|e| format!("user namespaces unavailable: {e}"))
+    });
+    match probed {
+        Ok(()) => Some(sb),
+        Err(why) => skip_or_fail(why),
+    }
+}
+
+/// One scenario's world: a busybox base and a snapshot over it.
+struct World {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    snapshot: Snapshot,
+    tmp: PathBuf,
+}
+
+impl World {
+    fn new(kind: SnapshotterKind, extra: impl FnOnce(&Path)) -> World {
+        let tmp = tempfile::Builder::new()
+            .prefix("kiln-it-")
+            .tempdir()
+            .unwrap();
+        let base = tmp.path().join("base");
+        make_busybox_rootfs(&base).unwrap();
+        extra(&base);
+        let snapshot = match kind {
+            SnapshotterKind::Overlay => {
+                Snapshot::overlay(vec![base.clone()], &tmp.path().join("scratch")).unwrap()
+            }
+            SnapshotterKind::Walk => Snapshot::walk(base.clone()),
+        };
+        let path = tmp.path().to_owned();
+        World {
+            _tmp: tmp,
+            base,
+            snapshot,
+            tmp: path,
+        }
+    }
+}
+
+/// Which identity mode the sandbox is in, for expectations.
+fn single(sb: &UserNsSandbox) -> bool {
+    sb.id_mapping().is_single()
+}
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ..RunSpec::default()
+    }
+}
+
+fn run(sb: &UserNsSandbox, world: &World, spec: &RunSpec) -> (RunOutcome, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = sb
+        .run(&world.snapshot, spec, &mut |s, b| match s {
+            Stream::Stdout => out.extend_from_slice(b),
+            Stream::Stderr => err.extend_from_slice(b),
+        })
+        .unwrap_or_else(|e| panic!("run {:?} failed: {e}", spec.argv));
+    (
+        outcome,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+fn ok(sb: &UserNsSandbox, world: &World, script: &str) -> (RunOutcome, String) {
+    let (o, out, err) = run(sb, world, &sh(script));
+    assert_eq!(
+        o.status,
+        ExitStatus::Code(0),
+        "`{script}` failed: stdout {out:?} stderr {err:?}"
+    );
+    (o, out)
+}
+
+// ---- scenarios: each runs with one sandbox and one snapshotter ----
+
+fn echo_hi_leaves_an_empty_diff(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let (o, out, err) = run(
+        sb,
+        &w,
+        &sh("echo hi; echo oops >&2; cat /etc/resolv.conf /etc/hosts /etc/hostname >/dev/null"),
+    );
+    assert!(o.status.success());
+    assert_eq!((out.as_str(), err.as_str()), ("hi\n", "oops\n"));
+    // The bound /etc files and the mount points kiln made are not changes.
+    assert_eq!(o.diff.paths(), Vec::<String>::new());
+}
+
+fn files_created_modified_deleted_and_dirs_replaced(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |b| {
+        std::fs::write(b.join("etc/motd"), "old\n").unwrap();
+        std::fs::create_dir_all(b.join("data")).unwrap();
+        std::fs::write(b.join("data/keep"), "k").unwrap();
+        std::fs::write(b.join("data/del"), "d").unwrap();
+        std::fs::create_dir_all(b.join("olddir/sub")).unwrap();
+        std::fs::write(b.join("olddir/a"), "a").unwrap();
+        std::fs::write(b.join("olddir/sub/b"), "b").unwrap();
+    });
+    let (o, _) = ok(sb, &w, "echo new > /new && echo changed > /etc/motd && rm /data/del && rm -rf /olddir && mkdir /olddir && echo f > /olddir/fresh");
+    let d = &o.diff;
+    assert_eq!(
+        std::fs::read(&d.upsert("new").expect("new").host_path).unwrap(),
+        b"new\n"
+    );
+    assert_eq!(
+        std::fs::read(&d.upsert("etc/motd").expect("motd").host_path).unwrap(),
+        b"changed\n"
+    );
+    assert!(d.deletes("data/del"), "{:?}", d.paths());
+    assert!(d.upsert("data/keep").is_none() && d.upsert("olddir/fresh").is_some());
+    match kind {
+        SnapshotterKind::Overlay => assert!(d.is_opaque("olddir"), "{:?}", d.paths()),
+        SnapshotterKind::Walk => {
+            assert!(d.deletes("olddir/a") && d.deletes("olddir/sub") && !d.deletes("olddir/sub/b"))
+        }
+    }
+    assert!(!d.paths().iter().any(|p| p.starts_with("etc/hosts")
+        || p == "etc/resolv.conf"
+        || p == "proc"
+        || p == "dev"));
+}
+
+fn chown_to_other_ids_is_reported_in_namespace_ids(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let (o, _) = ok(sb, &w, "touch /owned && chown 1000:1000 /owned && mkdir -p /home/u && echo secret > /home/u/s && chmod 600 /home/u/s && chown -R 1000:1000 /home/u && chmod 700 /home/u");
+    let want = if single(sb) { 0 } else { 1000 };
+    for path in ["owned", "home/u", "home/u/s"] {
+        let e = o
+            .diff
+            .upsert(path)
+            .unwrap_or_else(|| panic!("{path} missing: {:?}", o.diff.paths()));
+        assert_eq!((e.uid, e.gid), (want, want), "{path}");
+    }
+    // Even a 0600 file of uid 1000 under a 0700 directory is readable by the caller.
+    let s = o.diff.upsert("home/u/s").unwrap();
+    assert_eq!(s.mode, 0o600);
+    assert_eq!(std::fs::read(&s.host_path).unwrap(), b"secret\n");
+}
+
+fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let (o, _) = ok(sb, &w, "ln -s /etc/passwd /link && echo a > /h1 && ln /h1 /h2 && ln /bin/busybox /bin/hard && cp /bin/busybox /su && chmod 4755 /su && mkdir /sg && chmod 2775 /sg");
+    let d = &o.diff;
+    assert_eq!(
+        d.upsert("link").unwrap().kind,
+        FileKind::Symlink {
+            target: b"/etc/passwd".to_vec()
+        }
+    );
+    assert_eq!(
+        d.upsert("h2").unwrap().hardlink_to.as_deref(),
+        Some(&b"h1"[..])
+    );
+    assert_eq!(
+        d.upsert("bin/hard").unwrap().hardlink_to.as_deref(),
+        Some(&b"bin/busybox"[..]),
+        "{:?}",
+        d.paths()
+    );
+    assert_eq!(d.upsert("su").unwrap().mode, 0o4755);
+    assert_eq!(d.upsert("sg").unwrap().mode, 0o2775);
+}
+
+fn a_failing_command_reports_its_exit_code(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let (o, _, err) = run(sb, &w, &sh("echo before >&2; touch /x; exit 3"));
+    assert_eq!(o.status, ExitStatus::Code(3));
+    assert_eq!(err, "before\n");
+    assert!(o.diff.changes.is_empty());
+    let (o, _, _) = run(sb, &w, &sh("kill -9 $$"));
+    assert_eq!(o.status, ExitStatus::Signal(9));
+}
+
+fn output_is_streamed_while_the_step_runs(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let start = Instant::now();
+    let mut first = None;
+    let o = sb
+        .run(
+            &w.snapshot,
+            &sh("echo one; sleep 1; echo two"),
+            &mut |_, b| {
+                if first.is_none() && !b.is_empty() {
+                    first = Some(start.elapsed());
+                }
+            },
+        )
+        .unwrap();
+    assert!(o.status.success());
+    let first = first.expect("some output");
+    assert!(
+        start.elapsed() - first >= Duration::from_millis(700),
+        "first output came at {first:?} of {:?}",
+        start.elapsed()
+    );
+}
+
+fn user_1000_runs_as_1000(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let spec = RunSpec {
+        user: User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![1000],
+        },
+        ..sh("id -u; id -g; touch /tmp/mine")
+    };
+    let (o, out, err) = run(sb, &w, &spec);
+    assert!(o.status.success(), "{err}");
+    if single(sb) {
+        assert_eq!(out, "0\n0\n");
+        assert!(o
+            .warnings
+            .contains(&SandboxWarning::UserIgnored { uid: 1000 }));
+    } else {
+        assert_eq!(out, "1000\n1000\n");
+        assert_eq!(o.diff.upsert("tmp/mine").unwrap().uid, 1000);
+    }
+}
+
+fn network_none_has_only_loopback(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let spec = RunSpec {
+        network: Network::None,
+        ..sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")
+    };
+    let (o, out, _) = run(sb, &w, &spec);
+    assert!(o.status.success());
+    assert_eq!(out, "lo\n");
+}
+
+fn no_descriptor_of_kiln_leaks_into_the_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    // ls may still hold the directory it lists open as fd 3.
+    let (_, out) = ok(sb, &w, "ls /proc/self/fd | sort | tr '\\n' ' '");
+    assert!(
+        out == "0 1 2 " || out == "0 1 2 3 ",
+        "descriptors in the step: {out}"
+    );
+    let (_, out) = ok(sb, &w, "readlink /proc/self/fd/0");
+    assert_eq!(out, "/dev/null\n");
+}
+
+fn no_process_outlives_its_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let marker = format!("100.{}", std::process::id());
+    let start = Instant::now();
+    let (_, out) = ok(sb, &w, &format!("sleep {marker} & echo started"));
+    assert_eq!(out, "started\n");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        });
+    assert!(!alive, "the backgrounded sleep survived the step");
+}
+
+fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let ro = w.tmp.join("ro-src");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::write(ro.join("f"), "from host\n").unwrap();
+    let cache = w.tmp.join("caches/one");
+    let script = "cat /mnt/ro/f && ! touch /mnt/ro/x 2>/dev/null && echo t > /run/t/x && echo c > /root/.cache/kept && echo keep > /result";
+    let spec = RunSpec {
+        mounts: vec![
+            Mount {
+                target: "/mnt/ro".into(),
+                kind: MountKind::Bind {
+                    source: ro.clone(),
+                    readonly: true,
+                },
+            },
+            Mount {
+                target: "/run/t".into(),
+                kind: MountKind::Tmpfs {
+                    size: Some(1 << 20),
+                },
+            },
+            Mount {
+                target: "/root/.cache".into(),
+                kind: MountKind::Cache {
+                    source: cache.clone(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                },
+            },
+        ],
+        cwd: "/work/dir".into(),
+        ..sh(&format!("{script} && pwd"))
+    };
+    let (o, out, err) = run(sb, &w, &spec);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out, "from host\n/work/dir\n");
+    assert_eq!(std::fs::read(cache.join("kept")).unwrap(), b"c\n");
+    let paths = o.diff.paths();
+    // The working directory is created, as BuildKit does; mount points are not changes.
+    for p in ["result", "work", "work/dir"] {
+        assert!(paths.contains(&p.to_owned()), "{p} missing from {paths:?}");
+    }
+    for p in paths {
+        assert!(
+            !p.starts_with("mnt") && !p.starts_with("run") && !p.starts_with("root"),
+            "{p} in diff"
+        );
+    }
+    assert!(!ro.join("x").exists());
+}
+
+fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    let spec = RunSpec {
+        env: vec![
+            ("FOO".into(), "bar baz".into()),
+            ("PATH".into(), "/usr/bin:/bin".into()),
+        ],
+        hostname: "kilnbox".into(),
+        ..sh("echo \"$FOO\"; hostname; cat /etc/hostname; env | grep -c KILN || true")
+    };
+    let (o, out, _) = run(sb, &w, &spec);
+    assert!(o.status.success());
+    assert_eq!(out, "bar baz\nkilnbox\nkilnbox\n0\n");
+    let missing = RunSpec {
+        argv: vec!["nosuchprog".into()],
+        ..RunSpec::default()
+    };
+    match sb.run(&w.snapshot, &missing, &mut |_, _| {}) {
+        Err(SandboxError::ProgramNotFound { program, .. }) => assert_eq!(program, "nosuchprog"),
+        other => panic!("expected ProgramNotFound, got {other:?}"),
+    }
+}
+
+fn single_id_mode_emulates_chown_and_mknod(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    if !single(sb) {
+        return;
+    }
+    let w = World::new(kind, |_| {});
+    let (o, out) = ok(sb, &w, "touch /f && chown 1000:1000 /f && chown -h 5:5 /f && mknod /tmp/null c 1 3 && mkfifo /fifo && echo ok");
+    assert_eq!(out, "ok\n");
+    assert_eq!(o.diff.upsert("f").map(|e| e.uid), Some(0));
+    assert_eq!(
+        o.diff.upsert("fifo").map(|e| e.kind.clone()),
+        Some(FileKind::Fifo)
+    );
+    assert!(o.diff.upsert("tmp/null").is_none());
+}
+
+fn overlay_uppers_stack_as_lowers(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    if kind != SnapshotterKind::Overlay {
+        return;
+    }
+    let w = World::new(kind, |b| {
+        std::fs::write(b.join("etc/motd"), "base\n").unwrap()
+    });
+    let (first, _) = ok(
+        sb,
+        &w,
+        "rm /etc/motd && echo one > /one && mkdir -p /d && touch /d/x",
+    );
+    assert!(first.diff.deletes("etc/motd"));
+    let upper = w.snapshot.upper().unwrap().to_owned();
+    let second = Snapshot::overlay(vec![upper, w.base.clone()], &w.tmp.join("scratch2")).unwrap();
+    let mut out = Vec::new();
+    let o = sb
+        .run(
+            &second,
+            &sh("test ! -e /etc/motd && cat /one && rm -rf /d && mkdir /d"),
+            &mut |_, b| out.extend_from_slice(b),
+        )
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(out, b"one\n");
+    assert!(o.diff.is_opaque("d"), "{:?}", o.diff.paths());
+}
+
+type Scenario = fn(&UserNsSandbox, SnapshotterKind);
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("echo_hi_leaves_an_empty_diff", echo_hi_leaves_an_empty_diff),
+    (
+        "files_created_modified_deleted_and_dirs_replaced",
+        files_created_modified_deleted_and_dirs_replaced,
+    ),
+    (
+        "chown_to_other_ids_is_reported_in_namespace_ids",
+        chown_to_other_ids_is_reported_in_namespace_ids,
+    ),
+    (
+        "symlinks_hardlinks_and_setuid_bits",
+        symlinks_hardlinks_and_setuid_bits,
+    ),
+    (
+        "a_failing_command_reports_its_exit_code",
+        a_failing_command_reports_its_exit_code,
+    ),
+    (
+        "output_is_streamed_while_the_step_runs",
+        output_is_streamed_while_the_step_runs,
+    ),
+    ("user_1000_runs_as_1000", user_1000_runs_as_1000),
+    (
+        "network_none_has_only_loopback",
+        network_none_has_only_loopback,
+    ),
+    (
+        "no_descriptor_of_kiln_leaks_into_the_step",
+        no_descriptor_of_kiln_leaks_into_the_step,
+    ),
+    ("no_process_outlives_its_step", no_process_outlives_its_step),
+    (
+        "mounts_are_usable_and_absent_from_the_diff",
+        mounts_are_usable_and_absent_from_the_diff,
+    ),
+    (
+        "env_hostname_and_missing_programs",
+        env_hostname_and_missing_programs,
+    ),
+    (
+        "single_id_mode_emulates_chown_and_mknod",
+        single_id_mode_emulates_chown_and_mknod,
+    ),
+    (
+        "overlay_uppers_stack_as_lowers",
+        overlay_uppers_stack_as_lowers,
+    ),
+];
+
+const KINDS: [SnapshotterKind; 2] = [SnapshotterKind::Overlay, SnapshotterKind::Walk];
+
+/// One `#[test]` per scenario and snapshotter, as the current user.
+macro_rules! as_current_user {
+    ($($name:ident),* $(,)?) => {
+        mod as_current_user {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(sb) = super::sandbox() {
+                        for kind in super::KINDS {
+                            eprintln!("{} with {kind:?}, mapping {:?}", stringify!($name), sb.id_mapping());
+                            super::$name(&sb, kind);
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+as_current_user!(
+    echo_hi_leaves_an_empty_diff,
+    files_created_modified_deleted_and_dirs_replaced,
+    chown_to_other_ids_is_reported_in_namespace_ids,
+    symlinks_hardlinks_and_setuid_bits,
+    a_failing_command_reports_its_exit_code,
+    output_is_streamed_while_the_step_runs,
+    user_1000_runs_as_1000,
+    network_none_has_only_loopback,
+    no_descriptor_of_kiln_leaks_into_the_step,
+    no_process_outlives_its_step,
+    mounts_are_usable_and_absent_from_the_diff,
+    env_hostname_and_missing_programs,
+    single_id_mode_emulates_chown_and_mknod,
+    overlay_uppers_stack_as_lowers,
+);
+
+/// Runs every scenario with both snapshotters; started by the `as_unprivileged_*` tests through
+/// `runuser`, with `KILN_IT_MODE` saying which id mapping to expect.
+#[test]
+#[ignore = "run by the as_unprivileged_* tests as the test user"]
+fn unprivileged_inner() {
+    let Some(sb) = sandbox() else { return };
+    let mode = std::env::var("KILN_IT_MODE").unwrap_or_default();
+    match (mode.as_str(), sb.id_mapping()) {
+        ("subordinate", IdMapping::Subordinate { .. }) | ("single", IdMapping::Single { .. }) => {}
+        (m, got) => panic!("expected mode {m:?}, got mapping {got:?}"),
+    }
+    let mut failed = Vec::new();
+    let only = std::env::var("KILN_IT_ONLY").unwrap_or_default();
+    for (name, scenario) in SCENARIOS.iter().filter(|(name, _)| name.contains(&only)) {
+        for kind in KINDS {
+            let result = std::panic::catch_unwind(|| scenario(&sb, kind));
+            eprintln!(
+                "{name} {kind:?}: {}",
+                if result.is_ok() { "ok" } else { "FAILED" }
+            );
+            if result.is_err() {
+                failed.push(format!("{name} ({kind:?})"));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed as {}: {failed:?}",
+        rustix::process::geteuid().as_raw()
+    );
+}
+
+/// Copies the test binary and kiln where the test user can run them, and runs
+/// [`unprivileged_inner`] as that user with `path` as its PATH.
+fn run_as_test_user(mode: &str, path: &str) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: not root, so cannot switch to {TEST_USER} (the as_current_user tests cover this user)");
+        return;
+    }
+    if sandbox().is_none() {
+        return;
+    }
+    if let Err(why) = ensure_test_user() {
+        skip_or_fail(&why);
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-it-bin-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let test_bin = dir.path().join("it");
+    let kiln = dir.path().join("kiln");
+    std::fs::copy(std::env::current_exe().unwrap(), &test_bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env", "-i"])
+        .arg(format!("PATH={path}"))
+        .arg(format!("KILN_IT_KILN={}", kiln.display()))
+        .arg(format!("KILN_IT_MODE={mode}"))
+        .arg("TMPDIR=/tmp")
+        .arg(format!("CI={}", std::env::var("CI").unwrap_or_default()))
+        .arg(&test_bin)
+        .args([
+            "sandbox::unprivileged_inner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .current_dir("/tmp")
+        .output()
+        .expect("runuser");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "unprivileged run failed ({mode})");
+    assert!(text.contains("1 passed"), "the inner test did not run");
+}
+
+#[test]
+fn as_unprivileged_user_with_subordinate_ids() {
+    run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin");
+}
+
+#[test]
+fn as_unprivileged_user_in_single_id_mode() {
+    // No newuidmap/newgidmap on PATH (and the inner test only runs absolute paths).
+    run_as_test_user("single", "/nonexistent-kiln-path");
+}
+
+#[test]
+fn an_empty_command_and_a_relative_mount_target_are_refused_before_starting() {
+    let sb = UserNsSandbox::new(SandboxOptions {
+        helper_exe: kiln_exe(),
+        ..SandboxOptions::default()
+    });
+    let snap = Snapshot::walk(std::env::temp_dir().join("kiln-never-used"));
+    let empty = RunSpec::default();
+    assert!(matches!(
+        sb.run(&snap, &empty, &mut |_, _| {}),
+        Err(SandboxError::EmptyCommand)
+    ));
+    let bad = RunSpec {
+        mounts: vec![Mount {
+            target: "rel/x".into(),
+            kind: MountKind::Tmpfs { size: None },
+        }],
+        ..sh("true")
+    };
+    let err = sb.run(&snap, &bad, &mut |_, _| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("invalid mount target `rel/x`"),
+        "{err}"
+    );
+}
