@@ -100,6 +100,17 @@ fn send(msg: &HelperMessage) -> io::Result<()> {
 }
 
 fn helper_main() -> Result<(), Fail> {
+    // Descriptors that kiln's own caller leaked to kiln (without close-on-exec) stop here.
+    // SAFETY: close_range only closes this process's descriptors above fd 3, none of which
+    // this process uses.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            RESULT_FD as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
     // SAFETY: fd 0 is the control pipe kiln gave us; nothing else in this process owns it.
     let mut control = BufReader::new(unsafe { File::from_raw_fd(0) });
     let mut line = String::new();
@@ -127,20 +138,8 @@ fn helper_main() -> Result<(), Fail> {
             unshare_and_wait(&mut control, libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
             crate::sandbox::mounts::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
                 .ctx("make / private", None)?;
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={},userxattr",
-                lower.display(),
-                upper.display(),
-                work.display()
-            );
-            crate::sandbox::mounts::mount(
-                Some(c"overlay"),
-                &cstr(&merged)?,
-                Some(c"overlay"),
-                0,
-                Some(&cstr(&data)?),
-            )
-            .ctx("mount overlay", Some(&merged))?;
+            crate::sandbox::mounts::mount_overlay(&[lower], &upper, &work, &merged)
+                .ctx("mount overlay", Some(&merged))?;
             let done = HelperMessage::Done {
                 status: ExitStatus::Code(0),
                 diff: Diff::default(),

@@ -266,10 +266,35 @@ fn switch_user(user: &super::User) -> Result<(), Fail> {
 /// Restores default dispositions and an empty mask: kiln (like every Rust program) ignores
 /// SIGPIPE, and ignored signals survive exec, which would break `yes | head` in a step.
 fn reset_signals() {
-    for sig in 1..libc::SIGRTMAX() {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 share this layout).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // The raw syscall, because glibc's signal() refuses its reserved real-time signals (32, 33),
+    // which a caller of kiln may have left ignored.
+    for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: setting SIG_DFL is always valid; invalid numbers just fail.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // SAFETY: `default` is a valid kernel sigaction that outlives the call; the old
+            // action is not requested; invalid numbers just fail.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
         }
     }
     // SAFETY: set is a valid sigset_t filled by sigemptyset.

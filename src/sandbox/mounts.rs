@@ -12,9 +12,10 @@ use super::helper::{cstr, Fail, IoCtx};
 use super::protocol::{RootJob, RunJob};
 use super::MountKind;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -188,6 +189,72 @@ fn open_host(path: &Path) -> Result<OwnedFd, Fail> {
         .ctx("open host file", Some(path))
 }
 
+/// Mounts overlayfs at `merged` with `userxattr` (required in a user namespace). Uses the new
+/// mount API with one `lowerdir+` per layer (Linux 6.8+), which has no limit on the total length
+/// of the layer paths; older kernels get the classic `lowerdir=a:b:c` option string, which must
+/// fit in one page.
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> io::Result<()> {
+    match mount_overlay_fsconfig(lowers, upper, work, merged) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+            ) => {}
+        other => return other,
+    }
+    let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let c = |s: &OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    mount(
+        Some(c"overlay"),
+        &c(merged.as_os_str())?,
+        Some(c"overlay"),
+        0,
+        Some(&c(OsStr::new(&data))?),
+    )
+}
+
+fn mount_overlay_fsconfig(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for lower in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    }
+    fsconfig_set_string(&fs, "upperdir", upper)?;
+    fsconfig_set_string(&fs, "workdir", work)?;
+    fsconfig_set_flag(&fs, "userxattr")?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        merged,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
 /// Mounts the root filesystem at its mount point and returns it with an fd of it.
 fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
     let path = match root {
@@ -197,21 +264,7 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
             work,
             merged,
         } => {
-            let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={},userxattr",
-                lowers.join(":"),
-                upper.display(),
-                work.display()
-            );
-            mount(
-                Some(c"overlay"),
-                &cstr(merged)?,
-                Some(c"overlay"),
-                0,
-                Some(&cstr(&data)?),
-            )
-            .ctx("mount overlay", Some(merged))?;
+            mount_overlay(lowers, upper, work, merged).ctx("mount overlay", Some(merged))?;
             merged.clone()
         }
         RootJob::Walk { rootfs } => {

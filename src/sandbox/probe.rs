@@ -40,16 +40,8 @@ impl ProbeReport {
     }
 }
 
-fn read_sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-/// Checks that user namespaces are allowed and whether overlayfs works in one, using
-/// `sandbox`'s helper and id mapping and a temporary directory under `scratch`.
-pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
-    let root = rustix::process::geteuid().is_root();
+/// Fails with the setting and its fix when a sysctl forbids (unprivileged) user namespaces.
+fn check_sysctls(read: &dyn Fn(&str) -> Option<String>, root: bool) -> Result<()> {
     let checks: [(&'static str, &'static str, &'static str, bool); 3] = [
         ("/proc/sys/user/max_user_namespaces", "0", "`sysctl -w user.max_user_namespaces=15000`", true),
         (
@@ -66,7 +58,7 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
         ),
     ];
     for (setting, bad, fix, applies) in checks {
-        if let Some(value) = read_sysctl(setting).filter(|v| applies && v == bad) {
+        if let Some(value) = read(setting).filter(|v| applies && v == bad) {
             return Err(SandboxError::UserNamespacesDisabled {
                 setting,
                 value,
@@ -74,6 +66,19 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
             });
         }
     }
+    Ok(())
+}
+
+fn read_sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Checks that user namespaces are allowed and whether overlayfs works in one, using
+/// `sandbox`'s helper and id mapping and a temporary directory under `scratch`.
+pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
+    check_sysctls(&read_sysctl, rustix::process::geteuid().is_root())?;
     let dir = tempfile::Builder::new()
         .prefix("kiln-probe-")
         .tempdir_in(scratch)
@@ -114,4 +119,30 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
         overlay,
         warnings: sandbox.warnings().to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disabled_sysctl_is_named_with_its_fix() {
+        let read = |p: &str| {
+            p.ends_with("unprivileged_userns_clone")
+                .then(|| "0".to_owned())
+        };
+        let err = check_sysctls(&read, false).unwrap_err().to_string();
+        assert!(
+            err.contains("kernel/unprivileged_userns_clone` is `0`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("sysctl -w kernel.unprivileged_userns_clone=1"),
+            "{err}"
+        );
+        // Root is not subject to the unprivileged switches.
+        assert!(check_sysctls(&read, true).is_ok());
+        let none = |p: &str| p.ends_with("max_user_namespaces").then(|| "0".to_owned());
+        assert!(check_sysctls(&none, true).is_err());
+    }
 }

@@ -256,6 +256,21 @@ fn user_1000_runs_as_1000(sb: &UserNsSandbox, kind: SnapshotterKind) {
     };
     let (o, out, err) = run(sb, &w, &spec);
     assert!(o.status.success(), "{err}");
+    if matches!(sb.id_mapping(), IdMapping::Subordinate { .. }) {
+        let outside = RunSpec {
+            user: User {
+                uid: 70000,
+                gid: 0,
+                additional_gids: vec![],
+            },
+            ..sh("true")
+        };
+        let err = sb.run(&w.snapshot, &outside, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(err, SandboxError::UserNotMapped { uid: 70000, .. }),
+            "{err}"
+        );
+    }
     if single(sb) {
         assert_eq!(out, "0\n0\n");
         assert!(o
@@ -288,6 +303,17 @@ fn no_descriptor_of_kiln_leaks_into_the_step(sb: &UserNsSandbox, kind: Snapshott
     );
     let (_, out) = ok(sb, &w, "readlink /proc/self/fd/0");
     assert_eq!(out, "/dev/null\n");
+}
+
+fn signals_are_reset_for_the_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |_| {});
+    // kiln ignores SIGPIPE, as every Rust program does; the step must not inherit that.
+    let (_, out) = ok(
+        sb,
+        &w,
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status | tr -d '\\t'",
+    );
+    assert_eq!(out, "SigBlk:0000000000000000\nSigIgn:0000000000000000\n");
 }
 
 fn no_process_outlives_its_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -461,6 +487,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("no_process_outlives_its_step", no_process_outlives_its_step),
     (
+        "signals_are_reset_for_the_step",
+        signals_are_reset_for_the_step,
+    ),
+    (
         "mounts_are_usable_and_absent_from_the_diff",
         mounts_are_usable_and_absent_from_the_diff,
     ),
@@ -510,6 +540,7 @@ as_current_user!(
     network_none_has_only_loopback,
     no_descriptor_of_kiln_leaks_into_the_step,
     no_process_outlives_its_step,
+    signals_are_reset_for_the_step,
     mounts_are_usable_and_absent_from_the_diff,
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
@@ -634,4 +665,65 @@ fn an_empty_command_and_a_relative_mount_target_are_refused_before_starting() {
         err.to_string().contains("invalid mount target `rel/x`"),
         "{err}"
     );
+}
+
+/// Runs a long step until killed; started by `killing_kiln_kills_the_whole_step`.
+#[test]
+#[ignore = "run by killing_kiln_kills_the_whole_step"]
+fn long_step_inner() {
+    let Some(sb) = sandbox() else { return };
+    let marker = std::env::var("KILN_IT_MARKER").unwrap_or_else(|_| "1000.5".into());
+    let w = World::new(SnapshotterKind::Overlay, |_| {});
+    let _ = sb.run(
+        &w.snapshot,
+        &sh(&format!("sleep {marker} & sleep {marker}")),
+        &mut |_, _| {},
+    );
+}
+
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .count()
+}
+
+#[test]
+fn killing_kiln_kills_the_whole_step() {
+    if sandbox().is_none() {
+        return;
+    }
+    let marker = format!("1000.{}", std::process::id());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sandbox::long_step_inner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("KILN_IT_MARKER", &marker)
+        .env("KILN_IT_KILN", kiln_exe())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&format!("sleep\0{marker}")) < 2 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&format!("sleep\0{marker}")) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the step's processes outlived kiln"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
