@@ -9,7 +9,7 @@
 //! directory's times restored, as BuildKit's `MountStubsCleaner` does, so they leave no trace in
 //! the diff.
 use super::helper::{cstr, Fail, IoCtx};
-use super::protocol::{RootJob, RunJob};
+use super::protocol::{RootJob, RunJob, APT_SINGLE_ID_CONF};
 use super::MountKind;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::ffi::{CStr, CString, OsStr};
@@ -301,6 +301,11 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
     let mut etc_fds = Vec::new();
     for (target, src) in &job.etc_files {
         etc_fds.push((target.as_str(), open_host(src)?));
+    }
+    if let Some(conf) = &job.apt_conf {
+        if open_in_root(root, "etc/apt/apt.conf.d").is_ok() {
+            etc_fds.push((APT_SINGLE_ID_CONF, open_host(conf)?));
+        }
     }
     let mut user_fds = Vec::new();
     for m in &job.spec.mounts {

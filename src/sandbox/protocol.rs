@@ -12,6 +12,9 @@ use std::path::PathBuf;
 /// The fd number of the helper → kiln message pipe.
 pub(crate) const RESULT_FD: i32 = 3;
 
+/// Where single-id mode binds its apt configuration (removed after the step, like every stub).
+pub(crate) const APT_SINGLE_ID_CONF: &str = "etc/apt/apt.conf.d/00kiln-single-id";
+
 /// What the helper is asked to do.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct HelperRequest {
@@ -48,6 +51,10 @@ pub(crate) struct RunJob {
     pub root: RootJob,
     /// Host files bound at /etc/resolv.conf, /etc/hosts and /etc/hostname.
     pub etc_files: Vec<(String, PathBuf)>,
+    /// Single-id mode: an apt configuration file bound at `APT_SINGLE_ID_CONF` when the image has
+    /// `/etc/apt/apt.conf.d`, because apt checks that dropping privileges to `_apt` really
+    /// changed its uid, which the seccomp emulation cannot fake.
+    pub apt_conf: Option<PathBuf>,
     /// Only id 0 exists: skip user switching, install the seccomp emulation.
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.

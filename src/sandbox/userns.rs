@@ -112,6 +112,22 @@ impl UserNsSandbox {
         Ok(())
     }
 
+    /// In single-id mode, writes the apt configuration that keeps apt from dropping privileges
+    /// to `_apt` (its uid check would fail: there is no uid but 0), as charliecloud does.
+    fn apt_conf(&self, dir: &Path) -> Result<Option<PathBuf>> {
+        if !self.mapping.is_single() {
+            return Ok(None);
+        }
+        let path = dir.join("apt-single-id.conf");
+        let text = "// Written by kiln for single-id mode; not part of the image.\nAPT::Sandbox::User \"root\";\n";
+        std::fs::write(&path, text).map_err(|source| SandboxError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(path))
+    }
+
     /// Writes /etc/resolv.conf, /etc/hosts and /etc/hostname for the step into `dir`.
     fn etc_files(&self, spec: &RunSpec, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         let host = |name: &str| std::fs::read(self.opts.etc_dir.join(name)).unwrap_or_default();
@@ -168,6 +184,7 @@ impl Sandbox for UserNsSandbox {
             spec: spec.clone(),
             root: root.job(),
             etc_files: self.etc_files(spec, &run_dir)?,
+            apt_conf: self.apt_conf(&run_dir)?,
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };

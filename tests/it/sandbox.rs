@@ -452,6 +452,95 @@ fn overlay_uppers_stack_as_lowers(sb: &UserNsSandbox, kind: SnapshotterKind) {
     assert!(o.diff.is_opaque("d"), "{:?}", o.diff.paths());
 }
 
+/// The cached `debootstrap --variant=minbase bookworm` tree (owned by the current user), if any.
+fn debian_rootfs() -> Option<PathBuf> {
+    let dir = std::env::var_os("KILN_IT_DEBIAN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEBIAN_ROOTFS));
+    dir.join("usr/bin/apt-get").exists().then_some(dir)
+}
+
+/// Where the tests look for a Debian bookworm minbase tree made by `debootstrap`.
+const DEBIAN_ROOTFS: &str = "/var/tmp/kiln-sandbox-bookworm";
+
+fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let Some(src) = debian_rootfs() else {
+        eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-it-deb-")
+        .tempdir()
+        .unwrap();
+    let (first, rootfs) = match kind {
+        SnapshotterKind::Overlay => (
+            Snapshot::overlay(vec![src.clone()], &tmp.path().join("s1")).unwrap(),
+            None,
+        ),
+        SnapshotterKind::Walk => {
+            let rootfs = tmp.path().join("rootfs");
+            let cp = std::process::Command::new("/bin/cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(&rootfs)
+                .status()
+                .unwrap();
+            assert!(cp.success());
+            (Snapshot::walk(rootfs.clone()), Some(rootfs))
+        }
+    };
+    let script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello >/dev/null && useradd -m sandbox && id -u sandbox";
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let o = sb
+        .run(&first, &sh(script), &mut |s, b| match s {
+            Stream::Stdout => out.extend_from_slice(b),
+            Stream::Stderr => err.extend_from_slice(b),
+        })
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(o.status.success(), "{:?}: {out}{err}", o.status);
+    assert!(out.ends_with("1000\n"), "{out}");
+    let d = &o.diff;
+    assert!(d.upsert("usr/bin/hello").is_some());
+    assert!(d.upsert("etc/passwd").is_some());
+    let home = d.upsert("home/sandbox").expect("home/sandbox");
+    let want = if single(sb) { 0 } else { 1000 };
+    assert_eq!((home.uid, home.gid), (want, want));
+    for path in [
+        "etc/resolv.conf",
+        "etc/hosts",
+        "etc/hostname",
+        "proc",
+        "dev",
+    ] {
+        assert!(d.find(path).next().is_none(), "{path} in the diff");
+    }
+    // The next step runs on top, as USER 1000.
+    let second = match &rootfs {
+        None => Snapshot::overlay(
+            vec![first.upper().unwrap().to_owned(), src],
+            &tmp.path().join("s2"),
+        )
+        .unwrap(),
+        Some(rootfs) => Snapshot::walk(rootfs.clone()),
+    };
+    let spec = RunSpec {
+        user: User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        },
+        ..sh("id -u && hello")
+    };
+    let mut out = Vec::new();
+    let o = sb
+        .run(&second, &spec, &mut |_, b| out.extend_from_slice(b))
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out, format!("{want}\nHello, world!\n"));
+}
+
 type Scenario = fn(&UserNsSandbox, SnapshotterKind);
 
 const SCENARIOS: &[(&str, Scenario)] = &[
@@ -506,6 +595,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "overlay_uppers_stack_as_lowers",
         overlay_uppers_stack_as_lowers,
     ),
+    (
+        "debian_apt_get_install_and_useradd",
+        debian_apt_get_install_and_useradd,
+    ),
 ];
 
 const KINDS: [SnapshotterKind; 2] = [SnapshotterKind::Overlay, SnapshotterKind::Walk];
@@ -545,6 +638,7 @@ as_current_user!(
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
+    debian_apt_get_install_and_useradd,
 );
 
 /// Runs every scenario with both snapshotters; started by the `as_unprivileged_*` tests through
@@ -593,6 +687,7 @@ fn run_as_test_user(mode: &str, path: &str) {
         skip_or_fail(&why);
         return;
     }
+    let debian = debian_rootfs_for_test_user();
     let dir = tempfile::Builder::new()
         .prefix("kiln-it-bin-")
         .tempdir()
@@ -607,6 +702,10 @@ fn run_as_test_user(mode: &str, path: &str) {
         .arg(format!("PATH={path}"))
         .arg(format!("KILN_IT_KILN={}", kiln.display()))
         .arg(format!("KILN_IT_MODE={mode}"))
+        .arg(format!(
+            "KILN_IT_DEBIAN={}",
+            debian.map(|d| d.display().to_string()).unwrap_or_default()
+        ))
         .arg("TMPDIR=/tmp")
         .arg(format!("CI={}", std::env::var("CI").unwrap_or_default()))
         .arg(&test_bin)
@@ -628,6 +727,35 @@ fn run_as_test_user(mode: &str, path: &str) {
     eprintln!("{text}");
     assert!(out.status.success(), "unprivileged run failed ({mode})");
     assert!(text.contains("1 passed"), "the inner test did not run");
+}
+
+/// A copy of the Debian tree owned by the test user, as a rootless `kiln import` would unpack
+/// it (made once; every id becomes the user's, that is 0 in the namespace).
+fn debian_rootfs_for_test_user() -> Option<PathBuf> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = debian_rootfs()?;
+    let dst = PathBuf::from(format!("{}-{TEST_USER}", src.display()));
+    if dst.join("usr/bin/apt-get").exists() {
+        return Some(dst);
+    }
+    let tmp = PathBuf::from(format!("{}.tmp", dst.display()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
+    if ok(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&tmp))
+        // A rootless import cannot create device nodes either.
+        && ok(std::process::Command::new("find").arg(tmp.join("dev")).args(["-mindepth", "1", "-delete"]))
+        && ok(std::process::Command::new("chown")
+            .args(["-R", "-h", &format!("{TEST_USER}:{TEST_USER}")])
+            .arg(&tmp))
+        && std::fs::rename(&tmp, &dst).is_ok()
+    {
+        return Some(dst);
+    }
+    None
 }
 
 #[test]
