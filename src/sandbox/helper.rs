@@ -147,6 +147,16 @@ fn helper_main() -> Result<(), Fail> {
             };
             send(&done).ctx("report", None)
         }
+        Job::Chown { root, entries } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
+            chown_tree(&root, &entries)?;
+            let done = HelperMessage::Done {
+                status: ExitStatus::Code(0),
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
         Job::Run(job) => run(&mut control, &job),
     }
 }
@@ -273,4 +283,63 @@ fn read_report(fd: OwnedFd) -> Option<InitReport> {
     let mut text = Vec::new();
     File::from(fd).read_to_end(&mut text).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// Changes the owner of each entry (never following a symlink, never leaving `root`) and puts
+/// back the setuid and setgid bits that chown clears.
+pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<(), Fail> {
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .ctx("open", Some(root))?;
+    for (rel, uid, gid) in entries {
+        let rel = Path::new(OsStr::from_bytes(rel));
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat2(
+            &root_fd,
+            parent,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
+        .map_err(io::Error::from)
+        .ctx("open", Some(rel))?;
+        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)
+            .ctx("stat", Some(rel))?;
+        let owner = |id: u32| Some(rustix::process::Uid::from_raw(id));
+        rustix::fs::chownat(
+            &dir,
+            name,
+            owner(*uid),
+            Some(rustix::process::Gid::from_raw(*gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+        .ctx("chown", Some(rel))?;
+        let special = st.st_mode & (libc::S_ISUID | libc::S_ISGID);
+        if special != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            rustix::fs::chmodat(
+                &dir,
+                name,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(io::Error::from)
+            .ctx("chmod", Some(rel))?;
+        }
+    }
+    Ok(())
 }

@@ -29,6 +29,13 @@ pub(crate) struct HelperRequest {
 pub(crate) enum Job {
     /// Run one step.
     Run(Box<RunJob>),
+    /// Give paths under `root` these owners (namespace ids), keeping setuid/setgid bits.
+    Chown {
+        /// The tree.
+        root: PathBuf,
+        /// Relative path, uid, gid.
+        entries: Vec<(Vec<u8>, u32, u32)>,
+    },
     /// Check whether overlayfs can be mounted in a user namespace, with these directories.
     ProbeOverlay {
         /// An existing lower directory.

@@ -80,6 +80,32 @@ impl UserNsSandbox {
         &self.warnings
     }
 
+    /// Gives paths under `root` the owners a layer assigns them, as namespace ids: `entries` are
+    /// (relative path, uid, gid). A rootless import unpacks everything as the caller (namespace
+    /// id 0) and then calls this for the other owners, so that steps and later diffs see the
+    /// layer's real ids. Real root: a plain `lchown`. Subordinate ids: done by the helper as root
+    /// in a user namespace with this sandbox's mapping. Single-id mode: a no-op (only id 0
+    /// exists; the files stay owned by 0). Setuid and setgid bits are kept.
+    pub fn chown_in_namespace(&self, root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<()> {
+        if entries.is_empty() || self.mapping.is_single() {
+            return Ok(());
+        }
+        if self.mapping == IdMapping::Identity {
+            return super::helper::chown_tree(root, entries)
+                .map_err(|f| SandboxError::from_helper(f.stage, f.path, f.errno));
+        }
+        let job = Job::Chown {
+            root: root.to_owned(),
+            entries: entries.to_vec(),
+        };
+        match spawn_helper(&self.opts, &self.mapping, job, &mut |_, _| {})? {
+            HelperMessage::Failed { stage, path, errno } => {
+                Err(SandboxError::from_helper(stage, path, errno))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn options(&self) -> &SandboxOptions {
         &self.opts
     }

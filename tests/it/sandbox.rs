@@ -452,6 +452,33 @@ fn overlay_uppers_stack_as_lowers(sb: &UserNsSandbox, kind: SnapshotterKind) {
     assert!(o.diff.is_opaque("d"), "{:?}", o.diff.paths());
 }
 
+fn chown_in_namespace_gives_base_files_their_owners(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let w = World::new(kind, |b| {
+        std::fs::create_dir_all(b.join("srv")).unwrap();
+        std::fs::write(b.join("srv/app"), "x").unwrap();
+        std::fs::set_permissions(b.join("srv/app"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        std::os::unix::fs::symlink("app", b.join("srv/link")).unwrap();
+    });
+    let entries: Vec<(Vec<u8>, u32, u32)> = ["srv", "srv/app", "srv/link"]
+        .iter()
+        .map(|p| (p.as_bytes().to_vec(), 1000, 1001))
+        .collect();
+    sb.chown_in_namespace(&w.base, &entries).unwrap();
+    let (o, out) = ok(
+        sb,
+        &w,
+        "stat -c '%u:%g %a' /srv /srv/app && stat -c '%u:%g' /srv/link",
+    );
+    let want = if single(sb) {
+        "0:0 755\n0:0 4755\n0:0\n"
+    } else {
+        "1000:1001 755\n1000:1001 4755\n1000:1001\n"
+    };
+    assert_eq!(out, want);
+    assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
+}
+
 /// The cached `debootstrap --variant=minbase bookworm` tree (owned by the current user), if any.
 fn debian_rootfs() -> Option<PathBuf> {
     let dir = std::env::var_os("KILN_IT_DEBIAN")
@@ -596,6 +623,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         overlay_uppers_stack_as_lowers,
     ),
     (
+        "chown_in_namespace_gives_base_files_their_owners",
+        chown_in_namespace_gives_base_files_their_owners,
+    ),
+    (
         "debian_apt_get_install_and_useradd",
         debian_apt_get_install_and_useradd,
     ),
@@ -638,6 +669,7 @@ as_current_user!(
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
+    chown_in_namespace_gives_base_files_their_owners,
     debian_apt_get_install_and_useradd,
 );
 

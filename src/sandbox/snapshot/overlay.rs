@@ -169,3 +169,46 @@ fn unchanged_dir(meta: &Meta, rel: &Path, lowers: &[PathBuf]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_dir_whiteouts_opaque_dirs_and_copied_up_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        for d in [&lower, &upper] {
+            std::fs::create_dir_all(d.join("etc")).unwrap();
+            std::fs::create_dir_all(d.join("opq")).unwrap();
+            std::fs::create_dir_all(d.join("same")).unwrap();
+        }
+        std::fs::write(lower.join("etc/gone"), "x").unwrap();
+        std::fs::write(lower.join("opq/old"), "x").unwrap();
+        make_whiteout(&upper.join("etc/gone")).unwrap();
+        mark_opaque(&upper.join("opq")).unwrap();
+        std::fs::write(upper.join("opq/new"), "n").unwrap();
+        // Copied up with identical metadata and nothing changed below: not a change.
+        let mtime = std::fs::metadata(lower.join("same"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::open(upper.join("same"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let lower_etc = std::fs::metadata(lower.join("etc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::open(upper.join("etc"))
+            .unwrap()
+            .set_modified(lower_etc)
+            .unwrap();
+        let d = diff(&upper, &[lower]).unwrap();
+        // etc is unchanged too, but kept because something below it changed.
+        assert_eq!(d.paths(), vec!["etc", "etc/gone", "opq", "opq", "opq/new"]);
+        assert!(d.deletes("etc/gone") && d.is_opaque("opq") && d.upsert("opq").is_some());
+        assert_eq!(d.upsert("opq/new").unwrap().mode & PRUNABLE, 0);
+    }
+}
