@@ -298,6 +298,7 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
         .iter()
         .map(|d| open_host(&Path::new("/dev").join(d)))
         .collect::<Result<_, _>>()?;
+    let sys_fd = open_host(Path::new("/sys")).ok();
     let mut etc_fds = Vec::new();
     for (target, src) in &job.etc_files {
         etc_fds.push((target.as_str(), open_host(src)?));
@@ -422,6 +423,7 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
             .ctx("create /dev symlink", Some(Path::new(link)))?;
     }
 
+    mount_sys(&mut stubs, root, job, sys_fd.as_ref());
     for (target, src) in &etc_fds {
         // An image whose /etc/hosts is a dangling symlink simply keeps it.
         let bind = Mnt {
@@ -481,6 +483,33 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
 
     pivot(&root_path)?;
     Ok(stubs)
+}
+
+/// Mounts a read-only `/sys`: a fresh sysfs with `--network=none` (sysfs may only be mounted by
+/// the owner of the network namespace, which the step then is), else the host's, bound
+/// recursively. Best effort: build steps rarely need it, so failures leave `/sys` empty.
+fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Option<&OwnedFd>) {
+    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if job.spec.network == super::Network::None {
+        let sysfs = Mnt {
+            src: Some(c"sysfs"),
+            fstype: Some(c"sysfs"),
+            flags: ro,
+            data: None,
+        };
+        let _ = stubs.mount_at(root, "sys", false, sysfs);
+        return;
+    }
+    let Some(host_sys) = host_sys else { return };
+    let bind = Mnt {
+        src: Some(&fd_path(host_sys.as_fd())),
+        fstype: None,
+        flags: libc::MS_BIND | libc::MS_REC,
+        data: None,
+    };
+    if let Ok(fd) = stubs.mount_at(root, "sys", false, bind) {
+        let _ = remount_readonly(fd.as_fd());
+    }
 }
 
 /// Remounts a bind mount read-only, keeping the flags the kernel locked on it.

@@ -291,6 +291,19 @@ fn network_none_has_only_loopback(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let (o, out, _) = run(sb, &w, &spec);
     assert!(o.status.success());
     assert_eq!(out, "lo\n");
+    // /sys is there, read-only, in both cases.
+    for network in [Network::None, Network::Default] {
+        let spec = RunSpec {
+            network,
+            ..sh("ls /sys/class/net && ! touch /sys/x 2>/dev/null")
+        };
+        let (o, out, err) = run(sb, &w, &spec);
+        assert!(
+            o.status.success() && out.contains("lo"),
+            "{network:?}: {out}{err}"
+        );
+        assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
+    }
 }
 
 fn no_descriptor_of_kiln_leaks_into_the_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
