@@ -2,123 +2,15 @@
 //! (root here) and, re-run through `runuser`, as an unprivileged user with subordinate ids and in
 //! single-id mode. Where user namespaces are refused the tests say why and pass, except with
 //! `CI=true`, where they fail.
-use crate::support::rootfs::{busybox_available, make_busybox_rootfs};
+use crate::support::debian::{debian_rootfs, debian_rootfs_for_test_user, DEBIAN_ROOTFS};
+use crate::support::sandbox::{kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, World};
 use crate::support::users::{ensure_test_user, TEST_USER};
 use kiln::sandbox::{
-    probe, ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunOutcome, RunSpec,
-    Sandbox, SandboxError, SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User,
-    UserNsSandbox,
+    ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox, SandboxError,
+    SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User, UserNsSandbox,
 };
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// The kiln binary used as the helper: the copy made for the unprivileged run, else the build's.
-fn kiln_exe() -> PathBuf {
-    std::env::var_os("KILN_IT_KILN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
-}
-
-fn skip_or_fail(why: &str) -> Option<UserNsSandbox> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and the sandbox cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
-/// A sandbox, or `None` (after saying why) when this machine cannot run one.
-fn sandbox() -> Option<UserNsSandbox> {
-    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
-    let sb = UserNsSandbox::new(SandboxOptions {
-        helper_exe: kiln_exe(),
-        ..SandboxOptions::default()
-    });
-    let probed = PROBED.get_or_init(|| {
-        if !busybox_available() {
-            return Err("busybox-static is not installed (/bin/busybox)".into());
-        }
-        probe(&sb, &std::env::temp_dir())
-            .map(|_| ())
-            .map_err(|e| format!("user namespaces unavailable: {e}"))
-    });
-    match probed {
-        Ok(()) => Some(sb),
-        Err(why) => skip_or_fail(why),
-    }
-}
-
-/// One scenario's world: a busybox base and a snapshot over it.
-struct World {
-    _tmp: tempfile::TempDir,
-    base: PathBuf,
-    snapshot: Snapshot,
-    tmp: PathBuf,
-}
-
-impl World {
-    fn new(kind: SnapshotterKind, extra: impl FnOnce(&Path)) -> World {
-        let tmp = tempfile::Builder::new()
-            .prefix("kiln-it-")
-            .tempdir()
-            .unwrap();
-        let base = tmp.path().join("base");
-        make_busybox_rootfs(&base).unwrap();
-        extra(&base);
-        let snapshot = match kind {
-            SnapshotterKind::Overlay => {
-                Snapshot::overlay(vec![base.clone()], &tmp.path().join("scratch")).unwrap()
-            }
-            SnapshotterKind::Walk => Snapshot::walk(base.clone()),
-        };
-        let path = tmp.path().to_owned();
-        World {
-            _tmp: tmp,
-            base,
-            snapshot,
-            tmp: path,
-        }
-    }
-}
-
-/// Which identity mode the sandbox is in, for expectations.
-fn single(sb: &UserNsSandbox) -> bool {
-    sb.id_mapping().is_single()
-}
-
-fn sh(script: &str) -> RunSpec {
-    RunSpec {
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        ..RunSpec::default()
-    }
-}
-
-fn run(sb: &UserNsSandbox, world: &World, spec: &RunSpec) -> (RunOutcome, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let outcome = sb
-        .run(&world.snapshot, spec, &mut |s, b| match s {
-            Stream::Stdout => out.extend_from_slice(b),
-            Stream::Stderr => err.extend_from_slice(b),
-        })
-        .unwrap_or_else(|e| panic!("run {:?} failed: {e}", spec.argv));
-    (
-        outcome,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
-fn ok(sb: &UserNsSandbox, world: &World, script: &str) -> (RunOutcome, String) {
-    let (o, out, err) = run(sb, world, &sh(script));
-    assert_eq!(
-        o.status,
-        ExitStatus::Code(0),
-        "`{script}` failed: stdout {out:?} stderr {err:?}"
-    );
-    (o, out)
-}
 
 // ---- scenarios: each runs with one sandbox and one snapshotter ----
 
@@ -492,17 +384,6 @@ fn chown_in_namespace_gives_base_files_their_owners(sb: &UserNsSandbox, kind: Sn
     assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
 }
 
-/// The cached `debootstrap --variant=minbase bookworm` tree (owned by the current user), if any.
-fn debian_rootfs() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_IT_DEBIAN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEBIAN_ROOTFS));
-    dir.join("usr/bin/apt-get").exists().then_some(dir)
-}
-
-/// Where the tests look for a Debian bookworm minbase tree made by `debootstrap`.
-const DEBIAN_ROOTFS: &str = "/var/tmp/kiln-sandbox-bookworm";
-
 fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let Some(src) = debian_rootfs() else {
         eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
@@ -774,35 +655,6 @@ fn run_as_test_user(mode: &str, path: &str) {
     assert!(text.contains("1 passed"), "the inner test did not run");
 }
 
-/// A copy of the Debian tree owned by the test user, as a rootless `kiln import` would unpack
-/// it (made once; every id becomes the user's, that is 0 in the namespace).
-fn debian_rootfs_for_test_user() -> Option<PathBuf> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let src = debian_rootfs()?;
-    let dst = PathBuf::from(format!("{}-{TEST_USER}", src.display()));
-    if dst.join("usr/bin/apt-get").exists() {
-        return Some(dst);
-    }
-    let tmp = PathBuf::from(format!("{}.tmp", dst.display()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
-    if ok(std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&tmp))
-        // A rootless import cannot create device nodes either.
-        && ok(std::process::Command::new("find").arg(tmp.join("dev")).args(["-mindepth", "1", "-delete"]))
-        && ok(std::process::Command::new("chown")
-            .args(["-R", "-h", &format!("{TEST_USER}:{TEST_USER}")])
-            .arg(&tmp))
-        && std::fs::rename(&tmp, &dst).is_ok()
-    {
-        return Some(dst);
-    }
-    None
-}
-
 #[test]
 fn as_unprivileged_user_with_subordinate_ids() {
     run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin");
@@ -898,5 +750,35 @@ fn killing_kiln_kills_the_whole_step() {
             "the step's processes outlived kiln"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Prints the time of a trivial step with each snapshotter (`--ignored`, for measuring).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn per_step_overhead() {
+    let Some(sb) = sandbox() else { return };
+    for kind in KINDS {
+        let w = World::new(kind, |_| {});
+        let n = 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            let o = sb
+                .run(
+                    &w.snapshot,
+                    &RunSpec {
+                        argv: vec!["/bin/true".into()],
+                        ..RunSpec::default()
+                    },
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            assert!(o.status.success());
+        }
+        eprintln!(
+            "{kind:?}: {:?} per step ({:?})",
+            start.elapsed() / n,
+            sb.id_mapping()
+        );
     }
 }
