@@ -158,7 +158,10 @@ pub enum SandboxError {
         name: String,
     },
     /// The helper died without reporting a result.
-    #[error("the sandbox helper exited unexpectedly ({status})")]
+    #[error(
+        "the sandbox helper exited unexpectedly ({status}); the helper executable must be a kiln \
+         binary whose `main` calls `sandbox::helper_main_if_requested` first"
+    )]
     HelperDied {
         /// Its wait status.
         status: String,

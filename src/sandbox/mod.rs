@@ -23,10 +23,43 @@
 //! Every process dies with its parent (`PR_SET_PDEATHSIG`), and everything in the step's PID
 //! namespace dies with init, so killing kiln kills the whole step.
 //!
-//! Ownership: the diff is computed inside the user namespace, so every uid and gid it reports is
-//! the one the step saw (the host ids of a rootless run are mapped back by the kernel). In
-//! single-id mode (no subordinate ids) only id 0 exists: `chown` is emulated as a no-op and every
-//! file comes out owned by 0.
+//! # Design decisions
+//!
+//! - **Identity.** Chosen once per [`UserNsSandbox`] ([`IdMapping`]):
+//!   - *real root*: still a user namespace (so the same code path, PID/mount isolation and
+//!     `userxattr` overlay), with the identity map `0 0 4294967295`: the step's ids are the host's.
+//!   - *rootless with `/etc/subuid`+`/etc/subgid` entries and `newuidmap`/`newgidmap`*: 0 → the
+//!     caller, 1.. → the subordinate ranges (buildah's layout); the helpers' exit status is checked.
+//!   - *otherwise, single-id mode* ([`SandboxWarning::SingleIdMode`], a warning, not an error):
+//!     only 0 → the caller. A seccomp filter makes `chown`, `fchown`, `fchownat`, `lchown`,
+//!     `setuid`, `setgid`, `setreuid`, `setregid`, `setresuid`, `setresgid`, `setgroups`,
+//!     `setfsuid`, `setfsgid` and `mknod`/`mknodat` of devices return 0, as charliecloud's
+//!     seccomp mode does, and apt gets `APT::Sandbox::User "root"` (a bound file, never in the
+//!     layer), so `apt-get install` and `useradd` work.
+//! - **Ownership in layers.** The diff is computed inside the user namespace, so every uid and
+//!   gid it reports is the one the step saw: the kernel maps host ids back through the id map.
+//!   Base-image files keep their owners only if the rootless unpack gave them the right host ids:
+//!   use [`UserNsSandbox::chown_in_namespace`] after unpacking as the caller.
+//! - **Readable diffs.** A rootless step may create files the caller cannot read (uid 1000, mode
+//!   0600). The helper, as root in the namespace, copies those into a private directory and points
+//!   [`Entry::host_path`] at the copy; metadata is always the original's.
+//! - **No trace of kiln in the layer.** Mount points kiln had to create (`/proc`, `/etc/hosts`,
+//!   `RUN --mount` targets, …) are removed after the step and their parents' times restored; the
+//!   overlay diff drops copied-up directories whose metadata did not change, the walk diff
+//!   ignores directory ctimes.
+//!
+//! # Limitations
+//!
+//! - Single-id mode: every file is owned by 0 in the layer, `USER 1000` runs as 0
+//!   ([`SandboxWarning::UserIgnored`]), device nodes are not created, setuid programs cannot
+//!   change identity.
+//! - The step keeps every capability inside its user namespace (no bounding-set drop, no
+//!   `no_new_privs`, no default seccomp profile) and there are no cgroup limits.
+//! - Only the native syscall ABI is filtered in single-id mode.
+//! - `PR_SET_PDEATHSIG` fires when the *thread* that started the helper exits: call
+//!   [`Sandbox::run`] from a thread that lives until it returns (it is synchronous anyway).
+//! - A failed step leaves its partial changes in the upper directory or the walk root
+//!   filesystem: discard them.
 
 mod error;
 mod fake;

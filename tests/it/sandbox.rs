@@ -304,6 +304,9 @@ fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) 
     let (o, out, _) = run(sb, &w, &spec);
     assert!(o.status.success());
     assert_eq!(out, "bar baz\nkilnbox\nkilnbox\n0\n");
+    // The builder can refuse a shell-form RUN before running anything.
+    assert!(w.snapshot.exists("/bin/sh") && w.snapshot.exists("/usr/../bin/busybox"));
+    assert!(!w.snapshot.exists("/bin/bash"));
     let missing = RunSpec {
         argv: vec!["nosuchprog".into()],
         ..RunSpec::default()

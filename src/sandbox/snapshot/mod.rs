@@ -130,6 +130,39 @@ impl Snapshot {
         }
     }
 
+    /// Whether the absolute container path `path` exists in this root filesystem, following
+    /// symlinks inside it: lets the builder refuse a shell-form RUN on a base without `/bin/sh`
+    /// before any step runs. (Directories the caller may not search count as missing.)
+    pub fn exists(&self, path: &str) -> bool {
+        match &self.root {
+            Root::Overlay { lowers, upper, .. } => {
+                let layers: Vec<PathBuf> = std::iter::once(upper.clone())
+                    .chain(lowers.iter().cloned())
+                    .collect();
+                overlay::exists(&layers, path)
+            }
+            Root::Walk { rootfs } => {
+                let Ok(root) = rustix::fs::open(
+                    rootfs,
+                    rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                ) else {
+                    return false;
+                };
+                let rel = path.trim_start_matches('/');
+                let rel = if rel.is_empty() { "." } else { rel };
+                rustix::fs::openat2(
+                    &root,
+                    rel,
+                    rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                    rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+                )
+                .is_ok()
+            }
+        }
+    }
+
     pub(crate) fn job(&self) -> RootJob {
         match &self.root {
             Root::Overlay {

@@ -170,6 +170,84 @@ fn unchanged_dir(meta: &Meta, rel: &Path, lowers: &[PathBuf]) -> bool {
     false
 }
 
+/// What a path in a stack of layers is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    Dir,
+    Symlink(Vec<u8>),
+    Other,
+}
+
+/// The entry at `rel` in `layers` (topmost first), honouring whiteouts and opaque directories.
+fn find_entry(layers: &[PathBuf], rel: &Path) -> Option<Found> {
+    for layer in layers {
+        let path = layer.join(rel);
+        if let Ok(Some(meta)) = Meta::read(&path) {
+            return match meta.entry.kind {
+                _ if is_whiteout(&meta) => None,
+                FileKind::Directory => Some(Found::Dir),
+                FileKind::Symlink { target } => Some(Found::Symlink(target)),
+                _ => Some(Found::Other),
+            };
+        }
+        // An opaque ancestor in this layer hides everything below it in lower layers.
+        if rel
+            .ancestors()
+            .skip(1)
+            .any(|a| !a.as_os_str().is_empty() && is_opaque(&layer.join(a)))
+        {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether the absolute container path `path` exists in the merged view of `layers` (topmost
+/// first), following symlinks inside the root as the kernel would. Used to check, before a step
+/// runs, that its program (say `/bin/sh`) is there.
+pub(crate) fn exists(layers: &[PathBuf], path: &str) -> bool {
+    let mut todo: Vec<Vec<u8>> = path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut hops = 0;
+    while let Some(comp) = todo.pop() {
+        match comp.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = resolved.join(std::ffi::OsStr::from_bytes(&comp));
+        match find_entry(layers, &candidate) {
+            None => return false,
+            Some(Found::Dir) => resolved = candidate,
+            Some(Found::Other) => {
+                if todo.iter().any(|c| !c.is_empty() && c != b".") {
+                    return false;
+                }
+                resolved = candidate;
+            }
+            Some(Found::Symlink(target)) => {
+                hops += 1;
+                if hops > 40 {
+                    return false;
+                }
+                if target.starts_with(b"/") {
+                    resolved = PathBuf::new();
+                }
+                todo.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +288,27 @@ mod tests {
         assert_eq!(d.paths(), vec!["etc", "etc/gone", "opq", "opq", "opq/new"]);
         assert!(d.deletes("etc/gone") && d.is_opaque("opq") && d.upsert("opq").is_some());
         assert_eq!(d.upsert("opq/new").unwrap().mode & PRUNABLE, 0);
+    }
+
+    #[test]
+    fn exists_follows_symlinks_across_layers_and_honours_whiteouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, base) = (tmp.path().join("top"), tmp.path().join("base"));
+        std::fs::create_dir_all(base.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(base.join("old")).unwrap();
+        std::fs::write(base.join("usr/bin/dash"), "").unwrap();
+        std::fs::write(base.join("old/f"), "").unwrap();
+        std::os::unix::fs::symlink("usr/bin", base.join("bin")).unwrap();
+        std::fs::create_dir_all(top.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(top.join("old")).unwrap();
+        std::os::unix::fs::symlink("dash", top.join("usr/bin/sh")).unwrap();
+        make_whiteout(&top.join("usr/bin/dash2")).unwrap();
+        mark_opaque(&top.join("old")).unwrap();
+        let layers = [top.clone(), base.clone()];
+        assert!(exists(&layers, "/bin/sh"));
+        assert!(exists(&layers, "/bin/../bin/dash"));
+        assert!(!exists(&layers, "/bin/dash2"));
+        assert!(!exists(&layers, "/old/f"));
+        assert!(!exists(&[base], "/bin/sh"));
     }
 }
