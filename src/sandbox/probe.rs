@@ -126,6 +126,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_picks_overlay_when_it_works_and_a_forced_overlay_fails_without_it() {
+        let mut report = ProbeReport {
+            id_mapping: IdMapping::Identity,
+            overlay: true,
+            warnings: Vec::new(),
+        };
+        assert_eq!(report.snapshotter(None).unwrap(), SnapshotterKind::Overlay);
+        report.overlay = false;
+        assert_eq!(report.snapshotter(None).unwrap(), SnapshotterKind::Walk);
+        assert_eq!(
+            report.snapshotter(Some(SnapshotterKind::Walk)).unwrap(),
+            SnapshotterKind::Walk
+        );
+        let err = report
+            .snapshotter(Some(SnapshotterKind::Overlay))
+            .unwrap_err();
+        assert!(err.to_string().contains("--snapshotter walk"), "{err}");
+    }
+
+    #[test]
     fn a_disabled_sysctl_is_named_with_its_fix() {
         let read = |p: &str| {
             p.ends_with("unprivileged_userns_clone")

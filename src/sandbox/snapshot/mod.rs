@@ -42,7 +42,19 @@ impl std::str::FromStr for SnapshotterKind {
     }
 }
 
-/// The root filesystem of one step, prepared by a snapshotter.
+impl SnapshotterKind {
+    /// Parses a `--snapshotter` value: `overlay`, `walk`, or `auto` (`None`: let
+    /// [`crate::sandbox::ProbeReport::snapshotter`] choose).
+    pub fn parse_choice(s: &str) -> Result<Option<SnapshotterKind>> {
+        match s {
+            "auto" => Ok(None),
+            other => other.parse().map(Some),
+        }
+    }
+}
+
+/// The root filesystem of one step, prepared by a snapshotter. Use a fresh snapshot per step:
+/// an overlay's diff is its whole upper directory.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     root: Root,
@@ -518,6 +530,11 @@ mod tests {
 
     #[test]
     fn unknown_snapshotter_names_the_choices() {
+        assert_eq!(SnapshotterKind::parse_choice("auto").unwrap(), None);
+        assert_eq!(
+            SnapshotterKind::parse_choice("walk").unwrap(),
+            Some(SnapshotterKind::Walk)
+        );
         let err = "zfs".parse::<SnapshotterKind>().unwrap_err();
         assert!(err.to_string().contains("`overlay`, `walk`"));
     }
