@@ -308,14 +308,14 @@ pub(crate) fn spawn_helper(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| SandboxError::SpawnHelper {
+    let child = cmd.spawn().map_err(|source| SandboxError::SpawnHelper {
         exe: opts.helper_exe.clone(),
         source,
     })?;
     drop(cmd);
     drop(result_w);
     let mut session = Session {
-        child: &mut child,
+        child,
         result: result_r,
         buf: Vec::new(),
         done: false,
@@ -336,32 +336,39 @@ pub(crate) fn spawn_helper(
         Some(msg) => return Ok(msg),
         None => return Err(session.died()),
     }
-    if let Err(e) = mapping.write(session.child.id()) {
-        let _ = session.child.kill();
-        let _ = session.child.wait();
-        return Err(e);
-    }
+    // On failure, dropping the session kills the helper, which is waiting for "go".
+    mapping.write(session.child.id())?;
     let _ = control.write_all(b"go\n");
     drop(control);
     session.pump(out_r, err_r, out)?;
     let msg = session.next_message()?;
-    let status = session.child.wait();
     match msg {
-        Some(msg) => Ok(msg),
-        None => Err(SandboxError::HelperDied {
-            status: format!("{status:?}"),
-        }),
+        Some(msg) => {
+            let _ = session.child.wait();
+            Ok(msg)
+        }
+        None => Err(session.died()),
     }
 }
 
-struct Session<'a> {
-    child: &'a mut std::process::Child,
+/// One helper process and its message pipe. Dropping it kills and reaps the helper if it is
+/// still running (after an error), so no helper outlives a failed [`spawn_helper`].
+struct Session {
+    child: std::process::Child,
     result: OwnedFd,
     buf: Vec<u8>,
     done: bool,
 }
 
-impl Session<'_> {
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Both are no-ops for a helper that was already waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Session {
     /// The next complete message line, reading more if needed; `None` at EOF.
     fn next_message(&mut self) -> Result<Option<HelperMessage>> {
         loop {
