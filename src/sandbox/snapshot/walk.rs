@@ -69,9 +69,21 @@ pub(crate) fn diff(before: &Tree, after: &Tree) -> Diff {
     // siblings ("a/b-x" < "a/b/c"); sort component-wise so "top of the deleted subtree" is easy.
     let mut deleted: Vec<&Vec<u8>> = before.keys().filter(|p| !after.contains_key(*p)).collect();
     deleted.sort_by(|a, b| component_order(a, b));
+    // A directory replaced by a file or symlink takes its old children with it: a whiteout
+    // below a non-directory would make the layer unextractable.
+    let replaced: Vec<&Vec<u8>> = after
+        .iter()
+        .filter(|(p, m)| {
+            m.entry.kind != FileKind::Directory
+                && before
+                    .get(*p)
+                    .is_some_and(|b| b.entry.kind == FileKind::Directory)
+        })
+        .map(|(p, _)| p)
+        .collect();
     let mut top: Option<&Vec<u8>> = None;
     for path in deleted {
-        if top.is_some_and(|t| is_below(path, t)) {
+        if top.is_some_and(|t| is_below(path, t)) || replaced.iter().any(|r| is_below(path, r)) {
             continue;
         }
         top = Some(path);
@@ -112,5 +124,18 @@ mod tests {
             diff.upsert("new2").unwrap().hardlink_to.as_deref(),
             Some(&b"new"[..])
         );
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_file_has_no_deletions_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/sub/f"), "x").unwrap();
+        let before = scan(root).unwrap();
+        std::fs::remove_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d"), "now a file").unwrap();
+        let diff = diff(&before, &scan(root).unwrap());
+        assert_eq!(diff.paths(), vec!["d"]);
     }
 }
