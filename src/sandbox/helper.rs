@@ -157,6 +157,16 @@ fn helper_main() -> Result<(), Fail> {
             };
             send(&done).ctx("report", None)
         }
+        Job::Remove { path } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
+            remove_tree(&path).ctx("remove", Some(&path))?;
+            let done = HelperMessage::Done {
+                status: ExitStatus::Code(0),
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
         Job::Run(job) => run(&mut control, &job),
     }
 }
@@ -342,4 +352,14 @@ pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result
         }
     }
     Ok(())
+}
+
+/// Removes `path` and everything below it; a missing path is not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
 }

@@ -29,6 +29,11 @@ pub(crate) struct HelperRequest {
 pub(crate) enum Job {
     /// Run one step.
     Run(Box<RunJob>),
+    /// Remove a directory tree, whoever in the namespace owns its files.
+    Remove {
+        /// The tree.
+        path: PathBuf,
+    },
     /// Give paths under `root` these owners (namespace ids), keeping setuid/setgid bits.
     Chown {
         /// The tree.

@@ -106,6 +106,30 @@ impl UserNsSandbox {
         }
     }
 
+    /// Removes a directory tree that steps wrote to (an upper directory, a walk root filesystem,
+    /// a scratch directory). A rootless step can leave files the caller cannot delete (a 0700
+    /// directory of uid 1000 is a subordinate uid's on the host), so without real root this runs
+    /// as root in a user namespace. A missing path is not an error.
+    pub fn remove_tree(&self, path: &Path) -> Result<()> {
+        let io_error = |source| SandboxError::Io {
+            action: "remove",
+            path: path.to_owned(),
+            source,
+        };
+        if self.mapping == IdMapping::Identity {
+            return super::helper::remove_tree(path).map_err(io_error);
+        }
+        let job = Job::Remove {
+            path: path.to_owned(),
+        };
+        match spawn_helper(&self.opts, &self.mapping, job, &mut |_, _| {})? {
+            HelperMessage::Failed { stage, path, errno } => {
+                Err(SandboxError::from_helper(stage, path, errno))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn options(&self) -> &SandboxOptions {
         &self.opts
     }

@@ -3,7 +3,9 @@
 //! single-id mode. Where user namespaces are refused the tests say why and pass, except with
 //! `CI=true`, where they fail.
 use crate::support::debian::{debian_rootfs, debian_rootfs_for_test_user, DEBIAN_ROOTFS};
-use crate::support::sandbox::{kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, World};
+use crate::support::sandbox::{
+    kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, RemoveOnDrop, World,
+};
 use crate::support::users::{ensure_test_user, TEST_USER};
 use kiln::sandbox::{
     ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox, SandboxError,
@@ -76,6 +78,15 @@ fn chown_to_other_ids_is_reported_in_namespace_ids(sb: &UserNsSandbox, kind: Sna
     let s = o.diff.upsert("home/u/s").unwrap();
     assert_eq!(s.mode, 0o600);
     assert_eq!(std::fs::read(&s.host_path).unwrap(), b"secret\n");
+    // And the caller can remove what the step left, whoever owns it.
+    let upper_or_root = w
+        .snapshot
+        .upper()
+        .or(w.snapshot.rootfs())
+        .unwrap()
+        .to_owned();
+    sb.remove_tree(&upper_or_root.join("home")).unwrap();
+    assert!(!upper_or_root.join("home").exists());
 }
 
 fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -396,6 +407,7 @@ fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind)
         .prefix("kiln-it-deb-")
         .tempdir()
         .unwrap();
+    let _cleanup = RemoveOnDrop(tmp.path().to_owned());
     let (first, rootfs) = match kind {
         SnapshotterKind::Overlay => (
             Snapshot::overlay(vec![src.clone()], &tmp.path().join("s1")).unwrap(),
@@ -726,6 +738,11 @@ fn killing_kiln_kills_the_whole_step() {
         return;
     }
     let marker = format!("1000.{}", std::process::id());
+    // The killed run cannot clean up after itself: give it a temporary directory of ours.
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-it-kill-")
+        .tempdir()
+        .unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "sandbox::long_step_inner",
@@ -734,6 +751,7 @@ fn killing_kiln_kills_the_whole_step() {
             "--nocapture",
         ])
         .env("KILN_IT_MARKER", &marker)
+        .env("TMPDIR", tmp.path())
         .env("KILN_IT_KILN", kiln_exe())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -82,6 +82,24 @@ impl World {
     }
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        drop(RemoveOnDrop(self.tmp.clone()));
+    }
+}
+
+/// Removes a directory tree through the sandbox when dropped: a rootless step can leave files
+/// only root in the namespace may delete.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(sb) = sandbox() {
+            let _ = sb.remove_tree(&self.0);
+        }
+    }
+}
+
 /// Which identity mode the sandbox is in, for expectations.
 pub fn single(sb: &UserNsSandbox) -> bool {
     sb.id_mapping().is_single()
