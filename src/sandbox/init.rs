@@ -70,7 +70,12 @@ fn init(job: &RunJob, report: &OwnedFd) -> Result<ExitStatus, Fail> {
             &io::Error::last_os_error(),
         ));
     }
-    let stubs = mounts::set_up(job)?;
+    let mut stubs = mounts::Stubs::default();
+    if let Err(fail) = mounts::set_up(job, &mut stubs) {
+        // The mounts die with this namespace; the stubs would stay in the image.
+        stubs.clean_up();
+        return Err(fail);
+    }
     if job.spec.network == Network::None {
         mounts::loopback_up().ctx("bring up the loopback interface", None)?;
     }

@@ -16,7 +16,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// What to mount: the arguments of `mount(2)` besides the target.
@@ -37,6 +37,8 @@ pub(crate) struct Stubs {
     parents: Vec<(String, [libc::timespec; 2])>,
     /// Mount targets, in mount order.
     mounted: Vec<String>,
+    /// The root filesystem's mount, which stays the same mount before and after `pivot_root`.
+    root: Option<OwnedFd>,
 }
 
 fn sys(rc: libc::c_int) -> io::Result<()> {
@@ -150,35 +152,59 @@ impl Stubs {
         open_in_root(root, rel)
     }
 
-    /// After the step, from inside the new root: unmounts everything kiln mounted, removes the
-    /// stubs that are still empty and restores their parents' times.
+    /// After the step (or a failed set-up): unmounts everything kiln mounted, removes the stubs
+    /// that are still empty and restores their parents' times. Every path is resolved inside the
+    /// root filesystem, so this is safe before `pivot_root` as well as after it.
     pub(crate) fn clean_up(&self) {
+        let Some(root) = self.root.as_ref().map(|r| r.as_fd()) else {
+            return;
+        };
         for rel in self.mounted.iter().rev() {
-            if let Ok(p) = CString::new(format!("/{rel}")) {
-                // SAFETY: p is NUL-terminated. Failure only leaves the stub in place.
-                unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+            if let Ok(fd) = open_in_root(root, rel) {
+                // SAFETY: the path is NUL-terminated. Failure only leaves the stub in place.
+                unsafe { libc::umount2(fd_path(fd.as_fd()).as_ptr(), libc::MNT_DETACH) };
             }
         }
+        let split = |rel: &str| match rel.rsplit_once('/') {
+            Some((parent, name)) => (parent.to_owned(), name.to_owned()),
+            None => (String::new(), rel.to_owned()),
+        };
         for (rel, dir) in self.created.iter().rev() {
-            let path = PathBuf::from(format!("/{rel}"));
+            let (parent, name) = split(rel);
+            let Ok(pfd) = open_in_root(root, &parent) else {
+                continue;
+            };
+            let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
             if *dir {
-                let _ = std::fs::remove_dir(&path);
-            } else if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.size() == 0) {
-                let _ = std::fs::remove_file(&path);
+                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), rustix::fs::AtFlags::REMOVEDIR);
+            } else if rustix::fs::statat(&pfd, name.as_str(), flags)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
+            {
+                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), rustix::fs::AtFlags::empty());
             }
         }
         for (rel, times) in &self.parents {
-            if let Ok(p) = CString::new(format!("/{rel}")) {
-                // SAFETY: p is NUL-terminated and times has the two entries utimensat reads.
-                unsafe {
-                    libc::utimensat(
-                        libc::AT_FDCWD,
-                        p.as_ptr(),
-                        times.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                };
-            }
+            let (parent, name) = if rel.is_empty() {
+                (String::new(), ".".to_owned())
+            } else {
+                split(rel)
+            };
+            let Ok(pfd) = open_in_root(root, &parent) else {
+                continue;
+            };
+            let Ok(cname) = CString::new(name) else {
+                continue;
+            };
+            // SAFETY: pfd is a valid directory fd, cname is NUL-terminated and times has the
+            // two entries utimensat reads.
+            unsafe {
+                libc::utimensat(
+                    pfd.as_raw_fd(),
+                    cname.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
         }
     }
 }
@@ -286,11 +312,13 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
 
 /// Sets up the whole mount namespace of the step and pivots into it. Runs in the init process,
 /// which has already unshared its mount namespace.
-pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
-    let mut stubs = Stubs::default();
+pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
     mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).ctx("make / private", None)?;
-    let (root_path, root) = mount_root(&job.root)?;
-    let root = root.as_fd();
+    let (root_path, root_fd) = mount_root(&job.root)?;
+    // `stubs` keeps one fd of the root for the clean-up; this function works on another.
+    let root_dup = root_fd.try_clone().ctx("dup the root fd", None)?;
+    stubs.root = Some(root_fd);
+    let root = root_dup.as_fd();
 
     // Host sources, opened before anything is mounted over them.
     let devices = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -337,6 +365,18 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
         user_fds.push(fd);
     }
 
+    // Like runc, refuse an image whose /proc or /dev is a symlink: it would put the kernel's
+    // file systems somewhere else in the image (never outside it: targets resolve in the root).
+    for name in ["proc", "dev"] {
+        if is_symlink(root, name) {
+            let stage = format!("the image's /{name} is a symlink; it must be a directory");
+            return Err(Fail {
+                stage,
+                path: None,
+                errno: libc::ELOOP,
+            });
+        }
+    }
     let nodev_nosuid = libc::MS_NOSUID | libc::MS_NODEV;
     stubs
         .mount_at(
@@ -423,7 +463,7 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
             .ctx("create /dev symlink", Some(Path::new(link)))?;
     }
 
-    mount_sys(&mut stubs, root, job, sys_fd.as_ref());
+    mount_sys(stubs, root, job, sys_fd.as_ref());
     for (target, src) in &etc_fds {
         // An image whose /etc/hosts is a dangling symlink simply keeps it.
         let bind = Mnt {
@@ -482,13 +522,16 @@ pub(crate) fn set_up(job: &RunJob) -> Result<Stubs, Fail> {
     }
 
     pivot(&root_path)?;
-    Ok(stubs)
+    Ok(())
 }
 
 /// Mounts a read-only `/sys`: a fresh sysfs with `--network=none` (sysfs may only be mounted by
 /// the owner of the network namespace, which the step then is), else the host's, bound
 /// recursively. Best effort: build steps rarely need it, so failures leave `/sys` empty.
 fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Option<&OwnedFd>) {
+    if is_symlink(root, "sys") {
+        return;
+    }
     let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     if job.spec.network == super::Network::None {
         let sysfs = Mnt {
@@ -510,6 +553,12 @@ fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Op
     if let Ok(fd) = stubs.mount_at(root, "sys", false, bind) {
         let _ = remount_readonly(fd.as_fd());
     }
+}
+
+/// Whether `name`, directly in `root`, is a symlink.
+fn is_symlink(root: BorrowedFd<'_>, name: &str) -> bool {
+    rustix::fs::statat(root, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
 }
 
 /// Remounts a bind mount read-only, keeping the flags the kernel locked on it.

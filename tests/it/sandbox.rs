@@ -398,6 +398,46 @@ fn chown_in_namespace_gives_base_files_their_owners(sb: &UserNsSandbox, kind: Sn
     assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
 }
 
+fn symlinks_in_the_image_cannot_send_mounts_to_the_host(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let canary = tempfile::Builder::new()
+        .prefix("kiln-it-canary-")
+        .tempdir()
+        .unwrap();
+    let host_dir = canary.path().to_owned();
+    let w = World::new(kind, |b| {
+        std::os::unix::fs::symlink(&host_dir, b.join("mnt")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("/../../../..{}/hosts", host_dir.display()),
+            b.join("etc/hosts"),
+        )
+        .unwrap();
+    });
+    let spec = RunSpec {
+        mounts: vec![Mount {
+            target: "/mnt/t".into(),
+            kind: MountKind::Tmpfs { size: None },
+        }],
+        ..sh("true")
+    };
+    assert!(sb.run(&w.snapshot, &spec, &mut |_, _| {}).is_err());
+    let (o, _) = ok(sb, &w, "readlink /etc/hosts");
+    assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
+    assert_eq!(
+        std::fs::read_dir(&host_dir).unwrap().count(),
+        0,
+        "a stub escaped to the host"
+    );
+
+    let w = World::new(kind, |b| {
+        std::fs::remove_dir(b.join("proc")).unwrap();
+        std::os::unix::fs::symlink("/etc", b.join("proc")).unwrap();
+    });
+    let err = sb
+        .run(&w.snapshot, &sh("true"), &mut |_, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("/proc is a symlink"), "{err}");
+}
+
 fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let Some(src) = debian_rootfs() else {
         eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
@@ -536,6 +576,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         chown_in_namespace_gives_base_files_their_owners,
     ),
     (
+        "symlinks_in_the_image_cannot_send_mounts_to_the_host",
+        symlinks_in_the_image_cannot_send_mounts_to_the_host,
+    ),
+    (
         "debian_apt_get_install_and_useradd",
         debian_apt_get_install_and_useradd,
     ),
@@ -579,6 +623,7 @@ as_current_user!(
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
     chown_in_namespace_gives_base_files_their_owners,
+    symlinks_in_the_image_cannot_send_mounts_to_the_host,
     debian_apt_get_install_and_useradd,
 );
 
