@@ -23,6 +23,37 @@
 //! Every process dies with its parent (`PR_SET_PDEATHSIG`), and everything in the step's PID
 //! namespace dies with init, so killing kiln kills the whole step.
 //!
+//! # Use from the builder
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln::sandbox::{probe, ChangeKind, RunSpec, Sandbox, SandboxOptions, Snapshot};
+//! use kiln::sandbox::{SnapshotterKind, UserNsSandbox};
+//! # let (scratch, step_dir) = (std::path::Path::new("/tmp"), std::path::Path::new("/tmp/s"));
+//! # let layer_dirs: Vec<std::path::PathBuf> = Vec::new();
+//! let sandbox = UserNsSandbox::new(SandboxOptions::default()); // helper = /proc/self/exe
+//! let report = probe(&sandbox, scratch)?; // once per build; report.warnings → the reporter
+//! let kind = report.snapshotter(SnapshotterKind::parse_choice("auto")?)?;
+//! let snapshot = match kind {
+//!     SnapshotterKind::Overlay => Snapshot::overlay(layer_dirs, step_dir)?, // topmost first
+//!     SnapshotterKind::Walk => Snapshot::walk(step_dir.join("rootfs")),
+//! };
+//! assert!(snapshot.exists("/bin/sh"), "checked before a shell-form RUN");
+//! let spec = RunSpec { argv: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()], ..RunSpec::default() };
+//! let outcome = sandbox.run(&snapshot, &spec, &mut |_stream, bytes| print!("{}", String::from_utf8_lossy(bytes)))?;
+//! if outcome.status.success() {
+//!     for change in &outcome.diff.changes {
+//!         match &change.kind {
+//!             ChangeKind::Upsert(entry) => { /* tar header from entry, content from entry.host_path */ }
+//!             ChangeKind::Delete => { /* `.wh.NAME` */ }
+//!             ChangeKind::OpaqueDir => { /* `DIR/.wh..wh..opq` */ }
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Design decisions
 //!
 //! - **Identity.** Chosen once per [`UserNsSandbox`] ([`IdMapping`]):
