@@ -6,7 +6,7 @@ use crate::support::debian::{debian_rootfs, debian_rootfs_for_test_user, DEBIAN_
 use crate::support::sandbox::{
     kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, RemoveOnDrop, World,
 };
-use crate::support::users::{ensure_test_user, TEST_USER};
+use crate::support::users::{ensure_test_user, run_test_as_test_user, TEST_USER};
 use kiln::sandbox::{
     ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox, SandboxError,
     SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User, UserNsSandbox,
@@ -674,44 +674,16 @@ fn run_as_test_user(mode: &str, path: &str) {
         return;
     }
     let debian = debian_rootfs_for_test_user();
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-it-bin-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let test_bin = dir.path().join("it");
-    let kiln = dir.path().join("kiln");
-    std::fs::copy(std::env::current_exe().unwrap(), &test_bin).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).unwrap();
-    let out = std::process::Command::new("runuser")
-        .args(["-u", TEST_USER, "--", "env", "-i"])
-        .arg(format!("PATH={path}"))
-        .arg(format!("KILN_IT_KILN={}", kiln.display()))
-        .arg(format!("KILN_IT_MODE={mode}"))
-        .arg(format!(
-            "KILN_IT_DEBIAN={}",
-            debian.map(|d| d.display().to_string()).unwrap_or_default()
-        ))
-        .arg("TMPDIR=/tmp")
-        .arg(format!("CI={}", std::env::var("CI").unwrap_or_default()))
-        .arg(&test_bin)
-        .args([
-            "sandbox::unprivileged_inner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .current_dir("/tmp")
-        .output()
-        .expect("runuser");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let debian = debian.map(|d| d.display().to_string()).unwrap_or_default();
+    let env = [
+        ("PATH", path.to_owned()),
+        ("KILN_IT_MODE", mode.to_owned()),
+        ("KILN_IT_DEBIAN", debian),
+        ("CI", std::env::var("CI").unwrap_or_default()),
+    ];
+    let (success, text) = run_test_as_test_user("sandbox::unprivileged_inner", &env);
     eprintln!("{text}");
-    assert!(out.status.success(), "unprivileged run failed ({mode})");
+    assert!(success, "unprivileged run failed ({mode})");
     assert!(text.contains("1 passed"), "the inner test did not run");
 }
 
