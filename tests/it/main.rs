@@ -5,5 +5,6 @@ mod build;
 mod dockerfile;
 mod export;
 mod plan;
+mod sandbox;
 mod store;
 mod unpack;
