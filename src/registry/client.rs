@@ -186,6 +186,7 @@ struct Inner {
     unverified: ureq::Agent,
     hosts: Mutex<HashMap<String, HostState>>,
     tokens: Mutex<HashMap<String, Vec<Token>>>,
+    token_fetch: Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
 }
 
@@ -220,6 +221,7 @@ impl Client {
                 opts,
                 hosts: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                token_fetch: Mutex::new(()),
                 credentials: Mutex::new(HashMap::new()),
             }),
         })
@@ -328,6 +330,12 @@ impl Client {
         }
     }
 
+    /// Pings `registry` and obtains a token for `scope` now (if the registry wants tokens), so
+    /// that parallel workers find it cached and a streamed upload never meets a first 401.
+    pub fn authenticate(&self, registry: &str, scope: &Scope) -> Result<()> {
+        self.authorization(registry, scope, false).map(|_| ())
+    }
+
     /// The base URL (`https://host`) of `registry`, pinging it first if needed.
     pub(crate) fn base_url(&self, registry: &str) -> Result<String> {
         Ok(self.host(registry)?.base)
@@ -366,14 +374,25 @@ impl Client {
                 if let Some(Credential::RegistryToken(t)) = &cred {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                if !fresh {
+                let cached = || {
                     let now = Instant::now();
-                    let tokens = lock(&self.inner.tokens);
-                    if let Some(t) = tokens
-                        .get(registry)
-                        .and_then(|ts| ts.iter().find(|t| t.expires > now && t.scope.covers(scope)))
-                    {
-                        return Ok(Some(format!("Bearer {}", t.value)));
+                    lock(&self.inner.tokens).get(registry).and_then(|ts| {
+                        ts.iter()
+                            .find(|t| t.expires > now && t.scope.covers(scope))
+                            .map(|t| format!("Bearer {}", t.value))
+                    })
+                };
+                if !fresh {
+                    if let Some(h) = cached() {
+                        return Ok(Some(h));
+                    }
+                }
+                // One token request at a time: `jobs` workers starting together would otherwise
+                // each ask for the same token.
+                let _single_flight = lock(&self.inner.token_fetch);
+                if !fresh {
+                    if let Some(h) = cached() {
+                        return Ok(Some(h));
                     }
                 }
                 let agent = self.agent_for(registry);
@@ -509,11 +528,19 @@ impl Client {
         let limit = self.inner.opts.max_redirects;
         for _ in 0..=limit {
             let transport = |source: ureq::Error| match source {
+                // ureq reports a failed getaddrinfo as an I/O error from std's resolver.
                 ureq::Error::HostNotFound => Error::HostNotFound {
                     registry: registry.to_string(),
                     method,
                     url: redact_url(&url),
                 },
+                ureq::Error::Io(ref e) if e.to_string().contains("failed to lookup address") => {
+                    Error::HostNotFound {
+                        registry: registry.to_string(),
+                        method,
+                        url: redact_url(&url),
+                    }
+                }
                 source => Error::Transport {
                     registry: registry.to_string(),
                     method,

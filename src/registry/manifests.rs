@@ -224,6 +224,24 @@ impl Client {
         Ok((child, Some(top)))
     }
 
+    /// Fetches `r`'s manifest through the configured mirrors (see [`RegistriesConfig`]), in
+    /// order, then the upstream. Returns the reference that answered (pull its blobs from
+    /// there) and the manifest. A failing mirror is skipped; if every source fails, the
+    /// upstream's error is returned.
+    ///
+    /// [`RegistriesConfig`]: super::RegistriesConfig
+    pub fn get_manifest_via_mirrors(&self, r: &Reference) -> Result<(Reference, RemoteManifest)> {
+        let sources = self.options().registries.pull_sources(r)?;
+        let mut last = None;
+        for source in sources {
+            match self.get_manifest(&source.reference) {
+                Ok(m) => return Ok((source.reference, m)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("pull_sources always includes the upstream"))
+    }
+
     /// `HEAD` of a manifest: its descriptor, or `None` if the registry does not have it.
     pub fn head_manifest(&self, r: &Reference) -> Result<Option<Descriptor>> {
         let path = Self::manifest_path(r, &r.manifest_reference());

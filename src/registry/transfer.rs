@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::auth::Scope;
 use super::blobs::{BlobOutcome, BlobUpload, TransferProgress};
 use super::client::Client;
 use super::error::{Error, Result};
@@ -74,8 +75,15 @@ pub fn push_blobs(
     jobs: usize,
     progress: &dyn TransferProgress,
 ) -> Result<Vec<BlobOutcome>> {
-    // Ping and authenticate once before the workers start, so they share one token.
-    client.ping(r.registry())?;
+    // Authenticate once before the workers start, so they share one token whose scope covers
+    // the push and every mount source.
+    let mut scope = Scope::push(r.repository());
+    for b in blobs {
+        for from in &b.mount_from {
+            scope = scope.with(from, &["pull"]);
+        }
+    }
+    client.authenticate(r.registry(), &scope)?;
     run_parallel(blobs, jobs, |b| client.push_blob(r, b, progress))
 }
 
@@ -89,7 +97,7 @@ pub fn pull_blobs(
     progress: &dyn TransferProgress,
     open: &OpenSink,
 ) -> Result<()> {
-    client.ping(r.registry())?;
+    client.authenticate(r.registry(), &Scope::pull(r.repository()))?;
     run_parallel(blobs, jobs, |d| {
         let write_err = |source| Error::WriteBlob {
             digest: d.digest.clone(),
