@@ -86,6 +86,9 @@ pub enum MountResult {
 struct Counting<'a> {
     inner: &'a mut dyn Read,
     count: u64,
+    /// The size announced; reaching EOF before it is the caller's bug, not the network's.
+    expected: u64,
+    ended_short: bool,
     source_error: Option<io::Error>,
     digest: &'a Digest,
     progress: &'a dyn TransferProgress,
@@ -94,6 +97,15 @@ struct Counting<'a> {
 impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() && self.count < self.expected => {
+                // An error, not Ok(0): an HTTP body writer that was promised `expected` bytes
+                // would keep asking for more.
+                self.ended_short = true;
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the local blob is shorter than announced",
+                ))
+            }
             Ok(n) => {
                 self.count += n as u64;
                 if n > 0 {
@@ -384,6 +396,8 @@ impl Client {
         let mut counting = Counting {
             inner: &mut *source,
             count: 0,
+            expected: blob.size,
+            ended_short: false,
             source_error: None,
             digest: &blob.digest,
             progress,
@@ -417,16 +431,14 @@ impl Client {
                 source,
             });
         }
-        match result {
-            Err(e) if counting.count != blob.size && !e.is_temporary() && e.status().is_none() => {
-                Err(Error::UploadSize {
-                    digest: blob.digest.clone(),
-                    expected: blob.size,
-                    actual: counting.count,
-                })
-            }
-            other => other,
+        if result.is_err() && counting.ended_short {
+            return Err(Error::UploadSize {
+                digest: blob.digest.clone(),
+                expected: blob.size,
+                actual: counting.count,
+            });
         }
+        result
     }
 
     fn upload_chunks(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http;
 
-use super::auth::token::{describe_transport, fetch_token, Token};
+use super::auth::token::{fetch_token, Token};
 use super::auth::{
     lookup_credential, parse_challenges, Challenge, Credential, CredentialEnv, Scope,
 };
@@ -346,14 +346,16 @@ impl Client {
         if let Some(c) = self.inner.opts.credentials.explicit.get(registry) {
             return Ok(Some(c.clone()));
         }
-        if let Some(c) = lock(&self.inner.credentials).get(registry) {
+        // auth.json may hold per-repository entries, so the cache key includes the repository.
+        let key = format!("{registry}/{}", repository.unwrap_or(""));
+        if let Some(c) = lock(&self.inner.credentials).get(&key) {
             return Ok(c.clone());
         }
         let found = match &self.inner.opts.credentials.env {
             Some(env) => lookup_credential(env, registry, repository)?,
             None => None,
         };
-        lock(&self.inner.credentials).insert(registry.to_string(), found.clone());
+        lock(&self.inner.credentials).insert(key, found.clone());
         Ok(found)
     }
 
@@ -417,7 +419,7 @@ impl Client {
         }
     }
 
-    fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    pub(crate) fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
         let policy = &self.inner.opts.retry;
         let mut attempt = 0;
         loop {
@@ -672,12 +674,6 @@ pub(crate) fn add_query(url: &str, key: &str, value: &str) -> String {
         "{url}{sep}{key}={}",
         super::auth::token::encode_query(value)
     )
-}
-
-/// A transport error's text, for reasons in other errors.
-#[allow(dead_code)]
-pub(crate) fn transport_text(e: &ureq::Error) -> String {
-    describe_transport(e)
 }
 
 #[cfg(test)]

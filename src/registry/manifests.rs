@@ -116,7 +116,12 @@ impl Client {
     }
 
     /// Fetches the manifest or index `r` names, verified against `r`'s digest if it has one.
+    /// A body cut short or corrupted in transit is fetched again (temporary errors are retried).
     pub fn get_manifest(&self, r: &Reference) -> Result<RemoteManifest> {
+        self.with_retries(|| self.get_manifest_once(r))
+    }
+
+    fn get_manifest_once(&self, r: &Reference) -> Result<RemoteManifest> {
         let path = Self::manifest_path(r, &r.manifest_reference());
         let headers = [("Accept", accept_header())];
         let resp = self

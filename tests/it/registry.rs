@@ -565,3 +565,59 @@ fn mirror_serves_when_upstream_is_unreachable() {
     // Pushes never go to mirrors.
     assert_eq!(c.options().registries.push_target(&wanted).unwrap(), wanted);
 }
+
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<String>>,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl kiln::registry::TransferProgress for Recorder {
+    fn on_start(&self, d: &Digest, size: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("start {} {size}", d.short()));
+    }
+    fn on_bytes(&self, _d: &Digest, n: u64) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn on_done(&self, d: &Digest, o: BlobOutcome) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("done {} {o:?}", d.short()));
+    }
+}
+
+#[test]
+fn progress_is_reported_per_blob() {
+    let Some(reg) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let c = client();
+    let img = TestImage::new(11, &[40_000, 30_000]);
+    let r = reference(&reg, "app/progress:v1");
+    let rec = Recorder::default();
+    push_blobs(&c, &r, &img.uploads(&[]), 2, &rec).unwrap();
+    let total: u64 = img.blobs().iter().map(|b| b.len() as u64).sum();
+    assert_eq!(rec.bytes.load(std::sync::atomic::Ordering::Relaxed), total);
+    let events = rec.events.lock().unwrap().clone();
+    assert_eq!(events.iter().filter(|e| e.starts_with("start")).count(), 3);
+    assert_eq!(
+        events.iter().filter(|e| e.ends_with("Uploaded")).count(),
+        3,
+        "{events:?}"
+    );
+    let again = Recorder::default();
+    push_blobs(&c, &r, &img.uploads(&[]), 2, &again).unwrap();
+    assert!(again
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("done"))
+        .all(|e| e.ends_with("Existed")));
+    assert_eq!(again.bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -123,8 +123,9 @@ pub enum CredentialError {
     NoConfigDir,
 }
 
-/// The environment credential lookup depends on, filled by the caller.
-#[derive(Debug, Clone, Default)]
+/// The environment credential lookup depends on, filled by the caller. `Debug` hides
+/// `github_token`.
+#[derive(Clone, Default)]
 pub struct CredentialEnv {
     /// `DOCKER_CONFIG`: the directory holding `config.json`.
     pub docker_config: Option<PathBuf>,
@@ -140,6 +141,23 @@ pub struct CredentialEnv {
     pub github_actor: Option<String>,
     /// `PATH`, to find `docker-credential-*` helpers (None: the process's own).
     pub path: Option<OsString>,
+}
+
+impl fmt::Debug for CredentialEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialEnv")
+            .field("docker_config", &self.docker_config)
+            .field("home", &self.home)
+            .field("registry_auth_file", &self.registry_auth_file)
+            .field("xdg_runtime_dir", &self.xdg_runtime_dir)
+            .field(
+                "github_token",
+                &self.github_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("github_actor", &self.github_actor)
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl CredentialEnv {

@@ -210,3 +210,41 @@ fn upload_that_keeps_failing_gives_a_clear_error() {
     assert_eq!(proxy.faults_fired(), 5);
     let _ = MediaType::OciManifest;
 }
+
+#[test]
+fn local_reader_failures_are_not_network_errors() {
+    let Some(reg) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let c = client();
+    let r = reference(&reg, "app/local:v1");
+    // A reader that fails: the error names the blob and is not retried as a network error.
+    let failing = kiln::registry::BlobUpload {
+        digest: kiln::oci::Digest::sha256(b"whatever"),
+        size: 8,
+        open: Box::new(|| Err(std::io::Error::other("disk gone"))),
+        mount_from: vec![],
+    };
+    let e = c.push_blob(&r, &failing, &NoProgress).unwrap_err();
+    assert!(matches!(e, Error::ReadBlob { .. }), "{e:?}");
+    assert!(!e.is_temporary());
+    // A reader shorter than the announced size.
+    let short = kiln::registry::BlobUpload {
+        digest: kiln::oci::Digest::sha256(b"0123456789"),
+        size: 10,
+        open: Box::new(|| Ok(Box::new(std::io::Cursor::new(b"01234".to_vec())))),
+        mount_from: vec![],
+    };
+    let e = c.push_blob(&r, &short, &NoProgress).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UploadSize {
+                expected: 10,
+                actual: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
