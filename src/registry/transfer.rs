@@ -84,7 +84,20 @@ pub fn push_blobs(
         }
     }
     client.authenticate(r.registry(), &scope)?;
-    run_parallel(blobs, jobs, |b| client.push_blob(r, b, progress))
+    // The same blob twice in one push (two identical layers) is pushed once.
+    let mut first: Vec<usize> = Vec::with_capacity(blobs.len());
+    let mut unique: Vec<&BlobUpload> = Vec::new();
+    for b in blobs {
+        match unique.iter().position(|u| u.digest == b.digest) {
+            Some(i) => first.push(i),
+            None => {
+                first.push(unique.len());
+                unique.push(b);
+            }
+        }
+    }
+    let outcomes = run_parallel(&unique, jobs, |b| client.push_blob(r, b, progress))?;
+    Ok(first.into_iter().map(|i| outcomes[i]).collect())
 }
 
 /// Downloads `blobs` from `r`'s repository into sinks from `open`, `jobs` at a time; each sink

@@ -231,6 +231,29 @@ fn push_then_pull_is_byte_identical_and_skopeo_reads_it() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.stdout, img.manifest);
+        // skopeo copies it back out, byte for byte (it keeps the manifest as pushed).
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("oci:{}:copy", dir.path().join("layout").display());
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "--src-tls-verify=false",
+                "--preserve-digests",
+                &format!("docker://{r}"),
+                &dest,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for blob in img.blobs().iter().chain([&Arc::new(img.manifest.clone())]) {
+            let d = Digest::sha256(blob);
+            let path = dir.path().join("layout/blobs/sha256").join(d.hex());
+            assert_eq!(&std::fs::read(&path).unwrap(), blob.as_ref(), "{d}");
+        }
     }
 }
 

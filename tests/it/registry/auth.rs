@@ -90,7 +90,10 @@ fn wrong_password_names_registry_and_code_not_the_password() {
 }
 
 fn token_registry() -> Option<Registry> {
-    let users = BTreeMap::from([("kiln".to_string(), "tok-pw".to_string())]);
+    let users = BTreeMap::from([
+        ("kiln".to_string(), "tok-pw".to_string()),
+        ("<refresh>".to_string(), "refresh-me-123".to_string()),
+    ]);
     Registry::start(Mode::Token { users })
 }
 
@@ -190,4 +193,49 @@ fn cross_repository_mount_with_tokens_asks_for_both_scopes() {
                 && s.contains(&"repository:tok/derived:pull,push".to_string())),
         "{requests:?}"
     );
+}
+
+#[test]
+fn identity_token_is_exchanged_with_a_refresh_grant() {
+    let Some(reg) = token_registry() else { return };
+    let c = with_creds(
+        &reg,
+        Some(Credential::IdentityToken("refresh-me-123".into())),
+    );
+    let img = TestImage::new(33, &[2000]);
+    let r = reference(&reg, "tok/oauth:v1");
+    push_image(&c, &r, &img);
+    pull_and_check(&c, &r, &img);
+    let requests = reg
+        .issuer
+        .as_ref()
+        .unwrap()
+        .requests
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        requests
+            .iter()
+            .all(|(_, u)| u.as_deref() == Some("refresh")),
+        "{requests:?}"
+    );
+    // A stale refresh token is a clear error without the token in it.
+    let bad = with_creds(
+        &reg,
+        Some(Credential::IdentityToken("stale-token-456".into())),
+    );
+    let e = bad.get_manifest(&r).unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Token {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!text.contains("stale-token-456"), "{text}");
 }

@@ -311,6 +311,7 @@ fn serve_token(
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut auth = None;
+    let mut len = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
@@ -319,6 +320,9 @@ fn serve_token(
         if let Some((k, v)) = line.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 auth = Some(v.trim().to_string());
+            }
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
             }
         }
     }
@@ -331,6 +335,32 @@ fn serve_token(
         }
     }
     let mut user = None;
+    if request_line.starts_with("POST") {
+        // OAuth2 refresh-token grant (distribution `docs/spec/auth/oauth.md`): the refresh
+        // token a user logged in with is `users["<refresh>"]`, and it acts as user `refresh`.
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let field = |name: &str| {
+            form.split('&').find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| url_decode(v))
+            })
+        };
+        scopes = field("scope")
+            .map(|s| s.split(' ').map(str::to_string).collect())
+            .unwrap_or_default();
+        let ok = field("grant_type").as_deref() == Some("refresh_token")
+            && field("refresh_token").is_some()
+            && field("refresh_token").as_deref() == users.get("<refresh>").map(String::as_str);
+        if !ok {
+            log.lock().unwrap().push((scopes, Some("refresh".into())));
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"invalid refresh token"}]}"#;
+            return respond(stream, "401 Unauthorized", body);
+        }
+        user = Some("refresh".to_string());
+    }
     if let Some(b) = auth.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b)
@@ -383,7 +413,13 @@ fn serve_token(
     let rng = ring::rand::SystemRandom::new();
     let sig = signer.sign(&rng, signing_input.as_bytes()).unwrap();
     let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
-    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    // Token servers answer `token`; OAuth2 ones `access_token`: exercise both.
+    let key = if request_line.starts_with("POST") {
+        "access_token"
+    } else {
+        "token"
+    };
+    let body = serde_json::json!({key: token, "expires_in": 300}).to_string();
     respond(stream, "200 OK", &body)
 }
 
