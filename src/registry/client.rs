@@ -513,7 +513,7 @@ impl Client {
     }
 
     /// One request and its redirects (GET and HEAD only), no auth handling, no retries.
-    fn raw_send(
+    pub(crate) fn raw_send(
         &self,
         registry: &str,
         method: &'static str,

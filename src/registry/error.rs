@@ -262,6 +262,12 @@ pub enum Error {
         /// The size read.
         actual: u64,
     },
+    /// A foreign layer's descriptor lists no URL we can download from.
+    #[error("foreign blob `{digest}` has no http(s) URL to download from")]
+    NoBlobUrls {
+        /// The blob.
+        digest: Digest,
+    },
     /// Only sha256 digests can be verified while streaming.
     #[error("unsupported digest algorithm in `{digest}`: kiln verifies sha256 only")]
     UnsupportedDigest {

@@ -644,3 +644,45 @@ fn progress_is_reported_per_blob() {
         .all(|e| e.ends_with("Existed")));
     assert_eq!(again.bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn foreign_layers_are_fetched_from_their_urls_and_verified() {
+    let Some(reg) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let c = client();
+    let img = TestImage::new(12, &[12_345]);
+    let r = reference(&reg, "app/foreign:v1");
+    push_image(&c, &r, &img);
+    let layer = &img.layers[0];
+    let digest = Digest::sha256(layer);
+    let mut desc = Descriptor::new(
+        MediaType::DockerForeignLayerGzip,
+        digest.clone(),
+        layer.len() as u64,
+    );
+    desc.urls = vec![
+        "ftp://example.invalid/ignored".into(),
+        format!("http://127.0.0.1:{}/gone", crate::support::free_port()),
+        format!("http://{}/v2/app/foreign/blobs/{digest}", reg.addr),
+    ];
+    let mut out = Vec::new();
+    c.get_foreign_blob(&desc, &mut out, &NoProgress).unwrap();
+    assert_eq!(&out, layer.as_ref());
+    // A URL serving other bytes is refused.
+    desc.urls = vec![format!(
+        "http://{}/v2/app/foreign/blobs/{}",
+        reg.addr,
+        Digest::sha256(&img.config)
+    )];
+    desc.size = img.config.len() as u64;
+    let e = c
+        .get_foreign_blob(&desc, &mut Vec::new(), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
+    desc.urls.clear();
+    let e = c
+        .get_foreign_blob(&desc, &mut Vec::new(), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoBlobUrls { .. }), "{e:?}");
+}

@@ -239,3 +239,47 @@ fn identity_token_is_exchanged_with_a_refresh_grant() {
     );
     assert!(!text.contains("stale-token-456"), "{text}");
 }
+
+#[test]
+fn redirect_to_another_host_does_not_forward_the_token() {
+    let Some(reg) = token_registry() else { return };
+    let Some(storage) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    use crate::support::fault_proxy::{Fault, FaultProxy};
+    let c = with_creds(&reg, Some(Credential::basic("kiln", "tok-pw")));
+    let img = TestImage::new(34, &[8000]);
+    push_image(&c, &reference(&reg, "tok/redir:v1"), &img);
+    // The "storage" host holds the same blobs under the same repository name.
+    push_image(&super::client(), &reference(&storage, "tok/redir:v1"), &img);
+    let front = FaultProxy::start(&reg.addr);
+    let back = FaultProxy::start(&storage.addr);
+    front.add(
+        "GET",
+        "/blobs/sha256:",
+        Fault::RedirectTo(format!("http://{}", back.addr)),
+        10,
+    );
+    let r = kiln::registry::Reference::parse(&format!("{}/tok/redir:v1", front.addr)).unwrap();
+    let c = with_creds(&reg, None);
+    let c = {
+        // Credentials for the front host (the registry is reached through the proxy).
+        let mut o = c.options().clone();
+        o.credentials
+            .explicit
+            .insert(front.addr.clone(), Credential::basic("kiln", "tok-pw"));
+        Client::new(o).unwrap()
+    };
+    pull_and_check(&c, &r, &img);
+    let front_auth = front.authorization.lock().unwrap().clone();
+    assert!(
+        front_auth.iter().any(|(p, a)| p.contains("/blobs/") && *a),
+        "{front_auth:?}"
+    );
+    let back_auth = back.authorization.lock().unwrap().clone();
+    assert!(!back_auth.is_empty());
+    assert!(
+        back_auth.iter().all(|(_, a)| !a),
+        "Authorization leaked to another host: {back_auth:?}"
+    );
+}

@@ -26,6 +26,8 @@ pub enum Fault {
     RedirectLoop,
     /// Answer 200 with a JSON "manifest" of this many bytes.
     HugeManifest(usize),
+    /// Answer 307 with `Location: {base}{path}` (another host: storage back ends do this).
+    RedirectTo(String),
     /// Answer with a canned response: status, extra headers, JSON body.
     Respond {
         status: u16,
@@ -56,6 +58,8 @@ pub struct FaultProxy {
     rules: Arc<Mutex<Vec<Rule>>>,
     /// Every request seen: (method, path, fault applied).
     pub log: RequestLog,
+    /// For every request: its path and whether it carried `Authorization`.
+    pub authorization: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl FaultProxy {
@@ -65,16 +69,27 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap().to_string();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
         let log: RequestLog = Arc::new(Mutex::new(Vec::new()));
-        let (r, l, up) = (rules.clone(), log.clone(), upstream.to_string());
+        let authorization = Arc::new(Mutex::new(Vec::new()));
+        let (r, l, a, up) = (
+            rules.clone(),
+            log.clone(),
+            authorization.clone(),
+            upstream.to_string(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (r, l, up) = (r.clone(), l.clone(), up.clone());
+                let (r, l, a, up) = (r.clone(), l.clone(), a.clone(), up.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(stream, &up, &r, &l);
+                    let _ = handle(stream, &up, &r, &l, &a);
                 });
             }
         });
-        FaultProxy { addr, rules, log }
+        FaultProxy {
+            addr,
+            rules,
+            log,
+            authorization,
+        }
     }
 
     /// Adds a rule firing `times` times.
@@ -153,11 +168,20 @@ fn handle(
     upstream: &str,
     rules: &Mutex<Vec<Rule>>,
     log: &Mutex<Vec<(String, String, Option<String>)>>,
+    authorization: &Mutex<Vec<(String, bool)>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut out = client;
     while let Some(mut req) = read_request(&mut reader)? {
         let len = content_length(&req);
+        let has_auth = req
+            .head
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        authorization
+            .lock()
+            .unwrap()
+            .push((req.target.clone(), has_auth));
         let fault = {
             let mut rules = rules.lock().unwrap();
             let hit = rules.iter_mut().find(|r| {
@@ -206,6 +230,10 @@ fn handle(
                     .map(|(k, v)| format!("{k}: {v}\r\n"))
                     .collect();
                 write!(out, "HTTP/1.1 {status} Canned\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+                continue;
+            }
+            Some(Fault::RedirectTo(base)) => {
+                write!(out, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {base}{}\r\nContent-Length: 0\r\n\r\n", req.target)?;
                 continue;
             }
             Some(Fault::RedirectLoop) => {
