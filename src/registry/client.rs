@@ -269,7 +269,12 @@ impl Client {
         let state = match self.ping_once(registry, &https) {
             Ok(s) => s,
             Err(e) if self.allows_http(registry) && !matches!(e, Error::HostNotFound { .. }) => {
-                self.ping_with_retries(registry, &format!("http://{host}"), policy)?
+                match self.ping_with_retries(registry, &format!("http://{host}"), policy) {
+                    Ok(s) => s,
+                    // A TLS server whose certificate we do not trust answers plain HTTP with
+                    // 400; the certificate problem is the useful error then.
+                    Err(http_err) => return Err(if is_tls_failure(&e) { e } else { http_err }),
+                }
             }
             Err(e) if e.is_temporary() => self.ping_with_retries(registry, &https, policy)?,
             Err(e) => return Err(e),
@@ -628,6 +633,19 @@ fn pick_challenge(challenges: &[Challenge]) -> Option<Challenge> {
         .cloned()
 }
 
+/// Whether the error is a TLS failure (handshake, certificate, or not TLS at all).
+fn is_tls_failure(e: &Error) -> bool {
+    match e {
+        Error::Transport { source, .. } => {
+            matches!(
+                **source,
+                ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_)
+            ) || matches!(&**source, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData)
+        }
+        _ => false,
+    }
+}
+
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
@@ -695,6 +713,12 @@ mod tests {
             add_query("http://h/p?a=1", "digest", "sha256:ab"),
             "http://h/p?a=1&digest=sha256%3Aab"
         );
+    }
+
+    #[test]
+    fn client_is_shareable_between_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<Client>();
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub(crate) fn fetch_token(
         errors,
     };
     if !(realm.starts_with("https://") || realm.starts_with("http://")) {
-        return Err(fail(None, "the realm is not an http(s) URL".into(), vec![]));
+        // Not a network failure, so not `Token` (whose status-less form is temporary).
+        return Err(Error::Challenge {
+            registry: registry.to_string(),
+            challenge: format!("Bearer realm=\"{}\"", redact_url(realm)),
+        });
     }
     let started = Instant::now();
     let response = match credential {

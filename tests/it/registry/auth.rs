@@ -46,6 +46,17 @@ fn basic_auth_over_tls_with_generated_ca() {
         .insert(reg.addr.clone(), Credential::basic("kiln", "s3cret-pw"));
     let e = Client::new(o).unwrap().get_manifest(&r).unwrap_err();
     assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    // Even with the loopback plain-HTTP fallback the certificate error is what we report.
+    let mut o = ClientOptions {
+        retry: fast_retry(),
+        ..ClientOptions::default()
+    };
+    o.credentials
+        .explicit
+        .insert(reg.addr.clone(), Credential::basic("kiln", "s3cret-pw"));
+    let e = Client::new(o).unwrap().get_manifest(&r).unwrap_err();
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    assert!(e.to_string().contains(&reg.addr), "{e}");
     // With --tls-verify=false it works without the CA.
     let insecure = {
         let mut o = ClientOptions {
