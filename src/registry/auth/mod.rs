@@ -8,7 +8,7 @@
 //! the token. Tokens are cached per registry and scope until shortly before they expire; for
 //! `Basic` we send the credentials on every request to that registry.
 //!
-//! This module does not send requests itself except the token request in [`token`]; the client
+//! This module does not send requests itself except the token request (`token.rs`); the client
 //! decides when to authenticate.
 pub mod credentials;
 pub(crate) mod token;
