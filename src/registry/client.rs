@@ -335,6 +335,16 @@ impl Client {
         }
     }
 
+    /// Checks that the credentials for `registry` are accepted (for `kiln login`): pings it,
+    /// then sends `GET /v2/` with whatever authentication its challenge asks for. A registry
+    /// that wants no authentication passes.
+    pub fn check_credentials(&self, registry: &str) -> Result<()> {
+        self.send(registry, "GET", "/v2/", &[], Body::Empty, &Scope::none())?
+            .expect(&[200])?
+            .drain();
+        Ok(())
+    }
+
     /// Pings `registry` and obtains a token for `scope` now (if the registry wants tokens), so
     /// that parallel workers find it cached and a streamed upload never meets a first 401.
     pub fn authenticate(&self, registry: &str, scope: &Scope) -> Result<()> {

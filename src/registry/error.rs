@@ -350,6 +350,18 @@ impl Error {
         matches!(self.status(), Some(401 | 403))
     }
 
+    /// Whether the registry refused a manifest for its media type or content (400
+    /// `MANIFEST_INVALID`, 415, or `UNSUPPORTED`): the caller may retry with the Docker v2
+    /// media types, which some older registries (Quay before 3.6, Artifactory) still require.
+    pub fn is_manifest_rejected(&self) -> bool {
+        matches!(self.status(), Some(415))
+            || (self.status() == Some(400)
+                && self
+                    .codes()
+                    .iter()
+                    .any(|c| *c == "MANIFEST_INVALID" || *c == "UNSUPPORTED"))
+    }
+
     /// The delay the registry asked for with `Retry-After`.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -294,3 +294,31 @@ fn redirect_to_another_host_does_not_forward_the_token() {
         "Authorization leaked to another host: {back_auth:?}"
     );
 }
+
+#[test]
+fn credentials_are_checked_for_login() {
+    let Some(reg) = Registry::start(Mode::BasicTls {
+        user: "kiln".into(),
+        password: "login-pw".into(),
+    }) else {
+        return;
+    };
+    with_creds(&reg, Some(Credential::basic("kiln", "login-pw")))
+        .check_credentials(&reg.addr)
+        .unwrap();
+    let e = with_creds(&reg, Some(Credential::basic("kiln", "nope-pw")))
+        .check_credentials(&reg.addr)
+        .unwrap_err();
+    assert!(
+        e.is_unauthorized() && !format!("{e:?}").contains("nope-pw"),
+        "{e:?}"
+    );
+    let Some(tok) = token_registry() else { return };
+    with_creds(&tok, Some(Credential::basic("kiln", "tok-pw")))
+        .check_credentials(&tok.addr)
+        .unwrap();
+    let e = with_creds(&tok, Some(Credential::basic("kiln", "nope-pw")))
+        .check_credentials(&tok.addr)
+        .unwrap_err();
+    assert!(e.is_unauthorized(), "{e:?}");
+}
