@@ -686,3 +686,107 @@ fn foreign_layers_are_fetched_from_their_urls_and_verified() {
         .unwrap_err();
     assert!(matches!(e, Error::NoBlobUrls { .. }), "{e:?}");
 }
+
+/// Cold and warm push of a 64 MiB image, kiln against `skopeo copy`, each into a fresh
+/// registry. Prints the times; run with `cargo test --test it push_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn push_speed_against_skopeo() {
+    let (Some(a), Some(b)) = (Registry::start(Mode::Plain), Registry::start(Mode::Plain)) else {
+        return;
+    };
+    if !require_tool("skopeo", &["--version"]) {
+        return;
+    }
+    let img = TestImage::new(99, &[64 << 20, 4 << 20]);
+    let r = reference(&a, "speed/app:v1");
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed()
+    };
+    let c = client();
+    let uploads = img.uploads(&[]);
+    let kiln_cold = time(&mut || {
+        push_blobs(&c, &r, &uploads, 3, &NoProgress).unwrap();
+        c.put_manifest(&r, &img.manifest, &MediaType::OciManifest)
+            .unwrap();
+    });
+    let mut kiln_warm = Duration::MAX;
+    for _ in 0..3 {
+        // Digests are known to a real caller (the store); compute them outside the clock.
+        let uploads = img.uploads(&[]);
+        let t = std::time::Instant::now();
+        let c = client();
+        let outcomes = push_blobs(&c, &r, &uploads, 3, &NoProgress).unwrap();
+        let blobs = t.elapsed();
+        c.put_manifest(&r, &img.manifest, &MediaType::OciManifest)
+            .unwrap();
+        eprintln!(
+            "kiln warm: blobs {blobs:?}, total {:?} {outcomes:?}",
+            t.elapsed()
+        );
+        kiln_warm = kiln_warm.min(t.elapsed());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:v1", dir.path().join("layout").display());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{r}"),
+        &layout,
+    ]);
+    let dest = format!("docker://{}/speed/app:v1", b.addr);
+    let skopeo = |label: &str| {
+        let t = std::time::Instant::now();
+        run(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            &layout,
+            &dest,
+        ]);
+        eprintln!("{label}: {:?}", t.elapsed());
+        t.elapsed()
+    };
+    let skopeo_cold = skopeo("skopeo cold");
+    let skopeo_warm = skopeo("skopeo warm");
+    eprintln!("kiln cold {kiln_cold:?} warm {kiln_warm:?}; skopeo cold {skopeo_cold:?} warm {skopeo_warm:?}");
+}
+
+#[test]
+#[ignore = "a measurement, not a check"]
+fn warm_push_phases() {
+    let Some(a) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let img = TestImage::new(98, &[1 << 20]);
+    let r = reference(&a, "speed/app:v1");
+    push_image(&client(), &r, &img);
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let c = client();
+        let t_new = t.elapsed();
+        c.ping(r.registry()).unwrap();
+        let t_ping = t.elapsed();
+        let o = push_blobs(&c, &r, &img.uploads(&[]), 3, &NoProgress).unwrap();
+        let t_blobs = t.elapsed();
+        c.put_manifest(&r, &img.manifest, &MediaType::OciManifest)
+            .unwrap();
+        eprintln!(
+            "new {t_new:?} ping {t_ping:?} blobs {t_blobs:?} total {:?} {o:?}",
+            t.elapsed()
+        );
+    }
+}
