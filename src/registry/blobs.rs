@@ -510,7 +510,7 @@ impl Client {
                     len: blob.size,
                 };
                 self.send(r.registry(), "PUT", &url, &headers, body, &scope)
-                    .and_then(|resp| resp.expect(&[201]))
+                    .and_then(|resp| resp.expect(&[201, 204]))
                     .map(|resp| resp.drain())
             }
             UploadMode::Chunked { chunk_size } => self.upload_chunks(
@@ -561,16 +561,17 @@ impl Client {
                 reader: &mut part,
                 len: n,
             };
+            // The spec answers a PATCH with 202; some proxies in front of registries send 204.
             let resp = self
                 .send(r.registry(), "PATCH", &loc, &headers, body, scope)?
-                .expect(&[202])?;
+                .expect(&[202, 204])?;
             loc = location(&resp)?;
             resp.drain();
             offset += n;
         }
         let url = add_query(&loc, "digest", &blob.digest.to_string());
         self.send(r.registry(), "PUT", &url, &[], Body::Empty, scope)?
-            .expect(&[201])?
+            .expect(&[201, 204])?
             .drain();
         Ok(())
     }

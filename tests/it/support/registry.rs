@@ -53,8 +53,6 @@ impl Registry {
             return None;
         }
         let dir = tempfile::tempdir().expect("creating a temp dir works");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let root = dir.path();
         let mut extra = String::new();
         let mut ca_file = None;
@@ -93,43 +91,42 @@ impl Registry {
                 issuer = Some(iss);
             }
         }
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\n  secret: kiln-test-secret\n  headers:\n    X-Content-Type-Options: [nosniff]\n{extra}",
-            root.join("data").display()
-        );
-        let config_path = root.join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
         let log = root.join("access.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(root.join("registry.err")).unwrap())
-            .spawn()
-            .expect("docker-registry starts");
-        let reg = Registry {
-            child,
-            dir,
-            addr,
-            ca_file,
-            issuer,
-            log,
-        };
-        reg.wait_ready();
-        Some(reg)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if TcpStream::connect(&self.addr).is_ok() {
-                return;
+        let err_path = root.join("registry.err");
+        // A free port can be taken by a parallel test between our probe and the registry's
+        // bind: then the registry exits with "address already in use" and we try another.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\n  secret: kiln-test-secret\n  headers:\n    X-Content-Type-Options: [nosniff]\n{extra}",
+                root.join("data").display()
+            );
+            let config_path = root.join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(&err_path).unwrap())
+                .spawn()
+                .expect("docker-registry starts");
+            match wait_listening(&mut child, &err_path) {
+                Ok(()) => {
+                    return Some(Registry {
+                        child,
+                        dir,
+                        addr,
+                        ca_file,
+                        issuer,
+                        log,
+                    });
+                }
+                Err(text) if text.contains("address already in use") => continue,
+                Err(text) => panic!("registry at {addr} did not start: {text}"),
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
-        let err = std::fs::read_to_string(self.dir.path().join("registry.err")).unwrap_or_default();
-        panic!("registry at {} did not start: {err}", self.addr);
+        panic!("no free port for the registry after 5 tries");
     }
 
     /// Every request in the access log so far.
@@ -151,6 +148,25 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits for distribution's "listening on" line (logged after the bind succeeded), or returns
+/// its error output if it exits first.
+fn wait_listening(child: &mut Child, err_path: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(err_path).unwrap_or_default();
+        if text.contains("listening on") {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(text);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err("timed out waiting for \"listening on\"".into())
 }
 
 /// Parses `… "METHOD /path HTTP/1.1" 200 …`.
