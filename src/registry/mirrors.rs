@@ -29,7 +29,9 @@ pub struct RegistriesConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegistryEntry {
-    /// The references this entry applies to: `host[:port][/path]`.
+    /// The references this entry applies to: `host[:port][/path]` (default: `location`, as in
+    /// registries.conf).
+    #[serde(default)]
     pub prefix: String,
     /// Where the prefix really lives (rewrites pulls and pushes); default: the prefix itself.
     #[serde(default)]
@@ -40,8 +42,9 @@ pub struct RegistryEntry {
     /// Refuse to pull from or push to this prefix.
     #[serde(default)]
     pub blocked: bool,
-    /// Mirrors, tried in order before the upstream for pulls.
-    #[serde(default)]
+    /// Mirrors, tried in order before the upstream for pulls (`mirrors = [...]`, or
+    /// registries.conf's `[[registry.mirror]]` tables).
+    #[serde(default, alias = "mirror")]
     pub mirrors: Vec<Mirror>,
     /// Which pulls may use the mirrors.
     #[serde(default)]
@@ -102,18 +105,21 @@ fn rewrite(r: &Reference, prefix: &str, location: &str) -> Result<Reference> {
         text.push('@');
         text.push_str(&d.to_string());
     }
-    let mut out = Reference::parse(&text).map_err(|e| Error::MirrorConfig {
+    Reference::parse(&text).map_err(|e| Error::MirrorConfig {
         prefix: prefix.to_string(),
         reason: format!("rewriting `{r}` with `{location}` gives an invalid reference: {e}"),
-    })?;
-    if r.tag().is_none() && r.digest().is_some() {
-        // Parsing a digest-only text leaves no tag, as wanted.
-        debug_assert!(out.tag().is_none());
+    })
+}
+
+impl RegistryEntry {
+    /// The effective prefix: `prefix`, else `location`.
+    pub fn effective_prefix(&self) -> &str {
+        if self.prefix.is_empty() {
+            self.location.as_deref().unwrap_or("")
+        } else {
+            &self.prefix
+        }
     }
-    if r.tag().is_none() && r.digest().is_none() {
-        out = Reference::new(out.registry(), out.repository())?;
-    }
-    Ok(out)
 }
 
 impl RegistriesConfig {
@@ -122,15 +128,16 @@ impl RegistriesConfig {
         let name = r.name();
         self.registries
             .iter()
-            .filter(|e| has_prefix(&name, &e.prefix))
-            .max_by_key(|e| e.prefix.len())
+            .filter(|e| !e.effective_prefix().is_empty() && has_prefix(&name, e.effective_prefix()))
+            .max_by_key(|e| e.effective_prefix().len())
     }
 
     /// Whether `registry` (a host) is marked insecure, as an upstream location or a mirror.
     pub fn is_insecure(&self, registry: &str) -> bool {
         let host_of = |loc: &str| loc.split('/').next().unwrap_or(loc).to_string();
         self.registries.iter().any(|e| {
-            (e.insecure && host_of(e.location.as_deref().unwrap_or(&e.prefix)) == registry)
+            (e.insecure
+                && host_of(e.location.as_deref().unwrap_or(e.effective_prefix())) == registry)
                 || e.mirrors
                     .iter()
                     .any(|m| m.insecure && host_of(&m.location) == registry)
@@ -147,7 +154,7 @@ impl RegistriesConfig {
         };
         if entry.blocked {
             return Err(Error::MirrorConfig {
-                prefix: entry.prefix.clone(),
+                prefix: entry.effective_prefix().to_string(),
                 reason: format!("pulling `{r}` is blocked by the configuration"),
             });
         }
@@ -161,7 +168,7 @@ impl RegistriesConfig {
         if allowed {
             for m in &entry.mirrors {
                 out.push(PullSource {
-                    reference: rewrite(r, &entry.prefix, &m.location)?,
+                    reference: rewrite(r, entry.effective_prefix(), &m.location)?,
                     mirror: true,
                 });
             }
@@ -177,11 +184,11 @@ impl RegistriesConfig {
     pub fn push_target(&self, r: &Reference) -> Result<Reference> {
         match self.entry_for(r) {
             Some(e) if e.blocked => Err(Error::MirrorConfig {
-                prefix: e.prefix.clone(),
+                prefix: e.effective_prefix().to_string(),
                 reason: format!("`{r}` is blocked by the configuration"),
             }),
             Some(e) => match &e.location {
-                Some(loc) => rewrite(r, &e.prefix, loc),
+                Some(loc) => rewrite(r, e.effective_prefix(), loc),
                 None => Ok(r.clone()),
             },
             None => Ok(r.clone()),
@@ -231,6 +238,31 @@ mod tests {
         let other = Reference::parse("quay.io/a/b").unwrap();
         assert_eq!(cfg().pull_sources(&other).unwrap().len(), 1);
         assert_eq!(cfg().push_target(&r).unwrap(), r);
+    }
+
+    #[test]
+    fn registries_conf_spellings_are_accepted() {
+        // `[[registry]] location = "…"  [[registry.mirror]] location = "…"`, as JSON.
+        let c: RegistriesConfig = serde_json::from_value(serde_json::json!({
+            "registry": [{"location": "quay.io", "insecure": true,
+                          "mirror": [{"location": "mirror.local/quay"}],
+                          "pull-from-mirror": "digest-only"}]
+        }))
+        .unwrap();
+        let by_tag = Reference::parse("quay.io/a/b:1").unwrap();
+        assert_eq!(
+            c.pull_sources(&by_tag).unwrap().len(),
+            1,
+            "digest-only skips tags"
+        );
+        let d = crate::oci::Digest::sha256(b"x");
+        let by_digest = Reference::parse(&format!("quay.io/a/b@{d}")).unwrap();
+        let s = c.pull_sources(&by_digest).unwrap();
+        assert_eq!(
+            s[0].reference.to_string(),
+            format!("mirror.local/quay/a/b@{d}")
+        );
+        assert!(c.is_insecure("quay.io"));
     }
 
     #[test]
