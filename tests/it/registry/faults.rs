@@ -248,3 +248,28 @@ fn local_reader_failures_are_not_network_errors() {
         "{e:?}"
     );
 }
+
+#[test]
+fn reset_mid_chunk_restarts_the_chunked_upload() {
+    let Some((reg, proxy)) = setup() else { return };
+    let img = TestImage::new(27, &[250_000]);
+    proxy.add("PATCH", "/blobs/uploads/", Fault::ResetMidBody, 1);
+    proxy.add(
+        "PATCH",
+        "/blobs/uploads/",
+        Fault::Status {
+            status: 502,
+            retry_after: None,
+        },
+        1,
+    );
+    let c = client_with(|o| {
+        o.upload = kiln::registry::UploadMode::Chunked {
+            chunk_size: 64 * 1024,
+        }
+    });
+    let r = via(&proxy, "app/chunk-reset:v1");
+    push_image(&c, &r, &img);
+    assert_eq!(proxy.faults_fired(), 2);
+    pull_and_check(&client(), &reference(&reg, "app/chunk-reset:v1"), &img);
+}
