@@ -331,6 +331,17 @@ impl Client {
                     challenge: Some(challenge),
                 })
             }
+            // Over HTTPS any other client-error answer still proves the endpoint (some
+            // registries and proxies answer 404 or 403 on `/v2/` and authenticate per
+            // request; a 401 there teaches us the challenge later). Over plain HTTP it does
+            // not: a TLS port answers 400 to HTTP.
+            402..=499 if base.starts_with("https://") && !matches!(status, 408 | 429) => {
+                resp.drain();
+                Ok(HostState {
+                    base: base.to_string(),
+                    challenge: None,
+                })
+            }
             _ => Err(resp.into_error()),
         }
     }
