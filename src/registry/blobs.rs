@@ -36,7 +36,8 @@ pub trait TransferProgress: Send + Sync {
     fn on_start(&self, _digest: &Digest, _size: u64) {}
     /// `bytes` more bytes were sent or received.
     fn on_bytes(&self, _digest: &Digest, _bytes: u64) {}
-    /// A transfer failed temporarily and starts over (uploads) or resumes (downloads).
+    /// A transfer failed temporarily. An upload starts over (bytes reported so far for this
+    /// digest no longer count); a download resumes where it stopped (they still count).
     fn on_retry(&self, _digest: &Digest, _error: &Error) {}
     /// A transfer finished.
     fn on_done(&self, _digest: &Digest, _outcome: BlobOutcome) {}
