@@ -11,6 +11,42 @@
 //! (explicit, or looked up through [`CredentialEnv`]); `kiln login`/`logout` use
 //! [`store_credential`] and [`erase_credential`].
 //!
+//! ```no_run
+//! use std::io::Read;
+//! use kiln::oci::{MediaType, Platform};
+//! use kiln::registry::{
+//!     push_blobs, BlobUpload, Client, ClientOptions, CredentialEnv, Credentials, NoProgress,
+//!     Reference,
+//! };
+//!
+//! # fn main() -> Result<(), kiln::registry::Error> {
+//! let client = Client::new(ClientOptions {
+//!     credentials: Credentials { env: Some(CredentialEnv::from_process_env()), ..Default::default() },
+//!     ..ClientOptions::default()
+//! })?;
+//! // Pull: the manifest for this platform, then each blob into a temporary file.
+//! let src = Reference::parse("debian:12")?;
+//! let (manifest, _index) = client.get_image_manifest(&src, &Platform::host())?;
+//! let config = &manifest.manifest()?.config;
+//! let mut bytes = Vec::new();
+//! client.get_blob(&src, &config.digest, Some(config.size), &mut bytes, &NoProgress)?;
+//!
+//! // Push: every blob, `jobs` at a time (HEAD, mount, or upload; only the config is shown
+//! // here), then the manifest by tag.
+//! let dst = Reference::parse("127.0.0.1:5000/app:v1")?;
+//! let blob = std::sync::Arc::new(bytes);
+//! let upload = BlobUpload {
+//!     digest: config.digest.clone(),
+//!     size: config.size,
+//!     open: Box::new(move || Ok(Box::new(std::io::Cursor::new(blob.as_ref().clone())) as Box<dyn Read + Send>)),
+//!     mount_from: vec![],
+//! };
+//! push_blobs(&client, &dst, &[upload], 4, &NoProgress)?;
+//! client.put_manifest(&dst, &manifest.bytes, &manifest.media_type)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## HTTP stack: ureq 3 (blocking) + rustls (ring), not reqwest + tokio
 //! kiln's build core is synchronous (layer writing is a thread pipeline) and `--jobs N` maps
 //! naturally onto N worker threads doing blocking I/O ([`push_blobs`], [`pull_blobs`]), so an
