@@ -78,6 +78,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Redirects followed for one GET or HEAD before giving up.
     pub max_redirects: u32,
+    /// Longest wait for any single read or write on a connection: a stalled registry fails
+    /// (and is retried) instead of hanging. It also bounds the wait for the answer to a blob
+    /// PUT, which some storage back ends take long to give, so keep it generous.
+    pub io_timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -95,6 +99,7 @@ impl Default for ClientOptions {
             user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
             max_redirects: 10,
+            io_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -210,6 +215,8 @@ impl Client {
                 .max_redirects(0)
                 .user_agent(opts.user_agent.as_str())
                 .timeout_connect(Some(opts.connect_timeout))
+                .timeout_per_read(opts.io_timeout)
+                .timeout_per_write(opts.io_timeout)
                 .tls_config(tls)
                 .build()
                 .new_agent()

@@ -273,3 +273,26 @@ fn reset_mid_chunk_restarts_the_chunked_upload() {
     assert_eq!(proxy.faults_fired(), 2);
     pull_and_check(&client(), &reference(&reg, "app/chunk-reset:v1"), &img);
 }
+
+#[test]
+fn a_stalled_registry_times_out_and_is_retried() {
+    let Some((_reg, proxy)) = setup() else { return };
+    let c = client_with(|o| o.io_timeout = Some(Duration::from_millis(300)));
+    let img = TestImage::new(28, &[1000]);
+    let r = via(&proxy, "app/stall:v1");
+    push_image(&c, &r, &img);
+    proxy.add(
+        "GET",
+        "/manifests/",
+        Fault::Stall(Duration::from_secs(3)),
+        1,
+    );
+    let start = Instant::now();
+    assert_eq!(c.get_manifest(&r).unwrap().bytes, img.manifest);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(proxy.faults_fired(), 1);
+}

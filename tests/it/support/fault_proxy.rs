@@ -28,6 +28,8 @@ pub enum Fault {
     HugeManifest(usize),
     /// Answer 307 with `Location: {base}{path}` (another host: storage back ends do this).
     RedirectTo(String),
+    /// Read the request, then answer nothing for this long and close.
+    Stall(std::time::Duration),
     /// Answer with a canned response: status, extra headers, JSON body.
     Respond {
         status: u16,
@@ -231,6 +233,11 @@ fn handle(
                     .collect();
                 write!(out, "HTTP/1.1 {status} Canned\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
                 continue;
+            }
+            Some(Fault::Stall(d)) => {
+                std::thread::sleep(*d);
+                let _ = out.shutdown(Shutdown::Both);
+                return Ok(());
             }
             Some(Fault::RedirectTo(base)) => {
                 write!(out, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {base}{}\r\nContent-Length: 0\r\n\r\n", req.target)?;
