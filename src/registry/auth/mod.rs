@@ -272,6 +272,23 @@ mod tests {
     }
 
     #[test]
+    fn hostile_headers_never_panic() {
+        let alphabet: Vec<char> = "Bearer Basic realm=\"\\,= \tservice scope é€😀xyz".chars().collect();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..5000 {
+            let mut h = String::new();
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                h.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let _ = parse_challenges(&h);
+            let _ = crate::registry::Reference::parse(&h);
+        }
+    }
+
+    #[test]
     fn scopes_widen_and_cover() {
         let pull = Scope::pull("a");
         let push = Scope::push("a").with("b", &["pull"]);
