@@ -61,9 +61,11 @@
 //! ## Files
 //! `reference.rs` (parsing, normalisation), `auth/` (challenges, scopes, tokens, credentials),
 //! `client.rs` (TLS/HTTP choice, ping, auth, redirects, retries), `manifests.rs` (manifests,
-//! platforms, tags, referrers), `blobs.rs` (HEAD/GET/mount/upload), `transfer.rs` (parallel
-//! blobs), `retry.rs`, `mirrors.rs`, `tls.rs`, `error.rs`.
+//! platforms, tags, referrers), `blobs.rs` (HEAD/GET/mount/upload), `blob_reader.rs` (a blob as
+//! a verifying `Read`), `transfer.rs` (parallel blobs), `retry.rs`, `mirrors.rs`, `tls.rs`,
+//! `error.rs`.
 pub mod auth;
+mod blob_reader;
 mod blobs;
 mod client;
 mod error;
@@ -78,6 +80,7 @@ pub use auth::{
     erase_credential, lookup_credential, parse_challenges, store_credential, Challenge, Credential,
     CredentialEnv, CredentialError, Scope,
 };
+pub use blob_reader::BlobReader;
 pub use blobs::{BlobOutcome, BlobUpload, MountResult, NoProgress, OpenBlob, TransferProgress};
 pub use client::{Client, ClientOptions, Credentials, UploadMode};
 pub use error::{redact_url, ApiError, Error, Result};

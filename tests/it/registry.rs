@@ -790,3 +790,37 @@ fn warm_push_phases() {
         );
     }
 }
+
+#[test]
+fn registry_to_registry_copy_streams_without_temporary_files() {
+    let (Some(a), Some(b)) = (Registry::start(Mode::Plain), Registry::start(Mode::Plain)) else {
+        return;
+    };
+    let c = client();
+    let img = TestImage::new(13, &[150_000, 20_000]);
+    let src = reference(&a, "src/app:v1");
+    push_image(&c, &src, &img);
+    let m = c.get_manifest(&src).unwrap();
+    let parsed = m.manifest().unwrap();
+    let dst = reference(&b, "dst/app:v1");
+    let uploads: Vec<BlobUpload> = std::iter::once(&parsed.config)
+        .chain(parsed.layers.iter())
+        .map(|d| {
+            let (c, src, digest, size) = (c.clone(), src.clone(), d.digest.clone(), d.size);
+            BlobUpload {
+                digest: d.digest.clone(),
+                size: d.size,
+                open: Box::new(move || {
+                    let reader = c
+                        .open_blob(&src, &digest, Some(size))
+                        .map_err(std::io::Error::other)?;
+                    Ok(Box::new(reader) as Box<dyn std::io::Read + Send>)
+                }),
+                mount_from: vec![],
+            }
+        })
+        .collect();
+    push_blobs(&c, &dst, &uploads, 2, &NoProgress).unwrap();
+    c.put_manifest(&dst, &m.bytes, &m.media_type).unwrap();
+    pull_and_check(&c, &dst, &img);
+}

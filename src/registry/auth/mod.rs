@@ -273,7 +273,9 @@ mod tests {
 
     #[test]
     fn hostile_headers_never_panic() {
-        let alphabet: Vec<char> = "Bearer Basic realm=\"\\,= \tservice scope é€😀xyz".chars().collect();
+        let alphabet: Vec<char> = "Bearer Basic realm=\"\\,= \tservice scope é€😀xyz"
+            .chars()
+            .collect();
         let mut x: u64 = 0x1234_5678_9abc_def1;
         for _ in 0..5000 {
             let mut h = String::new();

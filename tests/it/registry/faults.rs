@@ -296,3 +296,36 @@ fn a_stalled_registry_times_out_and_is_retried() {
     );
     assert_eq!(proxy.faults_fired(), 1);
 }
+
+#[test]
+fn blob_reader_resumes_truncation_and_rejects_corruption() {
+    use std::io::Read;
+    let Some((_reg, proxy)) = setup() else { return };
+    let c = client();
+    let img = TestImage::new(29, &[200_000]);
+    let r = via(&proxy, "app/reader:v1");
+    push_image(&c, &r, &img);
+    let layer = kiln::oci::Digest::sha256(&img.layers[0]);
+    proxy.add("GET", &layer.to_string(), Fault::TruncateBody, 2);
+    let mut out = Vec::new();
+    c.open_blob(&r, &layer, Some(200_000))
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(&out, img.layers[0].as_ref());
+    assert_eq!(proxy.faults_fired(), 2);
+    proxy.add("GET", &layer.to_string(), Fault::CorruptBody, 100);
+    let e = c
+        .open_blob(&r, &layer, Some(200_000))
+        .unwrap()
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    let inner = e.into_inner().unwrap().downcast::<Error>().unwrap();
+    assert!(matches!(*inner, Error::DigestMismatch { .. }), "{inner:?}");
+    // A missing blob is a registry error at open time.
+    let e = c
+        .open_blob(&r, &kiln::oci::Digest::sha256(b"absent"), None)
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+}
