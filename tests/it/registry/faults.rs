@@ -277,10 +277,10 @@ fn reset_mid_chunk_restarts_the_chunked_upload() {
 #[test]
 fn a_stalled_registry_times_out_and_is_retried() {
     let Some((_reg, proxy)) = setup() else { return };
-    let c = client_with(|o| o.io_timeout = Some(Duration::from_millis(300)));
     let img = TestImage::new(28, &[1000]);
     let r = via(&proxy, "app/stall:v1");
-    push_image(&c, &r, &img);
+    push_image(&client(), &r, &img);
+    let c = client_with(|o| o.io_timeout = Some(Duration::from_millis(300)));
     proxy.add(
         "GET",
         "/manifests/",

@@ -129,12 +129,23 @@ impl Registry {
         panic!("no free port for the registry after 5 tries");
     }
 
-    /// Every request in the access log so far.
+    /// Every request in the access log so far. The registry logs a request after answering
+    /// it, so wait until the log stops growing.
     pub fn accesses(&self) -> Vec<Access> {
-        // The log is written as requests finish; give the last line a moment to land.
-        std::thread::sleep(Duration::from_millis(50));
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().filter_map(parse_access).collect()
+        let read = || {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            text.lines().filter_map(parse_access).collect::<Vec<_>>()
+        };
+        let mut last = read();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(40));
+            let now = read();
+            if now.len() == last.len() {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
 
     /// Path to the registry's storage.
