@@ -5,6 +5,7 @@ mod build;
 mod dockerfile;
 mod export;
 mod plan;
+mod registry;
 mod sandbox;
 mod store;
 mod unpack;
