@@ -249,7 +249,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
             stage: def,
             state,
         };
-        let steps = sp.plan_steps()?;
+        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, &base, opts)?;
+        let steps = sp.plan_steps(&triggers)?;
         let final_state = sp.state;
         stages.push(Stage {
             id,
@@ -456,4 +457,53 @@ fn topo_order(
 /// Keeps the module's key helper in one place for steps.
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A base image's ONBUILD triggers as commands located at the FROM line.
+fn onbuild_triggers(
+    cx: &Ctx,
+    from: &Command,
+    base: &Base,
+    opts: &PlanOptions,
+) -> Result<Vec<Command>, PlanError> {
+    let Base::Image { reference } = base else {
+        return Ok(Vec::new());
+    };
+    let Some(cfg) = opts.base_configs.get(reference) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for t in &cfg.onbuild {
+        let bad = |message: String| {
+            cx.err(
+                PlanErrorKind::OnbuildTrigger {
+                    trigger: t.clone(),
+                    message,
+                },
+                from.span,
+                from.position,
+            )
+        };
+        // Parsed as the only instruction of a one-stage file, the way BuildKit re-parses it.
+        let text = format!("FROM scratch\n{t}\n");
+        let ast = crate::dockerfile::parse(&text).map_err(|e| bad(e.kind.to_string()))?;
+        if ast.nodes.len() != 2 {
+            return Err(bad("onbuild trigger should be a single expression".into()));
+        }
+        if matches!(
+            ast.nodes[1].keyword.as_str(),
+            "onbuild" | "from" | "maintainer"
+        ) {
+            return Err(bad("not allowed as an ONBUILD trigger".into()));
+        }
+        let df = crate::dockerfile::instructions(&ast).map_err(|e| bad(e.kind.to_string()))?;
+        for c in df.stages.into_iter().flat_map(|s| s.commands) {
+            out.push(Command {
+                span: from.span,
+                position: from.position,
+                ..c
+            });
+        }
+    }
+    Ok(out)
 }

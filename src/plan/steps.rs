@@ -115,9 +115,10 @@ impl StagePlanner<'_, '_> {
         }
     }
 
-    pub(crate) fn plan_steps(&mut self) -> Result<Vec<Step>, PlanError> {
-        let mut steps = Vec::with_capacity(self.stage.commands.len());
-        for cmd in &self.stage.commands {
+    /// Plans `triggers` (a base image's ONBUILD) and then the stage's own commands.
+    pub(crate) fn plan_steps(&mut self, triggers: &[Command]) -> Result<Vec<Step>, PlanError> {
+        let mut steps = Vec::with_capacity(triggers.len() + self.stage.commands.len());
+        for cmd in triggers.iter().chain(&self.stage.commands) {
             steps.push(self.plan_step(cmd)?);
         }
         Ok(steps)

@@ -406,3 +406,47 @@ fn windows_targets_use_cmd_and_case_insensitive_names() {
         k => panic!("{k:?}"),
     }
 }
+
+#[test]
+fn base_configs_feed_env_and_onbuild_triggers() {
+    let mut o = PlanOptions::default();
+    o.base_configs.insert(
+        "node:0.10".into(),
+        kiln::plan::BaseConfig {
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            working_dir: Some("/usr/src/app".into()),
+            onbuild: vec![
+                "COPY package.json /usr/src/app/".into(),
+                "RUN npm install".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let p = plan_src(
+        "FROM node:0.10\nENV PATH=$PATH:/x\nRUN echo $UNSET_THING\n",
+        &o,
+    )
+    .unwrap();
+    let by: Vec<&str> = p.stages[0]
+        .steps
+        .iter()
+        .map(|s| s.created_by.as_str())
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            "COPY package.json /usr/src/app/ # buildkit",
+            "RUN /bin/sh -c npm install # buildkit",
+            "ENV PATH=/usr/bin:/x",
+            "RUN /bin/sh -c echo $UNSET_THING # buildkit",
+        ]
+    );
+    match &p.stages[0].steps[1].kind {
+        StepKind::Run(r) => assert_eq!(r.workdir, "/usr/src/app"),
+        k => panic!("{k:?}"),
+    }
+    // RUN text is not expanded by the planner, so no UndefinedVar for it.
+    assert!(!p.warnings.iter().any(|w| w.message.contains("UNSET_THING")));
+    o.base_configs.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
+    assert!(plan_src("FROM node:0.10\n", &o).is_err());
+}
