@@ -450,3 +450,36 @@ fn base_configs_feed_env_and_onbuild_triggers() {
     o.base_configs.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
     assert!(plan_src("FROM node:0.10\n", &o).is_err());
 }
+
+/// Every real-world and variant Dockerfile plans, for its default target and for every named
+/// stage as `--target`, and plans are deterministic.
+#[test]
+fn every_fixture_dockerfile_plans_for_every_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile");
+    let mut n = 0;
+    for sub in ["real-world", "variants"] {
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&p).unwrap();
+            let ast = parse(&src).unwrap();
+            let df = instructions(&ast).unwrap();
+            let mut targets: Vec<Option<String>> = vec![None];
+            targets.extend(df.stages.iter().filter_map(|s| s.name().map(|n| Some(n.to_string()))));
+            for t in targets {
+                let o = PlanOptions {
+                    target: t.clone(),
+                    ..PlanOptions::default()
+                };
+                let a = plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
+                let b = plan(&df, &o).unwrap();
+                assert_eq!(a, b, "{} {t:?}", p.display());
+                assert!(a.order.contains(&a.target));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 100, "planned {n} targets");
+}
