@@ -708,3 +708,18 @@ fn dockerignore_file_precedence_and_matching_on_disk() {
     );
     assert!(ig.has_exclusions());
 }
+
+/// Regression: a flag followed by a character whose UTF-8 encoding contains the byte 0xA0
+/// (whitespace in Go's byte-wise flag scanner) must not split the character.
+#[test]
+fn flags_with_multibyte_characters_do_not_split_them() {
+    for src in [
+        "FROM a\nCOPY --a\u{800}\u{80} b c\n",
+        "FROM a\nRUN --x=\u{2005}\u{800} y\n",
+        "FROM a\nCOPY --chown=Å a b\n",
+    ] {
+        let ast = parse(src).unwrap();
+        let _ = ast.dump();
+        let _ = dockerfile::instructions(&ast);
+    }
+}

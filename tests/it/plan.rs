@@ -467,13 +467,18 @@ fn every_fixture_dockerfile_plans_for_every_target() {
             let ast = parse(&src).unwrap();
             let df = instructions(&ast).unwrap();
             let mut targets: Vec<Option<String>> = vec![None];
-            targets.extend(df.stages.iter().filter_map(|s| s.name().map(|n| Some(n.to_string()))));
+            targets.extend(
+                df.stages
+                    .iter()
+                    .filter_map(|s| s.name().map(|n| Some(n.to_string()))),
+            );
             for t in targets {
                 let o = PlanOptions {
                     target: t.clone(),
                     ..PlanOptions::default()
                 };
-                let a = plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
+                let a =
+                    plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
                 let b = plan(&df, &o).unwrap();
                 assert_eq!(a, b, "{} {t:?}", p.display());
                 assert!(a.order.contains(&a.target));
