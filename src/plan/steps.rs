@@ -476,10 +476,14 @@ impl StagePlanner<'_, '_> {
             step: &'a StepKind,
         }
         // Undeclared proxy variables are deliberately not part of the key (BuildKit keeps them
-        // out of history and cache too).
+        // out of history and cache too), and neither is how a mount was spelled.
         let mut keyed = kind.clone();
         if let StepKind::Run(r) = &mut keyed {
             r.proxy_env.clear();
+            // The parsed, expanded mount fields are keyed; the text as written is not.
+            for m in &mut r.mounts {
+                m.mount.raw.clear();
+            }
         }
         let encoding = encode(&Enc {
             v: "kiln-step-v1",

@@ -488,3 +488,10 @@ fn every_fixture_dockerfile_plans_for_every_target() {
     }
     assert!(n > 100, "planned {n} targets");
 }
+
+#[test]
+fn mount_spelling_does_not_change_the_key_but_values_do() {
+    let k = |m: &str| keys(&ok(&format!("FROM alpine\nRUN --mount={m} make\n")));
+    assert_eq!(k("type=cache,target=/c"), k("target=/c,type=cache"));
+    assert_ne!(k("type=cache,target=/c"), k("type=cache,target=/d"));
+}
