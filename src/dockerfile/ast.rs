@@ -3,7 +3,7 @@
 //!
 //! Words here are exactly what BuildKit's line parsers produce: nothing is expanded and quotes in
 //! ENV/LABEL/ARG words are kept. Typed instructions are built from this by
-//! [`crate::dockerfile::instructions`].
+//! [`crate::dockerfile::instructions()`].
 use serde::Serialize;
 
 /// A byte range in the source text (`start..end`).
