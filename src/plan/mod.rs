@@ -457,6 +457,12 @@ pub enum PlanErrorKind {
         /// Why it was rejected.
         message: String,
     },
+    /// The build environment grew beyond the planner's limit.
+    #[error("build environment larger than {max} bytes")]
+    EnvTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// A STOPSIGNAL that is not a signal.
     #[error("invalid signal: {signal}")]
     InvalidSignal {

@@ -19,6 +19,13 @@ use crate::dockerfile::lex::Lexer;
 use crate::dockerfile::parser::parse_heredoc;
 use serde::Serialize;
 
+/// Most port entries one EXPOSE may produce (ranges expanded).
+const MAX_PORTS: usize = 3 * 65536;
+
+/// Largest build environment (sum of names and values) a stage may hold. Real ones are a few
+/// KiB; the limit keeps `ENV` growth tricks from multiplying memory across RUN steps.
+pub(crate) const MAX_ENV: usize = 256 * 1024;
+
 /// The build state carried through a stage (and into stages based on it).
 #[derive(Debug, Clone)]
 pub(crate) struct State {
@@ -380,14 +387,16 @@ impl StagePlanner<'_, '_> {
             }
             Instruction::Expose { ports } => {
                 let env = self.state.env.clone();
-                let mut out = Vec::new();
+                // A set: repeated ranges collapse, so the list stays bounded (3 × 65536).
+                let mut out = std::collections::BTreeSet::new();
+                let mut generated = 0;
                 for p in ports {
                     let words = self.cx.lexer.process_words(p, &env).map_err(|e| {
                         self.cx
                             .err(PlanErrorKind::Expand(e), cmd.span, cmd.position)
                     })?;
                     for w in words {
-                        out.extend(parse_port(&w).map_err(|reason| {
+                        let ports = parse_port(&w).map_err(|reason| {
                             self.cx.err(
                                 PlanErrorKind::InvalidPort {
                                     value: w.clone(),
@@ -396,14 +405,22 @@ impl StagePlanner<'_, '_> {
                                 cmd.span,
                                 cmd.position,
                             )
-                        })?);
+                        })?;
+                        generated += ports.len();
+                        if generated > MAX_PORTS {
+                            let reason = format!("more than {MAX_PORTS} ports in one EXPOSE");
+                            return Err(self.cx.err(
+                                PlanErrorKind::InvalidPort { value: w, reason },
+                                cmd.span,
+                                cmd.position,
+                            ));
+                        }
+                        out.extend(ports);
                     }
                 }
                 // BuildKit prints the port set with Go's `%v` of a map: sorted `map[k:{} …]`.
-                let mut keys = out.clone();
-                keys.sort();
-                keys.dedup();
-                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+                let shown: Vec<String> = out.iter().map(|k| format!("{k}:{{}}")).collect();
+                let out: Vec<String> = out.into_iter().collect();
                 let cb = format!("EXPOSE map[{}]", shown.join(" "));
                 (
                     StepKind::Config(ConfigEdit::Expose { ports: out }),
@@ -470,6 +487,13 @@ impl StagePlanner<'_, '_> {
                 (StepKind::Config(edit), String::new(), true)
             }
         };
+        if self.state.env.size() > MAX_ENV {
+            return Err(self.cx.err(
+                PlanErrorKind::EnvTooLarge { max: MAX_ENV },
+                cmd.span,
+                cmd.position,
+            ));
+        }
         #[derive(Serialize)]
         struct Enc<'a> {
             v: &'static str,
