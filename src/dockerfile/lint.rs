@@ -1,6 +1,7 @@
 //! Build checks BuildKit also reports, as [`Warning`]s with a location: `MaintainerDeprecated`,
 //! `JSONArgsRecommended`, `SecretsUsedInArgOrEnv`, `LegacyKeyValueFormat`, and (from the parser)
-//! `NoEmptyContinuation`. `UndefinedVar` needs the build environment, so the planner reports it.
+//! `NoEmptyContinuation`. `UndefinedVar` and `UndefinedArgInFrom` need the build environment, so
+//! the planner reports them.
 //!
 //! Rule names and triggers follow `moby/buildkit:frontend/dockerfile/docs/rules/*.md`; the other
 //! BuildKit rules (casing, stage names, EXPOSE format…) are not implemented.

@@ -166,6 +166,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         let env = cx.global_env();
         let cmd = &s.from_command;
         let image = expand(&mut cx, &s.from.image, &env, cmd, false)?;
+        undefined_in_from(&mut cx, &s.from.image, &env, cmd);
         if image.is_empty() {
             return Err(cx.err(
                 PlanErrorKind::BlankBase {
@@ -303,6 +304,21 @@ pub(crate) fn expand(
         undefined(cx, &r.unmatched, cmd);
     }
     Ok(r.result)
+}
+
+/// BuildKit's `UndefinedArgInFrom`: a FROM that uses a name no global ARG declares.
+fn undefined_in_from(cx: &mut Ctx, word: &str, env: &VarList, cmd: &Command) {
+    let Ok(r) = cx.lexer.process_word(word, env) else {
+        return;
+    };
+    for n in r.unmatched {
+        cx.warnings.push(Warning {
+            rule: "UndefinedArgInFrom",
+            message: format!("FROM argument '{n}' is not declared"),
+            span: cmd.span,
+            position: cmd.position,
+        });
+    }
 }
 
 /// Records one `UndefinedVar` warning per name.

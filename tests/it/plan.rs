@@ -495,3 +495,14 @@ fn mount_spelling_does_not_change_the_key_but_values_do() {
     assert_eq!(k("type=cache,target=/c"), k("target=/c,type=cache"));
     assert_ne!(k("type=cache,target=/c"), k("type=cache,target=/d"));
 }
+
+#[test]
+fn undeclared_from_argument_warns() {
+    let p = ok("FROM alpine:${TAG:-3}\n");
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.rule == "UndefinedArgInFrom" && w.message.contains("'TAG'")));
+    let p = ok("ARG TAG=3\nFROM alpine:${TAG}\n");
+    assert!(!p.warnings.iter().any(|w| w.rule == "UndefinedArgInFrom"));
+}
