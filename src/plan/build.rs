@@ -147,17 +147,18 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         let Instruction::Arg { args } = &cmd.instruction else {
             continue;
         };
-        let env = cx.global_env();
-        let mut resolved = Vec::new();
+        // One name after another: a default sees the global ARGs declared before it.
         for a in args {
             let value = match (cx.build_arg(&a.name), &a.default) {
                 (Some(v), _) => Some(v),
-                (None, Some(d)) => Some(expand(&mut cx, d, &env, cmd, true)?),
+                (None, Some(d)) => {
+                    let env = cx.global_env();
+                    Some(expand(&mut cx, d, &env, cmd, true)?)
+                }
                 (None, None) => cx.global(&a.name).flatten(),
             };
-            resolved.push((a.name.clone(), value));
+            cx.globals.push((a.name.clone(), value));
         }
-        cx.globals.extend(resolved);
     }
 
     // Stage bases and platforms, expanded in global scope.

@@ -135,34 +135,40 @@ impl StagePlanner<'_, '_> {
         let mut inputs = Vec::new();
         let (kind, created_by, empty_layer) = match &cmd.instruction {
             Instruction::Arg { args } => {
-                let env = self.state.env.clone();
+                // Names are resolved one after another, each default seeing the ARGs before it
+                // on the same line (BuildKit's `dispatchArg`); a default is only expanded when no
+                // build arg overrides it.
                 let mut resolved = Vec::new();
                 let mut shown = Vec::new();
                 for a in args {
-                    let default = match &a.default {
-                        Some(d) => Some(expand(self.cx, d, &env, cmd, self.state.env_complete)?),
-                        None => None,
+                    let value = match (self.cx.build_arg(&a.name), &a.default) {
+                        (Some(v), d) => {
+                            shown.push(match d {
+                                Some(d) => format!("{}={d}", a.name),
+                                None => a.name.clone(),
+                            });
+                            Some(v)
+                        }
+                        (None, Some(d)) => {
+                            let env = self.state.env.clone();
+                            let v = expand(self.cx, d, &env, cmd, self.state.env_complete)?;
+                            shown.push(format!("{}={v}", a.name));
+                            Some(v)
+                        }
+                        (None, None) => {
+                            shown.push(a.name.clone());
+                            self.cx.global(&a.name).flatten()
+                        }
                     };
-                    shown.push(match &default {
-                        Some(d) => format!("{}={d}", a.name),
-                        None => a.name.clone(),
-                    });
-                    let value = match (self.cx.build_arg(&a.name), default) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(d)) => Some(d),
-                        (None, None) => self.cx.global(&a.name).flatten(),
-                    };
-                    resolved.push((a.name.clone(), value));
-                }
-                for (k, v) in &resolved {
-                    if let Some(v) = v {
-                        self.state.env.set(k, v);
+                    if let Some(v) = &value {
+                        self.state.env.set(&a.name, v);
                     }
                     // A re-declared ARG keeps its first position (BuildKit's `runCommandString`).
-                    match self.state.args.iter_mut().find(|(n, _)| n == k) {
-                        Some(slot) => slot.1 = v.clone(),
-                        None => self.state.args.push((k.clone(), v.clone())),
+                    match self.state.args.iter_mut().find(|(n, _)| *n == a.name) {
+                        Some(slot) => slot.1 = value.clone(),
+                        None => self.state.args.push((a.name.clone(), value.clone())),
                     }
+                    resolved.push((a.name.clone(), value));
                 }
                 let cb = format!("ARG {}", shown.join(" "));
                 (

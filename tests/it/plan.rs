@@ -506,3 +506,16 @@ fn undeclared_from_argument_warns() {
     let p = ok("ARG TAG=3\nFROM alpine:${TAG}\n");
     assert!(!p.warnings.iter().any(|w| w.rule == "UndefinedArgInFrom"));
 }
+
+#[test]
+fn args_on_one_line_resolve_in_order() {
+    let p = ok("FROM scratch\nARG a=1 b=${a}2\nRUN x\n");
+    assert_eq!(get(&run_env(&p, 0, 1), "b"), Some("12"));
+    // A build arg wins without expanding the default (an invalid default is then harmless).
+    let p = plan_src(
+        "FROM scratch\nARG a=${x:=bad}\nRUN x\n",
+        &with_args(&[("a", "ok")]),
+    )
+    .unwrap();
+    assert_eq!(get(&run_env(&p, 0, 1), "a"), Some("ok"));
+}
