@@ -210,6 +210,19 @@ pub enum MountKind {
         /// Size limit in bytes (the kernel default, half of RAM, when `None`).
         size: Option<u64>,
     },
+    /// A secret (`RUN --mount=type=secret`): its bytes travel to the helper over a pipe, are
+    /// written to a tmpfs private to the step's mount namespace and bound read-only at the
+    /// target, so they never touch the disk, the layer or the diff.
+    Secret {
+        /// The secret's content.
+        data: SecretData,
+        /// Owner of the file inside the user namespace (BuildKit's default is 0).
+        uid: u32,
+        /// Group of the file.
+        gid: u32,
+        /// Permission bits (BuildKit's default is 0o400).
+        mode: u32,
+    },
     /// A persistent cache directory owned by the store, bound read-write.
     Cache {
         /// The host directory; created with `uid`, `gid` and `mode` if it does not exist yet.
@@ -221,6 +234,16 @@ pub enum MountKind {
         /// Permission bits when created.
         mode: u32,
     },
+}
+
+/// The bytes of a secret; `Debug` shows only their length, so specs can be logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretData(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretData(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Which output stream a chunk of step output came from.

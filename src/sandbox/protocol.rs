@@ -67,6 +67,8 @@ pub(crate) struct RunJob {
     /// `/etc/apt/apt.conf.d`, because apt checks that dropping privileges to `_apt` really
     /// changed its uid, which the seccomp emulation cannot fake.
     pub apt_conf: Option<PathBuf>,
+    /// An empty directory on which the init process mounts a private tmpfs for secrets.
+    pub secrets_dir: PathBuf,
     /// Only id 0 exists: skip user switching, install the seccomp emulation.
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.

@@ -235,6 +235,15 @@ impl Sandbox for UserNsSandbox {
             root: root.job(),
             etc_files: self.etc_files(spec, &run_dir)?,
             apt_conf: self.apt_conf(&run_dir)?,
+            secrets_dir: {
+                let dir = run_dir.join("secrets");
+                std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
+                dir
+            },
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };

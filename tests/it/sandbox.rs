@@ -8,8 +8,9 @@ use crate::support::sandbox::{
 };
 use crate::support::users::{ensure_test_user, run_test_as_test_user, TEST_USER};
 use kiln::sandbox::{
-    ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox, SandboxError,
-    SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User, UserNsSandbox,
+    ChangeKind, ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox,
+    SandboxError, SandboxOptions, SandboxWarning, SecretData, Snapshot, SnapshotterKind, Stream,
+    User, UserNsSandbox,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -302,6 +303,43 @@ fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: Snapshot
     assert!(!ro.join("x").exists());
 }
 
+fn secrets_are_readable_by_their_user_and_never_in_the_diff(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    let w = World::new(kind, |_| {});
+    let secret = b"s3cr3t-kiln-value".to_vec();
+    let spec = RunSpec {
+        user: User { uid: 1000, gid: 1000, additional_gids: vec![] },
+        mounts: vec![Mount {
+            target: "/run/secrets/token".into(),
+            kind: MountKind::Secret { data: SecretData(secret.clone()), uid: 1000, gid: 1000, mode: 0o400 },
+        }],
+        ..sh("cat /run/secrets/token && stat -c ' %u %a' /run/secrets/token && ! echo x 2>/dev/null >> /run/secrets/token && cp /run/secrets/token /tmp/copied-by-the-step && rm /tmp/copied-by-the-step")
+    };
+    assert!(
+        !format!("{spec:?}").contains("s3cr3t"),
+        "Debug shows the secret"
+    );
+    let (o, out, err) = run(sb, &w, &spec);
+    assert!(o.status.success(), "{out}{err}");
+    let owner = if single(sb) { "0" } else { "1000" };
+    assert_eq!(out, format!("s3cr3t-kiln-value {owner} 400\n"));
+    for change in &o.diff.changes {
+        let path = String::from_utf8_lossy(&change.path);
+        assert!(!path.starts_with("run"), "{path} in the diff");
+        if let ChangeKind::Upsert(e) = &change.kind {
+            if e.kind == FileKind::Regular {
+                let content = std::fs::read(&e.host_path).unwrap();
+                assert!(
+                    !content.windows(secret.len()).any(|x| x == secret),
+                    "{path} holds the secret"
+                );
+            }
+        }
+    }
+}
+
 fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
     let spec = RunSpec {
@@ -560,6 +598,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         mounts_are_usable_and_absent_from_the_diff,
     ),
     (
+        "secrets_are_readable_by_their_user_and_never_in_the_diff",
+        secrets_are_readable_by_their_user_and_never_in_the_diff,
+    ),
+    (
         "env_hostname_and_missing_programs",
         env_hostname_and_missing_programs,
     ),
@@ -619,6 +661,7 @@ as_current_user!(
     no_process_outlives_its_step,
     signals_are_reset_for_the_step,
     mounts_are_usable_and_absent_from_the_diff,
+    secrets_are_readable_by_their_user_and_never_in_the_diff,
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
