@@ -338,6 +338,41 @@ fn secrets_are_readable_by_their_user_and_never_in_the_diff(
     }
 }
 
+fn a_refused_subordinate_range_is_an_error_naming_the_fix(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    if !matches!(sb.id_mapping(), IdMapping::Subordinate { .. }) {
+        return;
+    }
+    let w = World::new(kind, |_| {});
+    // An /etc/subuid that claims a range the real one does not grant: newuidmap refuses it,
+    // and kiln must notice (youki's libcontainer ignores newuidmap's exit status).
+    let etc = w.tmp.join("fake-etc");
+    std::fs::create_dir(&etc).unwrap();
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for file in ["subuid", "subgid"] {
+        std::fs::write(etc.join(file), format!("{}:3000000:65536\n", user.trim())).unwrap();
+    }
+    let bogus = UserNsSandbox::new(SandboxOptions {
+        helper_exe: kiln_exe(),
+        etc_dir: etc,
+        ..SandboxOptions::default()
+    });
+    let err = bogus
+        .run(&w.snapshot, &sh("true"), &mut |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::IdMapHelper { .. }), "{err}");
+    assert!(err.to_string().contains("/etc/subuid"), "{err}");
+}
+
 fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
     let spec = RunSpec {
@@ -521,6 +556,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         secrets_are_readable_by_their_user_and_never_in_the_diff,
     ),
     (
+        "a_refused_subordinate_range_is_an_error_naming_the_fix",
+        a_refused_subordinate_range_is_an_error_naming_the_fix,
+    ),
+    (
         "env_hostname_and_missing_programs",
         env_hostname_and_missing_programs,
     ),
@@ -581,6 +620,7 @@ as_current_user!(
     signals_are_reset_for_the_step,
     mounts_are_usable_and_absent_from_the_diff,
     secrets_are_readable_by_their_user_and_never_in_the_diff,
+    a_refused_subordinate_range_is_an_error_naming_the_fix,
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
