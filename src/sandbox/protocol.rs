@@ -29,6 +29,13 @@ pub(crate) struct HelperRequest {
 pub(crate) enum Job {
     /// Run one step.
     Run(Box<RunJob>),
+    /// Run a host program as root in a user namespace (no new root filesystem).
+    Exec {
+        /// The program (an absolute path) and its arguments.
+        argv: Vec<Vec<u8>>,
+        /// Its complete environment.
+        env: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     /// Remove a directory tree, whoever in the namespace owns its files.
     Remove {
         /// The tree.

@@ -106,6 +106,69 @@ impl UserNsSandbox {
         }
     }
 
+    /// Runs a host program as root in a user namespace with this sandbox's id mapping (real
+    /// root: directly), streaming its output to `out`. For work on trees that rootless steps
+    /// wrote to, which the caller itself may not be allowed to touch: unpacking a layer into a
+    /// walk root filesystem, copying into it, and so on (e.g. kiln re-executing itself with a
+    /// hidden subcommand). `argv[0]` must be an absolute path; `env` is the whole environment; a
+    /// program that cannot be executed is [`SandboxError::Exec`].
+    pub fn exec_in_namespace(
+        &self,
+        argv: &[std::ffi::OsString],
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<super::ExitStatus> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = |s: &std::ffi::OsString| s.as_bytes().to_vec();
+        let job = Job::Exec {
+            argv: argv.iter().map(bytes).collect(),
+            env: env.iter().map(|(k, v)| (bytes(k), bytes(v))).collect(),
+        };
+        let program = argv
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.mapping == IdMapping::Identity {
+            let output = Command::new(argv.first().ok_or(SandboxError::EmptyCommand)?)
+                .args(&argv[1..])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|source| SandboxError::Exec {
+                    program: program.clone(),
+                    source,
+                })?;
+            out(Stream::Stdout, &output.stdout);
+            out(Stream::Stderr, &output.stderr);
+            let status = match (
+                output.status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&output.status),
+            ) {
+                (Some(code), _) => super::ExitStatus::Code(code),
+                (None, Some(sig)) => super::ExitStatus::Signal(sig),
+                (None, None) => super::ExitStatus::Code(-1),
+            };
+            return Ok(status);
+        }
+        let msg = spawn_helper(&self.opts, &self.mapping, job, out)?;
+        match msg {
+            HelperMessage::Done { status, .. } => Ok(status),
+            HelperMessage::Failed { stage, errno, .. } if stage == "exec" => {
+                Err(SandboxError::Exec {
+                    program,
+                    source: std::io::Error::from_raw_os_error(errno),
+                })
+            }
+            HelperMessage::Failed { stage, path, errno } => {
+                Err(SandboxError::from_helper(stage, path, errno))
+            }
+            HelperMessage::Unshared => Err(SandboxError::HelperDied {
+                status: "protocol: unexpected message".into(),
+            }),
+        }
+    }
+
     /// Removes a directory tree that steps wrote to (an upper directory, a walk root filesystem,
     /// a scratch directory). A rootless step can leave files the caller cannot delete (a 0700
     /// directory of uid 1000 is a subordinate uid's on the host), so without real root this runs

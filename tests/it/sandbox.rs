@@ -373,6 +373,46 @@ fn a_refused_subordinate_range_is_an_error_naming_the_fix(
     assert!(err.to_string().contains("/etc/subuid"), "{err}");
 }
 
+fn exec_in_namespace_reaches_what_rootless_steps_made_private(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    let w = World::new(kind, |_| {});
+    ok(
+        sb,
+        &w,
+        "mkdir -p /home/u && chown 1000:1000 /home/u && chmod 700 /home/u",
+    );
+    let tree = w
+        .snapshot
+        .upper()
+        .or(w.snapshot.rootfs())
+        .unwrap()
+        .join("home/u");
+    let script = format!(
+        "echo added > {0}/added && stat -c %u {0}/added",
+        tree.display()
+    );
+    let argv: Vec<std::ffi::OsString> = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    let env = vec![("PATH".into(), "/usr/bin:/bin".into())];
+    let mut out = Vec::new();
+    let status = sb
+        .exec_in_namespace(&argv, &env, &mut |_, b| out.extend_from_slice(b))
+        .unwrap();
+    assert_eq!(
+        status,
+        ExitStatus::Code(0),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out, b"0\n");
+    let missing = sb.exec_in_namespace(&["/nonexistent/prog".into()], &env, &mut |_, _| {});
+    assert!(
+        matches!(missing, Err(SandboxError::Exec { .. })),
+        "{missing:?}"
+    );
+}
+
 fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
     let spec = RunSpec {
@@ -560,6 +600,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         a_refused_subordinate_range_is_an_error_naming_the_fix,
     ),
     (
+        "exec_in_namespace_reaches_what_rootless_steps_made_private",
+        exec_in_namespace_reaches_what_rootless_steps_made_private,
+    ),
+    (
         "env_hostname_and_missing_programs",
         env_hostname_and_missing_programs,
     ),
@@ -621,6 +665,7 @@ as_current_user!(
     mounts_are_usable_and_absent_from_the_diff,
     secrets_are_readable_by_their_user_and_never_in_the_diff,
     a_refused_subordinate_range_is_an_error_naming_the_fix,
+    exec_in_namespace_reaches_what_rootless_steps_made_private,
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
