@@ -551,89 +551,14 @@ fn symlinks_in_the_image_cannot_send_mounts_to_the_host(sb: &UserNsSandbox, kind
 
 type Scenario = fn(&UserNsSandbox, SnapshotterKind);
 
-const SCENARIOS: &[(&str, Scenario)] = &[
-    ("echo_hi_leaves_an_empty_diff", echo_hi_leaves_an_empty_diff),
-    (
-        "files_created_modified_deleted_and_dirs_replaced",
-        files_created_modified_deleted_and_dirs_replaced,
-    ),
-    (
-        "chown_to_other_ids_is_reported_in_namespace_ids",
-        chown_to_other_ids_is_reported_in_namespace_ids,
-    ),
-    (
-        "symlinks_hardlinks_and_setuid_bits",
-        symlinks_hardlinks_and_setuid_bits,
-    ),
-    (
-        "a_failing_command_reports_its_exit_code",
-        a_failing_command_reports_its_exit_code,
-    ),
-    (
-        "output_is_streamed_while_the_step_runs",
-        output_is_streamed_while_the_step_runs,
-    ),
-    ("user_1000_runs_as_1000", user_1000_runs_as_1000),
-    (
-        "network_none_has_only_loopback",
-        network_none_has_only_loopback,
-    ),
-    (
-        "no_descriptor_of_kiln_leaks_into_the_step",
-        no_descriptor_of_kiln_leaks_into_the_step,
-    ),
-    ("no_process_outlives_its_step", no_process_outlives_its_step),
-    (
-        "signals_are_reset_for_the_step",
-        signals_are_reset_for_the_step,
-    ),
-    (
-        "mounts_are_usable_and_absent_from_the_diff",
-        mounts_are_usable_and_absent_from_the_diff,
-    ),
-    (
-        "secrets_are_readable_by_their_user_and_never_in_the_diff",
-        secrets_are_readable_by_their_user_and_never_in_the_diff,
-    ),
-    (
-        "a_refused_subordinate_range_is_an_error_naming_the_fix",
-        a_refused_subordinate_range_is_an_error_naming_the_fix,
-    ),
-    (
-        "exec_in_namespace_reaches_what_rootless_steps_made_private",
-        exec_in_namespace_reaches_what_rootless_steps_made_private,
-    ),
-    (
-        "env_hostname_and_missing_programs",
-        env_hostname_and_missing_programs,
-    ),
-    (
-        "single_id_mode_emulates_chown_and_mknod",
-        single_id_mode_emulates_chown_and_mknod,
-    ),
-    (
-        "overlay_uppers_stack_as_lowers",
-        overlay_uppers_stack_as_lowers,
-    ),
-    (
-        "chown_in_namespace_gives_base_files_their_owners",
-        chown_in_namespace_gives_base_files_their_owners,
-    ),
-    (
-        "symlinks_in_the_image_cannot_send_mounts_to_the_host",
-        symlinks_in_the_image_cannot_send_mounts_to_the_host,
-    ),
-    (
-        "debian_apt_get_install_and_useradd",
-        debian_apt_get_install_and_useradd,
-    ),
-];
-
 const KINDS: [SnapshotterKind; 2] = [SnapshotterKind::Overlay, SnapshotterKind::Walk];
 
-/// One `#[test]` per scenario and snapshotter, as the current user.
-macro_rules! as_current_user {
+/// Lists the scenarios (for [`unprivileged_inner`]) and makes one `#[test]` per scenario, run
+/// with both snapshotters as the current user.
+macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
+        const SCENARIOS: &[(&str, Scenario)] = &[$((stringify!($name), $name)),*];
+
         mod as_current_user {
             $(
                 #[test]
@@ -650,7 +575,7 @@ macro_rules! as_current_user {
     };
 }
 
-as_current_user!(
+scenarios!(
     echo_hi_leaves_an_empty_diff,
     files_created_modified_deleted_and_dirs_replaced,
     chown_to_other_ids_is_reported_in_namespace_ids,
