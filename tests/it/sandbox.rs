@@ -768,27 +768,42 @@ fn killing_kiln_kills_the_whole_step() {
 #[ignore = "a measurement, not a check"]
 fn per_step_overhead() {
     let Some(sb) = sandbox() else { return };
-    for kind in KINDS {
-        let w = World::new(kind, |_| {});
-        let n = 20;
+    let step = RunSpec {
+        argv: vec!["/bin/true".into()],
+        ..RunSpec::default()
+    };
+    let time = |snapshot: &Snapshot, n: u32| {
         let start = Instant::now();
         for _ in 0..n {
-            let o = sb
-                .run(
-                    &w.snapshot,
-                    &RunSpec {
-                        argv: vec!["/bin/true".into()],
-                        ..RunSpec::default()
-                    },
-                    &mut |_, _| {},
-                )
-                .unwrap();
-            assert!(o.status.success());
+            assert!(sb
+                .run(snapshot, &step, &mut |_, _| {})
+                .unwrap()
+                .status
+                .success());
         }
-        eprintln!(
-            "{kind:?}: {:?} per step ({:?})",
-            start.elapsed() / n,
-            sb.id_mapping()
-        );
+        start.elapsed() / n
+    };
+    for kind in KINDS {
+        let w = World::new(kind, |_| {});
+        eprintln!("busybox, {kind:?}: {:?} per step", time(&w.snapshot, 20));
+    }
+    // The walk snapshotter's cost grows with the tree: the Debian minbase tree, if cached.
+    if let Some(debian) = crate::support::debian::debian_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let overlay = Snapshot::overlay(vec![debian.clone()], &tmp.path().join("s")).unwrap();
+        eprintln!("debian minbase, Overlay: {:?} per step", time(&overlay, 5));
+        let rootfs = tmp.path().join("rootfs");
+        let cp = std::process::Command::new("/bin/cp")
+            .arg("-a")
+            .arg(&debian)
+            .arg(&rootfs)
+            .status();
+        if cp.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "debian minbase, Walk: {:?} per step",
+                time(&Snapshot::walk(rootfs), 5)
+            );
+        }
+        let _ = sb.remove_tree(tmp.path());
     }
 }
