@@ -114,6 +114,11 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
         }
         HelperMessage::Unshared => false,
     };
+    // overlayfs leaves `work/work` with mode 000, which the caller owns but cannot list.
+    let _ = std::fs::set_permissions(
+        dir.path().join("work/work"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
     Ok(ProbeReport {
         id_mapping: sandbox.id_mapping().clone(),
         overlay,

@@ -77,7 +77,9 @@ impl Snapshot {
     /// An overlay over `lowers` (topmost first; may be empty for `FROM scratch`), with fresh
     /// `upper`, `work` and `merged` directories created under `scratch`, which must be empty
     /// and on a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs ≥ 6.6). Lower directories
-    /// use overlay's own format for deletions: see [`overlay::make_whiteout`].
+    /// use overlay's own format for deletions: see [`overlay::make_whiteout`]. Remove `scratch`
+    /// with [`crate::sandbox::UserNsSandbox::remove_tree`]: overlayfs leaves a mode-000
+    /// `work/work` directory, and a rootless step can leave directories of other uids.
     pub fn overlay(lowers: Vec<PathBuf>, scratch: &Path) -> Result<Snapshot> {
         for lower in &lowers {
             let bytes = lower.as_os_str().as_bytes();
