@@ -98,6 +98,7 @@ pub fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterK
         "etc/hostname",
         "proc",
         "dev",
+        "etc/apt/apt.conf.d/00kiln-single-id",
     ] {
         assert!(d.find(path).next().is_none(), "{path} in the diff");
     }
