@@ -197,7 +197,11 @@ impl UserNsSandbox {
         &self.opts
     }
 
-    fn validate(&self, spec: &RunSpec) -> Result<()> {
+    /// Checks what can be known about `spec` before anything runs: a command, absolute mount
+    /// targets, and a user, group and supplementary groups that exist in the id mapping (single-id
+    /// mode runs every user as 0, with a warning, instead). [`Sandbox::run`] checks this too; the
+    /// builder can call it for every step before the first one runs.
+    pub fn check(&self, spec: &RunSpec) -> Result<()> {
         if spec.argv.is_empty() {
             return Err(SandboxError::EmptyCommand);
         }
@@ -275,7 +279,7 @@ impl Sandbox for UserNsSandbox {
         spec: &RunSpec,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunOutcome> {
-        self.validate(spec)?;
+        self.check(spec)?;
         let scratch = match root.kind() {
             SnapshotterKind::Overlay => root.upper().and_then(Path::parent),
             SnapshotterKind::Walk => root.rootfs().and_then(Path::parent),

@@ -694,6 +694,12 @@ fn an_empty_command_and_a_relative_mount_target_are_refused_before_starting() {
         err.to_string().contains("invalid mount target `rel/x`"),
         "{err}"
     );
+    // The same checks, without running anything.
+    assert!(matches!(
+        sb.check(&bad),
+        Err(SandboxError::InvalidMount { .. })
+    ));
+    assert!(sb.check(&sh("true")).is_ok());
 }
 
 /// Runs a long step until killed; started by `killing_kiln_kills_the_whole_step`.
