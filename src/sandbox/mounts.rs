@@ -290,7 +290,12 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
             work,
             merged,
         } => {
-            mount_overlay(lowers, upper, work, merged).ctx("mount overlay", Some(merged))?;
+            mount_overlay(lowers, upper, work, merged).map_err(|e| {
+                // Name the directory that is missing, if one is.
+                let mut dirs = lowers.iter().chain([upper, work]);
+                let path = dirs.find(|p| !p.is_dir()).unwrap_or(merged);
+                Fail::new("mount overlay", Some(path), &e)
+            })?;
             merged.clone()
         }
         RootJob::Walk { rootfs } => {

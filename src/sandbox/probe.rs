@@ -106,11 +106,10 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
     let mut ignore = |_: super::Stream, _: &[u8]| {};
     let overlay = match spawn_helper(sandbox.options(), sandbox.id_mapping(), job, &mut ignore)? {
         HelperMessage::Done { .. } => true,
+        // Whatever the reason, an overlay that does not mount here means the walk snapshotter.
+        HelperMessage::Failed { stage, .. } if stage == "mount overlay" => false,
         HelperMessage::Failed { stage, path, errno } => {
-            match SandboxError::from_helper(stage, path, errno) {
-                SandboxError::OverlayUnavailable { .. } => false,
-                other => return Err(other),
-            }
+            return Err(SandboxError::from_helper(stage, path, errno))
         }
         HelperMessage::Unshared => false,
     };

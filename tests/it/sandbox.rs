@@ -454,6 +454,21 @@ fn single_id_mode_emulates_chown_and_mknod(sb: &UserNsSandbox, kind: Snapshotter
     assert!(o.diff.upsert("tmp/null").is_none());
 }
 
+fn a_missing_lower_directory_is_a_setup_error_naming_it(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    if kind != SnapshotterKind::Overlay {
+        return;
+    }
+    let w = World::new(kind, |_| {});
+    let gone = w.tmp.join("no-such-layer");
+    let snap = Snapshot::overlay(vec![gone, w.base.clone()], &w.tmp.join("s2")).unwrap();
+    let err = sb.run(&snap, &sh("true"), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, SandboxError::Setup { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("mount overlay") && err.to_string().contains("no-such-layer"),
+        "{err}"
+    );
+}
+
 fn overlay_uppers_stack_as_lowers(sb: &UserNsSandbox, kind: SnapshotterKind) {
     if kind != SnapshotterKind::Overlay {
         return;
@@ -594,6 +609,7 @@ scenarios!(
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
+    a_missing_lower_directory_is_a_setup_error_naming_it,
     chown_in_namespace_gives_base_files_their_owners,
     symlinks_in_the_image_cannot_send_mounts_to_the_host,
     debian_apt_get_install_and_useradd,
