@@ -11,6 +11,7 @@ use kiln::sandbox::{
     UserNsSandbox,
 };
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 // ---- scenarios: each runs with one sandbox and one snapshotter ----
@@ -725,9 +726,10 @@ fn long_step_inner() {
     let Some(sb) = sandbox() else { return };
     let marker = std::env::var("KILN_IT_MARKER").unwrap_or_else(|_| "1000.5".into());
     let w = World::new(SnapshotterKind::Overlay, |_| {});
+    // The step ignores SIGINT: only kiln's own machinery can stop it.
     let _ = sb.run(
         &w.snapshot,
-        &sh(&format!("sleep {marker} & sleep {marker}")),
+        &sh(&format!("trap '' INT; sleep {marker} & sleep {marker}")),
         &mut |_, _| {},
     );
 }
@@ -743,12 +745,13 @@ fn processes_with(marker: &str) -> usize {
         .count()
 }
 
-#[test]
-fn killing_kiln_kills_the_whole_step() {
+/// Starts [`long_step_inner`] in its own process group, waits for its step, signals it with
+/// `signal` (to the whole group when `group`, as a terminal's Ctrl-C does), and checks that
+/// every process of the step is gone soon after.
+fn signal_kiln_and_check_the_step_dies(signal: i32, group: bool, marker: &str) {
     if sandbox().is_none() {
         return;
     }
-    let marker = format!("1000.{}", std::process::id());
     // The killed run cannot clean up after itself: give it a temporary directory of ours.
     let tmp = tempfile::Builder::new()
         .prefix("kiln-it-kill-")
@@ -761,11 +764,12 @@ fn killing_kiln_kills_the_whole_step() {
             "--ignored",
             "--nocapture",
         ])
-        .env("KILN_IT_MARKER", &marker)
+        .env("KILN_IT_MARKER", marker)
         .env("TMPDIR", tmp.path())
         .env("KILN_IT_KILN", kiln_exe())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -773,7 +777,9 @@ fn killing_kiln_kills_the_whole_step() {
         assert!(Instant::now() < deadline, "the step never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill().unwrap();
+    let pid = child.id() as i32;
+    // SAFETY: kill has no memory effects; the target is our child or its process group.
+    unsafe { libc::kill(if group { -pid } else { pid }, signal) };
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while processes_with(&format!("sleep\0{marker}")) > 0 {
@@ -783,6 +789,24 @@ fn killing_kiln_kills_the_whole_step() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn killing_kiln_kills_the_whole_step() {
+    signal_kiln_and_check_the_step_dies(
+        libc::SIGKILL,
+        false,
+        &format!("1000.{}", std::process::id()),
+    );
+}
+
+#[test]
+fn ctrl_c_kills_the_whole_step_even_when_it_ignores_sigint() {
+    signal_kiln_and_check_the_step_dies(
+        libc::SIGINT,
+        true,
+        &format!("1001.{}", std::process::id()),
+    );
 }
 
 /// Prints the time of a trivial step with each snapshotter (`--ignored`, for measuring).
