@@ -3,7 +3,10 @@
 //! single-id mode. Where user namespaces are refused the tests say why and pass, except with
 //! `CI=true`, where they fail.
 use crate::support::debian::{debian_apt_get_install_and_useradd, debian_rootfs_for_test_user};
-use crate::support::sandbox::{kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, World};
+use crate::support::sandbox::{
+    kiln_exe, ok, processes_with, run, sandbox, sh, signal_kiln_and_check_the_step_dies, single,
+    skip_or_fail, World,
+};
 use crate::support::users::{ensure_test_user, run_test_as_test_user, TEST_USER};
 use kiln::sandbox::{
     ChangeKind, ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox,
@@ -11,7 +14,6 @@ use kiln::sandbox::{
     UserNsSandbox,
 };
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 // ---- scenarios: each runs with one sandbox and one snapshotter ----
@@ -239,14 +241,11 @@ fn no_process_outlives_its_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let (_, out) = ok(sb, &w, &format!("sleep {marker} & echo started"));
     assert_eq!(out, "started\n");
     assert!(start.elapsed() < Duration::from_secs(20));
-    let alive = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        });
-    assert!(!alive, "the backgrounded sleep survived the step");
+    assert_eq!(
+        processes_with(&marker),
+        0,
+        "the backgrounded sleep survived the step"
+    );
 }
 
 fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -732,63 +731,6 @@ fn long_step_inner() {
         &sh(&format!("trap '' INT; sleep {marker} & sleep {marker}")),
         &mut |_, _| {},
     );
-}
-
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .count()
-}
-
-/// Starts [`long_step_inner`] in its own process group, waits for its step, signals it with
-/// `signal` (to the whole group when `group`, as a terminal's Ctrl-C does), and checks that
-/// every process of the step is gone soon after.
-fn signal_kiln_and_check_the_step_dies(signal: i32, group: bool, marker: &str) {
-    if sandbox().is_none() {
-        return;
-    }
-    // The killed run cannot clean up after itself: give it a temporary directory of ours.
-    let tmp = tempfile::Builder::new()
-        .prefix("kiln-it-kill-")
-        .tempdir()
-        .unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "sandbox::long_step_inner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("KILN_IT_MARKER", marker)
-        .env("TMPDIR", tmp.path())
-        .env("KILN_IT_KILN", kiln_exe())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_with(&format!("sleep\0{marker}")) < 2 {
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pid = child.id() as i32;
-    // SAFETY: kill has no memory effects; the target is our child or its process group.
-    unsafe { libc::kill(if group { -pid } else { pid }, signal) };
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_with(&format!("sleep\0{marker}")) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the step's processes outlived kiln"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
