@@ -93,7 +93,7 @@ fn chown_to_other_ids_is_reported_in_namespace_ids(sb: &UserNsSandbox, kind: Sna
 
 fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
-    let (o, _) = ok(sb, &w, "ln -s /etc/passwd /link && echo a > /h1 && ln /h1 /h2 && ln /bin/busybox /bin/hard && cp /bin/busybox /su && chmod 4755 /su && mkdir /sg && chmod 2775 /sg");
+    let (o, _) = ok(sb, &w, "touch \"/$(printf 'caf\\351')\" && ln -s /etc/passwd /link && echo a > /h1 && ln /h1 /h2 && ln /bin/busybox /bin/hard && cp /bin/busybox /su && chmod 4755 /su && mkdir /sg && chmod 2775 /sg");
     let d = &o.diff;
     assert_eq!(
         d.upsert("link").unwrap().kind,
@@ -113,6 +113,12 @@ fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind)
     );
     assert_eq!(d.upsert("su").unwrap().mode, 0o4755);
     assert_eq!(d.upsert("sg").unwrap().mode, 0o2775);
+    // A file name that is not UTF-8 arrives intact.
+    assert!(
+        d.changes.iter().any(|c| c.path == b"caf\xe9"),
+        "{:?}",
+        d.paths()
+    );
 }
 
 fn a_failing_command_reports_its_exit_code(sb: &UserNsSandbox, kind: SnapshotterKind) {

@@ -10,6 +10,7 @@
 //! Both are read inside the user namespace by the helper, so the ids in a [`Diff`] are the ids the
 //! step saw. A [`Diff`] lists changes with parents before children; the layer writer turns
 //! [`ChangeKind::Delete`] into `.wh.NAME` and [`ChangeKind::OpaqueDir`] into `.wh..wh..opq`.
+mod bytes;
 pub mod overlay;
 pub(crate) mod walk;
 
@@ -242,6 +243,7 @@ impl Diff {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Relative path (no leading `/`), as raw bytes.
+    #[serde(with = "bytes")]
     pub path: Vec<u8>,
     /// What happened to it.
     pub kind: ChangeKind,
@@ -264,6 +266,7 @@ pub enum ChangeKind {
 pub struct Entry {
     /// Where to read the content on the host (regular files; a private readable copy when the
     /// original is not readable by the caller).
+    #[serde(with = "bytes::path")]
     pub host_path: PathBuf,
     /// The file type.
     pub kind: FileKind,
@@ -280,8 +283,10 @@ pub struct Entry {
     /// Modification time, nanoseconds.
     pub mtime_nsec: u32,
     /// An earlier path of this diff that is the same inode: write a hard link to it.
+    #[serde(with = "bytes::option")]
     pub hardlink_to: Option<Vec<u8>>,
     /// Extended attributes, except overlayfs's own.
+    #[serde(with = "bytes::pairs")]
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -295,6 +300,7 @@ pub enum FileKind {
     /// A symbolic link.
     Symlink {
         /// The link target, as raw bytes.
+        #[serde(with = "bytes")]
         target: Vec<u8>,
     },
     /// A character device.
@@ -528,6 +534,40 @@ mod tests {
         assert_eq!(v, vec![&b"a"[..], b"a/b", b"a/b/c", b"a/b-x"]);
         assert!(is_below(b"a/b/c", b"a/b"));
         assert!(!is_below(b"a/b-x", b"a/b"));
+    }
+
+    #[test]
+    fn diffs_with_names_that_are_not_utf8_survive_json() {
+        use std::os::unix::ffi::OsStringExt;
+        let entry = Entry {
+            host_path: PathBuf::from(std::ffi::OsString::from_vec(b"/up/caf\xe9".to_vec())),
+            kind: FileKind::Symlink {
+                target: b"\xff/x".to_vec(),
+            },
+            mode: 0o777,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            mtime: 3,
+            mtime_nsec: 4,
+            hardlink_to: Some(b"h\xfe".to_vec()),
+            xattrs: vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0xff])],
+        };
+        let diff = Diff {
+            changes: vec![
+                Change {
+                    path: b"caf\xe9".to_vec(),
+                    kind: ChangeKind::Upsert(entry),
+                },
+                Change {
+                    path: b"plain/name".to_vec(),
+                    kind: ChangeKind::Delete,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&diff).unwrap();
+        assert!(json.contains("\"plain/name\""), "{json}");
+        assert_eq!(serde_json::from_str::<Diff>(&json).unwrap(), diff);
     }
 
     #[test]
