@@ -84,6 +84,9 @@ pub(crate) mod path {
 pub(crate) mod pairs {
     use super::*;
 
+    /// Names and values.
+    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Serializes.
     pub(crate) fn serialize<S: Serializer>(
         v: &[(Vec<u8>, Vec<u8>)],
@@ -93,9 +96,7 @@ pub(crate) mod pairs {
     }
 
     /// Deserializes.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
         let v = Vec::<(Repr, Repr)>::deserialize(d)?;
         Ok(v.into_iter()
             .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
