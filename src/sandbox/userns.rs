@@ -107,7 +107,7 @@ impl UserNsSandbox {
     }
 
     /// Runs a host program as root in a user namespace with this sandbox's id mapping (real
-    /// root: directly), streaming its output to `out`. For work on trees that rootless steps
+    /// root: directly), passing its output to `out`. For work on trees that rootless steps
     /// wrote to, which the caller itself may not be allowed to touch: unpacking a layer into a
     /// walk root filesystem, copying into it, and so on (e.g. kiln re-executing itself with a
     /// hidden subcommand). `argv[0]` must be an absolute path; `env` is the whole environment; a
