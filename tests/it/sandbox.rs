@@ -629,7 +629,9 @@ fn unprivileged_inner() {
     let Some(sb) = sandbox() else { return };
     let mode = std::env::var("KILN_IT_MODE").unwrap_or_default();
     match (mode.as_str(), sb.id_mapping()) {
-        ("subordinate", IdMapping::Subordinate { .. }) | ("single", IdMapping::Single { .. }) => {}
+        ("subordinate", IdMapping::Subordinate { .. })
+        | ("single", IdMapping::Single { .. })
+        | ("identity", IdMapping::Identity) => {}
         (m, got) => panic!("expected mode {m:?}, got mapping {got:?}"),
     }
     let mut failed = Vec::new();
@@ -655,7 +657,7 @@ fn unprivileged_inner() {
 
 /// Copies the test binary and kiln where the test user can run them, and runs
 /// [`unprivileged_inner`] as that user with `path` as its PATH.
-fn run_as_test_user(mode: &str, path: &str) {
+fn run_as_test_user(mode: &str, path: &str, wrapper: &[&str]) {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipping: not root, so cannot switch to {TEST_USER} (the as_current_user tests cover this user)");
         return;
@@ -675,7 +677,7 @@ fn run_as_test_user(mode: &str, path: &str) {
         ("KILN_IT_DEBIAN", debian),
         ("CI", std::env::var("CI").unwrap_or_default()),
     ];
-    let (success, text) = run_test_as_test_user("sandbox::unprivileged_inner", &env);
+    let (success, text) = run_test_as_test_user("sandbox::unprivileged_inner", &env, wrapper);
     eprintln!("{text}");
     assert!(success, "unprivileged run failed ({mode})");
     assert!(text.contains("1 passed"), "the inner test did not run");
@@ -683,13 +685,42 @@ fn run_as_test_user(mode: &str, path: &str) {
 
 #[test]
 fn as_unprivileged_user_with_subordinate_ids() {
-    run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin");
+    run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin", &[]);
+}
+
+#[test]
+fn as_root_in_a_rootless_container() {
+    // Root in a user namespace with the test user's subordinate ids, as in a rootless container:
+    // kiln is "root" there but may only map the ids it has.
+    if !rustix::process::geteuid().is_root() || ensure_test_user().is_err() {
+        eprintln!("skipping: needs root to create and switch to {TEST_USER}");
+        return;
+    }
+    let probe = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "unshare",
+            "--map-root-user",
+            "--map-auto",
+            "true",
+        ])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipping: `unshare --map-root-user --map-auto` (util-linux >= 2.38) is not available"
+        );
+        return;
+    }
+    let wrapper = ["unshare", "--map-root-user", "--map-auto"];
+    run_as_test_user("identity", "/usr/local/bin:/usr/bin:/bin", &wrapper);
 }
 
 #[test]
 fn as_unprivileged_user_in_single_id_mode() {
     // No newuidmap/newgidmap on PATH (and the inner test only runs absolute paths).
-    run_as_test_user("single", "/nonexistent-kiln-path");
+    run_as_test_user("single", "/nonexistent-kiln-path", &[]);
 }
 
 #[test]
