@@ -370,6 +370,58 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// Builds the metadata of `host_path` from a `stat` already made (by the walk, relative to
+    /// its directory); `None` for sockets.
+    // `struct stat` field types differ between architectures: the casts are not all no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn from_stat(
+        host_path: PathBuf,
+        st: &rustix::fs::Stat,
+        link_target: Option<Vec<u8>>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Option<Meta> {
+        let mode = st.st_mode as u32;
+        let ft = mode & libc::S_IFMT;
+        let rdev = st.st_rdev as libc::dev_t;
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let kind = match ft {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink {
+                target: link_target.unwrap_or_default(),
+            },
+            libc::S_IFCHR => FileKind::CharDevice { major, minor },
+            libc::S_IFBLK => FileKind::BlockDevice { major, minor },
+            libc::S_IFIFO => FileKind::Fifo,
+            _ => return None,
+        };
+        let entry = Entry {
+            host_path,
+            kind,
+            mode: mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: if ft == libc::S_IFREG {
+                st.st_size as u64
+            } else {
+                0
+            },
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            hardlink_to: None,
+            xattrs,
+        };
+        Some(Meta {
+            entry,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        })
+    }
+}
+
 use std::os::unix::ffi::OsStringExt;
 
 /// Whether an xattr name belongs to overlayfs itself (never part of a layer).
@@ -406,7 +458,7 @@ pub(crate) fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Lists and reads every xattr of `path` except overlayfs's own, sorted by name.
-fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut names = vec![0u8; 1024];
