@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;
