@@ -9,15 +9,20 @@
 #   kiln layer --compression gzip:6 vs tar | pigz -6 | sha256sum        target ≤ 0.45×, size within 1%
 #   kiln layer --compression zstd:3 vs tar | zstd -3 -T2 | sha256sum    target ≤ 1.0×
 #   peak RSS of kiln                                                    target ≤ 64 MiB
+# Builds (FROM scratch + COPY of the same tree; buildah with vfs storage):
+#   kiln build, cold (empty store)   vs  buildah bud, cold               target ≤ 0.35×
+#   kiln build, warm (nothing changed) vs buildah bud, cache hit         target ≤ 0.02×
 # The machine is shared and noisy: compare only the ratios of pairs taken in this run.
+# --only layer|build runs one section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=5; CORPUS=
+RUNS=5; CORPUS=; ONLY=
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --corpus) CORPUS=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--corpus DIR]" >&2; exit 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--corpus DIR] [--only layer|build]" >&2; exit 2 ;;
   esac
 done
 scripts/install-peers.sh
@@ -51,13 +56,32 @@ pipeline() { # name compressor-command
   size_of "$1" "$(stat -c %s "$WORK/pipe.out")"
 }
 
+# The build context is the corpus; the Dockerfile lives outside it.
+printf 'FROM scratch\nCOPY . /corpus/\n' > "$WORK/Dockerfile"
+kiln_build() { # cold|warm
+  [ "$1" = cold ] && rm -rf "$WORK/kbuild"
+  measure "kiln build $1" "$KILN" --root "$WORK/kbuild" --progress quiet build "$CORPUS" -f "$WORK/Dockerfile" -t corpus
+}
+buildah_build() { # cold|warm
+  local B="buildah --root $WORK/buildah/root --runroot $WORK/buildah/run --storage-driver vfs"
+  [ "$1" = cold ] && { $B rmi -a -f >/dev/null 2>&1 || true; rm -rf "$WORK/buildah"; }
+  measure "buildah bud $1" $B bud --layers --network none -f "$WORK/Dockerfile" -t localhost/corpus "$CORPUS"
+}
+
 echo "corpus: $CORPUS ($(du -sh "$CORPUS" | cut -f1)), runs: $RUNS, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq 1 "$RUNS"); do
   echo "round $i/$RUNS" >&2
-  kiln_layer gzip;   umoci_insert
-  kiln_layer gzip:6; pipeline "tar|pigz -6|sha256sum" "pigz -6"
-  kiln_layer zstd:3; pipeline "tar|zstd -3 -T2|sha256sum" "zstd -q -3 -T2"
+  if [ -z "$ONLY" ] || [ "$ONLY" = layer ]; then
+    kiln_layer gzip;   umoci_insert
+    kiln_layer gzip:6; pipeline "tar|pigz -6|sha256sum" "pigz -6"
+    kiln_layer zstd:3; pipeline "tar|zstd -3 -T2|sha256sum" "zstd -q -3 -T2"
+  fi
+  if [ -z "$ONLY" ] || [ "$ONLY" = build ]; then
+    kiln_build cold; buildah_build cold
+    kiln_build warm; buildah_build warm
+  fi
 done
+touch "$WORK/sizes.tsv"
 
 python3 - "$RES" "$WORK/sizes.tsv" <<'PY'
 import sys, statistics as st
@@ -79,11 +103,16 @@ def pair(a, b, target, size_rule):
     ok = r <= target
     sa, sb = size.get(a, 0), size.get(b, 0)
     s_ok = size_rule(sa, sb)
-    print(f"{a} / {b}: {r:.2f}x (target <= {target}x: {'met' if ok else 'NOT met'}); size {sa/1e6:.1f} vs {sb/1e6:.1f} MB ({(sa/sb-1)*100:+.1f}%: {'met' if s_ok else 'NOT met'})")
+    sizes = f"; size {sa/1e6:.1f} vs {sb/1e6:.1f} MB ({(sa/sb-1)*100:+.1f}%: {'met' if s_ok else 'NOT met'})" if sa and sb else ""
+    print(f"{a} / {b}: {r:.3f}x (target <= {target}x: {'met' if ok else 'NOT met'}){sizes}")
 print()
-pair("kiln gzip", "umoci insert", 0.75, lambda a, b: a <= b)
-pair("kiln gzip:6", "tar|pigz -6|sha256sum", 0.45, lambda a, b: abs(a / b - 1) <= 0.01)
-pair("kiln zstd:3", "tar|zstd -3 -T2|sha256sum", 1.0, lambda a, b: True)
+if "kiln gzip" in t:
+    pair("kiln gzip", "umoci insert", 0.75, lambda a, b: a <= b)
+    pair("kiln gzip:6", "tar|pigz -6|sha256sum", 0.45, lambda a, b: abs(a / b - 1) <= 0.01)
+    pair("kiln zstd:3", "tar|zstd -3 -T2|sha256sum", 1.0, lambda a, b: True)
+if "kiln build cold" in t:
+    pair("kiln build cold", "buildah bud cold", 0.35, lambda a, b: True)
+    pair("kiln build warm", "buildah bud warm", 0.02, lambda a, b: True)
 peak = max(max(v) for k, v in rss.items() if k.startswith("kiln")) / 1024
 print(f"kiln peak RSS: {peak:.1f} MiB (target <= 64 MiB: {'met' if peak <= 64 else 'NOT met'})")
 PY

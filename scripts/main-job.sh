@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# main-job.sh - the main job, offline: build kiln, make a real base image from the busybox-static
-# package's binary, and export it as an OCI archive and a docker-archive.
-#   out/busybox.oci.tar     (skopeo, podman, `kiln copy` read it)
-#   out/busybox.docker.tar  (docker load / podman load)
+# main-job.sh - the main job, offline: build kiln, make a base image from the busybox-static
+# package's binary (`kiln import`), then `kiln build` the example in fixtures/example on it and
+# export the result:
+#   out/example.oci.tar     (skopeo, podman, `kiln copy` read it)
+#   out/example.docker.tar  (docker load / podman load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v busybox >/dev/null || scripts/install-peers.sh
@@ -21,7 +22,9 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
 chmod 1777 "$rootfs/tmp"
 mkdir -p out
 $KILN import "$rootfs" -t kiln.local/busybox:latest --cmd /bin/sh \
-  --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  -o oci-archive:out/busybox.oci.tar -o docker-archive:out/busybox.docker.tar:kiln.local/busybox:latest
-$KILN inspect kiln.local/busybox:latest | head -n 12
-ls -l out/busybox.oci.tar out/busybox.docker.tar
+  --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+$KILN build fixtures/example -t kiln.local/example:latest --progress plain \
+  --metadata-file out/example.metadata.json \
+  -o oci-archive:out/example.oci.tar -o docker-archive:out/example.docker.tar:kiln.local/example:latest
+$KILN inspect kiln.local/example:latest | head -n 12
+ls -l out/example.oci.tar out/example.docker.tar

@@ -12,6 +12,8 @@
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
 //! | [`plan`] | Dockerfile + build args + target → `BuildPlan` (stage DAG, steps, cache keys); no I/O |
+//! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index |
+//! | [`build`] | runs a `BuildPlan`: bases, COPY/ADD, config edits, (RUN through `sandbox`), layers, cache |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
 //! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
 //! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |
@@ -22,6 +24,8 @@
 //! names are empty, compressed streams do not depend on the thread count, and JSON is canonical.
 #![warn(missing_docs)]
 
+pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod dockerfile;
 pub mod image;

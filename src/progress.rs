@@ -10,6 +10,12 @@ pub trait Reporter: Send + Sync {
     fn on_warning(&self, _text: &str) {}
     /// A free-form status line, such as "writing layer".
     fn on_status(&self, _text: &str) {}
+    /// A build step starts: `label` is like `[build 2/5]`, `text` the instruction.
+    fn on_step(&self, _id: usize, _label: &str, _text: &str) {}
+    /// A build step ended: from the cache, or after `seconds`.
+    fn on_step_done(&self, _id: usize, _cached: bool, _seconds: f64) {}
+    /// Output of a RUN step.
+    fn on_run_output(&self, _id: usize, _bytes: &[u8]) {}
 }
 
 /// A reporter that drops everything.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod build;
 mod images;
 mod import;
 mod layer;
@@ -41,6 +42,8 @@ pub enum Command {
     Parse(parse::ParseArgs),
     /// Plan a build: stages, steps, history text and cache keys.
     Plan(plan::PlanArgs),
+    /// Build an image from a Dockerfile and a context.
+    Build(build::BuildArgs),
     /// Make a one-layer base image from a root filesystem (directory or tarball).
     Import(import::ImportArgs),
     /// Write one directory as a layer blob into the store and report what each stage cost.
@@ -140,6 +143,7 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Parse(a) => code(parse::run(&a)),
         Command::Plan(a) => code(plan::run(&a)),
+        Command::Build(a) => build::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Layer(a) => layer::run(&ctx, a),
         Command::Copy(a) => images::copy(&ctx, a),

@@ -37,6 +37,21 @@ impl Reporter for Plain {
     fn on_status(&self, text: &str) {
         eprintln!("{text}");
     }
+    fn on_step(&self, id: usize, label: &str, text: &str) {
+        eprintln!("#{id} {label} {text}");
+    }
+    fn on_step_done(&self, id: usize, cached: bool, seconds: f64) {
+        if cached {
+            eprintln!("#{id} CACHED");
+        } else {
+            eprintln!("#{id} DONE {seconds:.1}s");
+        }
+    }
+    fn on_run_output(&self, id: usize, bytes: &[u8]) {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            eprintln!("#{id} {line}");
+        }
+    }
 }
 
 struct Json;
@@ -47,6 +62,24 @@ impl Reporter for Json {
     }
     fn on_status(&self, text: &str) {
         eprintln!("{}", serde_json::json!({"event": "status", "text": text}));
+    }
+    fn on_step(&self, id: usize, label: &str, text: &str) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "step", "id": id, "label": label, "text": text})
+        );
+    }
+    fn on_step_done(&self, id: usize, cached: bool, seconds: f64) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "step_done", "id": id, "cached": cached, "seconds": seconds})
+        );
+    }
+    fn on_run_output(&self, id: usize, bytes: &[u8]) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "output", "id": id, "text": String::from_utf8_lossy(bytes)})
+        );
     }
 }
 
@@ -80,6 +113,32 @@ impl Reporter for Terminal {
         let _ = write!(e, "\r\x1b[2K{text}");
         let _ = e.flush();
         *shown = true;
+    }
+    fn on_step(&self, id: usize, label: &str, text: &str) {
+        self.on_status(&format!("#{id} {label} {text}"));
+    }
+    fn on_step_done(&self, id: usize, cached: bool, seconds: f64) {
+        let mut shown = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = std::io::stderr().lock();
+        let what = if cached {
+            "CACHED".to_string()
+        } else {
+            format!("DONE {seconds:.1}s")
+        };
+        let _ = writeln!(e, " {what}");
+        let _ = id;
+        *shown = false;
+    }
+    fn on_run_output(&self, id: usize, bytes: &[u8]) {
+        let mut shown = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = std::io::stderr().lock();
+        if *shown {
+            let _ = writeln!(e);
+            *shown = false;
+        }
+        for line in String::from_utf8_lossy(bytes).lines() {
+            let _ = writeln!(e, "#{id} {line}");
+        }
     }
 }
 

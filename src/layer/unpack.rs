@@ -81,9 +81,15 @@ fn resolve() -> ResolveFlags {
 }
 
 /// Opens directory `comps` below `root`, creating missing directories (mode 0755).
-fn open_dir(root: &OwnedFd, comps: &[&[u8]], member: &[u8], created: &mut HashSet<Vec<u8>>) -> Result<OwnedFd, Error> {
+fn open_dir(
+    root: &OwnedFd,
+    comps: &[&[u8]],
+    member: &[u8],
+    created: &mut HashSet<Vec<u8>>,
+) -> Result<OwnedFd, Error> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut cur = rustix::fs::openat2(root, ".", flags, Mode::empty(), resolve()).map_err(|e| io(member, e))?;
+    let mut cur = rustix::fs::openat2(root, ".", flags, Mode::empty(), resolve())
+        .map_err(|e| io(member, e))?;
     let mut prefix: Vec<u8> = Vec::new();
     for c in comps {
         if !prefix.is_empty() {
@@ -99,9 +105,18 @@ fn open_dir(root: &OwnedFd, comps: &[&[u8]], member: &[u8], created: &mut HashSe
                     Err(e) => return Err(io(member, e)),
                 }
                 created.insert(prefix.clone());
-                rustix::fs::openat2(root, p, flags, Mode::empty(), resolve()).map_err(|e| io(member, e))?
+                rustix::fs::openat2(root, p, flags, Mode::empty(), resolve())
+                    .map_err(|e| io(member, e))?
             }
-            Err(Errno::NOTDIR) => return Err(bad(member, format!("parent `{}` is not a directory", String::from_utf8_lossy(&prefix)))),
+            Err(Errno::NOTDIR) => {
+                return Err(bad(
+                    member,
+                    format!(
+                        "parent `{}` is not a directory",
+                        String::from_utf8_lossy(&prefix)
+                    ),
+                ))
+            }
             Err(e) => return Err(io(member, e)),
         };
     }
@@ -114,7 +129,12 @@ fn remove_all(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
         Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-            let sub = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            let sub = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
             // Make sure we may delete inside it even if the layer made it read-only.
             let _ = rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700));
             empty_dir(&sub, &HashSet::new(), b"")?;
@@ -127,7 +147,12 @@ fn remove_all(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 
 /// Removes every child of `dir` except those whose path (`prefix/child`) is in `keep`.
 fn empty_dir(dir: &OwnedFd, keep: &HashSet<Vec<u8>>, prefix: &[u8]) -> io::Result<()> {
-    let dup = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let dup = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut names = Vec::new();
     for e in rustix::fs::Dir::read_from(&dup)? {
         let e = e?;
@@ -150,7 +175,11 @@ fn empty_dir(dir: &OwnedFd, keep: &HashSet<Vec<u8>>, prefix: &[u8]) -> io::Resul
 }
 
 /// Applies the uncompressed layer tar read from `layer` to the directory `root`.
-pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Result<UnpackReport, Error> {
+pub fn apply_layer(
+    layer: impl Read,
+    root: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, Error> {
     let root_fd: OwnedFd = File::open(root)
         .map_err(|source| Error::Read {
             path: root.to_path_buf(),
@@ -161,12 +190,17 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
     let mut created: HashSet<Vec<u8>> = HashSet::new();
     let mut dirs: Vec<DirMeta> = Vec::new();
     let mut archive = tar::Archive::new(layer);
-    let entries = archive.entries().map_err(|e| bad(b"", format!("not a tar stream: {e}")))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(b"", format!("not a tar stream: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(b"", format!("corrupt tar stream: {e}")))?;
         let member = entry.path_bytes().into_owned();
-        let comps = components(&member).ok_or_else(|| bad(&member, "path climbs out of the root (`..`)"))?;
-        let Some((name, parents)) = comps.split_last() else { continue };
+        let comps = components(&member)
+            .ok_or_else(|| bad(&member, "path climbs out of the root (`..`)"))?;
+        let Some((name, parents)) = comps.split_last() else {
+            continue;
+        };
         let name = name.to_vec();
         let clean: Vec<u8> = comps.join(&b'/');
         let parent_path: Vec<u8> = parents.join(&b'/');
@@ -209,7 +243,11 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
                 let fd = rustix::fs::openat(
                     &parent,
                     os_name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io(&member, e))?;
@@ -220,10 +258,16 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
             }
             tar::EntryType::Directory => {
                 if !keep_dir {
-                    rustix::fs::mkdirat(&parent, os_name, Mode::from_raw_mode(0o755)).map_err(|e| io(&member, e))?;
+                    rustix::fs::mkdirat(&parent, os_name, Mode::from_raw_mode(0o755))
+                        .map_err(|e| io(&member, e))?;
                 }
-                let d = rustix::fs::openat(&parent, os_name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| io(&member, e))?;
+                let d = rustix::fs::openat(
+                    &parent,
+                    os_name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io(&member, e))?;
                 set_xattrs(&mut entry, &File::from(d));
                 dirs.push(DirMeta {
                     path: clean,
@@ -238,10 +282,17 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
                     .link_name_bytes()
                     .ok_or_else(|| bad(&member, "symlink without a target"))?
                     .into_owned();
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, os_name).map_err(|e| io(&member, e))?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, os_name)
+                    .map_err(|e| io(&member, e))?;
                 if opts.ownership {
-                    rustix::fs::chownat(&parent, os_name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| io(&member, e))?;
+                    rustix::fs::chownat(
+                        &parent,
+                        os_name,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io(&member, e))?;
                 }
                 set_time(&parent, os_name, mtime, &member)?;
             }
@@ -250,22 +301,43 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
                     .link_name_bytes()
                     .ok_or_else(|| bad(&member, "hard link without a target"))?
                     .into_owned();
-                let tc = components(&target).ok_or_else(|| bad(&member, "hard link target climbs out of the root"))?;
+                let tc = components(&target)
+                    .ok_or_else(|| bad(&member, "hard link target climbs out of the root"))?;
                 if tc.is_empty() {
                     return Err(bad(&member, "hard link to the root"));
                 }
                 let tpath = tc.join(&b'/');
-                let src = rustix::fs::openat2(&root_fd, OsStr::from_bytes(&tpath), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), resolve())
-                    .map_err(|e| bad(&member, format!("hard link target `{}`: {e}", String::from_utf8_lossy(&tpath))))?;
+                let src = rustix::fs::openat2(
+                    &root_fd,
+                    OsStr::from_bytes(&tpath),
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve(),
+                )
+                .map_err(|e| {
+                    bad(
+                        &member,
+                        format!(
+                            "hard link target `{}`: {e}",
+                            String::from_utf8_lossy(&tpath)
+                        ),
+                    )
+                })?;
                 let st = rustix::fs::fstat(&src).map_err(|e| io(&member, e))?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     return Err(bad(&member, "hard link to a directory"));
                 }
                 // linkat through /proc follows the O_PATH descriptor, not a path that could be swapped.
                 let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&src));
-                rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &parent, os_name, AtFlags::SYMLINK_FOLLOW)
-                    .or_else(|_| rustix::fs::linkat(&src, "", &parent, os_name, AtFlags::EMPTY_PATH))
-                    .map_err(|e| io(&member, e))?;
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    &parent,
+                    os_name,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .or_else(|_| rustix::fs::linkat(&src, "", &parent, os_name, AtFlags::EMPTY_PATH))
+                .map_err(|e| io(&member, e))?;
             }
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 let (ft, dev) = match et {
@@ -273,25 +345,55 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
                     t => {
                         let major = h.device_major().ok().flatten().unwrap_or(0);
                         let minor = h.device_minor().ok().flatten().unwrap_or(0);
-                        let ft = if t == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                        let ft = if t == tar::EntryType::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
                         (ft, rustix::fs::makedev(major, minor))
                     }
                 };
-                match rustix::fs::mknodat(&parent, os_name, ft, Mode::from_raw_mode(mode as RawMode), dev) {
+                match rustix::fs::mknodat(
+                    &parent,
+                    os_name,
+                    ft,
+                    Mode::from_raw_mode(mode as RawMode),
+                    dev,
+                ) {
                     Ok(()) => {}
                     Err(Errno::PERM) if ft != FileType::Fifo => {
-                        report.skipped_devices.push(String::from_utf8_lossy(&clean).into_owned());
+                        report
+                            .skipped_devices
+                            .push(String::from_utf8_lossy(&clean).into_owned());
                         continue;
                     }
                     Err(e) => return Err(io(&member, e)),
                 }
-                let f = rustix::fs::openat(&parent, os_name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| io(&member, e))?;
+                let f = rustix::fs::openat(
+                    &parent,
+                    os_name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io(&member, e))?;
                 let _ = f;
                 if opts.ownership {
-                    rustix::fs::chownat(&parent, os_name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| io(&member, e))?;
+                    rustix::fs::chownat(
+                        &parent,
+                        os_name,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io(&member, e))?;
                 }
-                rustix::fs::chmodat(&parent, os_name, Mode::from_raw_mode(mode as RawMode), AtFlags::empty()).map_err(|e| io(&member, e))?;
+                rustix::fs::chmodat(
+                    &parent,
+                    os_name,
+                    Mode::from_raw_mode(mode as RawMode),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| io(&member, e))?;
                 set_time(&parent, os_name, mtime, &member)?;
             }
             _ => {} // PAX and GNU metadata members are consumed by the reader
@@ -299,29 +401,56 @@ pub fn apply_layer(layer: impl Read, root: &Path, opts: &UnpackOptions) -> Resul
     }
     // Directories last, deepest first: modes may remove our write permission, and adding
     // children changed their mtimes.
-    dirs.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
     for d in dirs {
         let comps = components(&d.path).unwrap_or_default();
-        let (name, parents) = comps.split_last().map(|(n, p)| (n.to_vec(), p.to_vec())).unwrap_or_default();
+        let (name, parents) = comps
+            .split_last()
+            .map(|(n, p)| (n.to_vec(), p.to_vec()))
+            .unwrap_or_default();
         let parent = open_dir(&root_fd, &parents, &d.path, &mut created)?;
         let os_name = OsStr::from_bytes(&name);
         if opts.ownership {
-            rustix::fs::chownat(&parent, os_name, Some(uid_of(d.uid)), Some(gid_of(d.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| io(&d.path, e))?;
+            rustix::fs::chownat(
+                &parent,
+                os_name,
+                Some(uid_of(d.uid)),
+                Some(gid_of(d.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io(&d.path, e))?;
         }
-        rustix::fs::chmodat(&parent, os_name, Mode::from_raw_mode(d.mode as RawMode), AtFlags::empty()).map_err(|e| io(&d.path, e))?;
+        rustix::fs::chmodat(
+            &parent,
+            os_name,
+            Mode::from_raw_mode(d.mode as RawMode),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io(&d.path, e))?;
         set_time(&parent, os_name, d.mtime, &d.path)?;
     }
     Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_attrs(parent: &OwnedFd, name: &OsStr, f: &File, mode: u32, uid: u32, gid: u32, mtime: i64, opts: &UnpackOptions, member: &[u8]) -> Result<(), Error> {
+fn finish_attrs(
+    parent: &OwnedFd,
+    name: &OsStr,
+    f: &File,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    opts: &UnpackOptions,
+    member: &[u8],
+) -> Result<(), Error> {
     if opts.ownership {
-        rustix::fs::fchown(f.as_fd(), Some(uid_of(uid)), Some(gid_of(gid))).map_err(|e| io(member, e))?;
+        rustix::fs::fchown(f.as_fd(), Some(uid_of(uid)), Some(gid_of(gid)))
+            .map_err(|e| io(member, e))?;
     }
     // After chown, which clears setuid/setgid bits.
-    rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(mode as RawMode)).map_err(|e| io(member, e))?;
+    rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(mode as RawMode))
+        .map_err(|e| io(member, e))?;
     set_time(parent, name, mtime, member)
 }
 
@@ -330,18 +459,29 @@ fn set_time(parent: &OwnedFd, name: &OsStr, mtime: i64, member: &[u8]) -> Result
         tv_sec: mtime,
         tv_nsec: 0,
     };
-    rustix::fs::utimensat(parent, name, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| io(member, e))
+    rustix::fs::utimensat(
+        parent,
+        name,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io(member, e))
 }
 
 /// Sets `SCHILY.xattr.*` PAX records; attributes the filesystem or our privileges refuse are
 /// skipped (a rootless build cannot set `trusted.*` or `security.*`).
 fn set_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, f: &File) {
-    let Ok(Some(exts)) = entry.pax_extensions() else { return };
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return;
+    };
     for ext in exts.flatten() {
         if let Ok(k) = ext.key() {
             if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                let _ = rustix::fs::fsetxattr(f.as_fd(), name, ext.value_bytes(), XattrFlags::empty());
+                let _ =
+                    rustix::fs::fsetxattr(f.as_fd(), name, ext.value_bytes(), XattrFlags::empty());
             }
         }
     }

@@ -5,12 +5,14 @@
 //!
 //! [`Reporter`]: crate::progress::Reporter
 
+mod build;
 mod copy;
 mod import;
 mod inspect;
 mod layer;
 mod store;
 
+pub use build::{build, metadata};
 pub use copy::{copy, CopyOptions};
 pub use import::{import, ImportOptions, ImportResult};
 pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};

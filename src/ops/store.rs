@@ -22,5 +22,7 @@ pub fn fsck(store: &Store, reporter: &dyn Reporter) -> Result<FsckReport> {
 /// Removes unreferenced blobs and stale temp files. `store` must be opened exclusively.
 pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
     reporter.on_status("collecting unreferenced blobs");
-    Ok(store.gc(&[])?)
+    // Layers the build cache refers to stay: the next build reuses them.
+    let roots = crate::cache::LayerCache::new(store).blobs();
+    Ok(store.gc(&roots)?)
 }

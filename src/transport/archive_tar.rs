@@ -121,6 +121,11 @@ impl ArchiveWriter {
         tmp.as_file()
             .sync_all()
             .map_err(io_err("cannot sync", &dest))?;
+        // Temp files are created 0600; an archive is an output meant to be shared.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err("cannot set permissions of", &dest))?;
         tmp.persist(&dest).map_err(|e| Error::Io {
             action: "cannot write archive",
             path: dest,

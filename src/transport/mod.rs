@@ -30,6 +30,12 @@ use crate::store::{self, Store};
 
 pub use select::load_image;
 
+/// A reader of the uncompressed tar of `layer`, whose blob is in the store.
+pub fn open_layer(store: &Store, layer: &Descriptor) -> Result<Box<dyn std::io::Read>> {
+    let blob = store.open_blob(&layer.digest)?;
+    docker_archive::decompress(blob, &layer.media_type, &store.blob_path(&layer.digest))
+}
+
 /// Errors from transports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

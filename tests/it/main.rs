@@ -1,9 +1,11 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod build;
 mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;
+mod sandbox;
 mod store;
 mod unpack;

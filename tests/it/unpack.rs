@@ -3,12 +3,22 @@
 use std::io::Write;
 use std::path::Path;
 
-use kiln::layer::{apply_layer, Compression, Entry, LayerOptions, LayerWriter, UnpackOptions, WalkOptions};
+use kiln::layer::{
+    apply_layer, Compression, Entry, LayerOptions, LayerWriter, UnpackOptions, WalkOptions,
+};
 
 use crate::support::{is_root, rich_tree, snapshot, Kiln};
 
 fn tar_of(entries: &[Entry]) -> Vec<u8> {
-    let mut w = LayerWriter::new(Vec::new(), LayerOptions { compression: Compression::None, threads: 1, epoch: 0 }).unwrap();
+    let mut w = LayerWriter::new(
+        Vec::new(),
+        LayerOptions {
+            compression: Compression::None,
+            threads: 1,
+            epoch: 0,
+        },
+    )
+    .unwrap();
     for e in entries {
         w.append(e).unwrap();
     }
@@ -16,7 +26,9 @@ fn tar_of(entries: &[Entry]) -> Vec<u8> {
 }
 
 fn opts() -> UnpackOptions {
-    UnpackOptions { ownership: is_root() }
+    UnpackOptions {
+        ownership: is_root(),
+    }
 }
 
 #[test]
@@ -26,7 +38,15 @@ fn a_written_layer_applies_back_to_the_same_tree() {
     std::fs::create_dir(&src).unwrap();
     std::fs::create_dir(&dst).unwrap();
     rich_tree(&src);
-    let mut w = LayerWriter::new(Vec::new(), LayerOptions { compression: Compression::None, threads: 1, epoch: 0 }).unwrap();
+    let mut w = LayerWriter::new(
+        Vec::new(),
+        LayerOptions {
+            compression: Compression::None,
+            threads: 1,
+            epoch: 0,
+        },
+    )
+    .unwrap();
     w.append_dir(&src, &WalkOptions::default()).unwrap();
     let (tar, _) = w.finish().unwrap();
     let r = apply_layer(&tar[..], &dst, &opts()).unwrap();
@@ -91,8 +111,15 @@ fn raw_member(out: &mut Vec<u8>, name: &[u8], kind: u8, link: &[u8], data: &[u8]
 }
 
 fn outside_untouched(outside: &Path) {
-    let names: Vec<String> = std::fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["precious"], "something was written outside the root");
+    let names: Vec<String> = std::fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["precious"],
+        "something was written outside the root"
+    );
     assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep");
 }
 
@@ -115,7 +142,10 @@ fn members_that_try_to_leave_the_root_cannot() {
     outside_untouched(&outside);
 
     // A symlink pointing outside, then a write through it: lands inside the root.
-    for (i, link) in [out_abs.clone(), b"../../outside".to_vec()].into_iter().enumerate() {
+    for (i, link) in [out_abs.clone(), b"../../outside".to_vec()]
+        .into_iter()
+        .enumerate()
+    {
         let root = k.path(&format!("r2-{i}"));
         std::fs::create_dir(&root).unwrap();
         let mut t = Vec::new();
@@ -137,7 +167,10 @@ fn members_that_try_to_leave_the_root_cannot() {
     t.extend_from_slice(&[0u8; 1024]);
     let e = apply_layer(&t[..], &root, &opts()).unwrap_err();
     assert!(e.to_string().contains("hl"), "{e}");
-    let mut f = std::fs::OpenOptions::new().append(true).open(outside.join("precious")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(outside.join("precious"))
+        .unwrap();
     f.flush().unwrap();
     outside_untouched(&outside);
 
@@ -148,7 +181,11 @@ fn members_that_try_to_leave_the_root_cannot() {
         let mut t = Vec::new();
         raw_member(&mut t, name, b'0', b"", b"");
         t.extend_from_slice(&[0u8; 1024]);
-        assert!(apply_layer(&t[..], &root, &opts()).is_err(), "{}", String::from_utf8_lossy(name));
+        assert!(
+            apply_layer(&t[..], &root, &opts()).is_err(),
+            "{}",
+            String::from_utf8_lossy(name)
+        );
         outside_untouched(&outside);
     }
 }

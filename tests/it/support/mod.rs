@@ -10,6 +10,12 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+pub mod busybox;
+pub mod debian;
+pub mod rootfs;
+pub mod sandbox;
+pub mod users;
+
 /// A kiln with its own store in a temp dir.
 pub struct Kiln {
     pub dir: tempfile::TempDir,

@@ -1,0 +1,431 @@
+//! The build context: which files COPY and ADD may read, after `.dockerignore`, and how a source
+//! path is found in it (wildcards, symlinks resolved inside the context, never outside).
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::dockerfile::ignore::Ignore;
+
+/// A file of the context selected by a COPY source.
+#[derive(Debug, Clone)]
+pub struct CtxFile {
+    /// Path relative to the copied source root (`""` for the source itself).
+    pub rel: String,
+    /// Where it is on disk.
+    pub abs: PathBuf,
+    /// Its metadata (not following a symlink).
+    pub md: Metadata,
+}
+
+/// Why a source cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// The source climbs out of the context.
+    Escapes(String),
+    /// Nothing in the context has that name.
+    NotFound(String),
+    /// Reading the context failed.
+    Io(String, String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Escapes(p) => write!(f, "`{p}` is outside the build context"),
+            SourceError::NotFound(p) => write!(
+                f,
+                "`{p}` not found in the build context (or excluded by .dockerignore)"
+            ),
+            SourceError::Io(p, e) => write!(f, "cannot read `{p}` in the build context: {e}"),
+        }
+    }
+}
+
+/// The build context directory and its ignore rules.
+#[derive(Debug, Clone)]
+pub struct Context {
+    root: PathBuf,
+    ignore: Ignore,
+}
+
+/// Cleans a source path relative to the context root; `None` if it climbs out.
+pub fn clean_rel(p: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// Whether a source uses wildcards.
+pub fn has_wildcard(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]`/`[^...]`, `\` escapes.
+pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    fn class(p: &[u8], c: u8) -> Option<(bool, usize)> {
+        // p starts after '['; returns (matched, length consumed including ']')
+        let mut i = 0;
+        let negate = p.first() == Some(&b'^');
+        if negate {
+            i += 1;
+        }
+        let mut matched = false;
+        let mut first = true;
+        while i < p.len() {
+            if p[i] == b']' && !first {
+                return Some((matched != negate, i + 1));
+            }
+            first = false;
+            let mut lo = p[i];
+            if lo == b'\\' {
+                i += 1;
+                lo = *p.get(i)?;
+            }
+            let mut hi = lo;
+            if p.get(i + 1) == Some(&b'-') && p.get(i + 2).is_some_and(|&b| b != b']') {
+                hi = p[i + 2];
+                if hi == b'\\' {
+                    hi = *p.get(i + 3)?;
+                    i += 1;
+                }
+                i += 2;
+            }
+            if lo <= c && c <= hi {
+                matched = true;
+            }
+            i += 1;
+        }
+        None
+    }
+    let (mut p, mut n) = (0, 0);
+    let (mut star_p, mut star_n) = (None::<usize>, 0);
+    while n < name.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star_p = Some(p);
+                    star_n = n;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    n += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((true, len)) = class(&pattern[p + 1..], name[n]) {
+                        p += 1 + len;
+                        n += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
+                }
+                c if c == name[n] => {
+                    p += 1;
+                    n += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star_p {
+            Some(sp) => {
+                p = sp + 1;
+                star_n += 1;
+                n = star_n;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+impl Context {
+    /// A context rooted at `root`, with the ignore rules in `ignore`.
+    pub fn new(root: PathBuf, ignore: Ignore) -> Context {
+        Context { root, ignore }
+    }
+
+    /// The context directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && self.ignore.matches(rel)
+    }
+
+    /// Resolves `rel` through symlinks inside the context (an absolute or climbing target stays
+    /// inside, as in a chroot). Returns the resolved relative path.
+    fn resolve(&self, rel: &str) -> Result<String, SourceError> {
+        let mut todo: Vec<String> = rel
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut out: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(c);
+            let p = self.root.join(out.join("/"));
+            let md = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(SourceError::NotFound(rel.to_string()))
+                }
+                Err(e) => return Err(SourceError::Io(rel.to_string(), e.to_string())),
+            };
+            if md.file_type().is_symlink() {
+                hops += 1;
+                if hops > 40 {
+                    return Err(SourceError::Io(
+                        rel.to_string(),
+                        "too many levels of symbolic links".into(),
+                    ));
+                }
+                let target = std::fs::read_link(&p)
+                    .map_err(|e| SourceError::Io(rel.to_string(), e.to_string()))?;
+                out.pop();
+                let t = target.as_os_str().as_bytes();
+                if t.first() == Some(&b'/') {
+                    out.clear();
+                }
+                for part in String::from_utf8_lossy(t)
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                {
+                    todo.push(part.to_string());
+                }
+            }
+        }
+        Ok(out.join("/"))
+    }
+
+    /// Expands one source as written in COPY/ADD into context paths (relative, resolved through
+    /// symlinks). A wildcard may match nothing (as in BuildKit); a plain path must exist.
+    /// Each result pairs the name to copy as (the base name as written) with the resolved path.
+    pub fn expand(&self, src: &str) -> Result<Vec<(String, String)>, SourceError> {
+        let rel = clean_rel(src.trim_start_matches('/'))
+            .ok_or_else(|| SourceError::Escapes(src.to_string()))?;
+        if !has_wildcard(&rel) {
+            let resolved = self.resolve(&rel)?;
+            if self.ignored(&resolved) || self.ignored(&rel) {
+                return Err(SourceError::NotFound(src.to_string()));
+            }
+            let name = rel.rsplit('/').next().unwrap_or("").to_string();
+            return Ok(vec![(name, resolved)]);
+        }
+        let mut found: Vec<String> = vec![String::new()];
+        for comp in rel.split('/') {
+            let mut next = Vec::new();
+            for base in &found {
+                let dir = if base.is_empty() {
+                    self.root.clone()
+                } else {
+                    self.root.join(base)
+                };
+                if !has_wildcard(comp) {
+                    let p = if base.is_empty() {
+                        comp.to_string()
+                    } else {
+                        format!("{base}/{comp}")
+                    };
+                    if std::fs::symlink_metadata(self.root.join(&p)).is_ok() {
+                        next.push(p);
+                    }
+                    continue;
+                }
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| glob_match(comp.as_bytes(), n.as_bytes()))
+                    .collect();
+                names.sort();
+                for n in names {
+                    next.push(if base.is_empty() {
+                        n
+                    } else {
+                        format!("{base}/{n}")
+                    });
+                }
+            }
+            found = next;
+        }
+        let mut out = Vec::new();
+        for p in found {
+            if self.ignored(&p) {
+                continue;
+            }
+            let resolved = self.resolve(&p)?;
+            let name = p.rsplit('/').next().unwrap_or("").to_string();
+            out.push((name, resolved));
+        }
+        Ok(out)
+    }
+
+    /// The resolved source `rel` and, if it is a directory, everything below it that
+    /// `.dockerignore` and `excludes` let through, sorted by path. Directories whose contents are
+    /// all ignored are still listed when they are not ignored themselves.
+    pub fn collect(&self, rel: &str, excludes: &Ignore) -> Result<Vec<CtxFile>, SourceError> {
+        let abs = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        let md = std::fs::symlink_metadata(&abs)
+            .map_err(|e| SourceError::Io(rel.to_string(), e.to_string()))?;
+        let mut out = vec![CtxFile {
+            rel: String::new(),
+            abs: abs.clone(),
+            md: md.clone(),
+        }];
+        if md.is_dir() {
+            self.walk(rel, "", &abs, excludes, &mut out)?;
+        }
+        out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        Ok(out)
+    }
+
+    fn walk(
+        &self,
+        base: &str,
+        sub: &str,
+        dir: &Path,
+        excludes: &Ignore,
+        out: &mut Vec<CtxFile>,
+    ) -> Result<(), SourceError> {
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| SourceError::Io(dir.display().to_string(), e.to_string()))?;
+        for e in rd {
+            let e = e.map_err(|e| SourceError::Io(dir.display().to_string(), e.to_string()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel_sub = if sub.is_empty() {
+                name.clone()
+            } else {
+                format!("{sub}/{name}")
+            };
+            let ctx_rel = if base.is_empty() {
+                rel_sub.clone()
+            } else {
+                format!("{base}/{rel_sub}")
+            };
+            let abs = e.path();
+            let md = std::fs::symlink_metadata(&abs)
+                .map_err(|e| SourceError::Io(ctx_rel.clone(), e.to_string()))?;
+            let ignored = self.ignored(&ctx_rel)
+                || (!excludes.patterns().is_empty() && excludes.matches(&rel_sub));
+            if md.is_dir() {
+                let descend = !ignored || self.ignore.has_exclusions() || excludes.has_exclusions();
+                if descend {
+                    let before = out.len();
+                    self.walk(base, &rel_sub, &abs, excludes, out)?;
+                    // A re-included file keeps its (ignored) parent directory.
+                    if !ignored || out.len() > before {
+                        out.push(CtxFile {
+                            rel: rel_sub,
+                            abs,
+                            md,
+                        });
+                    }
+                }
+            } else if !ignored {
+                out.push(CtxFile {
+                    rel: rel_sub,
+                    abs,
+                    md,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_go_filepath_match() {
+        for (p, n, want) in [
+            ("*.txt", "a.txt", true),
+            ("*.txt", "a.md", false),
+            ("a?c", "abc", true),
+            ("[a-c]x", "bx", true),
+            ("[^a-c]x", "bx", false),
+            ("[!a-c]x", "dx", false), // `!` is literal in Go
+            ("\\*", "*", true),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), n.as_bytes()), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn sources_resolve_inside_the_context() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("dir/sub")).unwrap();
+        std::fs::write(r.join("dir/a.txt"), b"a").unwrap();
+        std::fs::write(r.join("dir/b.md"), b"b").unwrap();
+        std::fs::write(r.join("dir/sub/c.txt"), b"c").unwrap();
+        std::os::unix::fs::symlink("/dir/a.txt", r.join("abs-link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("outside")).unwrap();
+        let ctx = Context::new(r.to_path_buf(), Ignore::parse("dir/b.md\n").unwrap());
+        assert_eq!(
+            ctx.expand("abs-link").unwrap(),
+            vec![("abs-link".to_string(), "dir/a.txt".to_string())]
+        );
+        assert!(matches!(
+            ctx.expand("outside"),
+            Err(SourceError::NotFound(_))
+        ));
+        assert!(matches!(ctx.expand("../x"), Err(SourceError::Escapes(_))));
+        assert!(matches!(
+            ctx.expand("dir/b.md"),
+            Err(SourceError::NotFound(_))
+        ));
+        let globbed: Vec<String> = ctx
+            .expand("dir/*")
+            .unwrap()
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(globbed, ["dir/a.txt", "dir/sub"]);
+        assert!(ctx.expand("nothing*").unwrap().is_empty());
+        let files: Vec<String> = ctx
+            .collect("dir", &Ignore::default())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(files, ["", "a.txt", "sub", "sub/c.txt"]);
+    }
+}

@@ -1,0 +1,583 @@
+//! COPY and ADD: sources (context, another stage, an image, heredocs, local archives) → the
+//! entries of a layer, with BuildKit's rules for where each lands.
+//!
+//! The rules, in the order they are applied:
+//! - a source that is a directory has its *contents* copied; anything else is copied itself;
+//! - the destination is a directory if it ends with `/`, if there are several sources (or a
+//!   wildcard matched several paths), or if it already is a directory in the image (followed
+//!   through symlinks inside the image, unless `--link`); otherwise it names the file;
+//! - missing parent directories are created (0755, owned by the `--chown` owner or root);
+//! - files from the context are owned by 0:0 and files from a stage or image keep their owner,
+//!   unless `--chown`; `--chmod` sets the mode of every copied file and directory;
+//! - with `--parents`, each source keeps its path (below a `/./` pivot, if any) under the
+//!   destination; `--exclude` patterns are matched against paths below each source;
+//! - ADD extracts local tar archives (plain, gzip, bzip2, xz, zstd) into the destination,
+//!   keeping their owners and modes (unless `--chown`/`--chmod`), unless `--unpack=false`.
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::dockerfile::ignore::Ignore;
+use crate::layer::{Entry, EntryKind, FileSource};
+use crate::plan::{CopyStep, InlineFile};
+
+use super::context::{clean_rel, glob_match, has_wildcard, Context, SourceError};
+use super::fsindex::{FsIndex, NodeKind};
+use super::user::Owner;
+
+/// Where a COPY reads from.
+pub enum SourceFs<'a> {
+    /// The build context.
+    Context(&'a Context),
+    /// A stage or image: its index, and the directory its layers were applied to.
+    Tree {
+        /// Metadata of the source filesystem.
+        index: &'a FsIndex,
+        /// Where its files are on disk.
+        rootfs: &'a Path,
+    },
+}
+
+/// Everything a COPY/ADD needs besides the step.
+pub struct CopyInput<'a> {
+    /// Where sources are read.
+    pub source: SourceFs<'a>,
+    /// The destination stage's filesystem (empty for `--link`).
+    pub dest: &'a FsIndex,
+    /// `--chown`, resolved.
+    pub owner: Option<Owner>,
+    /// `--chmod`, parsed.
+    pub chmod: Option<u32>,
+    /// A scratch directory for extracted archives.
+    pub scratch: &'a Path,
+}
+
+/// Why a COPY failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyError {
+    /// A context source problem.
+    Source(SourceError),
+    /// A source missing from a stage or image.
+    NotInStage(String),
+    /// Anything else, with its message.
+    Other(String),
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Source(e) => e.fmt(f),
+            CopyError::NotInStage(p) => write!(f, "`{p}` not found in the source stage or image"),
+            CopyError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<SourceError> for CopyError {
+    fn from(e: SourceError) -> Self {
+        CopyError::Source(e)
+    }
+}
+
+/// Parses `--chmod` (octal).
+pub fn parse_chmod(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!(
+            "invalid --chmod `{s}`: expected an octal mode such as 0755"
+        )),
+    }
+}
+
+fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_vec(),
+        (_, true) => a.to_vec(),
+        _ => {
+            let mut v = a.to_vec();
+            v.push(b'/');
+            v.extend_from_slice(b);
+            v
+        }
+    }
+}
+
+/// Collects entries by path; later writes to a path win; parents are added on demand.
+struct Out<'a> {
+    entries: BTreeMap<Vec<u8>, Entry>,
+    dest: &'a FsIndex,
+    parent_owner: Owner,
+}
+
+impl Out<'_> {
+    fn ensure_parents(&mut self, path: &[u8]) {
+        let mut ends: Vec<usize> = path
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .collect();
+        ends.reverse();
+        while let Some(i) = ends.pop() {
+            let p = &path[..i];
+            if self.entries.contains_key(p) {
+                continue;
+            }
+            match self.dest.get(p) {
+                Some(n) if n.kind == NodeKind::Dir => continue,
+                _ => {}
+            }
+            let mut e = Entry::dir(p.to_vec(), 0o755);
+            e.uid = self.parent_owner.uid;
+            e.gid = self.parent_owner.gid;
+            self.entries.insert(p.to_vec(), e);
+        }
+    }
+
+    fn add(&mut self, e: Entry) {
+        self.ensure_parents(&e.path.clone());
+        self.entries.insert(e.path.clone(), e);
+    }
+}
+
+/// What the entry for a source item should be, before owner/mode overrides.
+struct Item {
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    key: Option<(u64, u64)>,
+}
+
+fn ctx_item(abs: &Path, md: &std::fs::Metadata) -> Result<Item, CopyError> {
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File {
+            size: md.len(),
+            source: FileSource::Path(abs.to_path_buf()),
+        }
+    } else if ft.is_symlink() {
+        let t = std::fs::read_link(abs)
+            .map_err(|e| CopyError::Other(format!("cannot read link `{}`: {e}", abs.display())))?;
+        EntryKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_socket() {
+        return Err(CopyError::Other(format!(
+            "`{}` is a socket; sockets cannot be copied into an image",
+            abs.display()
+        )));
+    } else {
+        let dev = md.rdev() as rustix::fs::Dev;
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        }
+    };
+    let key = (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    Ok(Item {
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: 0,
+        gid: 0,
+        mtime: md.mtime(),
+        key,
+    })
+}
+
+/// Computes the entries of a COPY or ADD step.
+pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>, CopyError> {
+    let dest_raw = step.dest.as_str();
+    let trailing = dest_raw.ends_with('/');
+    let dest_rel: Vec<u8> = if step.link {
+        clean_rel(dest_raw).unwrap_or_default().into_bytes()
+    } else {
+        input.dest.resolve(dest_raw.as_bytes(), true)
+    };
+    let excludes = Ignore::parse(&step.excludes.join("\n"))
+        .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
+    let parent_owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
+    let mut out = Out {
+        entries: BTreeMap::new(),
+        dest: input.dest,
+        parent_owner,
+    };
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+
+    // Expand every source first: the destination rule depends on how many there are.
+    struct Src {
+        name: String,
+        path: String,
+        parents_prefix: String,
+    }
+    let mut srcs: Vec<Src> = Vec::new();
+    let mut urls = Vec::new();
+    for s in &step.sources {
+        if step.add && (s.starts_with("http://") || s.starts_with("https://")) {
+            urls.push(s.clone());
+            continue;
+        }
+        let matched: Vec<(String, String)> = match &input.source {
+            SourceFs::Context(ctx) => ctx.expand(s)?,
+            SourceFs::Tree { index, .. } => expand_tree(index, s)?,
+        };
+        for (name, path) in matched {
+            let written = clean_rel(s.trim_start_matches('/')).unwrap_or_default();
+            let parents_prefix = if step.parents {
+                let pivot = s
+                    .find("/./")
+                    .map(|i| clean_rel(&s[i + 3..]).unwrap_or_default());
+                let rel = if has_wildcard(&written) {
+                    path.clone()
+                } else {
+                    written.clone()
+                };
+                match pivot {
+                    Some(p) if !has_wildcard(&p) => p,
+                    _ => rel,
+                }
+            } else {
+                String::new()
+            };
+            srcs.push(Src {
+                name,
+                path,
+                parents_prefix,
+            });
+        }
+    }
+    if !urls.is_empty() {
+        return Err(CopyError::Other(format!(
+            "ADD of a URL ({}) is not supported by this kiln yet",
+            urls.join(", ")
+        )));
+    }
+    let count = srcs.len() + step.inline.len();
+    let dest_is_dir = trailing
+        || step.sources.len() + step.inline.len() > 1
+        || count > 1
+        || matches!(input.dest.get(&dest_rel), Some(n) if n.kind == NodeKind::Dir)
+        || step.parents;
+
+    for f in &step.inline {
+        let path = if dest_is_dir {
+            join(&dest_rel, f.name.as_bytes())
+        } else {
+            dest_rel.clone()
+        };
+        out.add(inline_entry(f, path, input));
+    }
+
+    for src in &srcs {
+        let items: Vec<(String, Item)> = match &input.source {
+            SourceFs::Context(ctx) => ctx
+                .collect(&src.path, &excludes)?
+                .into_iter()
+                .map(|f| ctx_item(&f.abs, &f.md).map(|i| (f.rel, i)))
+                .collect::<Result<_, _>>()?,
+            SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes),
+        };
+        let Some((_, top)) = items.first() else {
+            continue;
+        };
+        let is_dir = matches!(top.kind, EntryKind::Dir);
+        // ADD of a local archive: extract it.
+        if step.add && !is_dir && step.unpack != Some(false) {
+            if let EntryKind::File {
+                source: FileSource::Path(p),
+                ..
+            } = &top.kind
+            {
+                if let Some(reader) = open_archive(p)? {
+                    let base = if src.parents_prefix.is_empty() {
+                        dest_rel.clone()
+                    } else {
+                        join(&dest_rel, src.parents_prefix.as_bytes())
+                    };
+                    extract(reader, &base, input, &mut out, p)?;
+                    continue;
+                }
+            }
+        }
+        let base: Vec<u8> = if is_dir {
+            if step.parents {
+                join(&dest_rel, src.parents_prefix.as_bytes())
+            } else {
+                dest_rel.clone()
+            }
+        } else if step.parents {
+            join(&dest_rel, src.parents_prefix.as_bytes())
+        } else if dest_is_dir {
+            join(&dest_rel, src.name.as_bytes())
+        } else {
+            dest_rel.clone()
+        };
+        for (rel, item) in items {
+            let path = join(&base, rel.as_bytes());
+            if path.is_empty() {
+                continue; // the root of the image itself
+            }
+            if rel.is_empty()
+                && is_dir
+                && matches!(input.dest.get(&path), Some(n) if n.kind == NodeKind::Dir)
+            {
+                continue; // copying into an existing directory leaves it as it is
+            }
+            let mut kind = item.kind;
+            if let Some(k) = item.key {
+                match links.get(&k) {
+                    Some(first) => kind = EntryKind::Hardlink(first.clone()),
+                    None => {
+                        links.insert(k, path.clone());
+                    }
+                }
+            }
+            let is_link = matches!(kind, EntryKind::Symlink(_));
+            let mut e = Entry {
+                path,
+                kind,
+                mode: item.mode,
+                uid: item.uid,
+                gid: item.gid,
+                mtime: item.mtime,
+                xattrs: Vec::new(),
+            };
+            if let Some(o) = input.owner {
+                e.uid = o.uid;
+                e.gid = o.gid;
+            }
+            if let Some(m) = input.chmod {
+                if !is_link {
+                    e.mode = m;
+                }
+            }
+            out.add(e);
+        }
+    }
+    Ok(out.entries.into_values().collect())
+}
+
+fn inline_entry(f: &InlineFile, path: Vec<u8>, input: &CopyInput<'_>) -> Entry {
+    let mut e = Entry::file(
+        path,
+        input.chmod.unwrap_or(0o644),
+        f.data.clone().into_bytes(),
+    );
+    if let Some(o) = input.owner {
+        e.uid = o.uid;
+        e.gid = o.gid;
+    }
+    e
+}
+
+/// Expands a source against a stage's index: wildcards per component, symlinks resolved.
+fn expand_tree(index: &FsIndex, src: &str) -> Result<Vec<(String, String)>, CopyError> {
+    let rel = clean_rel(src.trim_start_matches('/')).unwrap_or_default();
+    if !has_wildcard(&rel) {
+        let resolved = String::from_utf8_lossy(&index.resolve(rel.as_bytes(), true)).into_owned();
+        if !resolved.is_empty() && index.get(resolved.as_bytes()).is_none() {
+            return Err(CopyError::NotInStage(src.to_string()));
+        }
+        return Ok(vec![(
+            rel.rsplit('/').next().unwrap_or("").to_string(),
+            resolved,
+        )]);
+    }
+    let mut found: Vec<String> = vec![String::new()];
+    for comp in rel.split('/') {
+        let mut next = Vec::new();
+        for base in &found {
+            let dir = index.resolve(base.as_bytes(), true);
+            for (k, _) in index.children(&dir) {
+                let name = &k[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
+                if name.contains(&b'/') || !glob_match(comp.as_bytes(), name) {
+                    continue;
+                }
+                let n = String::from_utf8_lossy(name);
+                next.push(if base.is_empty() {
+                    n.into_owned()
+                } else {
+                    format!("{base}/{n}")
+                });
+            }
+        }
+        found = next;
+    }
+    Ok(found
+        .into_iter()
+        .map(|p| {
+            let r = String::from_utf8_lossy(&index.resolve(p.as_bytes(), true)).into_owned();
+            (p.rsplit('/').next().unwrap_or("").to_string(), r)
+        })
+        .collect())
+}
+
+fn tree_items(
+    index: &FsIndex,
+    rootfs: &Path,
+    path: &str,
+    excludes: &Ignore,
+) -> Vec<(String, Item)> {
+    let node_item = |p: &[u8], n: &super::fsindex::Node| Item {
+        kind: match &n.kind {
+            NodeKind::Dir => EntryKind::Dir,
+            NodeKind::Symlink(t) => EntryKind::Symlink(t.clone()),
+            NodeKind::File => EntryKind::File {
+                size: n.size,
+                source: FileSource::Path(rootfs.join(String::from_utf8_lossy(p).as_ref())),
+            },
+            NodeKind::Special => EntryKind::Fifo,
+        },
+        mode: n.mode,
+        uid: n.uid,
+        gid: n.gid,
+        mtime: n.mtime,
+        key: None,
+    };
+    let mut out = Vec::new();
+    let top = path.as_bytes();
+    match index.get(top) {
+        Some(n) => out.push((String::new(), node_item(top, n))),
+        None if top.is_empty() => out.push((
+            String::new(),
+            Item {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                key: None,
+            },
+        )),
+        None => return out,
+    }
+    if matches!(out[0].1.kind, EntryKind::Dir) {
+        for (k, n) in index.children(top) {
+            let rel = String::from_utf8_lossy(&k[if top.is_empty() { 0 } else { top.len() + 1 }..])
+                .into_owned();
+            if !excludes.patterns().is_empty() && excludes.matches(&rel) {
+                continue;
+            }
+            out.push((rel, node_item(k, n)));
+        }
+    }
+    out
+}
+
+/// Opens `p` as a tar archive (decompressing gzip, bzip2, xz, zstd) if it is one.
+fn open_archive(p: &Path) -> Result<Option<Box<dyn Read>>, CopyError> {
+    let err = |e: std::io::Error| CopyError::Other(format!("cannot read `{}`: {e}", p.display()));
+    let f = std::fs::File::open(p).map_err(err)?;
+    let mut r = BufReader::with_capacity(1 << 16, f);
+    let head = r.fill_buf().map_err(err)?.to_vec();
+    let reader: Box<dyn Read> = match head.as_slice() {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(r)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
+            let mut out = Vec::new();
+            lzma_rs::xz_decompress(&mut r, &mut out).map_err(|e| {
+                CopyError::Other(format!("cannot decompress `{}`: {e}", p.display()))
+            })?;
+            Box::new(std::io::Cursor::new(out))
+        }
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(err)?)
+        }
+        h if h.len() >= 262 && &h[257..262] == b"ustar" => Box::new(r),
+        _ => return Ok(None),
+    };
+    // A compressed file that is not a tar is copied as it is (BuildKit does the same).
+    let mut peek = BufReader::with_capacity(1024, reader);
+    let h = peek.fill_buf().map_err(err)?;
+    if h.len() < 262 || &h[257..262] != b"ustar" {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(peek)))
+}
+
+fn extract(
+    reader: Box<dyn Read>,
+    base: &[u8],
+    input: &CopyInput<'_>,
+    out: &mut Out<'_>,
+    archive: &Path,
+) -> Result<(), CopyError> {
+    let bad = |e: String| CopyError::Other(format!("cannot extract `{}`: {e}", archive.display()));
+    let dir = tempfile::Builder::new()
+        .prefix("add-")
+        .tempdir_in(input.scratch)
+        .map_err(|e| bad(e.to_string()))?;
+    let dir = dir.keep();
+    let mut a = tar::Archive::new(reader);
+    let mut n = 0u64;
+    for entry in a.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let raw = entry.path_bytes().into_owned();
+        let Some(rel) = clean_rel(&String::from_utf8_lossy(&raw)) else {
+            return Err(bad(format!(
+                "member `{}` climbs out of the destination",
+                String::from_utf8_lossy(&raw)
+            )));
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        let h = entry.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink(
+                entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => {
+                let t = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let t = clean_rel(&String::from_utf8_lossy(&t))
+                    .ok_or_else(|| bad("hard link climbs out".into()))?;
+                EntryKind::Hardlink(join(base, t.as_bytes()))
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                n += 1;
+                let p: PathBuf = dir.join(format!("{n}"));
+                let mut f = std::fs::File::create(&p).map_err(|e| bad(e.to_string()))?;
+                let size = std::io::copy(&mut entry, &mut f).map_err(|e| bad(e.to_string()))?;
+                EntryKind::File {
+                    size,
+                    source: FileSource::Path(p),
+                }
+            }
+            tar::EntryType::Fifo => EntryKind::Fifo,
+            _ => continue,
+        };
+        let mut e = Entry {
+            path: join(base, rel.as_bytes()),
+            kind,
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            mtime: h.mtime().unwrap_or(0) as i64,
+            xattrs: Vec::new(),
+        };
+        if let Some(o) = input.owner {
+            e.uid = o.uid;
+            e.gid = o.gid;
+        }
+        if let Some(m) = input.chmod {
+            if !matches!(e.kind, EntryKind::Symlink(_)) {
+                e.mode = m;
+            }
+        }
+        out.add(e);
+    }
+    Ok(())
+}

@@ -1,0 +1,819 @@
+//! The build loop: plan, fetch bases, hash inputs, then each stage's steps in order.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cache::{self, CachedLayer, ContextItem, FileIndex, LayerCache};
+use crate::dockerfile::ignore::{read_ignore_file, Ignore};
+use crate::dockerfile::{self, Position};
+use crate::image::{Image, ImageBuilder, NewLayer};
+use crate::layer::{apply_layer, Entry, LayerOptions, LayerWriter, UnpackOptions};
+use crate::oci::{self, Descriptor, ImageConfig, Platform};
+use crate::plan::{
+    self, Base, BaseConfig, ConfigEdit, Input, PlanOptions, Source, Stage, StageId, StepKind,
+};
+use crate::progress::Reporter;
+use crate::store::Store;
+use crate::transport::{self, read_into_store, write_from_store, Target};
+
+use super::context::Context;
+use super::copy::{copy_entries, parse_chmod, CopyInput, SourceFs};
+use super::fsindex::{FsIndex, NodeKind};
+use super::user::resolve_owner;
+use super::{BuildOptions, BuildOutcome, Error, LayerRecord, Result, StepRecord};
+
+/// History comment BuildKit writes on every step; tools that show history group by it.
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// A stage being built: its image so far, and lazily, a view of its files.
+#[derive(Clone)]
+struct StageState {
+    builder: ImageBuilder,
+    layers: Vec<Descriptor>,
+    index: FsIndex,
+    indexed: usize,
+    rootfs: Option<(PathBuf, usize)>,
+    records: Vec<LayerRecord>,
+    cmd_set: bool,
+}
+
+impl StageState {
+    fn from_image(img: &Image) -> StageState {
+        StageState {
+            builder: ImageBuilder::from_base(img),
+            layers: img.layers().to_vec(),
+            index: FsIndex::default(),
+            indexed: 0,
+            rootfs: None,
+            records: img
+                .layers()
+                .iter()
+                .zip(img.diff_ids())
+                .map(|(l, d)| LayerRecord {
+                    digest: l.digest.clone(),
+                    diff_id: d.clone(),
+                    size: l.size,
+                    step: "base".into(),
+                    cached: true,
+                    seconds: 0.0,
+                })
+                .collect(),
+            cmd_set: false,
+        }
+    }
+
+    fn scratch(platform: &Platform) -> StageState {
+        StageState {
+            builder: ImageBuilder::scratch(platform),
+            layers: Vec::new(),
+            index: FsIndex::default(),
+            indexed: 0,
+            rootfs: None,
+            records: Vec::new(),
+            cmd_set: false,
+        }
+    }
+
+    /// The metadata index, brought up to date with every layer.
+    fn index(&mut self, store: &Store) -> std::result::Result<&FsIndex, String> {
+        while self.indexed < self.layers.len() {
+            let l = &self.layers[self.indexed];
+            let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
+            self.index
+                .apply_tar(r)
+                .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
+            self.indexed += 1;
+        }
+        Ok(&self.index)
+    }
+
+    /// The stage's files on disk, under `scratch`.
+    fn rootfs(
+        &mut self,
+        store: &Store,
+        scratch: &Path,
+        name: &str,
+    ) -> std::result::Result<PathBuf, String> {
+        let (dir, applied) = match self.rootfs.take() {
+            Some(r) => r,
+            None => {
+                let d = scratch.join(format!("rootfs-{name}"));
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
+                (d, 0)
+            }
+        };
+        let ownership = rustix::process::geteuid().is_root();
+        for l in &self.layers[applied..] {
+            let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
+            apply_layer(r, &dir, &UnpackOptions { ownership })
+                .map_err(|e| format!("layer `{}`: {e}", l.digest))?;
+        }
+        self.rootfs = Some((dir.clone(), self.layers.len()));
+        Ok(dir)
+    }
+
+    fn push(
+        &mut self,
+        layer: CachedLayer,
+        created_by: &str,
+        entries: Option<&[Entry]>,
+        cached: bool,
+        seconds: f64,
+    ) {
+        if let Some(e) = entries {
+            if self.indexed == self.layers.len() {
+                self.index.apply_entries(e);
+                self.indexed += 1;
+            }
+        }
+        self.records.push(LayerRecord {
+            digest: layer.descriptor.digest.clone(),
+            diff_id: layer.diff_id.clone(),
+            size: layer.descriptor.size,
+            step: created_by.to_string(),
+            cached,
+            seconds,
+        });
+        self.layers.push(layer.descriptor.clone());
+        self.builder.append(
+            NewLayer {
+                descriptor: layer.descriptor,
+                diff_id: layer.diff_id,
+            },
+            created_by,
+        );
+        comment(&mut self.builder);
+    }
+}
+
+fn comment(b: &mut ImageBuilder) {
+    if let Some(h) = b.config_mut().history.last_mut() {
+        h.comment = Some(HISTORY_COMMENT.into());
+    }
+}
+
+fn to_plan_platform(p: &Platform) -> plan::Platform {
+    plan::Platform {
+        os: p.os.clone(),
+        arch: p.architecture.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+    }
+}
+
+fn to_oci_platform(p: &plan::Platform) -> Platform {
+    Platform {
+        architecture: p.arch.clone(),
+        os: p.os.clone(),
+        os_version: None,
+        os_features: Vec::new(),
+        variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+    }
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    file: String,
+    reporter: &'a dyn Reporter,
+}
+
+impl Ctx<'_> {
+    fn step_err(&self, pos: Position, instruction: &str, message: impl Into<String>) -> Error {
+        Error::Step {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+            instruction: instruction.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a base or `--from` image: a store name, `oci:`, `oci-archive:`, `docker-archive:`.
+fn load_image(
+    store: &Store,
+    reference: &str,
+    platform: &Platform,
+) -> std::result::Result<Image, transport::Error> {
+    let target: Target = reference.parse()?;
+    if let Target::Store(name) = &target {
+        if store.resolve(name).is_err() {
+            return Err(transport::Error::NotFound {
+                location: format!("the local store at {}", store.root().display()),
+                wanted: format!("named `{name}`"),
+                available: " (pulling from registries arrives with registry support; import the image with `kiln import`, or name it as oci:, oci-archive: or docker-archive:)".into(),
+            });
+        }
+    }
+    read_into_store(store, &target, Some(platform))
+}
+
+fn base_config(img: &Image) -> BaseConfig {
+    let c = &img.config.config;
+    BaseConfig {
+        env: c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        user: c.user.clone().filter(|u| !u.is_empty()),
+        shell: c.shell.clone(),
+    }
+}
+
+/// Runs the build described by `opts`; the image ends in the store under its tags.
+pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutcome> {
+    let file = opts.dockerfile.display().to_string();
+    let bytes = std::fs::read(&opts.dockerfile).map_err(|source| Error::Dockerfile {
+        path: opts.dockerfile.clone(),
+        source,
+    })?;
+    std::fs::read_dir(&opts.context).map_err(|source| Error::Context {
+        path: opts.context.clone(),
+        source,
+    })?;
+    let src = String::from_utf8_lossy(&bytes).into_owned();
+    let ast = dockerfile::parse_bytes(&bytes).map_err(|e| Error::Frontend {
+        rendered: e.with_file(&file).render(&src),
+    })?;
+    let df = dockerfile::instructions(&ast).map_err(|e| Error::Frontend {
+        rendered: e.with_file(&file).render(&ast.source),
+    })?;
+    let build_platform = to_plan_platform(&Platform::host());
+    let mut popts = PlanOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: to_plan_platform(&opts.platform),
+        build_platform,
+        base_configs: BTreeMap::new(),
+    };
+    let render = |e: plan::PlanError| Error::Frontend {
+        rendered: e.with_file(&file).render(&ast.source),
+    };
+    let mut plan = plan::plan(&df, &popts).map_err(render)?;
+    let cx = Ctx {
+        store,
+        opts,
+        file: file.clone(),
+        reporter,
+    };
+
+    // Bases and `--from` images, fetched once; their configs feed a second planning pass.
+    let mut images: BTreeMap<String, Image> = BTreeMap::new();
+    for stage in &plan.stages {
+        let platform = to_oci_platform(&stage.platform);
+        let mut refs: Vec<(String, Position)> = Vec::new();
+        if let Base::Image { reference } = &stage.base {
+            refs.push((reference.clone(), stage_position(stage)));
+        }
+        for step in &stage.steps {
+            if let StepKind::Copy(c) = &step.kind {
+                if let Source::Image { reference } = &c.source {
+                    refs.push((reference.clone(), step.position));
+                }
+            }
+        }
+        for (r, pos) in refs {
+            if images.contains_key(&r) {
+                continue;
+            }
+            let img = load_image(store, &r, &platform).map_err(|e| Error::Image {
+                file: file.clone(),
+                line: pos.line,
+                col: pos.col,
+                reference: r.clone(),
+                source: Box::new(e),
+            })?;
+            if let Some(triggers) = &img.config.config.on_build {
+                if !triggers.is_empty() {
+                    reporter.on_warning(&format!(
+                        "{file}:{}:{}: image `{r}` has ONBUILD triggers ({}); running a base image's triggers is not supported yet, so they are skipped",
+                        pos.line,
+                        pos.col,
+                        triggers.join("; ")
+                    ));
+                }
+            }
+            images.insert(r, img);
+        }
+    }
+    if !images.is_empty() {
+        popts.base_configs = images
+            .iter()
+            .map(|(k, v)| (k.clone(), base_config(v)))
+            .collect();
+        plan = plan::plan(&df, &popts).map_err(render)?;
+    }
+    for w in &plan.warnings {
+        reporter.on_warning(&format!(
+            "{file}:{}:{}: {} [{}]",
+            w.position.line, w.position.col, w.message, w.rule
+        ));
+    }
+
+    // Context input digests, then the final cache keys.
+    let ignore_text =
+        read_ignore_file(&opts.dockerfile, &opts.context).map_err(|source| Error::Context {
+            path: opts.context.clone(),
+            source,
+        })?;
+    let ignore = match &ignore_text {
+        Some((path, text)) => Ignore::parse(text).map_err(|e| Error::Frontend {
+            rendered: format!("{}: {e}", path.display()),
+        })?,
+        None => Ignore::default(),
+    };
+    let ctx = Context::new(opts.context.clone(), ignore);
+    let mut files = FileIndex::load(store);
+    let mut digests: Vec<(Input, String)> = Vec::new();
+    for stage in &plan.stages {
+        for step in &stage.steps {
+            for input in &step.inputs {
+                if digests.iter().any(|(i, _)| i == input) {
+                    continue;
+                }
+                let d = match input {
+                    Input::Context { paths, excludes } => {
+                        context_digest(&ctx, paths, excludes, opts.epoch, &mut files)
+                            .map_err(|m| cx.step_err(step.position, &step.created_by, m))?
+                    }
+                    Input::Image { reference, .. } => match images.get(reference) {
+                        Some(img) => img.digest().to_string(),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                digests.push((input.clone(), d));
+            }
+        }
+        for input in &stage.base_inputs {
+            if let Input::Image { reference, .. } = input {
+                if let Some(img) = images.get(reference) {
+                    digests.push((input.clone(), img.digest().to_string()));
+                }
+            }
+        }
+    }
+    plan.rekey(&|i| digests.iter().find(|(k, _)| k == i).map(|(_, d)| d.clone()));
+
+    // Execute.
+    let scratch = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store.root().join("tmp"))
+        .map_err(|source| crate::store::Error::Io {
+            action: "cannot create a scratch directory in",
+            path: store.root().join("tmp"),
+            source,
+        })?;
+    let cache = LayerCache::new(store);
+    let mut done: BTreeMap<StageId, StageState> = BTreeMap::new();
+    let mut steps: Vec<StepRecord> = Vec::new();
+    let mut counter = 0usize;
+    for id in plan.order.clone() {
+        let Some(stage) = plan.stage(id) else {
+            continue;
+        };
+        let state = run_stage(
+            &cx,
+            stage,
+            &images,
+            &mut done,
+            &ctx,
+            &cache,
+            scratch.path(),
+            &mut steps,
+            &mut counter,
+        )?;
+        done.insert(id, state);
+    }
+    files.save()?;
+    let mut target = done.remove(&plan.target).ok_or_else(|| Error::Frontend {
+        rendered: format!("{file}: the target stage was not built"),
+    })?;
+    let cfg = target.builder.config_mut();
+    for (k, v) in &opts.labels {
+        cfg.config.labels.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &opts.annotations {
+        target.builder.annotate(k, v);
+    }
+    target.builder.created(opts.epoch);
+    let image = target.builder.build();
+    store.put_bytes(&image.raw_config)?;
+    store.put_bytes(&image.raw_manifest)?;
+    let mut names = Vec::new();
+    for t in &opts.tags {
+        store.tag(t, &image.descriptor)?;
+        names.push(crate::store::normalize_name(t)?);
+    }
+    for o in &opts.outputs {
+        reporter.on_status(&format!("writing {o}"));
+        write_from_store(store, &image, o, names.first().map(String::as_str))
+            .map_err(|e| Error::Output(Box::new(e)))?;
+    }
+    Ok(BuildOutcome {
+        image,
+        names,
+        layers: target.records,
+        steps,
+        context_files_hashed: files.files_hashed,
+        context_files_reused: files.files_reused,
+    })
+}
+
+fn stage_position(stage: &Stage) -> Position {
+    stage
+        .steps
+        .first()
+        .map_or(Position { line: 1, col: 1 }, |s| {
+            // The FROM line precedes the first step; without spans for FROM use the stage's start.
+            Position {
+                line: s.position.line.saturating_sub(1).max(1),
+                col: 1,
+            }
+        })
+}
+
+/// The digest of what a context input reads (see `crate::cache` for what it covers).
+fn context_digest(
+    ctx: &Context,
+    paths: &[String],
+    excludes: &[String],
+    epoch: i64,
+    files: &mut FileIndex,
+) -> std::result::Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let excl =
+        Ignore::parse(&excludes.join("\n")).map_err(|e| format!("invalid --exclude: {e}"))?;
+    let mut items = Vec::new();
+    for p in paths {
+        if p.starts_with("http://") || p.starts_with("https://") {
+            continue;
+        }
+        for (name, resolved) in ctx.expand(p).map_err(|e| e.to_string())? {
+            for f in ctx.collect(&resolved, &excl).map_err(|e| e.to_string())? {
+                let ft = f.md.file_type();
+                let (kind, sha, link) = if ft.is_file() {
+                    (
+                        'f',
+                        files.hash(&f.abs, &f.md).map_err(|e| e.to_string())?,
+                        String::new(),
+                    )
+                } else if ft.is_dir() {
+                    ('d', [0; 32], String::new())
+                } else if ft.is_symlink() {
+                    let t = std::fs::read_link(&f.abs)
+                        .map_err(|e| format!("cannot read `{}`: {e}", f.abs.display()))?;
+                    ('l', [0; 32], t.to_string_lossy().into_owned())
+                } else {
+                    ('s', [0; 32], String::new())
+                };
+                items.push(ContextItem {
+                    path: format!("{p}\0{name}\0{}", f.rel),
+                    kind,
+                    mode: f.md.mode() & 0o7777,
+                    size: if ft.is_file() { f.md.len() } else { 0 },
+                    mtime: f.md.mtime().min(epoch),
+                    link,
+                    sha256: sha,
+                });
+            }
+        }
+    }
+    Ok(cache::context_digest(&items))
+}
+
+fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit, cmd_set: &mut bool) {
+    let c = &mut cfg.config;
+    match edit {
+        ConfigEdit::Env { pairs } => {
+            let env = c.env.get_or_insert_with(Vec::new);
+            for (k, v) in pairs {
+                let kv = format!("{k}={v}");
+                match env
+                    .iter_mut()
+                    .find(|e| e.split_once('=').map(|x| x.0) == Some(k.as_str()))
+                {
+                    Some(e) => *e = kv,
+                    None => env.push(kv),
+                }
+            }
+        }
+        ConfigEdit::Label { pairs } => {
+            for (k, v) in pairs {
+                c.labels.insert(k.clone(), v.clone());
+            }
+        }
+        ConfigEdit::Arg { .. } => {}
+        ConfigEdit::Cmd { command } => {
+            c.cmd = Some(command.clone());
+            *cmd_set = true;
+        }
+        ConfigEdit::Entrypoint { command } => {
+            c.entrypoint = command.clone();
+            // BuildKit: an ENTRYPOINT resets a CMD inherited from the base image.
+            if !*cmd_set {
+                c.cmd = None;
+            }
+        }
+        ConfigEdit::User { user } => c.user = Some(user.clone()),
+        ConfigEdit::Expose { ports } => {
+            for p in ports {
+                c.exposed_ports.insert(p.clone(), serde_json::json!({}));
+            }
+        }
+        ConfigEdit::Volume { paths } => {
+            for p in paths {
+                c.volumes.insert(p.clone(), serde_json::json!({}));
+            }
+        }
+        ConfigEdit::StopSignal { signal } => c.stop_signal = Some(signal.clone()),
+        ConfigEdit::Shell { shell } => c.shell = Some(shell.clone()),
+        ConfigEdit::Healthcheck { check } => {
+            use crate::dockerfile::instructions::Healthcheck as H;
+            let nz = |v: i64| (v != 0).then_some(v);
+            c.healthcheck = Some(match check {
+                H::None => oci::Healthcheck {
+                    test: vec!["NONE".into()],
+                    ..Default::default()
+                },
+                H::Cmd {
+                    test,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                } => oci::Healthcheck {
+                    test: test.clone(),
+                    interval: nz(*interval),
+                    timeout: nz(*timeout),
+                    start_period: nz(*start_period),
+                    start_interval: nz(*start_interval),
+                    retries: nz(*retries),
+                    ..Default::default()
+                },
+            });
+        }
+        ConfigEdit::Onbuild { expression } => c
+            .on_build
+            .get_or_insert_with(Vec::new)
+            .push(expression.clone()),
+        ConfigEdit::Maintainer { name } => cfg.author = Some(name.clone()),
+    }
+}
+
+fn write_entries(
+    store: &Store,
+    opts: &BuildOptions,
+    entries: &[Entry],
+) -> std::result::Result<CachedLayer, crate::layer::Error> {
+    let mut w = LayerWriter::new(
+        store
+            .blob_writer()
+            .map_err(|e| crate::layer::Error::Write(std::io::Error::other(e.to_string())))?,
+        LayerOptions {
+            compression: opts.compression,
+            threads: opts.threads,
+            epoch: opts.epoch,
+        },
+    )?;
+    for e in entries {
+        w.append(e)?;
+    }
+    let (blob, summary) = w.finish()?;
+    let (digest, size) = blob
+        .finish()
+        .map_err(|e| crate::layer::Error::Write(std::io::Error::other(e.to_string())))?;
+    Ok(CachedLayer {
+        descriptor: Descriptor::new(summary.media_type, digest, size),
+        diff_id: summary.diff_id,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    cx: &Ctx<'_>,
+    stage: &Stage,
+    images: &BTreeMap<String, Image>,
+    done: &mut BTreeMap<StageId, StageState>,
+    ctx: &Context,
+    cache: &LayerCache,
+    scratch: &Path,
+    steps: &mut Vec<StepRecord>,
+    counter: &mut usize,
+) -> Result<StageState> {
+    let stage_name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.id));
+    let platform = to_oci_platform(&stage.platform);
+    let mut state = match &stage.base {
+        Base::Scratch => StageState::scratch(&platform),
+        Base::Image { reference } => StageState::from_image(&images[reference]),
+        Base::Stage { stage: parent } => {
+            let mut s = done.get(parent).cloned().ok_or_else(|| Error::Frontend {
+                rendered: format!(
+                    "{}: stage {parent} was not built before stage {}",
+                    cx.file, stage.id
+                ),
+            })?;
+            s.rootfs = None;
+            s.cmd_set = false;
+            s
+        }
+    };
+    let store = cx.store;
+    let opts = cx.opts;
+    let total = stage.steps.len();
+    // Images used by `COPY --from=<image>`, as stage states (for their index and files).
+    let mut from_images: BTreeMap<String, StageState> = BTreeMap::new();
+    for (i, step) in stage.steps.iter().enumerate() {
+        *counter += 1;
+        let id = *counter;
+        let start = Instant::now();
+        cx.reporter.on_step(
+            id,
+            &format!("[{stage_name} {}/{total}]", i + 1),
+            &step.created_by,
+        );
+        let key = cache::layer_key(&step.cache_key, &opts.compression.to_string(), opts.epoch);
+        let err = |m: String| cx.step_err(step.position, &step.created_by, m);
+        let mut cached = false;
+        match &step.kind {
+            StepKind::Config(edit) => {
+                apply_config(state.builder.config_mut(), edit, &mut state.cmd_set);
+                state.builder.empty_step(&step.created_by);
+                comment(&mut state.builder);
+                cached = true;
+            }
+            StepKind::Workdir { path } => {
+                state.builder.config_mut().config.working_dir = Some(path.clone());
+                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
+                if let Some(layer) = hit {
+                    state.push(layer, &step.created_by, None, true, 0.0);
+                    cached = true;
+                } else {
+                    let user = state
+                        .builder
+                        .config_mut()
+                        .config
+                        .user
+                        .clone()
+                        .filter(|u| !u.is_empty());
+                    let index = state.index(store).map_err(err)?;
+                    let owner = match &user {
+                        Some(u) => Some(resolve_owner(index, u).map_err(err)?),
+                        None => None,
+                    };
+                    let entries = workdir_entries(index, path, owner);
+                    if entries.is_empty() {
+                        state.builder.empty_step(&step.created_by);
+                        comment(&mut state.builder);
+                    } else {
+                        let layer =
+                            write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
+                        cache.put(&key, &layer)?;
+                        state.push(
+                            layer,
+                            &step.created_by,
+                            Some(&entries),
+                            false,
+                            start.elapsed().as_secs_f64(),
+                        );
+                    }
+                }
+            }
+            StepKind::Copy(c) => {
+                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
+                if let Some(layer) = hit {
+                    state.push(layer, &step.created_by, None, true, 0.0);
+                    cached = true;
+                } else {
+                    let chmod = c
+                        .chmod
+                        .as_deref()
+                        .map(parse_chmod)
+                        .transpose()
+                        .map_err(err)?;
+                    let owner = match &c.chown {
+                        Some(spec) => Some(
+                            resolve_owner(state.index(store).map_err(err)?, spec).map_err(err)?,
+                        ),
+                        None => None,
+                    };
+                    let empty = FsIndex::default();
+                    // The source filesystem: the context, another stage, or an image.
+                    let mut src_state: Option<(FsIndex, PathBuf)> = None;
+                    match &c.source {
+                        Source::Context => {}
+                        Source::Stage { stage: sid } => {
+                            let other = done
+                                .get_mut(sid)
+                                .ok_or_else(|| err(format!("stage {sid} was not built")))?;
+                            let index = other.index(store).map_err(err)?.clone();
+                            let root = other
+                                .rootfs(store, scratch, &format!("stage-{sid}"))
+                                .map_err(err)?;
+                            src_state = Some((index, root));
+                        }
+                        Source::Image { reference } => {
+                            let other = from_images
+                                .entry(reference.clone())
+                                .or_insert_with(|| StageState::from_image(&images[reference]));
+                            let index = other.index(store).map_err(err)?.clone();
+                            let tag: String = reference
+                                .chars()
+                                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+                                .collect();
+                            let root = other
+                                .rootfs(store, scratch, &format!("image-{tag}"))
+                                .map_err(err)?;
+                            src_state = Some((index, root));
+                        }
+                    }
+                    let dest_index = if c.link {
+                        &empty
+                    } else {
+                        state.index(store).map_err(err)?
+                    }
+                    .clone();
+                    let source = match &src_state {
+                        None => SourceFs::Context(ctx),
+                        Some((index, root)) => SourceFs::Tree {
+                            index,
+                            rootfs: root,
+                        },
+                    };
+                    let entries = copy_entries(
+                        c,
+                        &CopyInput {
+                            source,
+                            dest: &dest_index,
+                            owner,
+                            chmod,
+                            scratch,
+                        },
+                    )
+                    .map_err(|e| err(e.to_string()))?;
+                    let layer =
+                        write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
+                    cache.put(&key, &layer)?;
+                    state.push(
+                        layer,
+                        &step.created_by,
+                        Some(&entries),
+                        false,
+                        start.elapsed().as_secs_f64(),
+                    );
+                }
+            }
+            StepKind::Run(_) => {
+                return Err(err(
+                    "RUN steps need the rootless sandbox, which this kiln does not have yet".into(),
+                ));
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        cx.reporter.on_step_done(id, cached, seconds);
+        steps.push(StepRecord {
+            stage: stage_name.clone(),
+            step: step.created_by.clone(),
+            cached,
+            seconds,
+            cache_key: step.cache_key.clone(),
+        });
+    }
+    Ok(state)
+}
+
+/// Directories WORKDIR must create: the missing components of `path`.
+fn workdir_entries(index: &FsIndex, path: &str, owner: Option<super::user::Owner>) -> Vec<Entry> {
+    let resolved = index.resolve(path.as_bytes(), true);
+    let mut out = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    for c in resolved.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if !cur.is_empty() {
+            cur.push(b'/');
+        }
+        cur.extend_from_slice(c);
+        match index.get(&cur) {
+            Some(n) if n.kind == NodeKind::Dir => {}
+            _ => {
+                let mut e = Entry::dir(cur.clone(), 0o755);
+                if let Some(o) = owner {
+                    e.uid = o.uid;
+                    e.gid = o.gid;
+                }
+                out.push(e);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,376 @@
+//! A metadata view of a stage's filesystem, built from layer tars without extracting them.
+//!
+//! It answers what COPY, ADD and WORKDIR need to know about the image below them (does the
+//! destination exist, is it a directory, where do its symlinks lead, who is `app` in
+//! `/etc/passwd`) at the cost of reading layer headers, so a base image's files are written to
+//! disk only when a step needs their content.
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::layer::{Entry, EntryKind};
+
+/// Files whose content the index keeps, for user and group lookups.
+const KEEP_CONTENT: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
+
+/// What a path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file (or a hard link to one).
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink and its target.
+    Symlink(Vec<u8>),
+    /// A fifo or device.
+    Special,
+}
+
+/// One path of the index.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The type.
+    pub kind: NodeKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size (files).
+    pub size: u64,
+    /// mtime.
+    pub mtime: i64,
+    /// Content, for the few files in `KEEP_CONTENT`.
+    pub content: Option<Arc<[u8]>>,
+}
+
+/// The merged view of a stack of layers: relative path → node.
+#[derive(Debug, Clone, Default)]
+pub struct FsIndex {
+    nodes: BTreeMap<Vec<u8>, Node>,
+}
+
+fn clean(path: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out.join(&b'/'))
+}
+
+impl FsIndex {
+    /// The node at `path` (relative or absolute, not resolved through symlinks).
+    pub fn get(&self, path: &[u8]) -> Option<&Node> {
+        self.nodes.get(&clean(path)?)
+    }
+
+    /// Number of paths.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every path under `dir` (not `dir` itself), in order.
+    pub fn children(&self, dir: &[u8]) -> impl Iterator<Item = (&Vec<u8>, &Node)> {
+        let mut prefix = dir.to_vec();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        let start = prefix.clone();
+        self.nodes
+            .range(start..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+    }
+
+    fn remove_tree(&mut self, path: &[u8], keep: &HashSet<Vec<u8>>) {
+        if !keep.contains(path) {
+            self.nodes.remove(path);
+        }
+        let victims: Vec<Vec<u8>> = self
+            .children(path)
+            .map(|(k, _)| k.clone())
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for v in victims {
+            self.nodes.remove(&v);
+        }
+    }
+
+    fn put(&mut self, path: Vec<u8>, node: Node) {
+        // Replacing a directory by anything else drops what was below it.
+        if node.kind != NodeKind::Dir {
+            if let Some(old) = self.nodes.get(&path) {
+                if old.kind == NodeKind::Dir {
+                    self.remove_tree(&path, &HashSet::new());
+                }
+            }
+        }
+        // Missing parents exist implicitly, as a directory unpacker would create them.
+        let mut p = path.as_slice();
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            if self.nodes.contains_key(p) {
+                break;
+            }
+            self.nodes.insert(
+                p.to_vec(),
+                Node {
+                    kind: NodeKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    mtime: 0,
+                    content: None,
+                },
+            );
+        }
+        self.nodes.insert(path, node);
+    }
+
+    /// Applies a layer's uncompressed tar: whiteouts, opaque directories and entries.
+    pub fn apply_tar(&mut self, layer: impl Read) -> std::io::Result<()> {
+        let mut archive = tar::Archive::new(layer);
+        let mut added: HashSet<Vec<u8>> = HashSet::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let Some(path) = clean(&entry.path_bytes()) else {
+                continue;
+            };
+            if path.is_empty() {
+                continue;
+            }
+            let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+                Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
+                None => (Vec::new(), path.clone()),
+            };
+            if name == b".wh..wh..opq" {
+                let victims: Vec<Vec<u8>> = self
+                    .children(&dir)
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| !added.contains(k))
+                    .collect();
+                for v in victims {
+                    self.nodes.remove(&v);
+                }
+                continue;
+            }
+            if let Some(target) = name.strip_prefix(b".wh.") {
+                let mut p = dir.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(target);
+                self.remove_tree(&p, &added);
+                continue;
+            }
+            let h = entry.header();
+            let mode = h.mode().unwrap_or(0o644) & 0o7777;
+            let uid = h.uid().unwrap_or(0) as u32;
+            let gid = h.gid().unwrap_or(0) as u32;
+            let mtime = h.mtime().unwrap_or(0) as i64;
+            let size = entry.size();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => NodeKind::Dir,
+                tar::EntryType::Symlink => NodeKind::Symlink(
+                    entry
+                        .link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default(),
+                ),
+                tar::EntryType::Link => {
+                    // A hard link shares its target's metadata and content.
+                    let target = entry
+                        .link_name_bytes()
+                        .and_then(|l| clean(&l))
+                        .and_then(|t| self.nodes.get(&t).cloned());
+                    if let Some(n) = target {
+                        added.insert(path.clone());
+                        self.put(path, n);
+                    }
+                    continue;
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File,
+                tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                    NodeKind::Special
+                }
+                _ => continue,
+            };
+            let content = if kind == NodeKind::File
+                && KEEP_CONTENT.contains(&path.as_slice())
+                && size <= 1 << 20
+            {
+                let mut b = Vec::new();
+                entry.read_to_end(&mut b)?;
+                Some(Arc::from(b))
+            } else {
+                None
+            };
+            added.insert(path.clone());
+            self.put(
+                path,
+                Node {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    mtime,
+                    content,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the entries of a layer kiln wrote (no whiteouts among them).
+    pub fn apply_entries(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let kind = match &e.kind {
+                EntryKind::Dir => NodeKind::Dir,
+                EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
+                EntryKind::File { .. } | EntryKind::Hardlink(_) => NodeKind::File,
+                _ => NodeKind::Special,
+            };
+            let content = match &e.kind {
+                EntryKind::File {
+                    source: crate::layer::FileSource::Bytes(b),
+                    ..
+                } if KEEP_CONTENT.contains(&e.path.as_slice()) => Some(b.clone()),
+                EntryKind::File {
+                    source: crate::layer::FileSource::Path(p),
+                    size,
+                } if KEEP_CONTENT.contains(&e.path.as_slice()) && *size <= 1 << 20 => {
+                    std::fs::read(p).ok().map(Arc::from)
+                }
+                _ => None,
+            };
+            self.put(
+                e.path.clone(),
+                Node {
+                    kind,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    size: e.data_size(),
+                    mtime: e.mtime,
+                    content,
+                },
+            );
+        }
+    }
+
+    /// Resolves `path` (absolute, inside the image) through symlinks, as the kernel would inside
+    /// a chroot: `..` and absolute targets stay inside the root. `follow_last` also resolves
+    /// the last component. Returns the resolved relative path (which may not exist).
+    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Vec<u8> {
+        let mut todo: Vec<Vec<u8>> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(c);
+            let is_last = todo.is_empty();
+            if is_last && !follow_last {
+                break;
+            }
+            let joined = out.join(&b'/');
+            if let Some(Node {
+                kind: NodeKind::Symlink(target),
+                ..
+            }) = self.nodes.get(&joined)
+            {
+                hops += 1;
+                if hops > 40 {
+                    // A loop: leave the rest unresolved, as ELOOP would.
+                    out.extend(todo.drain(..).rev());
+                    break;
+                }
+                out.pop();
+                if target.first() == Some(&b'/') {
+                    out.clear();
+                }
+                for t in target.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+                    todo.push(t.to_vec());
+                }
+            }
+        }
+        out.join(&b'/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(entries: &[Entry]) -> FsIndex {
+        let mut i = FsIndex::default();
+        i.apply_entries(entries);
+        i
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let i = idx(&[
+            Entry::dir("usr/bin", 0o755),
+            Entry::symlink("bin", "usr/bin"),
+            Entry::symlink("abs", "/usr"),
+            Entry::symlink("up", "../../../usr"),
+            Entry::symlink("loop", "loop"),
+        ]);
+        assert_eq!(i.resolve(b"/bin/sh", true), b"usr/bin/sh");
+        assert_eq!(i.resolve(b"/abs/bin", true), b"usr/bin");
+        assert_eq!(i.resolve(b"/up/bin", true), b"usr/bin");
+        assert_eq!(i.resolve(b"/bin", false), b"bin");
+        assert_eq!(i.resolve(b"/loop/x", true), b"loop/x");
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_markers_apply() {
+        let mut w = crate::layer::LayerWriter::new(Vec::new(), Default::default()).unwrap();
+        for e in [
+            Entry::whiteout(b"a/x"),
+            Entry::dir("o", 0o700),
+            Entry::file("o/new", 0o644, b"n".to_vec()),
+            Entry::opaque_whiteout(b"o"),
+        ] {
+            w.append(&e).unwrap();
+        }
+        let (gz, _) = w.finish().unwrap();
+        let mut i = idx(&[
+            Entry::file("a/x", 0o644, b"x".to_vec()),
+            Entry::file("a/y", 0o644, b"y".to_vec()),
+            Entry::file("o/old", 0o644, b"o".to_vec()),
+        ]);
+        i.apply_tar(flate2::read::MultiGzDecoder::new(&gz[..]))
+            .unwrap();
+        assert!(i.get(b"a/x").is_none());
+        assert!(i.get(b"a/y").is_some());
+        assert!(i.get(b"o/old").is_none());
+        assert!(i.get(b"o/new").is_some());
+        assert_eq!(i.get(b"/o").unwrap().mode, 0o700);
+    }
+}

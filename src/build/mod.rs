@@ -1,0 +1,185 @@
+//! Runs a build: Dockerfile → plan → stages → layers → an image in the store.
+//!
+//! What it owns: fetching bases (the store, `oci:`, `oci-archive:`, `docker-archive:`, another
+//! stage), COPY and ADD ([`copy`]), config edits, WORKDIR creation, the layer cache, history, and
+//! the final image. What it does not: parsing and planning (`dockerfile`, `plan`), writing layer
+//! bytes (`layer`), or RUN (`sandbox`).
+//!
+//! Start at [`build`]. A stage's files are never unpacked just to be looked at: COPY, ADD and
+//! WORKDIR consult a metadata index of the layers ([`fsindex`]), built by reading layer headers
+//! when a step first needs it; only COPY `--from` another stage or image writes that stage's files
+//! to a scratch directory, to read their content. A cache hit reuses the stored layer without
+//! reading any source file (context files are hashed through the persistent file index of
+//! [`crate::cache`], so an unchanged tree is not read either).
+
+pub mod context;
+pub mod copy;
+mod exec;
+pub mod fsindex;
+pub mod user;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::image::Image;
+use crate::layer::Compression;
+use crate::oci::{Digest, Platform};
+use crate::transport::Target;
+
+pub use exec::build;
+
+/// Everything a build needs to know.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// Names in the local store.
+    pub tags: Vec<String>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// The target platform.
+    pub platform: Platform,
+    /// Extra destinations.
+    pub outputs: Vec<Target>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Compression threads (0: one per core).
+    pub threads: usize,
+    /// The build epoch: every timestamp in layers, config and history.
+    pub epoch: i64,
+    /// Ignore the cache (the results are still recorded in it).
+    pub no_cache: bool,
+    /// `--label`, applied to the final image's config.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`, applied to the final manifest.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One layer of the result, for `--metadata-file`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRecord {
+    /// The blob digest.
+    pub digest: Digest,
+    /// The diff_id.
+    pub diff_id: Digest,
+    /// The blob size.
+    pub size: u64,
+    /// The step that made it (history `created_by`), or `base` for the base image's layers.
+    pub step: String,
+    /// Whether it came from the cache (or the base image).
+    pub cached: bool,
+    /// Seconds spent making it.
+    pub seconds: f64,
+}
+
+/// One executed step, for progress and metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// The stage's name or index.
+    pub stage: String,
+    /// The instruction (history text).
+    pub step: String,
+    /// Whether it was a cache hit (or made no layer and needed no work).
+    pub cached: bool,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// The cache key.
+    pub cache_key: String,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image of the target stage.
+    pub image: Image,
+    /// Its names.
+    pub names: Vec<String>,
+    /// Its layers, base first.
+    pub layers: Vec<LayerRecord>,
+    /// Every step executed, in order, across stages.
+    pub steps: Vec<StepRecord>,
+    /// Context files read and hashed / answered by the file index.
+    pub context_files_hashed: u64,
+    /// Context files whose hash came from the index.
+    pub context_files_reused: u64,
+}
+
+/// Why a build failed. Every error names the Dockerfile location or the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Dockerfile cannot be read.
+    #[error("cannot read the Dockerfile `{}`", path.display())]
+    Dockerfile {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The context is not a readable directory.
+    #[error("the build context `{}` is not a readable directory", path.display())]
+    Context {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Dockerfile does not parse or plan: the message has `file:line:col:`, the source
+    /// line and a caret.
+    #[error("{rendered}")]
+    Frontend {
+        /// The rendered error.
+        rendered: String,
+    },
+    /// A step failed.
+    #[error("{file}:{line}:{col}: {instruction}: {message}")]
+    Step {
+        /// The Dockerfile.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The instruction, as in history.
+        instruction: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A base or `--from` image cannot be used.
+    #[error("{file}:{line}:{col}: cannot use image `{reference}`")]
+    Image {
+        /// The Dockerfile.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The reference.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::transport::Error>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// Writing a layer failed.
+    #[error(transparent)]
+    Layer(#[from] crate::layer::Error),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::Error),
+    /// Writing an output failed.
+    #[error(transparent)]
+    Output(Box<crate::transport::Error>),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,147 @@
+//! `kiln build [CONTEXT] [-f FILE] [-t NAME]... …`: flag names follow `docker buildx build`.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::build::BuildOptions;
+use crate::layer::Compression;
+use crate::oci::Platform;
+use crate::ops;
+use crate::transport::Target;
+
+use super::{epoch, out, CliResult, Context, Exit};
+
+/// Arguments of `kiln build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Name(s) for the image in the local store.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// A build argument `NAME=VALUE`, or `NAME` to take it from the environment.
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// The stage to build [default: the last].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The target platform `os/arch[/variant]` [default: the host's].
+    #[arg(long)]
+    pub platform: Option<Platform>,
+    /// Also write the image here (`oci:DIR[:TAG]`, `oci-archive:FILE`, `docker-archive:FILE[:NAME:TAG]`).
+    #[arg(short = 'o', long = "output", value_name = "DEST")]
+    pub outputs: Vec<Target>,
+    /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
+    #[arg(long, default_value = "gzip")]
+    pub compression: Compression,
+    /// Compression threads [default: one per core].
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timestamps in layers, config and history [default: $SOURCE_DATE_EPOCH, else 0].
+    #[arg(long, value_name = "SECONDS", conflicts_with = "timestamp")]
+    pub source_date_epoch: Option<i64>,
+    /// `now` to stamp the current time instead of a reproducible epoch, or a number of seconds.
+    #[arg(long, value_name = "now|SECONDS")]
+    pub timestamp: Option<String>,
+    /// Do not use the cache (results are still recorded in it).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// A label `KEY=VALUE` for the final image.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// An annotation `KEY=VALUE` for the final manifest.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Write the image's manifest digest to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write JSON with names, digests, layers and steps to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        match i.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                m.insert(k.to_string(), v.to_string());
+            }
+            _ => return Err(anyhow::anyhow!("{flag} `{i}` is not KEY=VALUE").into()),
+        }
+    }
+    Ok(m)
+}
+
+pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
+    let mut build_args = BTreeMap::new();
+    for b in &a.build_args {
+        match b.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(b) {
+                    build_args.insert(b.clone(), v);
+                }
+            }
+        }
+    }
+    let epoch = match a.timestamp.as_deref() {
+        Some("now") => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        Some(n) => n.parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("--timestamp `{n}`: expected `now` or a number of seconds")
+        })?,
+        None => epoch(a.source_date_epoch)?,
+    };
+    let opts = BuildOptions {
+        dockerfile: a
+            .file
+            .clone()
+            .unwrap_or_else(|| a.context.join("Dockerfile")),
+        context: a.context,
+        tags: a.tags,
+        build_args,
+        target: a.target,
+        platform: a.platform.unwrap_or_else(Platform::host),
+        outputs: a.outputs,
+        compression: a.compression,
+        threads: a.threads,
+        epoch,
+        no_cache: a.no_cache,
+        labels: pairs("--label", &a.labels)?,
+        annotations: pairs("--annotation", &a.annotations)?,
+    };
+    let store = ctx.store()?;
+    let reporter = ctx.reporter();
+    let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
+        Ok(o) => o,
+        // A failed build is exit 1: the error names the Dockerfile location or the object.
+        Err(e) => {
+            return Err(Exit {
+                code: 1,
+                error: Some(e.into()),
+            })
+        }
+    };
+    drop(reporter);
+    let digest = outcome.image.digest().to_string();
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, &digest)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let text = serde_json::to_string_pretty(&ops::metadata(&outcome))?;
+        std::fs::write(f, text)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
+    }
+    out(&digest)
+}

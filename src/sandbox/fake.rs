@@ -1,0 +1,177 @@
+//! [`FakeSandbox`]: a [`Sandbox`] for unit tests of build logic. It runs nothing: it records
+//! every spec it is given, prints scripted output, and applies scripted file changes to the
+//! walk snapshot's root filesystem (or returns them as the diff of an overlay snapshot).
+use super::error::Result;
+use super::snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot};
+use super::{ExitStatus, RunOutcome, RunSpec, Sandbox, Stream};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+/// One file change a fake step makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptedChange {
+    /// Write a regular file (relative path) with this content and mode.
+    Write {
+        /// Relative path.
+        path: String,
+        /// Content.
+        content: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Delete a path.
+    Delete {
+        /// Relative path.
+        path: String,
+    },
+}
+
+/// What one scripted step does.
+#[derive(Debug, Clone, Default)]
+struct Script {
+    status: Option<ExitStatus>,
+    stdout: Vec<u8>,
+    changes: Vec<ScriptedChange>,
+}
+
+/// Records specs and plays back scripted steps, in order; unscripted steps succeed and change
+/// nothing.
+#[derive(Debug, Default)]
+pub struct FakeSandbox {
+    specs: RefCell<Vec<RunSpec>>,
+    scripts: RefCell<VecDeque<Script>>,
+}
+
+impl FakeSandbox {
+    /// A fake with no scripted steps.
+    pub fn new() -> FakeSandbox {
+        FakeSandbox::default()
+    }
+
+    /// Scripts the next unscripted step: its exit status, stdout and file changes.
+    pub fn script(&self, status: ExitStatus, stdout: &[u8], changes: Vec<ScriptedChange>) {
+        let script = Script {
+            status: Some(status),
+            stdout: stdout.to_vec(),
+            changes,
+        };
+        self.scripts.borrow_mut().push_back(script);
+    }
+
+    /// Every spec run so far, in order.
+    pub fn specs(&self) -> Vec<RunSpec> {
+        self.specs.borrow().clone()
+    }
+}
+
+impl Sandbox for FakeSandbox {
+    fn run(
+        &self,
+        root: &Snapshot,
+        spec: &RunSpec,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<RunOutcome> {
+        self.specs.borrow_mut().push(spec.clone());
+        let script = self.scripts.borrow_mut().pop_front().unwrap_or_default();
+        if !script.stdout.is_empty() {
+            out(Stream::Stdout, &script.stdout);
+        }
+        let status = script.status.unwrap_or(ExitStatus::Code(0));
+        let base = root
+            .rootfs()
+            .or(root.upper())
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let mut changes = Vec::new();
+        for change in script.changes.iter().filter(|_| status.success()) {
+            match change {
+                ScriptedChange::Write {
+                    path,
+                    content,
+                    mode,
+                } => {
+                    let host = base.join(path);
+                    if let Some(parent) = host.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    let _ = std::fs::write(&host, content);
+                    let entry = Entry {
+                        host_path: host,
+                        kind: FileKind::Regular,
+                        mode: *mode,
+                        uid: spec.user.uid,
+                        gid: spec.user.gid,
+                        size: content.len() as u64,
+                        mtime: 0,
+                        mtime_nsec: 0,
+                        hardlink_to: None,
+                        xattrs: Vec::new(),
+                    };
+                    changes.push(Change {
+                        path: path.as_bytes().to_vec(),
+                        kind: ChangeKind::Upsert(entry),
+                    });
+                }
+                ScriptedChange::Delete { path } => {
+                    if root.rootfs().is_some() {
+                        let host = base.join(path);
+                        let _ =
+                            std::fs::remove_file(&host).or_else(|_| std::fs::remove_dir_all(&host));
+                    }
+                    changes.push(Change {
+                        path: path.as_bytes().to_vec(),
+                        kind: ChangeKind::Delete,
+                    });
+                }
+            }
+        }
+        changes.sort_by(|a, b| super::snapshot::component_order(&a.path, &b.path));
+        Ok(RunOutcome {
+            status,
+            diff: Diff { changes },
+            warnings: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_sandbox_records_specs_and_plays_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeSandbox::new();
+        let write = ScriptedChange::Write {
+            path: "a/b".into(),
+            content: b"x".to_vec(),
+            mode: 0o644,
+        };
+        fake.script(
+            ExitStatus::Code(0),
+            b"hello\n",
+            vec![
+                write,
+                ScriptedChange::Delete {
+                    path: "gone".into(),
+                },
+            ],
+        );
+        let snap = Snapshot::walk(dir.path().to_owned());
+        let spec = RunSpec {
+            argv: vec!["true".into()],
+            ..RunSpec::default()
+        };
+        let mut seen = Vec::new();
+        let outcome = fake
+            .run(&snap, &spec, &mut |_, b| seen.extend_from_slice(b))
+            .unwrap();
+        assert_eq!(seen, b"hello\n");
+        assert_eq!(outcome.diff.paths(), vec!["a/b", "gone"]);
+        assert_eq!(std::fs::read(dir.path().join("a/b")).unwrap(), b"x");
+        assert_eq!(fake.specs(), vec![spec.clone()]);
+        let second = fake.run(&snap, &spec, &mut |_, _| {}).unwrap();
+        assert!(second.status.success() && second.diff.changes.is_empty());
+    }
+}

@@ -1,0 +1,365 @@
+//! The hidden helper process: kiln re-executes itself (`/proc/self/exe __sandbox-helper`) so
+//! that namespace set-up runs in a fresh single-threaded process, where `unshare(CLONE_NEWUSER)`
+//! is allowed and `fork` is safe.
+//!
+//! The helper unshares the user, PID, IPC and UTS namespaces (and the network one for
+//! `--network=none`), lets kiln write its id maps, forks the step's init process
+//! ([`super::init`]), and after the step computes the [`super::Diff`] as root in the user
+//! namespace, where it can read every file the step made and sees the step's own ids. It talks
+//! to kiln over its stdin and fd 3 ([`super::protocol`]); its stdout and stderr are the step's.
+use super::init;
+use super::protocol::{HelperMessage, HelperRequest, Job, RootJob, RunJob, RESULT_FD};
+use super::snapshot::{self, overlay, walk, Diff};
+use super::{ExitStatus, Network};
+use serde::{Deserialize, Serialize};
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The first argument that turns the kiln binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__sandbox-helper";
+
+/// A failure inside the helper, init or command process, sent to kiln as a stage, path and errno.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Fail {
+    pub stage: String,
+    pub path: Option<PathBuf>,
+    pub errno: i32,
+}
+
+impl Fail {
+    pub(crate) fn new(stage: &str, path: Option<&Path>, err: &io::Error) -> Fail {
+        Fail {
+            stage: stage.to_owned(),
+            path: path.map(Path::to_owned),
+            errno: err.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    pub(crate) fn invalid_mount(target: &str) -> Fail {
+        Fail {
+            stage: "resolve mount target".into(),
+            path: Some(target.into()),
+            errno: libc::EINVAL,
+        }
+    }
+}
+
+/// Attaches a stage and path to an I/O error.
+pub(crate) trait IoCtx<T> {
+    /// Turns the error into a [`Fail`].
+    fn ctx(self, stage: &str, path: Option<&Path>) -> Result<T, Fail>;
+}
+
+impl<T> IoCtx<T> for io::Result<T> {
+    fn ctx(self, stage: &str, path: Option<&Path>) -> Result<T, Fail> {
+        self.map_err(|e| Fail::new(stage, path, &e))
+    }
+}
+
+/// A C string of a path or text (which never holds a NUL when it comes from the OS or JSON).
+pub(crate) fn cstr(s: impl AsRef<OsStr>) -> Result<CString, Fail> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| Fail {
+        stage: "path contains a NUL byte".into(),
+        path: Some(PathBuf::from(s.as_ref())),
+        errno: libc::EINVAL,
+    })
+}
+
+/// If this process was started as the sandbox helper, runs it and exits; otherwise returns at
+/// once. `main` calls this before anything else.
+pub fn helper_main_if_requested() {
+    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(HELPER_ARG)) {
+        return;
+    }
+    let code = match helper_main() {
+        Ok(()) => 0,
+        Err(fail) => {
+            let _ = send(&HelperMessage::Failed {
+                stage: fail.stage,
+                path: fail.path,
+                errno: fail.errno,
+            });
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Writes one message line to kiln.
+fn send(msg: &HelperMessage) -> io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    line.push(b'\n');
+    // SAFETY: fd 3 was set up by kiln for the helper's messages; ManuallyDrop keeps it open.
+    let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(RESULT_FD) });
+    out.write_all(&line)
+}
+
+fn helper_main() -> Result<(), Fail> {
+    // Descriptors that kiln's own caller leaked to kiln (without close-on-exec) stop here.
+    // SAFETY: close_range only closes this process's descriptors above fd 3, none of which
+    // this process uses.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            RESULT_FD as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    // SAFETY: fd 0 is the control pipe kiln gave us; nothing else in this process owns it.
+    let mut control = BufReader::new(unsafe { File::from_raw_fd(0) });
+    let mut line = String::new();
+    control.read_line(&mut line).ctx("read the request", None)?;
+    let request: HelperRequest = serde_json::from_str(&line).map_err(|_| Fail {
+        stage: "decode the request".into(),
+        path: None,
+        errno: libc::EINVAL,
+    })?;
+    // PR_SET_PDEATHSIG was set before exec; if kiln died before that, we have a new parent.
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(request.parent_pid) {
+        return Err(Fail {
+            stage: "kiln exited".into(),
+            path: None,
+            errno: libc::ESRCH,
+        });
+    }
+    match request.job {
+        Job::ProbeOverlay {
+            lower,
+            upper,
+            work,
+            merged,
+        } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
+            crate::sandbox::mounts::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+                .ctx("make / private", None)?;
+            crate::sandbox::mounts::mount_overlay(&[lower], &upper, &work, &merged)
+                .ctx("mount overlay", Some(&merged))?;
+            let done = HelperMessage::Done {
+                status: ExitStatus::Code(0),
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
+        Job::Chown { root, entries } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
+            chown_tree(&root, &entries)?;
+            let done = HelperMessage::Done {
+                status: ExitStatus::Code(0),
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
+        Job::Remove { path } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
+            remove_tree(&path).ctx("remove", Some(&path))?;
+            let done = HelperMessage::Done {
+                status: ExitStatus::Code(0),
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
+        Job::Run(job) => run(&mut control, &job),
+    }
+}
+
+/// Unshares `flags`, tells kiln, and waits until it has written the id maps.
+fn unshare_and_wait(control: &mut BufReader<File>, flags: libc::c_int) -> Result<(), Fail> {
+    // SAFETY: unshare has no memory-safety preconditions; this process is single-threaded,
+    // which CLONE_NEWUSER requires.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(Fail::new("unshare", None, &io::Error::last_os_error()));
+    }
+    send(&HelperMessage::Unshared).ctx("report", None)?;
+    let mut go = String::new();
+    control
+        .read_line(&mut go)
+        .ctx("wait for the id maps", None)?;
+    if go.trim_end() != "go" {
+        return Err(Fail {
+            stage: "wait for the id maps".into(),
+            path: None,
+            errno: libc::ECANCELED,
+        });
+    }
+    Ok(())
+}
+
+/// What the init process reports to the helper.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum InitReport {
+    /// The command ran and ended so.
+    Exited(ExitStatus),
+    /// Set-up or exec failed.
+    Failed(Fail),
+}
+
+fn run(control: &mut BufReader<File>, job: &RunJob) -> Result<(), Fail> {
+    let mut flags =
+        libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if job.spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    unshare_and_wait(control, flags)?;
+    // kiln has nothing more to say: stdin becomes /dev/null for everything below.
+    let null = File::open("/dev/null").ctx("open /dev/null", None)?;
+    // SAFETY: dup2 onto our own stdin (the control pipe, which we no longer read).
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
+
+    let before = match &job.root {
+        RootJob::Walk { rootfs } => {
+            Some(walk::scan(rootfs).ctx("scan the root filesystem", Some(rootfs))?)
+        }
+        RootJob::Overlay { .. } => None,
+    };
+    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(io::Error::from)
+        .ctx("create a pipe", None)?;
+    // SAFETY: this process is single-threaded (a fresh exec of kiln that started no threads),
+    // so the child may keep running ordinary Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Fail::new(
+            "fork the init process",
+            None,
+            &io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        drop(report_r);
+        init::init_main(job, report_w);
+    }
+    drop(report_w);
+    // The step's output pipes must reach EOF when the step's last process is gone.
+    let null = File::open("/dev/null").ctx("open /dev/null", None)?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 onto our own stdio fds; null stays valid for the call.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    let report = read_report(report_r);
+    let mut wstatus = 0;
+    // SAFETY: pid is our child; wstatus is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut wstatus, 0) };
+    let status = match report {
+        Some(InitReport::Exited(status)) => status,
+        Some(InitReport::Failed(fail)) => return Err(fail),
+        None => {
+            return Err(Fail {
+                stage: "the init process died".into(),
+                path: None,
+                errno: libc::ECHILD,
+            })
+        }
+    };
+    let user_ignored = job.single_id && job.spec.user.uid != 0;
+    let mut diff = Diff::default();
+    if status.success() {
+        diff = match (&job.root, before) {
+            (RootJob::Overlay { upper, lowers, .. }, _) => {
+                overlay::diff(upper, lowers).ctx("read the upper directory", Some(upper))?
+            }
+            (RootJob::Walk { rootfs }, Some(before)) => {
+                let after = walk::scan(rootfs).ctx("scan the root filesystem", Some(rootfs))?;
+                walk::diff(&before, &after)
+            }
+            (RootJob::Walk { .. }, None) => Diff::default(),
+        };
+        if let Some(dir) = &job.readable_dir {
+            let root = match &job.root {
+                RootJob::Overlay { upper, .. } => upper,
+                RootJob::Walk { rootfs } => rootfs,
+            };
+            snapshot::make_readable(&mut diff, root, dir)
+                .ctx("copy unreadable files", Some(dir))?;
+        }
+    }
+    send(&HelperMessage::Done {
+        status,
+        diff,
+        user_ignored,
+    })
+    .ctx("report", None)
+}
+
+fn read_report(fd: OwnedFd) -> Option<InitReport> {
+    let mut text = Vec::new();
+    File::from(fd).read_to_end(&mut text).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Changes the owner of each entry (never following a symlink, never leaving `root`) and puts
+/// back the setuid and setgid bits that chown clears.
+pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<(), Fail> {
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .ctx("open", Some(root))?;
+    for (rel, uid, gid) in entries {
+        let rel = Path::new(OsStr::from_bytes(rel));
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat2(
+            &root_fd,
+            parent,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
+        .map_err(io::Error::from)
+        .ctx("open", Some(rel))?;
+        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)
+            .ctx("stat", Some(rel))?;
+        let owner = |id: u32| Some(rustix::process::Uid::from_raw(id));
+        rustix::fs::chownat(
+            &dir,
+            name,
+            owner(*uid),
+            Some(rustix::process::Gid::from_raw(*gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+        .ctx("chown", Some(rel))?;
+        let special = st.st_mode & (libc::S_ISUID | libc::S_ISGID);
+        if special != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            rustix::fs::chmodat(
+                &dir,
+                name,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(io::Error::from)
+            .ctx("chmod", Some(rel))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `path` and everything below it; a missing path is not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
+}

@@ -1,0 +1,263 @@
+//! `kiln build` without RUN: reproducible, cached, precise about what it rebuilds, and clean
+//! when it fails.
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{busybox, need, run, Kiln};
+
+const MULTI_STAGE: &str = r#"ARG BASE=busybox:latest
+FROM ${BASE} AS base
+ENV APP=/app
+WORKDIR $APP
+COPY a.txt ./
+COPY --chown=app:staff dir/ sub/
+FROM base AS final
+COPY --from=base /app/a.txt /copied.txt
+COPY b.txt /app/
+LABEL org.example.step=final
+CMD ["cat", "/app/a.txt", "/app/b.txt"]
+"#;
+
+fn context(k: &Kiln, dockerfile: &str) -> std::path::PathBuf {
+    let c = k.path("ctx");
+    std::fs::create_dir_all(c.join("dir/deep")).unwrap();
+    std::fs::write(c.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(c.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(c.join("b.txt"), b"beta\n").unwrap();
+    std::fs::write(c.join("dir/x"), b"x").unwrap();
+    std::fs::write(c.join("dir/deep/y"), b"y").unwrap();
+    c
+}
+
+fn metadata(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> serde_json::Value {
+    let meta = k.path("meta.json");
+    let mut args = vec![
+        "build",
+        ctx.to_str().unwrap(),
+        "-t",
+        "it/app:1",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    k.ok(&args);
+    metadata(&meta)
+}
+
+fn cached(meta: &serde_json::Value) -> Vec<(String, bool)> {
+    meta["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_builds_in_two_empty_stores_give_the_same_digest() {
+    let (k1, k2) = (Kiln::new(), Kiln::new());
+    if busybox::import(&k1, "busybox").is_none() || busybox::import(&k2, "busybox").is_none() {
+        return;
+    }
+    let c1 = context(&k1, MULTI_STAGE);
+    let c2 = context(&k2, MULTI_STAGE);
+    let m1 = build(&k1, &c1, &[]);
+    let m2 = build(&k2, &c2, &["--threads", "1"]);
+    assert_eq!(m1["containerimage.digest"], m2["containerimage.digest"]);
+    assert_eq!(m1["layers"].as_array().unwrap().len(), 6, "{m1:#}");
+    // Another epoch is another image.
+    let m3 = build(&k1, &c1, &["--source-date-epoch", "1700000000"]);
+    assert_ne!(m1["containerimage.digest"], m3["containerimage.digest"]);
+}
+
+#[test]
+fn a_rebuild_is_all_cache_hits_and_a_change_rebuilds_only_what_depends_on_it() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let c = context(&k, MULTI_STAGE);
+    let first = build(&k, &c, &[]);
+    assert!(cached(&first).iter().any(|(_, hit)| !hit));
+    let again = build(&k, &c, &[]);
+    assert!(
+        cached(&again).iter().all(|(_, hit)| *hit),
+        "{:?}",
+        cached(&again)
+    );
+    assert_eq!(
+        first["containerimage.digest"],
+        again["containerimage.digest"]
+    );
+    assert_eq!(
+        again["context"]["files_hashed"], 0,
+        "unchanged files were read again"
+    );
+
+    // Touching a file without changing it: still all hits (mtimes clamp to the epoch).
+    let now = std::time::SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(c.join("b.txt"))
+        .unwrap()
+        .set_modified(now)
+        .unwrap();
+    let touched = build(&k, &c, &[]);
+    assert!(cached(&touched).iter().all(|(_, hit)| *hit));
+
+    // Changing b.txt rebuilds `COPY b.txt` only.
+    std::fs::write(c.join("b.txt"), b"beta, changed\n").unwrap();
+    let changed = build(&k, &c, &[]);
+    let misses: Vec<String> = cached(&changed)
+        .into_iter()
+        .filter(|(_, hit)| !hit)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        misses,
+        ["COPY b.txt /app/ # buildkit"],
+        "{:?}",
+        cached(&changed)
+    );
+    assert_ne!(
+        changed["containerimage.digest"],
+        first["containerimage.digest"]
+    );
+
+    // --no-cache runs everything and gives the same image.
+    let fresh = build(&k, &c, &["--no-cache"]);
+    assert!(cached(&fresh)
+        .iter()
+        .filter(|(s, _)| s.starts_with("COPY"))
+        .all(|(_, hit)| !hit));
+    assert_eq!(
+        fresh["containerimage.digest"],
+        changed["containerimage.digest"]
+    );
+    k.ok(&["store", "fsck"]);
+    // gc keeps what the cache refers to.
+    k.ok(&["store", "gc"]);
+    let after_gc = build(&k, &c, &[]);
+    assert!(cached(&after_gc).iter().all(|(_, hit)| *hit));
+}
+
+#[test]
+fn bases_come_from_the_store_and_every_local_transport() {
+    let k = Kiln::new();
+    let Some(archive) = busybox::import(&k, "busybox") else {
+        return;
+    };
+    let c = context(&k, MULTI_STAGE);
+    let layout = k.path("layout");
+    let docker = k.path("busybox.docker.tar");
+    k.ok(&["copy", "busybox", &format!("oci:{}:bb", layout.display())]);
+    k.ok(&[
+        "copy",
+        "busybox",
+        &format!("docker-archive:{}:busybox:latest", docker.display()),
+    ]);
+    let from_store = build(&k, &c, &[]);
+    for base in [
+        format!("oci-archive:{}", archive.display()),
+        format!("oci:{}:bb", layout.display()),
+    ] {
+        let m = build(&k, &c, &["--build-arg", &format!("BASE={base}")]);
+        assert_eq!(
+            m["containerimage.digest"], from_store["containerimage.digest"],
+            "{base}"
+        );
+    }
+    // docker-archive keeps layers uncompressed: same files, other layer digests.
+    let m = build(
+        &k,
+        &c,
+        &[
+            "--build-arg",
+            &format!("BASE=docker-archive:{}", docker.display()),
+        ],
+    );
+    assert_eq!(m["layers"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn podman_runs_what_kiln_built() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() || !need("podman") {
+        return;
+    }
+    let c = context(&k, MULTI_STAGE);
+    let out = k.path("app.oci.tar");
+    build(&k, &c, &["-o", &format!("oci-archive:{}", out.display())]);
+    let p = k.path("podman");
+    let printed = run(Command::new("podman").args([
+        "--root",
+        p.join("root").to_str().unwrap(),
+        "--runroot",
+        p.join("run").to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=32768:32768",
+        "--network",
+        "none",
+        &format!("oci-archive:{}", out.display()),
+    ]));
+    assert_eq!(printed, "alpha\nbeta\n");
+}
+
+#[test]
+fn failed_builds_name_the_location_exit_1_and_leave_no_image() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let c = context(&k, "FROM busybox\nCOPY a.txt /a\n");
+    k.ok(&["build", c.to_str().unwrap(), "-t", "keep:1"]);
+    let kept = k.ok(&["inspect", "keep:1"]);
+    let cases: &[(&str, &str)] = &[
+        ("FROM busybox\nCOPY ../outside /x\n", "Dockerfile:2:1: COPY ../outside /x # buildkit: `../outside` is outside the build context"),
+        ("FROM busybox\nCOPY missing.txt /x\n", "Dockerfile:2:1: COPY missing.txt /x # buildkit: `missing.txt` not found in the build context"),
+        ("FROM busybox\nCOPY --chown=ghost a.txt /x\n", "unable to find user `ghost`"),
+        ("FROM busybox\nCOPY --from=nowhere /a /b\n", "nowhere"),
+        ("FROM busybox\nCOPPY a.txt /x\n", "Dockerfile:2:1: unknown instruction"),
+        ("FROM not-in-store:1\n", "Dockerfile:1:1: cannot use image `not-in-store:1`"),
+    ];
+    for (dockerfile, needle) in cases {
+        std::fs::write(c.join("Dockerfile"), dockerfile).unwrap();
+        let (code, err) = k.fails(&["build", c.to_str().unwrap(), "-t", "keep:1"]);
+        assert_eq!(code, 1, "{dockerfile}: {err}");
+        assert!(
+            err.contains(needle),
+            "{dockerfile}: expected `{needle}` in:\n{err}"
+        );
+        assert_eq!(
+            k.ok(&["inspect", "keep:1"]),
+            kept,
+            "a failed build moved the tag"
+        );
+    }
+    let (code, err) = k.fails(&[
+        "build",
+        k.path("no-such-dir").to_str().unwrap(),
+        "-t",
+        "keep:1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-dir"), "{err}");
+    k.ok(&["store", "fsck"]);
+}

@@ -1,0 +1,141 @@
+//! Harness of the sandbox tests: a sandbox (or a reason to skip), a busybox world per
+//! scenario, and shortcuts to run shell snippets.
+use super::rootfs::{busybox_available, make_busybox_rootfs};
+use kiln::sandbox::{
+    probe, ExitStatus, RunOutcome, RunSpec, Sandbox, SandboxOptions, Snapshot, SnapshotterKind,
+    Stream, UserNsSandbox,
+};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The kiln binary used as the helper: the copy made for the unprivileged run, else the build's.
+pub fn kiln_exe() -> PathBuf {
+    std::env::var_os("KILN_IT_KILN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
+}
+
+/// Skips (after saying why), or fails when `CI=true`.
+pub fn skip_or_fail(why: &str) -> Option<UserNsSandbox> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and the sandbox cannot run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// A sandbox, or `None` (after saying why) when this machine cannot run one.
+pub fn sandbox() -> Option<UserNsSandbox> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    let sb = UserNsSandbox::new(SandboxOptions {
+        helper_exe: kiln_exe(),
+        ..SandboxOptions::default()
+    });
+    let probed = PROBED.get_or_init(|| {
+        if !busybox_available() {
+            return Err("busybox-static is not installed (/bin/busybox)".into());
+        }
+        probe(&sb, &std::env::temp_dir())
+            .map(|_| ())
+            .map_err(|e| format!("user namespaces unavailable: {e}"))
+    });
+    match probed {
+        Ok(()) => Some(sb),
+        Err(why) => skip_or_fail(why),
+    }
+}
+
+/// One scenario's world: a busybox base and a snapshot over it.
+pub struct World {
+    _tmp: tempfile::TempDir,
+    /// The busybox base: the overlay's lower directory, or the walk's root filesystem.
+    pub base: PathBuf,
+    /// The snapshot steps run on.
+    pub snapshot: Snapshot,
+    /// A temporary directory for the scenario's own files (removed at the end).
+    pub tmp: PathBuf,
+}
+
+impl World {
+    /// A busybox base, extended by `extra`, and a snapshot of `kind` over it.
+    pub fn new(kind: SnapshotterKind, extra: impl FnOnce(&Path)) -> World {
+        let tmp = tempfile::Builder::new()
+            .prefix("kiln-it-")
+            .tempdir()
+            .unwrap();
+        let base = tmp.path().join("base");
+        make_busybox_rootfs(&base).unwrap();
+        extra(&base);
+        let snapshot = match kind {
+            SnapshotterKind::Overlay => {
+                Snapshot::overlay(vec![base.clone()], &tmp.path().join("scratch")).unwrap()
+            }
+            SnapshotterKind::Walk => Snapshot::walk(base.clone()),
+        };
+        let path = tmp.path().to_owned();
+        World {
+            _tmp: tmp,
+            base,
+            snapshot,
+            tmp: path,
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        drop(RemoveOnDrop(self.tmp.clone()));
+    }
+}
+
+/// Removes a directory tree through the sandbox when dropped: a rootless step can leave files
+/// only root in the namespace may delete.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(sb) = sandbox() {
+            let _ = sb.remove_tree(&self.0);
+        }
+    }
+}
+
+/// Which identity mode the sandbox is in, for expectations.
+pub fn single(sb: &UserNsSandbox) -> bool {
+    sb.id_mapping().is_single()
+}
+
+/// A shell-form step: `/bin/sh -c script`.
+pub fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ..RunSpec::default()
+    }
+}
+
+/// Runs `spec`, collecting stdout and stderr; panics if the sandbox fails.
+pub fn run(sb: &UserNsSandbox, world: &World, spec: &RunSpec) -> (RunOutcome, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = sb
+        .run(&world.snapshot, spec, &mut |s, b| match s {
+            Stream::Stdout => out.extend_from_slice(b),
+            Stream::Stderr => err.extend_from_slice(b),
+        })
+        .unwrap_or_else(|e| panic!("run {:?} failed: {e}", spec.argv));
+    (
+        outcome,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// Runs `script` and asserts it succeeded; returns the outcome and stdout.
+pub fn ok(sb: &UserNsSandbox, world: &World, script: &str) -> (RunOutcome, String) {
+    let (o, out, err) = run(sb, world, &sh(script));
+    assert_eq!(
+        o.status,
+        ExitStatus::Code(0),
+        "`{script}` failed: stdout {out:?} stderr {err:?}"
+    );
+    (o, out)
+}
