@@ -463,6 +463,9 @@ fn chmod_sets_octal_modes_on_files_and_copied_directories() {
         i.file("m/run.sh", "#!/bin/sh\necho run\n", 0o600, 0, 0);
         i.file("m/kept.sh", "#!/bin/sh\necho run\n", 0o755, 0, 0);
         i.file("m/both.txt", "data\n", 0o444, 1000, 1000);
+        // --chmod applies to what is copied, not to the destination directory COPY creates
+        // (fsutil's prepareTargetDir makes it 0755; the top directory's file info is not copied)
+        i.dir("tree", 0o755, 0, 0);
         i.file("tree/one.txt", "one\n", 0o750, 0, 0);
         i.file("tree/inner/two.txt", "two\n", 0o750, 0, 0);
         i.dir("tree/inner", 0o750, 0, 0);
@@ -635,7 +638,18 @@ fn copy_follows_the_directory_contents_and_trailing_slash_rules() {
         return;
     }
     let case = Case::new("dest_rules");
+    for d in ["private", "private/sub"] {
+        std::fs::set_permissions(case.dir().join(d), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+    }
     let check = |i: &Image| {
+        // the directory receiving a directory's contents: created 0755, or left as it was
+        i.dir("private-contents", 0o755, 0, 0);
+        i.dir("private-contents/sub", 0o700, 0, 0);
+        i.file("private-contents/p.txt", "p\n", 0o644, 0, 0);
+        i.dir("etc", 0o755, 0, 0);
+        i.dir("etc/sub", 0o700, 0, 0);
+        i.file("etc/p.txt", "p\n", 0o644, 0, 0);
         assert_eq!(i.under("contents"), ["sub", "sub/y", "x"], "{}", i.tool);
         assert_eq!(
             i.under("contents-slash"),
