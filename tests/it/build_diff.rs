@@ -1161,3 +1161,42 @@ fn two_builds_into_two_empty_stores_give_the_same_manifest_digest() {
     assert_eq!(a.digest, b.digest, "the same build gave two manifests");
     assert_eq!(a.fs, b.fs);
 }
+
+#[test]
+fn context_files_become_root_owned_and_copy_from_keeps_the_stage_owners() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("ownership");
+    std::fs::write(case.dir().join("owned.tar"), tarball("p")).unwrap();
+    for p in [
+        "hostowned.txt",
+        "hostdir",
+        "hostdir/d.txt",
+        "hostdir/sub",
+        "hostdir/sub/s.txt",
+    ] {
+        std::os::unix::fs::lchown(case.dir().join(p), Some(4242), Some(4343)).unwrap();
+    }
+    let check = |i: &Image| {
+        i.file("ctx-file.txt", "host\n", 0o644, 0, 0);
+        i.dir("ctx-dir/sub", 0o755, 0, 0);
+        i.file("ctx-dir/d.txt", "d\n", 0o644, 0, 0);
+        i.file("ctx-dir/sub/s.txt", "s\n", 0o644, 0, 0);
+        i.dir("from-stage/p", 0o755, 1234, 5678);
+        i.file("from-stage/p/file.txt", "in the tar\n", 0o640, 1234, 5678);
+        i.file("from-stage/p/suid", "suid\n", 0o4755, 1234, 5678);
+        let l = i.meta("from-stage/p/link");
+        assert_eq!(
+            (l.kind, l.uid, l.gid),
+            ("symlink", 1234, 5678),
+            "{}",
+            i.tool
+        );
+        i.dir("from-stage-chowned", 0o755, 7, 8);
+        i.dir("from-stage-chowned/p", 0o755, 7, 8);
+        i.file("from-stage-chowned/p/file.txt", "in the tar\n", 0o640, 7, 8);
+        i.file("from-stage-chowned/p/suid", "suid\n", 0o4755, 7, 8);
+    };
+    differential(&case, check, &[]);
+}
