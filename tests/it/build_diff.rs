@@ -707,6 +707,8 @@ fn workdir_is_created_and_relative_destinations_resolve_against_it() {
         for d in ["owned", "owned/by", "owned/by/app"] {
             i.dir(d, 0o755, 1000, 1000);
         }
+        // an existing directory is not re-created or re-owned
+        i.dir("srv/www", 0o750, 1001, 1002);
     };
     differential(&case, check_owned, &[]);
 }
@@ -729,6 +731,7 @@ fn env_and_arg_follow_buildkit_precedence_and_expansion() {
             "DEFAULTED_E=default-kept",
             "GLOBAL_E=global-default",
             "UNUSED_E=xx",
+            "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "X=new",
             "Y=old",
             "Z=fallback",
@@ -758,13 +761,35 @@ fn env_and_arg_follow_buildkit_precedence_and_expansion() {
     // ENV SHADOWED=env-value then ARG SHADOWED=arg-value: BuildKit expands ${SHADOWED} to the ARG
     // value ("last definition wins" in the build environment); buildah 1.28, like the classic
     // builder, lets the ENV win (docker/cli#3344, moby/moby#34494).
-    let known = [Known {
-        what: "config.Labels",
-        why: "label shadowed: BuildKit arg-value (ARG after ENV), buildah env-value",
-    }];
+    // ENV PATH=/opt/bin:$PATH: BuildKit replaces the base's PATH in place (addEnv), so it stays
+    // first; buildah 1.28 removes it and appends it.
+    let known = [
+        Known {
+            what: "config.Labels",
+            why: "label shadowed: BuildKit arg-value (ARG after ENV), buildah env-value",
+        },
+        Known {
+            what: "config.Env",
+            why: "ENV PATH over the base's PATH: BuildKit in place, buildah appended",
+        },
+    ];
     let (k, b) = differential(&case, check, &known);
     assert_eq!(k.cfg("Labels")["shadowed"], "arg-value");
     assert_eq!(b.cfg("Labels")["shadowed"], "env-value");
+    let path = "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let rest = [
+        "OVERRIDDEN=env-value",
+        "SHADOWED=env-value",
+        "FROMCLI_E=from-cli",
+        "DEFAULTED_E=default-kept",
+        "GLOBAL_E=global-default",
+        "UNUSED_E=xx",
+    ];
+    let tail = ["X=new", "Y=old", "Z=fallback", "W=set"];
+    let kiln_env: Vec<&str> = [path].iter().chain(&rest).chain(&tail).copied().collect();
+    let buildah_env: Vec<&str> = rest.iter().chain([&path]).chain(&tail).copied().collect();
+    assert_eq!(k.cfg("Env"), serde_json::json!(kiln_env));
+    assert_eq!(b.cfg("Env"), serde_json::json!(buildah_env));
 }
 
 #[test]
