@@ -45,6 +45,7 @@ struct Case {
     file: &'static str,
     args: Vec<(String, String)>,
     docker_format: bool,
+    target: Option<&'static str>,
     ctx: tempfile::TempDir,
 }
 
@@ -67,6 +68,7 @@ impl Case {
                 format!("oci-archive:{}", busybox_base().display()),
             )],
             docker_format: false,
+            target: None,
             ctx,
         }
     }
@@ -78,6 +80,11 @@ impl Case {
 
     fn arg(mut self, k: &str, v: &str) -> Case {
         self.args.push((k.into(), v.into()));
+        self
+    }
+
+    fn target(mut self, stage: &'static str) -> Case {
+        self.target = Some(stage);
         self
     }
 
@@ -100,6 +107,7 @@ impl Case {
             &name,
             &self.args,
             self.docker_format,
+            self.target,
         );
         let work = tempfile::Builder::new()
             .prefix("kiln-diff-img-")
@@ -132,6 +140,10 @@ impl Case {
         for (k, v) in &self.args {
             args.push("--build-arg".into());
             args.push(format!("{k}={v}"));
+        }
+        if let Some(t) = self.target {
+            args.push("--target".into());
+            args.push(t.into());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         k.ok(&args);
@@ -1222,6 +1234,56 @@ fn context_files_become_root_owned_and_copy_from_keeps_the_stage_owners() {
         i.dir("from-stage-chowned/p", 0o755, 7, 8);
         i.file("from-stage-chowned/p/file.txt", "in the tar\n", 0o640, 7, 8);
         i.file("from-stage-chowned/p/suid", "suid\n", 0o4755, 7, 8);
+    };
+    differential(&case, check, &[]);
+}
+
+#[test]
+fn copy_destinations_resolve_through_symlinks_inside_the_image() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("dest_symlink");
+    let mut t = tar::Builder::new(Vec::new());
+    for (name, target) in [("weblink", "srv/www"), ("abslink", "/srv/www")] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_link_name(target).unwrap();
+        t.append_data(&mut h, name, &b""[..]).unwrap();
+    }
+    std::fs::write(case.dir().join("links.tar"), t.into_inner().unwrap()).unwrap();
+    let check = |i: &Image| {
+        for (p, target) in [("weblink", "srv/www"), ("abslink", "/srv/www")] {
+            let m = i.meta(p);
+            assert_eq!((m.kind, m.link.as_str()), ("symlink", target), "{}", i.tool);
+        }
+        i.dir("srv/www", 0o750, 1001, 1002);
+        i.file("srv/www/a.txt", "a\n", 0o644, 0, 0);
+        i.file("srv/www/b.txt", "b\n", 0o644, 0, 0);
+        i.file("srv/www/sub/c.txt", "c\n", 0o644, 0, 0);
+    };
+    differential(&case, check, &[]);
+}
+
+#[test]
+fn target_builds_the_named_stage_as_the_image() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("target_stage").target("middle");
+    let check = |i: &Image| {
+        i.file("first.txt", "a\n", 0o644, 0, 0);
+        i.file("middle.txt", "b\n", 0o644, 0, 0);
+        assert!(!i.has("last.txt"), "{}: built the last stage", i.tool);
+        assert_eq!(
+            i.cfg("Cmd"),
+            json(r#"["cat", "/middle.txt"]"#),
+            "{}",
+            i.tool
+        );
+        assert_eq!(i.cfg("Labels")["stage"], "first", "{}", i.tool);
     };
     differential(&case, check, &[]);
 }

@@ -122,6 +122,7 @@ impl Buildah {
         name: &str,
         build_args: &[(String, String)],
         docker_format: bool,
+        target: Option<&str>,
     ) {
         let mut c = self.cmd();
         c.args([
@@ -137,6 +138,9 @@ impl Buildah {
         .arg(file);
         for (k, v) in build_args {
             c.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        if let Some(t) = target {
+            c.arg("--target").arg(t);
         }
         c.arg("-t").arg(name).arg(context);
         run(&mut c);
