@@ -879,28 +879,8 @@ fn stage_names_are_case_insensitive_in_from_and_copy_from() {
     }
     let case = Case::new("stage_name_case");
     // buildah 1.28 looks `build` up as an image (short-name resolution) and fails; BuildKit
-    // lower-cases stage names. kiln alone is checked, and buildah's failure is asserted so that a
-    // fixed buildah turns this into a normal differential case.
-    let b = Buildah::new();
-    let mut c = b.cmd();
-    c.args([
-        "bud",
-        "--layers=false",
-        "--no-cache",
-        "--timestamp",
-        "0",
-        "-f",
-    ])
-    .arg(case.dir().join("Dockerfile"));
-    for (k, v) in &case.args {
-        c.arg("--build-arg").arg(format!("{k}={v}"));
-    }
-    let out = c.arg(case.dir()).output().unwrap();
-    assert!(
-        !out.status.success(),
-        "buildah now accepts mixed-case stage names: compare the images instead"
-    );
-    let k = case.kiln(&Kiln::new(), case.name);
+    // lower-cases stage names.
+    let k = kiln_only(&case, "buildah 1.28 stage names are case-sensitive");
     k.file("one.txt", "a\n", 0o644, 0, 0);
     assert_eq!(k.under("two"), ["a.txt", "again.txt"]);
 }
@@ -1286,4 +1266,80 @@ fn target_builds_the_named_stage_as_the_image() {
         assert_eq!(i.cfg("Labels")["stage"], "first", "{}", i.tool);
     };
     differential(&case, check, &[]);
+}
+
+/// Builds a case that buildah 1.28 cannot build (asserting that it still fails, with `why`), then
+/// with kiln alone.
+fn kiln_only(case: &Case, why: &str) -> Image {
+    let b = Buildah::new();
+    let mut c = b.cmd();
+    c.args([
+        "bud",
+        "--layers=false",
+        "--no-cache",
+        "--timestamp",
+        "0",
+        "-f",
+    ])
+    .arg(case.dir().join(case.file));
+    for (k, v) in &case.args {
+        c.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    let out = c.arg(case.dir()).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "buildah now builds {} ({why}): make it a differential case",
+        case.name
+    );
+    case.kiln(&Kiln::new(), case.name)
+}
+
+#[test]
+fn copy_heredocs_expand_unless_quoted_and_take_chmod() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("heredoc");
+    let k = kiln_only(&case, "buildah 1.28 has no heredocs");
+    // BuildKit writes inline files with llb.Mkfile(0664) under buildkitd's umask 022: 0644.
+    k.file("greeting.txt", "hello kiln\n", 0o644, 0, 0);
+    k.file("literal.txt", "hello ${NAME}\n", 0o644, 0, 0);
+    k.file("run.sh", "#!/bin/sh\necho run\n", 0o755, 0, 0);
+    k.file("two/A", "first\n", 0o644, 0, 0);
+    k.file("two/B", "second\n", 0o644, 0, 0);
+}
+
+#[test]
+fn copy_link_parents_and_exclude_follow_buildkit() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("copy_link_parents_exclude");
+    let k = kiln_only(&case, "buildah 1.28 has no COPY --link/--parents/--exclude");
+    k.file("linked/one.txt", "one\n", 0o644, 0, 0);
+    assert_eq!(
+        k.under("linked-dir"),
+        [
+            "a",
+            "a/debug.log",
+            "a/one.txt",
+            "b",
+            "b/three.txt",
+            "b/two.txt"
+        ]
+    );
+    assert_eq!(
+        k.under("parents"),
+        [
+            "src",
+            "src/a",
+            "src/a/one.txt",
+            "src/b",
+            "src/b/three.txt",
+            "src/b/two.txt"
+        ]
+    );
+    assert_eq!(k.under("parents-dot"), ["a", "a/one.txt"]);
+    // --exclude patterns match paths relative to the source directory
+    assert_eq!(k.under("excluded"), ["a", "a/one.txt"]);
 }
