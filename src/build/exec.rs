@@ -6,152 +6,25 @@ use std::time::Instant;
 use crate::cache::{self, CachedLayer, ContextItem, FileIndex, LayerCache};
 use crate::dockerfile::ignore::{read_ignore_file, Ignore};
 use crate::dockerfile::{self, Position};
-use crate::image::{Image, ImageBuilder, NewLayer};
-use crate::layer::{apply_layer, Entry, LayerOptions, LayerWriter, UnpackOptions};
+use crate::image::Image;
+use crate::layer::{Entry, LayerOptions, LayerWriter};
 use crate::oci::{self, Descriptor, ImageConfig, Platform};
 use crate::plan::{
-    self, Base, BaseConfig, ConfigEdit, Input, PlanOptions, Source, Stage, StageId, StepKind,
+    self, Base, BaseConfig, ConfigEdit, Input, PlanOptions, RunStep, Source, Stage, StageId,
+    StepKind,
 };
 use crate::progress::Reporter;
+use crate::sandbox::{self, RunSpec, Sandbox, Snapshot, SnapshotterKind};
 use crate::store::Store;
 use crate::transport::{self, read_into_store, write_from_store, Target};
 
 use super::context::Context;
 use super::copy::{copy_entries, parse_chmod, CopyInput, SourceFs};
 use super::fsindex::{FsIndex, NodeKind};
+use super::run::{self, RunHost};
+use super::state::{comment, StageState};
 use super::user::resolve_owner;
-use super::{BuildOptions, BuildOutcome, Error, LayerRecord, Result, StepRecord};
-
-/// History comment BuildKit writes on every step; tools that show history group by it.
-const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
-
-/// A stage being built: its image so far, and lazily, a view of its files.
-#[derive(Clone)]
-struct StageState {
-    builder: ImageBuilder,
-    layers: Vec<Descriptor>,
-    index: FsIndex,
-    indexed: usize,
-    rootfs: Option<(PathBuf, usize)>,
-    records: Vec<LayerRecord>,
-    cmd_set: bool,
-}
-
-impl StageState {
-    fn from_image(img: &Image) -> StageState {
-        StageState {
-            builder: ImageBuilder::from_base(img),
-            layers: img.layers().to_vec(),
-            index: FsIndex::default(),
-            indexed: 0,
-            rootfs: None,
-            records: img
-                .layers()
-                .iter()
-                .zip(img.diff_ids())
-                .map(|(l, d)| LayerRecord {
-                    digest: l.digest.clone(),
-                    diff_id: d.clone(),
-                    size: l.size,
-                    step: "base".into(),
-                    cached: true,
-                    seconds: 0.0,
-                })
-                .collect(),
-            cmd_set: false,
-        }
-    }
-
-    fn scratch(platform: &Platform) -> StageState {
-        StageState {
-            builder: ImageBuilder::scratch(platform),
-            layers: Vec::new(),
-            index: FsIndex::default(),
-            indexed: 0,
-            rootfs: None,
-            records: Vec::new(),
-            cmd_set: false,
-        }
-    }
-
-    /// The metadata index, brought up to date with every layer.
-    fn index(&mut self, store: &Store) -> std::result::Result<&FsIndex, String> {
-        while self.indexed < self.layers.len() {
-            let l = &self.layers[self.indexed];
-            let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-            self.index
-                .apply_tar(r)
-                .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
-            self.indexed += 1;
-        }
-        Ok(&self.index)
-    }
-
-    /// The stage's files on disk, under `scratch`.
-    fn rootfs(
-        &mut self,
-        store: &Store,
-        scratch: &Path,
-        name: &str,
-    ) -> std::result::Result<PathBuf, String> {
-        let (dir, applied) = match self.rootfs.take() {
-            Some(r) => r,
-            None => {
-                let d = scratch.join(format!("rootfs-{name}"));
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
-                (d, 0)
-            }
-        };
-        let ownership = rustix::process::geteuid().is_root();
-        for l in &self.layers[applied..] {
-            let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-            apply_layer(r, &dir, &UnpackOptions { ownership })
-                .map_err(|e| format!("layer `{}`: {e}", l.digest))?;
-        }
-        self.rootfs = Some((dir.clone(), self.layers.len()));
-        Ok(dir)
-    }
-
-    fn push(
-        &mut self,
-        layer: CachedLayer,
-        created_by: &str,
-        entries: Option<&[Entry]>,
-        cached: bool,
-        seconds: f64,
-    ) {
-        if let Some(e) = entries {
-            if self.indexed == self.layers.len() {
-                self.index.apply_entries(e);
-                self.indexed += 1;
-            }
-        }
-        self.records.push(LayerRecord {
-            digest: layer.descriptor.digest.clone(),
-            diff_id: layer.diff_id.clone(),
-            size: layer.descriptor.size,
-            step: created_by.to_string(),
-            cached,
-            seconds,
-        });
-        self.layers.push(layer.descriptor.clone());
-        self.builder.append(
-            NewLayer {
-                descriptor: layer.descriptor,
-                diff_id: layer.diff_id,
-            },
-            created_by,
-        );
-        comment(&mut self.builder);
-    }
-}
-
-fn comment(b: &mut ImageBuilder) {
-    if let Some(h) = b.config_mut().history.last_mut() {
-        h.comment = Some(HISTORY_COMMENT.into());
-    }
-}
+use super::{BuildOptions, BuildOutcome, Error, Result, StepRecord};
 
 fn to_plan_platform(p: &Platform) -> plan::Platform {
     plan::Platform {
@@ -361,6 +234,13 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         }
     }
     plan.rekey(&|i| digests.iter().find(|(k, _)| k == i).map(|(_, d)| d.clone()));
+    run::check_mounts(&plan, opts).map_err(|(line, col, instruction, message)| Error::Step {
+        file: file.clone(),
+        line,
+        col,
+        instruction,
+        message,
+    })?;
 
     // Execute.
     let scratch = tempfile::Builder::new()
@@ -372,14 +252,38 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             source,
         })?;
     let cache = LayerCache::new(store);
+    // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
+    let host = if run::has_run(&plan) {
+        let first = plan
+            .stages
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .find(|s| matches!(s.kind, StepKind::Run(_)))
+            .map(|s| (s.position, s.created_by.clone()))
+            .unwrap_or((Position { line: 1, col: 1 }, String::new()));
+        let h = run::start(opts, scratch.path()).map_err(|e| Error::Sandbox {
+            file: file.clone(),
+            line: first.0.line,
+            col: first.0.col,
+            instruction: first.1,
+            source: Box::new(e),
+        })?;
+        for w in &h.warnings {
+            reporter.on_warning(&w.to_string());
+        }
+        Some(h)
+    } else {
+        None
+    };
     let mut done: BTreeMap<StageId, StageState> = BTreeMap::new();
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut counter = 0usize;
+    let mut result = Ok(());
     for id in plan.order.clone() {
         let Some(stage) = plan.stage(id) else {
             continue;
         };
-        let state = run_stage(
+        match run_stage(
             &cx,
             stage,
             &images,
@@ -389,9 +293,22 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             scratch.path(),
             &mut steps,
             &mut counter,
-        )?;
-        done.insert(id, state);
+            host.as_ref(),
+        ) {
+            Ok(state) => {
+                done.insert(id, state);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
+    // Steps may have left files only a user namespace can delete (rootless RUN).
+    if let Some(h) = &host {
+        let _ = h.sandbox.remove_tree(scratch.path());
+    }
+    result?;
     files.save()?;
     let mut target = done.remove(&plan.target).ok_or_else(|| Error::Frontend {
         rendered: format!("{file}: the target stage was not built"),
@@ -608,7 +525,9 @@ fn run_stage(
     scratch: &Path,
     steps: &mut Vec<StepRecord>,
     counter: &mut usize,
+    host: Option<&RunHost>,
 ) -> Result<StageState> {
+    let sb = host.map(|h| &h.sandbox);
     let stage_name = stage
         .name
         .clone()
@@ -625,6 +544,7 @@ fn run_stage(
                 ),
             })?;
             s.rootfs = None;
+            s.stack = None;
             s.cmd_set = false;
             s
         }
@@ -719,7 +639,7 @@ fn run_stage(
                                 .ok_or_else(|| err(format!("stage {sid} was not built")))?;
                             let index = other.index(store).map_err(err)?.clone();
                             let root = other
-                                .rootfs(store, scratch, &format!("stage-{sid}"))
+                                .rootfs(store, scratch, &format!("stage-{sid}"), sb)
                                 .map_err(err)?;
                             src_state = Some((index, root));
                         }
@@ -733,7 +653,7 @@ fn run_stage(
                                 .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
                                 .collect();
                             let root = other
-                                .rootfs(store, scratch, &format!("image-{tag}"))
+                                .rootfs(store, scratch, &format!("image-{tag}"), sb)
                                 .map_err(err)?;
                             src_state = Some((index, root));
                         }
@@ -774,10 +694,44 @@ fn run_stage(
                     );
                 }
             }
-            StepKind::Run(_) => {
-                return Err(err(
-                    "RUN steps need the rootless sandbox, which this kiln does not have yet".into(),
-                ));
+            StepKind::Run(r) => {
+                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
+                if let Some(layer) = hit {
+                    state.push(layer, &step.created_by, None, true, 0.0);
+                    cached = true;
+                } else {
+                    let host = host.ok_or_else(|| err("the sandbox was not started".into()))?;
+                    let entries = run_step(
+                        cx,
+                        r,
+                        id,
+                        &mut state,
+                        done,
+                        &mut from_images,
+                        images,
+                        ctx,
+                        scratch,
+                        &stage_name,
+                        host,
+                    )
+                    .map_err(err)?;
+                    let layer =
+                        write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
+                    cache.put(&key, &layer)?;
+                    state.push(
+                        layer,
+                        &step.created_by,
+                        Some(&entries),
+                        false,
+                        start.elapsed().as_secs_f64(),
+                    );
+                    match host.kind {
+                        SnapshotterKind::Overlay => {
+                            state.push_upper(scratch.join(format!("step-{id}/upper")))
+                        }
+                        SnapshotterKind::Walk => state.mark_rootfs_current(),
+                    }
+                }
             }
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -791,6 +745,139 @@ fn run_stage(
         });
     }
     Ok(state)
+}
+
+/// Runs one RUN step in the sandbox; returns its layer entries. The error text names the
+/// command, its exit status and its last output lines.
+#[allow(clippy::too_many_arguments)]
+fn run_step(
+    cx: &Ctx<'_>,
+    r: &RunStep,
+    id: usize,
+    state: &mut StageState,
+    done: &mut BTreeMap<StageId, StageState>,
+    from_images: &mut BTreeMap<String, StageState>,
+    images: &BTreeMap<String, Image>,
+    ctx: &Context,
+    scratch: &Path,
+    stage_name: &str,
+    host: &RunHost,
+) -> std::result::Result<Vec<Entry>, String> {
+    let store = cx.store;
+    let sb = Some(&host.sandbox);
+    let user = match r.user.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => {
+            let o = resolve_owner(state.index(store)?, u)?;
+            sandbox::User {
+                uid: o.uid,
+                gid: o.gid,
+                additional_gids: Vec::new(),
+            }
+        }
+        None => sandbox::User::default(),
+    };
+    if let Some(a0) = r.argv.first().filter(|a| a.starts_with('/')) {
+        let index = state.index(store)?;
+        let p = index.resolve(a0.as_bytes(), true);
+        if index.get(&p).is_none() {
+            return Err(format!(
+                "`{a0}` does not exist in the image: a shell-form RUN needs it; use the exec form (RUN [\"program\", \"arg\"]) or a base image with a shell"
+            ));
+        }
+    }
+    let mut tree_root = |src: &Source| -> std::result::Result<PathBuf, String> {
+        match src {
+            Source::Context => Ok(ctx.root().to_path_buf()),
+            Source::Stage { stage } => done
+                .get_mut(stage)
+                .ok_or_else(|| format!("stage {stage} was not built"))?
+                .rootfs(store, scratch, &format!("stage-{stage}"), sb),
+            Source::Image { reference } => {
+                let img = images
+                    .get(reference)
+                    .ok_or_else(|| format!("image `{reference}` was not fetched"))?;
+                let tag: String = reference
+                    .chars()
+                    .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+                    .collect();
+                from_images
+                    .entry(reference.clone())
+                    .or_insert_with(|| StageState::from_image(img))
+                    .rootfs(store, scratch, &format!("image-{tag}"), sb)
+            }
+        }
+    };
+    let (mounts, extra_env) = run::mounts(
+        r,
+        &mut run::MountEnv {
+            store_root: store.root(),
+            context_root: ctx.root(),
+            scratch,
+            secrets: &cx.opts.secrets,
+            tree_root: &mut tree_root,
+        },
+    )?;
+    let mut env = r.env.clone();
+    env.extend(r.proxy_env.iter().cloned());
+    env.extend(extra_env);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), sandbox::DEFAULT_PATH.into()));
+    }
+    let spec = RunSpec {
+        argv: r.argv.clone(),
+        env,
+        cwd: r.workdir.clone(),
+        user,
+        network: run::network(r)?,
+        mounts,
+        // BuildKit's hostname inside RUN steps; some build scripts look for it.
+        hostname: "buildkitsandbox".into(),
+    };
+    let step_dir = scratch.join(format!("step-{id}"));
+    std::fs::create_dir_all(&step_dir)
+        .map_err(|e| format!("cannot create `{}`: {e}", step_dir.display()))?;
+    let snap = match host.kind {
+        SnapshotterKind::Overlay => {
+            let lowers = state.lowers(store, scratch, stage_name, sb)?;
+            Snapshot::overlay(lowers, &step_dir).map_err(|e| e.to_string())?
+        }
+        SnapshotterKind::Walk => Snapshot::walk(state.rootfs(store, scratch, stage_name, sb)?),
+    };
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut partial = String::new();
+    let outcome = host
+        .sandbox
+        .run(&snap, &spec, &mut |_, bytes| {
+            cx.reporter.on_run_output(id, bytes);
+            partial.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                tail.push_back(line.trim_end().to_string());
+                if tail.len() > 20 {
+                    tail.pop_front();
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    for w in &outcome.warnings {
+        cx.reporter.on_warning(&w.to_string());
+    }
+    if !outcome.status.success() {
+        if !partial.is_empty() {
+            tail.push_back(partial);
+        }
+        let mut msg = format!(
+            "`{}` did not complete successfully: {}",
+            r.argv.join(" "),
+            outcome.status
+        );
+        if !tail.is_empty() {
+            msg.push_str("\nlast output:\n");
+            msg.push_str(&tail.into_iter().collect::<Vec<_>>().join("\n"));
+        }
+        return Err(msg);
+    }
+    Ok(run::diff_entries(&outcome.diff))
 }
 
 /// Directories WORKDIR must create: the missing components of `path`.

@@ -16,6 +16,8 @@ pub mod context;
 pub mod copy;
 mod exec;
 pub mod fsindex;
+mod run;
+mod state;
 pub mod user;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,24 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// `--annotation`, applied to the final manifest.
     pub annotations: BTreeMap<String, String>,
+    /// `--secret id=…`: secrets RUN steps may mount. Never written to a layer, history or key.
+    pub secrets: BTreeMap<String, Secret>,
+    /// `--snapshotter`: how RUN steps are snapshotted (probed when `None`).
+    pub snapshotter: Option<crate::sandbox::SnapshotterKind>,
+    /// The kiln executable, re-executed as the RUN sandbox helper.
+    pub helper_exe: PathBuf,
+    /// Never map subordinate ids, even when there are some (single-id mode).
+    pub single_id: bool,
+}
+
+/// A build secret's bytes. `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// One layer of the result, for `--metadata-file`.
@@ -137,6 +157,21 @@ pub enum Error {
     Frontend {
         /// The rendered error.
         rendered: String,
+    },
+    /// RUN cannot work on this machine or with these options; says what is missing.
+    #[error("{file}:{line}:{col}: {instruction}: cannot run RUN steps")]
+    Sandbox {
+        /// The Dockerfile.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The first RUN instruction.
+        instruction: String,
+        /// Why, and how to fix it.
+        #[source]
+        source: Box<crate::sandbox::SandboxError>,
     },
     /// A step failed.
     #[error("{file}:{line}:{col}: {instruction}: {message}")]

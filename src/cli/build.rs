@@ -63,6 +63,58 @@ pub struct BuildArgs {
     /// Write JSON with names, digests, layers and steps to this file.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VARIABLE`.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// How RUN steps are snapshotted: `overlay` (kernel overlayfs) or `walk` [default: probed].
+    #[arg(long, value_name = "overlay|walk")]
+    pub snapshotter: Option<String>,
+    /// Map only the caller's own id into RUN steps, even when subordinate ids exist.
+    #[arg(long)]
+    pub single_id: bool,
+}
+
+/// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
+fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => {
+                return Err(anyhow::anyhow!(
+                    "--secret `{spec}`: expected id=ID,src=FILE or id=ID,env=VARIABLE"
+                )
+                .into())
+            }
+        }
+    }
+    let id = id
+        .or_else(|| env.clone())
+        .ok_or_else(|| anyhow::anyhow!("--secret `{spec}` has no id"))?;
+    let bytes = match (src, env) {
+        (Some(f), None) => std::fs::read(&f)
+            .map_err(|e| anyhow::anyhow!("--secret {id}: cannot read `{}`: {e}", f.display()))?,
+        (None, Some(v)) => std::env::var_os(&v)
+            .map(|s| std::os::unix::ffi::OsStrExt::as_bytes(s.as_os_str()).to_vec())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--secret {id}: the environment variable `{v}` is not set")
+            })?,
+        (None, None) => match std::env::var_os(&id) {
+            Some(s) => std::os::unix::ffi::OsStrExt::as_bytes(s.as_os_str()).to_vec(),
+            None => {
+                return Err(anyhow::anyhow!("--secret {id}: give src=FILE or env=VARIABLE").into())
+            }
+        },
+        (Some(_), Some(_)) => {
+            return Err(anyhow::anyhow!("--secret {id}: give src= or env=, not both").into())
+        }
+    };
+    Ok((id, crate::build::Secret(bytes)))
 }
 
 fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit> {
@@ -119,6 +171,18 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         no_cache: a.no_cache,
         labels: pairs("--label", &a.labels)?,
         annotations: pairs("--annotation", &a.annotations)?,
+        secrets: a
+            .secrets
+            .iter()
+            .map(|s| secret(s))
+            .collect::<Result<_, _>>()?,
+        snapshotter: match a.snapshotter.as_deref() {
+            None => None,
+            Some(s) => crate::sandbox::SnapshotterKind::parse_choice(s)?,
+        },
+        helper_exe: std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?,
+        single_id: a.single_id,
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

@@ -37,6 +37,9 @@ pub struct UnpackReport {
     pub entries: u64,
     /// Device nodes that could not be created (no privilege); listed, not fatal.
     pub skipped_devices: Vec<String>,
+    /// Without `ownership`: the paths whose tar owner is not 0:0, with that owner, so a
+    /// rootless caller can set them from inside a user namespace.
+    pub owners: Vec<(Vec<u8>, u32, u32)>,
 }
 
 struct DirMeta {
@@ -237,6 +240,9 @@ pub fn apply_layer(
             remove_all(&parent, os_name).map_err(|e| io(&member, e))?;
         }
         created.insert(clean.clone());
+        if !opts.ownership && (uid, gid) != (0, 0) && et != tar::EntryType::Link {
+            report.owners.push((clean.clone(), uid, gid));
+        }
 
         match et {
             tar::EntryType::Regular | tar::EntryType::Continuous => {

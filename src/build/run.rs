@@ -1,0 +1,357 @@
+//! RUN steps: starting the sandbox once per build, `RUN --mount`s, secrets, and turning the
+//! sandbox's diff into layer entries.
+//!
+//! Secrets reach a step only as a file bound read-only at its target (default
+//! `/run/secrets/<id>`) or, with `env=`, in its environment; the sandbox keeps mount points out
+//! of the diff, history shows the RUN text (never the value) and cache keys hash the mount
+//! options, not the secret.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::dockerfile::instructions::{Mount as DfMount, MountType};
+use crate::layer::{Entry, EntryKind, FileSource};
+use crate::plan::{BuildPlan, RunStep, Source, StepKind};
+use crate::sandbox::{
+    self, probe, ChangeKind, Diff, FileKind, Mount, MountKind, SandboxError, SandboxOptions,
+    SandboxWarning, SnapshotterKind, UserNsSandbox,
+};
+
+use super::context::clean_rel;
+use super::{BuildOptions, Secret};
+
+/// The sandbox of a build, started before the first RUN.
+pub(super) struct RunHost {
+    pub(super) sandbox: UserNsSandbox,
+    pub(super) kind: SnapshotterKind,
+    pub(super) warnings: Vec<SandboxWarning>,
+}
+
+/// Whether any reachable stage has a RUN step.
+pub(super) fn has_run(plan: &BuildPlan) -> bool {
+    plan.stages
+        .iter()
+        .any(|s| s.steps.iter().any(|st| matches!(st.kind, StepKind::Run(_))))
+}
+
+/// Starts the sandbox and decides the snapshotter; its error says what is missing and the fix.
+pub(super) fn start(opts: &BuildOptions, scratch: &Path) -> Result<RunHost, SandboxError> {
+    let sandbox = UserNsSandbox::new(SandboxOptions {
+        helper_exe: opts.helper_exe.clone(),
+        search_path: None,
+        force_single_id: opts.single_id,
+        etc_dir: PathBuf::from("/etc"),
+    });
+    let dir = scratch.join("probe");
+    std::fs::create_dir_all(&dir).map_err(|source| SandboxError::Io {
+        action: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    let report = probe(&sandbox, &dir)?;
+    let kind = report.snapshotter(opts.snapshotter)?;
+    let mut warnings = report.warnings.clone();
+    warnings.extend(sandbox.warnings().iter().cloned());
+    Ok(RunHost {
+        sandbox,
+        kind,
+        warnings,
+    })
+}
+
+/// The id and target of a secret mount, with BuildKit's defaults.
+fn secret_id_target(m: &DfMount) -> (String, String) {
+    let id =
+        m.id.clone()
+            .or_else(|| {
+                m.target
+                    .as_ref()
+                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
+            })
+            .unwrap_or_default();
+    let target = m
+        .target
+        .clone()
+        .unwrap_or_else(|| format!("/run/secrets/{id}"));
+    (id, target)
+}
+
+/// Checks, before any step runs, every RUN mount that can be checked: secrets that were not
+/// given (unless `required=false`) and mount types kiln cannot provide.
+pub(super) fn check_mounts(
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+) -> Result<(), (usize, usize, String, String)> {
+    for stage in &plan.stages {
+        for step in &stage.steps {
+            let StepKind::Run(r) = &step.kind else {
+                continue;
+            };
+            for pm in &r.mounts {
+                let m = &pm.mount;
+                let fail = |msg: String| {
+                    (
+                        step.position.line,
+                        step.position.col,
+                        step.created_by.clone(),
+                        msg,
+                    )
+                };
+                match m.mount_type() {
+                    MountType::Secret => {
+                        let (id, _) = secret_id_target(m);
+                        if id.is_empty() {
+                            return Err(fail("a secret mount needs an `id` or a `target`".into()));
+                        }
+                        // BuildKit skips a missing secret silently unless `required=true`; kiln
+                        // refuses it unless `required=false`, because a step that silently lacks
+                        // its credentials fails later, far from the cause.
+                        if !opts.secrets.contains_key(&id) && m.required != Some(false) {
+                            return Err(fail(format!(
+                                "secret `{id}` was not provided: pass it with `kiln build --secret id={id},src=FILE` (or `env=VARIABLE`), or mark the mount `required=false`"
+                            )));
+                        }
+                    }
+                    MountType::Ssh => {
+                        return Err(fail(
+                            "`RUN --mount=type=ssh` is not supported by kiln; use a secret mount"
+                                .into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_octal(s: Option<&str>, default: u32) -> Result<u32, String> {
+    match s {
+        None => Ok(default),
+        Some(v) => {
+            u32::from_str_radix(v, 8).map_err(|_| format!("invalid mode `{v}`: expected octal"))
+        }
+    }
+}
+
+fn parse_id(s: Option<&str>, what: &str) -> Result<u32, String> {
+    match s {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("invalid {what} `{v}`: expected a number")),
+    }
+}
+
+fn abs_target(target: &str, workdir: &str) -> String {
+    if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), target)
+    }
+}
+
+/// Everything a RUN's mounts need from the rest of the build.
+pub(super) struct MountEnv<'a> {
+    pub(super) store_root: &'a Path,
+    pub(super) context_root: &'a Path,
+    pub(super) scratch: &'a Path,
+    pub(super) secrets: &'a BTreeMap<String, Secret>,
+    /// The directory holding another stage's or an image's files, for `from=`.
+    pub(super) tree_root: &'a mut dyn FnMut(&Source) -> Result<PathBuf, String>,
+}
+
+/// Environment variables, in order.
+pub(super) type EnvPairs = Vec<(String, String)>;
+
+/// The sandbox mounts and extra environment of a RUN step.
+pub(super) fn mounts(
+    r: &RunStep,
+    env: &mut MountEnv<'_>,
+) -> Result<(Vec<Mount>, EnvPairs), String> {
+    let mut out = Vec::new();
+    let mut extra_env = Vec::new();
+    for pm in &r.mounts {
+        let m = &pm.mount;
+        match m.mount_type() {
+            MountType::Bind => {
+                let target = abs_target(m.target.as_deref().unwrap_or(&r.workdir), &r.workdir);
+                let rel = clean_rel(m.source.as_deref().unwrap_or("")).ok_or_else(|| {
+                    format!(
+                        "bind source `{}` is outside its root",
+                        m.source.as_deref().unwrap_or("")
+                    )
+                })?;
+                let root = match &pm.source {
+                    Source::Context => env.context_root.to_path_buf(),
+                    other => (env.tree_root)(other)?,
+                };
+                let source = if rel.is_empty() {
+                    root
+                } else {
+                    root.join(&rel)
+                };
+                if std::fs::symlink_metadata(&source).is_err() {
+                    return Err(format!("bind source `{rel}` does not exist"));
+                }
+                out.push(Mount {
+                    target,
+                    kind: MountKind::Bind {
+                        source,
+                        readonly: m.read_only.unwrap_or(true),
+                    },
+                });
+            }
+            MountType::Cache => {
+                let target = abs_target(
+                    m.target
+                        .as_deref()
+                        .ok_or("a cache mount needs a `target`")?,
+                    &r.workdir,
+                );
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let key = crate::oci::Digest::sha256(id.as_bytes());
+                let source = env
+                    .store_root
+                    .join("cache-v1/mounts")
+                    .join(&key.hex()[..32]);
+                if let Some(parent) = source.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+                }
+                out.push(Mount {
+                    target,
+                    kind: MountKind::Cache {
+                        source,
+                        uid: parse_id(m.uid.as_deref(), "uid")?,
+                        gid: parse_id(m.gid.as_deref(), "gid")?,
+                        mode: parse_octal(m.mode.as_deref(), 0o755)?,
+                    },
+                });
+            }
+            MountType::Tmpfs => {
+                let target = abs_target(
+                    m.target
+                        .as_deref()
+                        .ok_or("a tmpfs mount needs a `target`")?,
+                    &r.workdir,
+                );
+                let size = match m.size.as_deref() {
+                    None => None,
+                    Some(s) => Some(
+                        s.parse::<u64>()
+                            .map_err(|_| format!("invalid tmpfs size `{s}`: expected bytes"))?,
+                    ),
+                };
+                out.push(Mount {
+                    target,
+                    kind: MountKind::Tmpfs { size },
+                });
+            }
+            MountType::Secret => {
+                let (id, target) = secret_id_target(m);
+                let Some(secret) = env.secrets.get(&id) else {
+                    continue;
+                }; // required=false
+                if let Some(var) = &m.env {
+                    extra_env.push((var.clone(), String::from_utf8_lossy(&secret.0).into_owned()));
+                    if m.target.is_none() {
+                        continue;
+                    }
+                }
+                let file = env.scratch.join(format!(
+                    "secret-{}",
+                    crate::oci::Digest::sha256(id.as_bytes()).hex()
+                ));
+                write_secret(&file, &secret.0, parse_octal(m.mode.as_deref(), 0o400)?)?;
+                out.push(Mount {
+                    target: abs_target(&target, &r.workdir),
+                    kind: MountKind::Bind {
+                        source: file,
+                        readonly: true,
+                    },
+                });
+            }
+            MountType::Ssh => return Err("`RUN --mount=type=ssh` is not supported by kiln".into()),
+        }
+    }
+    Ok((out, extra_env))
+}
+
+fn write_secret(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
+    f.write_all(bytes)
+        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
+    // The step may run as another user: readable by all inside, which only the step can see.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o444))
+        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The layer entries of a step's diff, sorted by path.
+pub(super) fn diff_entries(diff: &Diff) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for ch in &diff.changes {
+        match &ch.kind {
+            ChangeKind::Upsert(e) => {
+                let kind = match &e.kind {
+                    FileKind::Regular => match &e.hardlink_to {
+                        Some(t) => EntryKind::Hardlink(t.clone()),
+                        None => EntryKind::File {
+                            size: e.size,
+                            source: FileSource::Path(e.host_path.clone()),
+                        },
+                    },
+                    FileKind::Directory => EntryKind::Dir,
+                    FileKind::Symlink { target } => EntryKind::Symlink(target.clone()),
+                    FileKind::CharDevice { major, minor } => EntryKind::CharDevice {
+                        major: *major,
+                        minor: *minor,
+                    },
+                    FileKind::BlockDevice { major, minor } => EntryKind::BlockDevice {
+                        major: *major,
+                        minor: *minor,
+                    },
+                    FileKind::Fifo => EntryKind::Fifo,
+                };
+                out.push(Entry {
+                    path: ch.path.clone(),
+                    kind,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    mtime: e.mtime,
+                    xattrs: e
+                        .xattrs
+                        .iter()
+                        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+                        .collect(),
+                });
+            }
+            ChangeKind::Delete => out.push(Entry::whiteout(&ch.path)),
+            ChangeKind::OpaqueDir => out.push(Entry::opaque_whiteout(&ch.path)),
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The network of a step.
+pub(super) fn network(r: &RunStep) -> Result<sandbox::Network, String> {
+    match r.network.as_deref() {
+        None | Some("default") => Ok(sandbox::Network::Default),
+        Some("none") => Ok(sandbox::Network::None),
+        Some("host") => Ok(sandbox::Network::Host),
+        Some(other) => Err(format!(
+            "unknown network `{other}`: expected default, none or host"
+        )),
+    }
+}
