@@ -1225,7 +1225,11 @@ fn copy_destinations_resolve_through_symlinks_inside_the_image() {
     }
     let case = Case::new("dest_symlink");
     let mut t = tar::Builder::new(Vec::new());
-    for (name, target) in [("weblink", "srv/www"), ("abslink", "/srv/www")] {
+    for (name, target) in [
+        ("weblink", "srv/www"),
+        ("abslink", "/srv/www"),
+        ("filelink", "srv/www/target.txt"),
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
@@ -1244,7 +1248,24 @@ fn copy_destinations_resolve_through_symlinks_inside_the_image() {
         i.file("srv/www/b.txt", "b\n", 0o644, 0, 0);
         i.file("srv/www/sub/c.txt", "c\n", 0o644, 0, 0);
     };
-    differential(&case, check, &[]);
+    // COPY onto an existing symlink to a file: BuildKit resolves the destination through the link
+    // and writes the target; buildah 1.28 replaces the link with a regular file.
+    let known = [
+        Known {
+            what: "filelink",
+            why: "COPY onto a symlink: BuildKit writes through it, buildah replaces it",
+        },
+        Known {
+            what: "srv/www/target.txt",
+            why: "COPY onto a symlink: BuildKit writes through it, buildah replaces it",
+        },
+    ];
+    let (k, b) = differential(&case, check, &known);
+    let l = k.meta("filelink");
+    assert_eq!((l.kind, l.link.as_str()), ("symlink", "srv/www/target.txt"));
+    k.file("srv/www/target.txt", "new\n", 0o644, 0, 0);
+    b.file("filelink", "new\n", 0o644, 0, 0);
+    b.file("srv/www/target.txt", "old\n", 0o644, 0, 0);
 }
 
 #[test]
