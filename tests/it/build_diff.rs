@@ -1364,3 +1364,68 @@ fn copy_link_parents_and_exclude_follow_buildkit() {
     // --exclude patterns match paths relative to the source directory
     assert_eq!(k.under("excluded"), ["a", "a/one.txt"]);
 }
+
+#[test]
+fn json_form_handles_spaces_empty_directories_and_add_chown_of_an_archive() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("json_form");
+    std::fs::create_dir_all(case.dir().join("dir with space/empty sub")).unwrap();
+    std::fs::create_dir(case.dir().join("empty")).unwrap();
+    std::fs::set_permissions(
+        case.dir().join("empty"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data) in [
+        ("p/", tar::EntryType::Directory, 0o755, &b""[..]),
+        (
+            "p/file.txt",
+            tar::EntryType::Regular,
+            0o640,
+            &b"in the tar\n"[..],
+        ),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_size(data.len() as u64);
+        t.append_data(&mut h, path, data).unwrap();
+    }
+    std::fs::write(case.dir().join("owned.tar"), t.into_inner().unwrap()).unwrap();
+    let check = |i: &Image| {
+        i.file("with space/with space.txt", "s\n", 0o644, 0, 0);
+        i.file("spaced dir/top.txt", "t\n", 0o644, 0, 0);
+        i.file("spaced dir/inner/i.txt", "i\n", 0o644, 0, 0);
+        i.dir("spaced dir/empty sub", 0o755, 0, 0);
+        // the destination of a directory's contents is created 0755 (see dest_rules)
+        i.dir("empty-copy", 0o755, 0, 0);
+        assert!(i.under("empty-copy").is_empty(), "{}", i.tool);
+        // ADD --chown: the directory ADD creates gets the owner
+        i.dir("owned tar", 0o755, 1000, 1002);
+    };
+    // ADD --chown of a local archive: BuildKit applies the owner to every extracted entry
+    // (solver/llbsolver/file/unpack_root.go, mapArchiveHeaderOwner: "explicit --chown values
+    // override the header ownership"); buildah 1.28 keeps the archive's owners.
+    let why =
+        "ADD --chown of an archive: BuildKit chowns extracted entries, buildah keeps 1234:5678";
+    let known = [
+        Known {
+            what: "owned tar/p",
+            why,
+        },
+        Known {
+            what: "owned tar/p/file.txt",
+            why,
+        },
+    ];
+    let (k, b) = differential(&case, check, &known);
+    k.dir("owned tar/p", 0o755, 1000, 1002);
+    k.file("owned tar/p/file.txt", "in the tar\n", 0o640, 1000, 1002);
+    b.dir("owned tar/p", 0o755, 1234, 5678);
+    b.file("owned tar/p/file.txt", "in the tar\n", 0o640, 1234, 5678);
+}
