@@ -8,7 +8,7 @@
 //! images with umoci and compares:
 //! - the root filesystems: path, type, mode, uid, gid, size, content, link target, hard links;
 //! - the config fields Env, Cmd, Entrypoint, User, WorkingDir, ExposedPorts, Volumes, Labels,
-//!   StopSignal, Healthcheck, OnBuild (empty values count as absent: buildah's docker format
+//!   StopSignal, Healthcheck, OnBuild, Shell (empty values count as absent: buildah's docker format
 //!   writes `[]` and `{}` where BuildKit writes nothing).
 //!
 //! BuildKit's semantics are the oracle (/work/shared/DOCKERFILE-SEMANTICS.md). Each test also
@@ -295,6 +295,7 @@ const FIELDS: &[&str] = &[
     "StopSignal",
     "Healthcheck",
     "OnBuild",
+    "Shell",
 ];
 
 /// Empty strings, arrays and objects count as absent.
@@ -1428,4 +1429,78 @@ fn json_form_handles_spaces_empty_directories_and_add_chown_of_an_archive() {
     k.file("owned tar/p/file.txt", "in the tar\n", 0o640, 1000, 1002);
     b.dir("owned tar/p", 0o755, 1234, 5678);
     b.file("owned tar/p/file.txt", "in the tar\n", 0o640, 1234, 5678);
+}
+
+#[test]
+fn copy_from_an_image_reference_takes_files_with_their_owners() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("copy_from_image");
+    let df = case.dir().join("Dockerfile");
+    let text = std::fs::read_to_string(&df).unwrap().replace(
+        "@BASE@",
+        &format!("oci-archive:{}", busybox_base().display()),
+    );
+    std::fs::write(&df, text).unwrap();
+    let check = |i: &Image| {
+        i.file(
+            "copied-passwd",
+            crate::support::buildah::PASSWD,
+            0o644,
+            0,
+            0,
+        );
+        i.dir("from-image-srv/www", 0o750, 1001, 1002);
+    };
+    differential(&case, check, &[]);
+}
+
+#[test]
+fn shell_changes_later_shell_forms_only() {
+    if !ready() {
+        return;
+    }
+    // SHELL is not in buildah 1.28's OCI configs: build in docker format.
+    let case = Case::new("shell").docker_format();
+    let check = |i: &Image| {
+        assert_eq!(
+            i.cfg("Shell"),
+            json(r#"["/bin/sh", "-x", "-c"]"#),
+            "{}",
+            i.tool
+        );
+        assert_eq!(
+            i.cfg("Healthcheck"),
+            json(r#"{"Test": ["CMD-SHELL", "true"]}"#),
+            "{}",
+            i.tool
+        );
+    };
+    // BuildKit wraps shell-form ENTRYPOINT and CMD with the SHELL in effect (withShell);
+    // buildah 1.28 always uses /bin/sh -c.
+    let known = [
+        Known {
+            what: "config.Entrypoint",
+            why: "shell form after SHELL: BuildKit uses the SHELL, buildah /bin/sh -c",
+        },
+        Known {
+            what: "config.Cmd",
+            why: "shell form after SHELL: BuildKit uses the SHELL, buildah /bin/sh -c",
+        },
+    ];
+    let (k, b) = differential(&case, check, &known);
+    assert_eq!(
+        k.cfg("Entrypoint"),
+        json(r#"["/bin/ash", "-e", "-c", "echo entry"]"#)
+    );
+    assert_eq!(
+        k.cfg("Cmd"),
+        json(r#"["/bin/ash", "-e", "-c", "echo cmd"]"#)
+    );
+    assert_eq!(
+        b.cfg("Entrypoint"),
+        json(r#"["/bin/sh", "-c", "echo entry"]"#)
+    );
+    assert_eq!(b.cfg("Cmd"), json(r#"["/bin/sh", "-c", "echo cmd"]"#));
 }
