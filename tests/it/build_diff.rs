@@ -1193,6 +1193,15 @@ fn two_builds_into_two_empty_stores_give_the_same_manifest_digest() {
     let b = two.kiln(&Kiln::new(), "repro");
     assert_eq!(a.digest, b.digest, "the same build gave two manifests");
     assert_eq!(a.fs, b.fs);
+    // Without --source-date-epoch or SOURCE_DATE_EPOCH the epoch is 0: file times in the layers
+    // and the config's `created`.
+    use std::os::unix::fs::MetadataExt;
+    for p in ["app/a.txt", "app/sub", "from-index.txt"] {
+        let md = std::fs::symlink_metadata(a.rootfs.join(p)).unwrap();
+        assert_eq!(md.mtime(), 0, "{p}: mtime");
+    }
+    let (_, config) = layout_image(&a.layout, "kiln");
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
 }
 
 #[test]
