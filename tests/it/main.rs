@@ -6,6 +6,7 @@ mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;
+mod registry;
 mod sandbox;
 mod store;
 mod unpack;
