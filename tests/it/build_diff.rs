@@ -735,6 +735,8 @@ fn workdir_is_created_and_relative_destinations_resolve_against_it() {
         for d in ["owned", "owned/by", "owned/by/app"] {
             i.dir(d, 0o755, 1000, 1000);
         }
+        i.dir("webdir", 0o755, 1001, 1002);
+        i.dir("numeric", 0o755, 1500, 1600);
         // an existing directory is not re-created or re-owned
         i.dir("srv/www", 0o750, 1001, 1002);
     };
