@@ -587,6 +587,24 @@ fn tarball(prefix: &str) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// `tool -c` (xz, bzip2, zstd) over `data`.
+fn compress(tool: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(tool)
+        .args(["-c", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "{tool} failed");
+    out.stdout
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -595,7 +613,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn add_extracts_plain_and_gzip_tarballs_found_by_content() {
+fn add_extracts_plain_gzip_xz_bzip2_and_zstd_tarballs_found_by_content() {
     if !ready() {
         return;
     }
@@ -603,11 +621,23 @@ fn add_extracts_plain_and_gzip_tarballs_found_by_content() {
     std::fs::write(case.dir().join("plain.tar"), tarball("p")).unwrap();
     std::fs::write(case.dir().join("data.tar.gz"), gzip(&tarball("g"))).unwrap();
     std::fs::write(case.dir().join("payload.bin"), gzip(&tarball("b"))).unwrap();
+    for (file, tool, prefix) in [
+        ("data.tar.xz", "xz", "x"),
+        ("data.tar.bz2", "bzip2", "j"),
+        ("data.tar.zst", "zstd", "z"),
+    ] {
+        if !need(tool) {
+            return;
+        }
+        std::fs::write(case.dir().join(file), compress(tool, &tarball(prefix))).unwrap();
+    }
+    std::fs::write(case.dir().join("text.gz"), gzip(b"just text\n")).unwrap();
+    let text_gz_len = std::fs::metadata(case.dir().join("text.gz")).unwrap().len();
     let gz_len = std::fs::metadata(case.dir().join("data.tar.gz"))
         .unwrap()
         .len();
     let check = |i: &Image| {
-        for dir in ["plain/p", "gz/g", "bin-named/b"] {
+        for dir in ["plain/p", "gz/g", "bin-named/b", "xz/x", "bz2/j", "zst/z"] {
             i.dir(dir, 0o755, 1234, 5678);
             // members keep their owners and modes
             i.file(
@@ -627,6 +657,13 @@ fn add_extracts_plain_and_gzip_tarballs_found_by_content() {
             0o644,
             0,
             0,
+        );
+        let t = i.meta("not/text.gz");
+        assert_eq!(
+            (t.kind, t.size),
+            ("file", text_gz_len),
+            "{}: text.gz",
+            i.tool
         );
         let c = i.meta("copied/data.tar.gz");
         assert_eq!(
