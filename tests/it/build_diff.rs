@@ -1585,3 +1585,17 @@ fn shell_changes_later_shell_forms_only() {
     );
     assert_eq!(b.cfg("Cmd"), json(r#"["/bin/sh", "-c", "echo cmd"]"#));
 }
+
+#[test]
+fn copy_flags_and_paths_expand_variables_and_from_paths_are_rooted() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("flag_expansion");
+    let check = |i: &Image| {
+        i.dir("dst", 0o755, 1000, 1002);
+        i.file("dst/f.txt", "f\n", 0o750, 1000, 1002);
+        i.file("relative-from.txt", "f\n", 0o644, 0, 0);
+    };
+    differential(&case, check, &[]);
+}
