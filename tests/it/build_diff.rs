@@ -1599,3 +1599,16 @@ fn copy_flags_and_paths_expand_variables_and_from_paths_are_rooted() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn chown_names_resolve_through_the_destination_stage_as_it_is_at_that_step() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("chown_stage_passwd");
+    let check = |i: &Image| {
+        i.file("late.txt", "f\n", 0o644, 2000, 2001);
+        i.file("from-other.txt", "f\n", 0o644, 2000, 2001);
+    };
+    differential(&case, check, &[]);
+}
