@@ -1612,3 +1612,35 @@ fn chown_names_resolve_through_the_destination_stage_as_it_is_at_that_step() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn quoting_escapes_and_source_paths_follow_the_shell_lexer() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("quoting");
+    let check = |i: &Image| {
+        i.file("x/sub/d", "d\n", 0o644, 0, 0);
+        i.file("y", "a\n", 0o644, 0, 0);
+        i.file("z", "a\n", 0o644, 0, 0);
+        i.file("w", "d\n", 0o644, 0, 0);
+        i.dir("wd", 0o755, 0, 0);
+        for e in ["a=x y", "b=x y", "c=$lit", "d=q\"uote", "e=$esc"] {
+            assert!(env_has(i, e), "{}: {e} not in {}", i.tool, i.config);
+        }
+        let l = i.cfg("Labels");
+        assert_eq!(l["k 1"], "v 1", "{}", i.tool);
+        assert_eq!(l["k2"], "single $a", "{}", i.tool);
+        assert_eq!(l["k3"], "x y-x y", "{}", i.tool);
+        assert_eq!(i.cfg("WorkingDir"), "/wd", "{}", i.tool);
+        assert_eq!(i.cfg("User"), "65534", "{}", i.tool);
+        assert_eq!(i.cfg("StopSignal"), "9", "{}", i.tool);
+        assert_eq!(
+            i.cfg("ExposedPorts"),
+            json(r#"{"7000/tcp": {}, "7000/udp": {}}"#),
+            "{}",
+            i.tool
+        );
+    };
+    differential(&case, check, &[]);
+}
