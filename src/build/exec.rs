@@ -63,23 +63,36 @@ impl Ctx<'_> {
     }
 }
 
-/// Reads a base or `--from` image: a store name, `oci:`, `oci-archive:`, `docker-archive:`.
+/// Reads a base or `--from` image: a store name, `oci:`, `oci-archive:`, `docker-archive:`,
+/// `docker://`; a name that is not in the store is pulled from its registry when one is
+/// configured (the local store wins, so air-gapped builds never reach for the network).
 fn load_image(
     store: &Store,
     reference: &str,
     platform: &Platform,
+    remote: Option<&transport::Remote>,
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
         if store.resolve(name).is_err() {
-            return Err(transport::Error::NotFound {
-                location: format!("the local store at {}", store.root().display()),
-                wanted: format!("named `{name}`"),
-                available: " (pulling from registries arrives with registry support; import the image with `kiln import`, or name it as oci:, oci-archive: or docker-archive:)".into(),
-            });
+            return match remote {
+                Some(_) => {
+                    let image = read_into_store(store, &Target::Registry(reference.to_string()), Some(platform), remote)?;
+                    // Named as pulled, so `kiln images` shows it and gc keeps it.
+                    if let Ok(r) = crate::registry::Reference::parse(reference) {
+                        let _ = store.tag(&r.to_string(), &image.descriptor);
+                    }
+                    Ok(image)
+                }
+                None => Err(transport::Error::NotFound {
+                    location: format!("the local store at {}", store.root().display()),
+                    wanted: format!("named `{name}`"),
+                    available: " (and no registry is configured; import it with `kiln import`, or name it as oci:, oci-archive:, docker-archive: or docker://)".into(),
+                }),
+            };
         }
     }
-    read_into_store(store, &target, Some(platform))
+    read_into_store(store, &target, Some(platform), remote)
 }
 
 fn base_config(img: &Image) -> BaseConfig {
@@ -156,12 +169,14 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             if images.contains_key(&r) {
                 continue;
             }
-            let img = load_image(store, &r, &platform).map_err(|e| Error::Image {
-                file: file.clone(),
-                line: pos.line,
-                col: pos.col,
-                reference: r.clone(),
-                source: Box::new(e),
+            let img = load_image(store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
+                Error::Image {
+                    file: file.clone(),
+                    line: pos.line,
+                    col: pos.col,
+                    reference: r.clone(),
+                    source: Box::new(e),
+                }
             })?;
             if let Some(triggers) = &img.config.config.on_build {
                 if !triggers.is_empty() {
@@ -331,8 +346,14 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     }
     for o in &opts.outputs {
         reporter.on_status(&format!("writing {o}"));
-        write_from_store(store, &image, o, names.first().map(String::as_str))
-            .map_err(|e| Error::Output(Box::new(e)))?;
+        write_from_store(
+            store,
+            &image,
+            o,
+            names.first().map(String::as_str),
+            opts.remote.as_ref(),
+        )
+        .map_err(|e| Error::Output(Box::new(e)))?;
     }
     Ok(BuildOutcome {
         image,

@@ -69,6 +69,9 @@ pub struct BuildOptions {
     pub helper_exe: PathBuf,
     /// Never map subordinate ids, even when there are some (single-id mode).
     pub single_id: bool,
+    /// The registry client: bases and `--from` images that are not in the store are pulled,
+    /// and `docker://` outputs pushed, through it.
+    pub remote: Option<crate::transport::Remote>,
 }
 
 /// A build secret's bytes. `Debug` never shows them.

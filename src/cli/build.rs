@@ -72,6 +72,9 @@ pub struct BuildArgs {
     /// Map only the caller's own id into RUN steps, even when subordinate ids exist.
     #[arg(long)]
     pub single_id: bool,
+    /// Push every `-t` name to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
@@ -160,11 +163,22 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .clone()
             .unwrap_or_else(|| a.context.join("Dockerfile")),
         context: a.context,
-        tags: a.tags,
+        tags: a.tags.clone(),
         build_args,
         target: a.target,
         platform: a.platform.unwrap_or_else(Platform::host),
-        outputs: a.outputs,
+        outputs: {
+            let mut o = a.outputs;
+            if a.push {
+                if a.tags.is_empty() {
+                    return Err(
+                        anyhow::anyhow!("--push needs at least one -t NAME to push to").into(),
+                    );
+                }
+                o.extend(a.tags.iter().map(|t| Target::Registry(t.clone())));
+            }
+            o
+        },
         compression: a.compression,
         threads: a.threads,
         epoch,
@@ -183,6 +197,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         helper_exe: std::env::current_exe()
             .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?,
         single_id: a.single_id,
+        remote: Some(ctx.remote()?),
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

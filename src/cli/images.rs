@@ -45,6 +45,7 @@ pub(crate) fn copy(ctx: &Context, a: CopyArgs) -> CliResult {
             source: a.source,
             dest: a.dest,
             platform: a.platform,
+            remote: Some(ctx.remote()?),
         },
         ctx.reporter().as_ref(),
     )?;
@@ -53,7 +54,12 @@ pub(crate) fn copy(ctx: &Context, a: CopyArgs) -> CliResult {
 
 pub(crate) fn inspect(ctx: &Context, a: InspectArgs) -> CliResult {
     let store = ctx.store()?;
-    out_json(&ops::inspect(&store, &a.image, a.platform.as_ref())?)
+    out_json(&ops::inspect(
+        &store,
+        &a.image,
+        a.platform.as_ref(),
+        Some(&ctx.remote()?),
+    )?)
 }
 
 pub(crate) fn images(ctx: &Context, a: ImagesArgs) -> CliResult {

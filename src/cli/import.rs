@@ -115,6 +115,7 @@ pub(crate) fn run(ctx: &Context, a: ImportArgs) -> CliResult {
         env: a.env,
         workdir: a.workdir,
         user: a.user,
+        remote: Some(ctx.remote()?),
     };
     let store = ctx.store()?;
     let r = ops::import(&store, &opts, ctx.reporter().as_ref())?;

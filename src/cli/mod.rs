@@ -15,6 +15,7 @@ mod import;
 mod layer;
 pub mod parse;
 pub mod plan;
+mod registry;
 mod render;
 mod store;
 
@@ -30,6 +31,9 @@ pub struct Cli {
     /// How to show progress.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// Registry settings.
+    #[command(flatten)]
+    pub registry: registry::RegistryFlags,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -54,6 +58,16 @@ pub enum Command {
     Inspect(images::InspectArgs),
     /// List the images in the local store.
     Images(images::ImagesArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(registry::PullArgs),
+    /// Push an image from the local store to a registry.
+    Push(registry::PushArgs),
+    /// Store a registry credential in the Docker config.json other tools read.
+    Login(registry::LoginArgs),
+    /// Remove a registry credential.
+    Logout(registry::LogoutArgs),
+    /// List a repository's tags.
+    Tags(registry::TagsArgs),
     /// Maintain the local store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -139,6 +153,7 @@ fn run(cli: Cli) -> CliResult {
     let ctx = Context {
         root: cli.root.clone(),
         progress: cli.progress,
+        registry: cli.registry.clone(),
     };
     match cli.command {
         Command::Parse(a) => code(parse::run(&a)),
@@ -150,6 +165,11 @@ fn run(cli: Cli) -> CliResult {
         Command::Inspect(a) => images::inspect(&ctx, a),
         Command::Images(a) => images::images(&ctx, a),
         Command::Store(c) => store::run(&ctx, c),
+        Command::Pull(a) => registry::pull(&ctx, &cli.registry, a),
+        Command::Push(a) => registry::push(&ctx, &cli.registry, a),
+        Command::Login(a) => registry::login(&cli.registry, a),
+        Command::Logout(a) => registry::logout(a),
+        Command::Tags(a) => registry::tags(&cli.registry, a),
     }
 }
 
@@ -157,6 +177,7 @@ fn run(cli: Cli) -> CliResult {
 pub(crate) struct Context {
     root: Option<PathBuf>,
     progress: ProgressMode,
+    registry: registry::RegistryFlags,
 }
 
 impl Context {
@@ -183,6 +204,11 @@ impl Context {
 
     pub(crate) fn store(&self) -> Result<crate::store::Store, Exit> {
         Ok(crate::store::Store::open(&self.root())?)
+    }
+
+    /// The registry client the global flags describe.
+    pub(crate) fn remote(&self) -> Result<crate::transport::Remote, Exit> {
+        Ok(self.registry.remote()?)
     }
 
     pub(crate) fn reporter(&self) -> Box<dyn crate::progress::Reporter> {

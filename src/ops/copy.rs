@@ -15,17 +15,30 @@ pub struct CopyOptions {
     pub dest: Target,
     /// Which platform to take from an index (host's by default).
     pub platform: Option<Platform>,
+    /// The registry client, for `docker://` references.
+    pub remote: Option<crate::transport::Remote>,
 }
 
 /// Copies an image; returns the manifest descriptor written.
 pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Result<Descriptor> {
     reporter.on_status(&format!("reading {}", opts.source));
-    let image = read_into_store(store, &opts.source, opts.platform.as_ref())?;
+    let image = read_into_store(
+        store,
+        &opts.source,
+        opts.platform.as_ref(),
+        opts.remote.as_ref(),
+    )?;
     let name = match &opts.source {
         Target::Store(n) => Some(n.as_str()),
         Target::DockerArchive(_, Some(n)) if !n.starts_with('@') => Some(n.as_str()),
         _ => None,
     };
     reporter.on_status(&format!("writing {}", opts.dest));
-    Ok(write_from_store(store, &image, &opts.dest, name)?)
+    Ok(write_from_store(
+        store,
+        &image,
+        &opts.dest,
+        name,
+        opts.remote.as_ref(),
+    )?)
 }

@@ -37,6 +37,8 @@ pub struct ImportOptions {
     pub workdir: Option<String>,
     /// `User`.
     pub user: Option<String>,
+    /// The registry client, for `docker://` outputs.
+    pub remote: Option<crate::transport::Remote>,
 }
 
 /// The image made, and its layer.
@@ -98,7 +100,7 @@ pub fn import(
     let first_name = opts.names.first().map(String::as_str);
     for o in &opts.outputs {
         reporter.on_status(&format!("writing {o}"));
-        write_from_store(store, &image, o, first_name)?;
+        write_from_store(store, &image, o, first_name, opts.remote.as_ref())?;
     }
     Ok(ImportResult {
         image,

@@ -42,8 +42,13 @@ pub struct Inspection {
 }
 
 /// Inspects an image. Images outside the store are read into it first (their blobs verified).
-pub fn inspect(store: &Store, target: &Target, platform: Option<&Platform>) -> Result<Inspection> {
-    let image = read_into_store(store, target, platform)?;
+pub fn inspect(
+    store: &Store,
+    target: &Target,
+    platform: Option<&Platform>,
+    remote: Option<&crate::transport::Remote>,
+) -> Result<Inspection> {
+    let image = read_into_store(store, target, platform, remote)?;
     Ok(Inspection {
         name: target.to_string(),
         digest: image.digest().clone(),

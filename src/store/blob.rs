@@ -20,7 +20,13 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     pub(super) fn new(store: &Store) -> Result<BlobWriter> {
-        let tmp_dir = store.root().join("tmp");
+        Self::new_in(store.root())
+    }
+
+    /// A writer into the store at `root`, for code that must own what it captures (a blob
+    /// download running on another thread while the caller holds the [`Store`] and its lock).
+    pub fn new_in(root: &std::path::Path) -> Result<BlobWriter> {
+        let tmp_dir = root.join("tmp");
         let file = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&tmp_dir)
@@ -29,7 +35,7 @@ impl BlobWriter {
             file: io::BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
             size: 0,
-            blobs: store.root().join("blobs/sha256"),
+            blobs: root.join("blobs/sha256"),
         })
     }
 

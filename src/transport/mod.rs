@@ -15,6 +15,7 @@
 //! blobs through temp files and `index.json` replaced whole.
 
 mod archive_tar;
+mod docker;
 mod docker_archive;
 mod oci_archive;
 mod oci_dir;
@@ -28,6 +29,7 @@ use crate::image::Image;
 use crate::oci::{Descriptor, Platform};
 use crate::store::{self, Store};
 
+pub use docker::Remote;
 pub use select::load_image;
 
 /// A reader of the uncompressed tar of `layer`, whose blob is in the store.
@@ -94,6 +96,9 @@ pub enum Error {
         /// What there is.
         available: String,
     },
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(Box<crate::registry::Error>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -219,6 +224,7 @@ pub fn read_into_store(
     store: &Store,
     source: &Target,
     platform: Option<&Platform>,
+    remote: Option<&Remote>,
 ) -> Result<Image> {
     match source {
         Target::Store(name) => {
@@ -228,10 +234,18 @@ pub fn read_into_store(
         Target::OciDir(dir, r) => oci_dir::read(store, dir, r.as_deref(), platform),
         Target::OciArchive(file, r) => oci_archive::read(store, file, r.as_deref(), platform),
         Target::DockerArchive(file, r) => docker_archive::read(store, file, r.as_deref()),
-        Target::Registry(_) => Err(Error::Unsupported {
-            value: source.to_string(),
-            transport: "docker (registry)".into(),
-        }),
+        Target::Registry(r) => match remote {
+            Some(remote) => docker::pull(
+                store,
+                remote,
+                r,
+                &platform.cloned().unwrap_or_else(Platform::host),
+            ),
+            None => Err(Error::Unsupported {
+                value: source.to_string(),
+                transport: "docker (registry, not configured here)".into(),
+            }),
+        },
     }
 }
 
@@ -242,6 +256,7 @@ pub fn write_from_store(
     image: &Image,
     dest: &Target,
     name: Option<&str>,
+    remote: Option<&Remote>,
 ) -> Result<Descriptor> {
     match dest {
         Target::Store(n) => {
@@ -264,11 +279,14 @@ pub fn write_from_store(
             };
             docker_archive::write(store, image, file, tag)?
         }
-        Target::Registry(_) => {
-            return Err(Error::Unsupported {
-                value: dest.to_string(),
-                transport: "docker (registry)".into(),
-            })
+        Target::Registry(r) => {
+            return match remote {
+                Some(remote) => docker::push(store, remote, image, r),
+                None => Err(Error::Unsupported {
+                    value: dest.to_string(),
+                    transport: "docker (registry, not configured here)".into(),
+                }),
+            }
         }
     }
     Ok(image.descriptor.clone())

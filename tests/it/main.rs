@@ -7,6 +7,7 @@ mod dockerfile;
 mod export;
 mod plan;
 mod registry;
+mod registry_cli;
 mod sandbox;
 mod store;
 mod unpack;

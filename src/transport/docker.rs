@@ -1,0 +1,216 @@
+//! `docker://REF`: pulling into the store and pushing from it, through [`crate::registry`].
+//!
+//! A pull stores every blob through a temp file that is named only after its digest is verified,
+//! and records where each layer came from (`origins/<hex>`), so that a later push to another
+//! repository of the same registry can mount it instead of uploading it.
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::image::Image;
+use crate::oci::{Descriptor, Digest, Platform};
+use crate::registry::{
+    self, pull_blobs, push_blobs, BlobSink, BlobUpload, Client, NoProgress, Reference,
+    RemoteManifest,
+};
+use crate::store::{BlobWriter, Store};
+
+use super::{Error, Result};
+
+/// A registry client and how many blobs it moves at once.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The client (credentials, TLS, mirrors, retries).
+    pub client: Client,
+    /// Concurrent blob transfers (`--jobs`).
+    pub jobs: usize,
+}
+
+fn reg(e: registry::Error) -> Error {
+    Error::Registry(Box::new(e))
+}
+
+struct StoreSink {
+    w: BlobWriter,
+    digest: Digest,
+    size: u64,
+}
+
+impl Write for StoreSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl BlobSink for StoreSink {
+    fn commit(self: Box<Self>) -> std::io::Result<()> {
+        let s = *self;
+        s.w.finish_expecting(&s.digest, Some(s.size))
+            .map_err(std::io::Error::other)
+    }
+}
+
+fn origins_path(store: &Store, d: &Digest) -> PathBuf {
+    store.root().join("origins").join(d.hex())
+}
+
+fn record_origin(store: &Store, d: &Digest, r: &Reference) {
+    let p = origins_path(store, d);
+    let line = format!("{}/{}", r.registry(), r.repository());
+    let mut known = std::fs::read_to_string(&p).unwrap_or_default();
+    if known.lines().any(|l| l == line) {
+        return;
+    }
+    known.push_str(&line);
+    known.push('\n');
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = crate::store::write_atomic(dir, &p, known.as_bytes());
+    }
+}
+
+/// Repositories of `registry` a blob is known to be in.
+fn origins(store: &Store, d: &Digest, registry: &str) -> Vec<String> {
+    std::fs::read_to_string(origins_path(store, d))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(registry).and_then(|r| r.strip_prefix('/')))
+        .map(str::to_string)
+        .collect()
+}
+
+fn store_manifest(store: &Store, m: &RemoteManifest) -> Result<()> {
+    store.put_verified(&m.digest, Some(m.bytes.len() as u64), &mut &m.bytes[..])?;
+    Ok(())
+}
+
+/// Pulls `reference` for `platform` into the store (through mirrors when configured).
+pub(crate) fn pull(
+    store: &Store,
+    remote: &Remote,
+    reference: &str,
+    platform: &Platform,
+) -> Result<Image> {
+    let r = Reference::parse(reference).map_err(reg)?;
+    let client = &remote.client;
+    let (source, top) = client.get_manifest_via_mirrors(&r).map_err(reg)?;
+    let manifest = if top.is_index() {
+        store_manifest(store, &top)?;
+        let index = top.index().map_err(reg)?;
+        let d = registry::select_platform(&index, platform).ok_or_else(|| Error::NoPlatform {
+            location: format!("docker://{reference}"),
+            platform: Box::new(platform.clone()),
+            available: registry::platforms(&index)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        client
+            .get_manifest(&source.with_digest(d.digest.clone()))
+            .map_err(reg)?
+    } else {
+        top
+    };
+    if !manifest.media_type.is_manifest() {
+        return Err(Error::Malformed {
+            location: format!("docker://{reference}"),
+            reason: format!("`{}` is not an image manifest", manifest.media_type),
+        });
+    }
+    store_manifest(store, &manifest)?;
+    let m = manifest.manifest().map_err(reg)?;
+    let mut wanted: Vec<Descriptor> = vec![m.config.clone()];
+    wanted.extend(
+        m.layers
+            .iter()
+            .filter(|l| !l.media_type.is_foreign_layer())
+            .cloned(),
+    );
+    wanted.retain(|d| !store.contains(&d.digest));
+    wanted.dedup_by(|a, b| a.digest == b.digest);
+    let root = store.root().to_path_buf();
+    let open = move |d: &Descriptor| -> std::io::Result<Box<dyn BlobSink>> {
+        Ok(Box::new(StoreSink {
+            w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
+            digest: d.digest.clone(),
+            size: d.size,
+        }))
+    };
+    pull_blobs(
+        client,
+        &source,
+        &wanted,
+        remote.jobs.max(1),
+        &NoProgress,
+        &open,
+    )
+    .map_err(reg)?;
+    for l in &m.layers {
+        record_origin(store, &l.digest, &source);
+    }
+    record_origin(store, &m.config.digest, &source);
+    let raw_config = store.read_blob(&m.config.digest)?;
+    let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
+    image.descriptor.media_type = manifest.media_type.clone();
+    Ok(image)
+}
+
+/// Pushes `image` (blobs in the store) to `reference`: blobs the registry has are skipped,
+/// blobs known in another repository of the same registry are mounted, the rest uploaded.
+pub(crate) fn push(
+    store: &Store,
+    remote: &Remote,
+    image: &Image,
+    reference: &str,
+) -> Result<Descriptor> {
+    let r = Reference::parse(reference).map_err(reg)?;
+    let mut uploads = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let config = &image.manifest.config;
+    for d in image
+        .layers()
+        .iter()
+        .filter(|l| !l.media_type.is_foreign_layer())
+        .chain(std::iter::once(config))
+    {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let path = store.blob_path(&d.digest);
+        let mount_from = origins(store, &d.digest, r.registry())
+            .into_iter()
+            .filter(|repo| repo != r.repository())
+            .collect();
+        uploads.push(BlobUpload {
+            digest: d.digest.clone(),
+            size: d.size,
+            open: Box::new(move || {
+                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+            }),
+            mount_from,
+        });
+    }
+    push_blobs(
+        &remote.client,
+        &r,
+        &uploads,
+        remote.jobs.max(1),
+        &NoProgress,
+    )
+    .map_err(reg)?;
+    let digest = remote
+        .client
+        .put_manifest(&r, &image.raw_manifest, &image.descriptor.media_type)
+        .map_err(reg)?;
+    for d in image.layers().iter().chain(std::iter::once(config)) {
+        record_origin(store, &d.digest, &r);
+    }
+    Ok(Descriptor::new(
+        image.descriptor.media_type.clone(),
+        digest,
+        image.raw_manifest.len() as u64,
+    ))
+}
