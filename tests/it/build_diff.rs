@@ -491,12 +491,12 @@ fn chmod_sets_octal_modes_on_files_and_copied_directories() {
         i.file("m/run.sh", "#!/bin/sh\necho run\n", 0o600, 0, 0);
         i.file("m/kept.sh", "#!/bin/sh\necho run\n", 0o755, 0, 0);
         i.file("m/both.txt", "data\n", 0o444, 1000, 1000);
-        // --chmod applies to what is copied, not to the destination directory COPY creates
-        // (fsutil's prepareTargetDir makes it 0755; the top directory's file info is not copied)
-        i.dir("tree", 0o755, 0, 0);
         i.file("tree/one.txt", "one\n", 0o750, 0, 0);
         i.file("tree/inner/two.txt", "two\n", 0o750, 0, 0);
         i.dir("tree/inner", 0o750, 0, 0);
+        // --chmod applies to what is copied, not to the destination directory COPY creates
+        // (fsutil's prepareTargetDir makes it 0755; the top directory's file info is not copied)
+        i.dir("tree", 0o755, 0, 0);
     };
     differential(&case, check, &[]);
 }
@@ -708,13 +708,6 @@ fn copy_follows_the_directory_contents_and_trailing_slash_rules() {
             .unwrap();
     }
     let check = |i: &Image| {
-        // the directory receiving a directory's contents: created 0755, or left as it was
-        i.dir("private-contents", 0o755, 0, 0);
-        i.dir("private-contents/sub", 0o700, 0, 0);
-        i.file("private-contents/p.txt", "p\n", 0o644, 0, 0);
-        i.dir("etc", 0o755, 0, 0);
-        i.dir("etc/sub", 0o700, 0, 0);
-        i.file("etc/p.txt", "p\n", 0o644, 0, 0);
         assert_eq!(i.under("contents"), ["sub", "sub/y", "x"], "{}", i.tool);
         assert_eq!(
             i.under("contents-slash"),
@@ -728,6 +721,13 @@ fn copy_follows_the_directory_contents_and_trailing_slash_rules() {
         i.file("deep/er/path/renamed.txt", "a\n", 0o644, 0, 0);
         i.dir("deep/er", 0o755, 0, 0);
         assert_eq!(i.under("multi"), ["a.txt", "b.txt"], "{}", i.tool);
+        i.dir("private-contents/sub", 0o700, 0, 0);
+        i.file("private-contents/p.txt", "p\n", 0o644, 0, 0);
+        i.dir("etc", 0o755, 0, 0);
+        i.dir("etc/sub", 0o700, 0, 0);
+        i.file("etc/p.txt", "p\n", 0o644, 0, 0);
+        // the directory receiving a directory's contents: created 0755, or left as it was
+        i.dir("private-contents", 0o755, 0, 0);
     };
     differential(&case, check, &[]);
 }
@@ -1484,11 +1484,11 @@ fn json_form_handles_spaces_empty_directories_and_add_chown_of_an_archive() {
         i.file("spaced dir/top.txt", "t\n", 0o644, 0, 0);
         i.file("spaced dir/inner/i.txt", "i\n", 0o644, 0, 0);
         i.dir("spaced dir/empty sub", 0o755, 0, 0);
-        // the destination of a directory's contents is created 0755 (see dest_rules)
-        i.dir("empty-copy", 0o755, 0, 0);
-        assert!(i.under("empty-copy").is_empty(), "{}", i.tool);
         // ADD --chown: the directory ADD creates gets the owner
         i.dir("owned tar", 0o755, 1000, 1002);
+        assert!(i.under("empty-copy").is_empty(), "{}", i.tool);
+        // the destination of a directory's contents is created 0755 (see dest_rules)
+        i.dir("empty-copy", 0o755, 0, 0);
     };
     // ADD --chown of a local archive: BuildKit applies the owner to every extracted entry
     // (solver/llbsolver/file/unpack_root.go, mapArchiveHeaderOwner: "explicit --chown values
