@@ -1644,3 +1644,50 @@ fn quoting_escapes_and_source_paths_follow_the_shell_lexer() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn hard_links_inside_an_added_archive_stay_hard_links() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("archive_hardlinks");
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        t.append_data(&mut h, path, data).unwrap();
+    };
+    add("t/", tar::EntryType::Directory, b"", None);
+    add("t/f", tar::EntryType::Regular, b"h\n", None);
+    add("t/d/", tar::EntryType::Directory, b"", None);
+    add("t/d/g", tar::EntryType::Link, b"", Some("t/f"));
+    std::fs::write(case.dir().join("h.tar"), t.into_inner().unwrap()).unwrap();
+    let check = |i: &Image| {
+        for (f, g) in [("copied/f", "copied/d/g"), ("added/t/f", "added/t/d/g")] {
+            i.file(f, "h\n", 0o644, 0, 0);
+            i.file(g, "h\n", 0o644, 0, 0);
+            assert_ne!(
+                i.meta(f).hardlink_group,
+                "",
+                "{}: {f} is not hard-linked",
+                i.tool
+            );
+            assert_eq!(
+                i.meta(f).hardlink_group,
+                i.meta(g).hardlink_group,
+                "{}: {f} and {g} are not one file",
+                i.tool
+            );
+        }
+    };
+    differential(&case, check, &[]);
+}
