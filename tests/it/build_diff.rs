@@ -1691,3 +1691,54 @@ fn hard_links_inside_an_added_archive_stay_hard_links() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn parents_implied_by_an_archive_are_created_root_owned() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("archive_implied_parents");
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o600);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    h.set_size(2);
+    t.append_data(&mut h, "x/y/z.txt", &b"z\n"[..]).unwrap();
+    std::fs::write(case.dir().join("n.tar"), t.into_inner().unwrap()).unwrap();
+    let check = |i: &Image| {
+        i.dir("np/x", 0o755, 0, 0);
+        i.dir("np/x/y", 0o755, 0, 0);
+        i.file("np/x/y/z.txt", "z\n", 0o600, 1234, 5678);
+        i.dir("npc", 0o755, 7, 8);
+    };
+    // With --chown, BuildKit's unpack (solver/llbsolver/file/unpack_root.go) creates the implied
+    // parents with the root pair (0:0) and chowns the listed entries; buildah 1.28 chowns the
+    // implied parents and keeps the archive's owner on the listed file.
+    let known = [
+        Known {
+            what: "npc/x",
+            why: "implied parent with --chown: BuildKit 0:0, buildah 7:8",
+        },
+        Known {
+            what: "npc/x/y",
+            why: "implied parent with --chown: BuildKit 0:0, buildah 7:8",
+        },
+        Known {
+            what: "npc/x/y/z.txt",
+            why: "archive member with --chown: BuildKit 7:8, buildah keeps 1234:5678",
+        },
+    ];
+    let b = case.buildah(&Buildah::new(), case.name);
+    check(&b);
+    b.dir("npc/x", 0o755, 7, 8);
+    b.dir("npc/x/y", 0o755, 7, 8);
+    b.file("npc/x/y/z.txt", "z\n", 0o600, 1234, 5678);
+    let k = case.kiln(&Kiln::new(), case.name);
+    check(&k);
+    k.file("npc/x/y/z.txt", "z\n", 0o600, 7, 8);
+    k.dir("npc/x", 0o755, 0, 0);
+    k.dir("npc/x/y", 0o755, 0, 0);
+    compare(&k, &b, &known);
+}
