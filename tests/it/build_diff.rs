@@ -28,7 +28,9 @@
 //! - `shell`: buildah wraps shell-form CMD/ENTRYPOINT with /bin/sh -c whatever SHELL says.
 //! - `dest_symlink`: COPY onto a symlink to a file: buildah replaces the link; BuildKit writes
 //!   through it.
-//! - `json_form`: ADD --chown of an archive: buildah keeps the archive's owners; BuildKit chowns.
+//! - `json_form`, `archive_implied_parents`: ADD --chown of an archive: buildah keeps the
+//!   archive's owners and chowns the parents the archive implies; BuildKit chowns the listed
+//!   entries and creates implied parents 0:0.
 //! - `onbuild`, `healthcheck`, `shell`: buildah's OCI format drops OnBuild, Healthcheck and Shell,
 //!   so these cases build with `--format docker`.
 //! - Not comparable (kiln checked alone, buildah's failure asserted): mixed-case stage names,
