@@ -1744,3 +1744,35 @@ fn parents_implied_by_an_archive_are_created_root_owned() {
     k.dir("npc/x/y", 0o755, 0, 0);
     compare(&k, &b, &known);
 }
+
+#[test]
+fn copy_from_follows_symlinked_sources_and_keeps_links_inside_directories() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("copy_from_symlinks");
+    let check = |i: &Image| {
+        let busybox = i.meta("bin/busybox").clone();
+        for p in ["sh", "two/sh", "two/env"] {
+            let m = i.meta(p);
+            assert_eq!(
+                (m.kind, m.mode, m.size, &m.content),
+                ("file", 0o755, busybox.size, &busybox.content),
+                "{}: {p}",
+                i.tool
+            );
+        }
+        let links: Vec<String> = i.under("sbins");
+        assert!(!links.is_empty(), "{}: /sbins is empty", i.tool);
+        for l in links {
+            let m = i.meta(&format!("sbins/{l}"));
+            assert_eq!(
+                (m.kind, m.link.as_str()),
+                ("symlink", "/bin/busybox"),
+                "{}",
+                i.tool
+            );
+        }
+    };
+    differential(&case, check, &[]);
+}
