@@ -1779,3 +1779,35 @@ fn copy_from_follows_symlinked_sources_and_keeps_links_inside_directories() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn from_a_stage_inherits_its_config_and_healthcheck_none_disables_the_check() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("stage_inheritance").docker_format();
+    let check = |i: &Image| {
+        assert_eq!(
+            i.cfg("Healthcheck"),
+            json(r#"{"Test": ["NONE"]}"#),
+            "{}",
+            i.tool
+        );
+        assert_eq!(i.cfg("Labels")["from"], "a", "{}", i.tool);
+        assert_eq!(i.cfg("StopSignal"), "SIGINT", "{}", i.tool);
+        assert_eq!(i.cfg("User"), "app", "{}", i.tool);
+        assert_eq!(i.cfg("WorkingDir"), "/wa", "{}", i.tool);
+        assert!(env_has(i, "FROM_A=yes"), "{}", i.tool);
+        assert_eq!(
+            i.cfg("ExposedPorts"),
+            json(r#"{"81/tcp": {}}"#),
+            "{}",
+            i.tool
+        );
+        assert_eq!(i.cfg("Volumes"), json(r#"{"/va": {}}"#), "{}", i.tool);
+        assert_eq!(i.cfg("Entrypoint"), json(r#"["/bin/echo"]"#), "{}", i.tool);
+        assert_eq!(i.cfg("Cmd"), json(r#"["from", "a"]"#), "{}", i.tool);
+        i.dir("wa", 0o755, 1000, 1000);
+    };
+    differential(&case, check, &[]);
+}
