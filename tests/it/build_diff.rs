@@ -1811,3 +1811,32 @@ fn from_a_stage_inherits_its_config_and_healthcheck_none_disables_the_check() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn dockerignore_pattern_forms_and_copy_owners_ignore_user() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("dockerignore_forms");
+    let check = |i: &Image| {
+        assert_eq!(
+            i.under("ctx"),
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "deep",
+                "deep/a",
+                "dir",
+                "dir/keep",
+                "keep.md",
+                "sub",
+                "sub/y"
+            ],
+            "{}",
+            i.tool
+        );
+        i.file("ctx/dir/keep", "k\n", 0o644, 0, 0);
+        assert!(env_has(i, "URL=a=b"), "{}", i.tool);
+    };
+    differential(&case, check, &[]);
+}
