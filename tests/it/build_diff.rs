@@ -1840,3 +1840,29 @@ fn dockerignore_pattern_forms_and_copy_owners_ignore_user() {
     };
     differential(&case, check, &[]);
 }
+
+#[test]
+fn long_names_long_link_targets_unicode_and_mode_0000_are_carried() {
+    if !ready() {
+        return;
+    }
+    let case = Case::new("odd_names");
+    let t = case.dir().join("t");
+    let long_dir = "d".repeat(120);
+    let long_file = "f".repeat(130);
+    std::fs::create_dir_all(t.join(&long_dir)).unwrap();
+    std::fs::write(t.join(&long_dir).join(&long_file), "deep\n").unwrap();
+    std::os::unix::fs::symlink("x".repeat(200), t.join("longlink")).unwrap();
+    std::fs::write(t.join("é ü.txt"), "u\n").unwrap();
+    std::fs::write(t.join("zero"), "zero\n").unwrap();
+    std::fs::set_permissions(t.join("zero"), std::fs::Permissions::from_mode(0)).unwrap();
+    let check = |i: &Image| {
+        i.file(&format!("t/{long_dir}/{long_file}"), "deep\n", 0o644, 0, 0);
+        let l = i.meta("t/longlink");
+        assert_eq!((l.kind, l.link.len()), ("symlink", 200), "{}", i.tool);
+        i.file("t/é ü.txt", "u\n", 0o644, 0, 0);
+        i.file("t/zero", "zero\n", 0, 0, 0);
+        i.file("zero", "zero\n", 0, 0, 0);
+    };
+    differential(&case, check, &[]);
+}
