@@ -1855,7 +1855,7 @@ fn long_names_long_link_targets_unicode_and_mode_0000_are_carried() {
     std::os::unix::fs::symlink("x".repeat(200), t.join("longlink")).unwrap();
     std::fs::write(t.join("é ü.txt"), "u\n").unwrap();
     std::fs::write(t.join("zero"), "zero\n").unwrap();
-    std::fs::set_permissions(t.join("zero"), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(t.join("zero"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let check = |i: &Image| {
         i.file(&format!("t/{long_dir}/{long_file}"), "deep\n", 0o644, 0, 0);
         let l = i.meta("t/longlink");
