@@ -110,6 +110,7 @@ fn base_config(img: &Image) -> BaseConfig {
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
         user: c.user.clone().filter(|u| !u.is_empty()),
         shell: c.shell.clone(),
+        onbuild: c.on_build.clone().unwrap_or_default(),
     }
 }
 
@@ -178,16 +179,6 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
                     source: Box::new(e),
                 }
             })?;
-            if let Some(triggers) = &img.config.config.on_build {
-                if !triggers.is_empty() {
-                    reporter.on_warning(&format!(
-                        "{file}:{}:{}: image `{r}` has ONBUILD triggers ({}); running a base image's triggers is not supported yet, so they are skipped",
-                        pos.line,
-                        pos.col,
-                        triggers.join("; ")
-                    ));
-                }
-            }
             images.insert(r, img);
         }
     }
