@@ -928,6 +928,33 @@ fn onbuild_triggers_are_stored_in_the_parent_and_run_in_the_child() {
             r#"["{path}", "FROM_TRIGGER=parent", "WHERE=child"]"#
         ))
     );
+
+    // The grandchild: no trigger runs again.
+    let mut grand = Case::new("onbuild")
+        .file("grand.Dockerfile")
+        .docker_format();
+    grand.args = vec![("CHILD".into(), bc.name.clone())];
+    let bg = grand.buildah(&bah, "onbuild-grand");
+    grand.args = vec![("CHILD".into(), format!("oci:{}:kiln", kc.layout.display()))];
+    let kg = grand.kiln(&kiln, "onbuild-grand");
+    for g in [&bg, &kg] {
+        assert!(
+            env_has(g, "FROM_TRIGGER=parent"),
+            "{}: {}",
+            g.tool,
+            g.config
+        );
+        assert!(env_has(g, "GRAND=1"), "{}: {}", g.tool, g.config);
+        assert_eq!(g.cfg("OnBuild"), serde_json::Value::Null, "{}", g.tool);
+    }
+    compare(
+        &kg,
+        &bg,
+        &[Known {
+            what: "config.Env",
+            why: "inherited from the child (see above)",
+        }],
+    );
 }
 
 #[test]
