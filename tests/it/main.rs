@@ -2,6 +2,7 @@
 mod support;
 
 mod build;
+mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;
