@@ -51,6 +51,8 @@ pub struct CopyInput<'a> {
     pub chmod: Option<u32>,
     /// A scratch directory for extracted archives.
     pub scratch: &'a Path,
+    /// URLs of ADD, already downloaded into the store: url → (blob path, digest, size, mtime).
+    pub urls: &'a BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
 }
 
 /// Why a COPY failed.
@@ -259,19 +261,46 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             });
         }
     }
-    if !urls.is_empty() {
-        return Err(CopyError::Other(format!(
-            "ADD of a URL ({}) is not supported by this kiln yet",
-            urls.join(", ")
-        )));
-    }
-    let count = srcs.len() + step.inline.len();
+    let count = srcs.len() + step.inline.len() + urls.len();
     let dest_is_dir = trailing
         || step.sources.len() + step.inline.len() > 1
         || count > 1
         || matches!(input.dest.get(&dest_rel), Some(n) if n.kind == NodeKind::Dir)
         || step.parents;
 
+    for url in &urls {
+        let Some((blob, fetched)) = input.urls.get(url) else {
+            return Err(CopyError::Other(format!("`{url}` was not downloaded")));
+        };
+        if let Some(want) = &step.checksum {
+            if want != &fetched.digest.to_string() {
+                return Err(CopyError::Other(format!(
+                    "checksum of `{url}` does not match: expected `{want}`, got `{}`",
+                    fetched.digest
+                )));
+            }
+        }
+        let name = super::fetch::url_file_name(url);
+        let path = if dest_is_dir {
+            join(&dest_rel, name.as_bytes())
+        } else {
+            dest_rel.clone()
+        };
+        let owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
+        // BuildKit gives downloaded files mode 0600 and the server's Last-Modified time.
+        out.add(Entry {
+            path,
+            kind: EntryKind::File {
+                size: fetched.size,
+                source: FileSource::Path(blob.clone()),
+            },
+            mode: input.chmod.unwrap_or(0o600),
+            uid: owner.uid,
+            gid: owner.gid,
+            mtime: fetched.mtime.unwrap_or(0),
+            xattrs: Vec::new(),
+        });
+    }
     for f in &step.inline {
         let path = if dest_is_dir {
             join(&dest_rel, f.name.as_bytes())
