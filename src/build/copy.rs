@@ -514,7 +514,7 @@ fn tree_items(
         gid: n.gid,
         mtime: n.mtime,
         // Files of one hard-link group share a key, so the copy links them again.
-        key: (n.kind == NodeKind::File).then(|| {
+        key: (n.kind == NodeKind::File && (n.linked || n.link_of.is_some())).then(|| {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             n.link_of.as_deref().unwrap_or(p).hash(&mut h);

@@ -45,6 +45,8 @@ pub struct Node {
     pub content: Option<Arc<[u8]>>,
     /// For a hard link: the path of the file it links to (its group's first path).
     pub link_of: Option<Vec<u8>>,
+    /// Whether other paths are hard links to this file.
+    pub linked: bool,
 }
 
 /// The merged view of a stack of layers: relative path → node.
@@ -136,6 +138,7 @@ impl FsIndex {
                     mtime: 0,
                     content: None,
                     link_of: None,
+                    linked: false,
                 },
             );
         }
@@ -232,6 +235,7 @@ impl FsIndex {
                     mtime,
                     content,
                     link_of: None,
+                    linked: false,
                 },
             );
         }
@@ -281,6 +285,7 @@ impl FsIndex {
                     mtime: e.mtime,
                     content,
                     link_of: None,
+                    linked: false,
                 },
             );
         }
