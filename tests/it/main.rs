@@ -6,6 +6,7 @@ mod dockerfile;
 mod export;
 mod plan;
 mod registry;
+mod run;
 mod sandbox;
 mod store;
 mod unpack;
