@@ -757,8 +757,10 @@ fn dockerfile_minimal(k: &KilnAs, extra: &[&str], single: bool) {
     assert_eq!(text, want, "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Slow (about 50 s, and a few minutes more the first time on a machine, for debootstrap) and
+/// needs the Debian mirror for apt-get; it still runs with every `cargo test`, because it is the
+/// one test of a real distribution through RUN.
 #[test]
-#[ignore = "slow: debootstrap once per machine (cached), apt-get from the Debian mirror; run with --ignored"]
 fn dockerfile_minimal_on_debian_as_unprivileged_user() {
     let Some(k) = KilnAs::new(Who::User) else {
         return;
@@ -766,8 +768,10 @@ fn dockerfile_minimal_on_debian_as_unprivileged_user() {
     dockerfile_minimal(&k, &[], false);
 }
 
+/// Slow (about 50 s, and a few minutes more the first time on a machine, for debootstrap) and
+/// needs the Debian mirror for apt-get; it still runs with every `cargo test`, because it is the
+/// one test of a real distribution through RUN.
 #[test]
-#[ignore = "slow: debootstrap once per machine (cached), apt-get from the Debian mirror; run with --ignored"]
 fn dockerfile_minimal_on_debian_as_unprivileged_user_in_single_id_mode() {
     // No newuidmap/newgidmap on PATH, and --single-id as well.
     let Some(k) = KilnAs::with_path(Who::User, "/nonexistent-kiln-path") else {
