@@ -34,8 +34,12 @@ pub(super) struct StageState {
 
 impl StageState {
     pub(super) fn from_image(img: &Image) -> StageState {
+        let mut builder = ImageBuilder::from_base(img);
+        // The base's ONBUILD triggers run in this stage (the planner inserted them); like
+        // BuildKit, they are not passed on to images built from this one.
+        builder.config_mut().config.on_build = None;
         StageState {
-            builder: ImageBuilder::from_base(img),
+            builder,
             layers: img.layers().to_vec(),
             index: FsIndex::default(),
             indexed: 0,

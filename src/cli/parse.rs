@@ -14,14 +14,25 @@ pub struct ParseArgs {
     pub dump: bool,
 }
 
-/// Prints warnings as `FILE:LINE:COL: warning: message [Rule]`.
-pub(crate) fn print_warnings(file: &str, warnings: &[Warning]) {
-    for w in warnings {
+/// Prints warnings as `FILE:LINE:COL: warning: message [Rule]`, after applying the file's
+/// `# check=` directive. Returns false when `# check=error=true` turns remaining warnings into
+/// a failure (after printing them and a summary).
+pub(crate) fn print_warnings(file: &str, warnings: &[Warning], check: Option<&str>) -> bool {
+    let (kept, error) = crate::dockerfile::lint::apply_check_directive(warnings, check);
+    for w in &kept {
         eprintln!(
             "{file}:{}:{}: warning: {} [{}]",
             w.position.line, w.position.col, w.message, w.rule
         );
     }
+    if error && !kept.is_empty() {
+        eprintln!(
+            "error: {file}: {} build check warning(s) and `# check=error=true`",
+            kept.len()
+        );
+        return false;
+    }
+    true
 }
 
 /// Writes `text` and a newline to stdout; a closed pipe is not an error (`kiln parse | head`).
@@ -56,7 +67,9 @@ pub fn run(args: &ParseArgs) -> i32 {
             return 2;
         }
     };
-    print_warnings(&name, &df.warnings);
+    if !print_warnings(&name, &df.warnings, ast.directive("check")) {
+        return 2;
+    }
     if args.dump {
         out(&ast.dump());
     }

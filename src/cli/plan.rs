@@ -110,7 +110,9 @@ pub fn run(args: &PlanArgs) -> i32 {
             return 2;
         }
     };
-    print_warnings(&name, &p.warnings);
+    if !print_warnings(&name, &p.warnings, ast.directive("check")) {
+        return 2;
+    }
     if !p.unused_build_args.is_empty() {
         eprintln!(
             "warning: build arguments not consumed: {}",

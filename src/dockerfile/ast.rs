@@ -3,7 +3,7 @@
 //!
 //! Words here are exactly what BuildKit's line parsers produce: nothing is expanded and quotes in
 //! ENV/LABEL/ARG words are kept. Typed instructions are built from this by
-//! [`crate::dockerfile::instructions`].
+//! [`crate::dockerfile::instructions()`].
 use serde::Serialize;
 
 /// A byte range in the source text (`start..end`).
@@ -261,7 +261,8 @@ pub(crate) fn go_trim_space(s: &str) -> &str {
 
 /// Go's `unicode.IsPrint`, approximated with the standard library: letters, marks, numbers,
 /// punctuation, symbols and U+0020 are printable; controls, other spaces, format characters,
-/// private use and non-characters are not.
+/// private use, non-characters and the unassigned planes are not. (Unassigned code points
+/// inside otherwise assigned blocks are treated as printable; Go would escape them.)
 fn go_is_print(c: char) -> bool {
     if c == ' ' {
         return true;
@@ -273,7 +274,9 @@ fn go_is_print(c: char) -> bool {
     !matches!(u,
         0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x180E | 0x200B..=0x200F
         | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xE000..=0xF8FF | 0xFEFF
-        | 0xFFF9..=0xFFFB | 0xFFFE | 0xFFFF | 0xF0000..=0x10FFFF)
+        | 0xFFF9..=0xFFFB | 0xFFFE | 0xFFFF | 0xF0000..=0x10FFFF
+        // Unassigned planes and the tag characters (Go: not graphic).
+        | 0x323B0..=0xDFFFF | 0xE0000..=0xE00FF | 0xE01F0..=0xEFFFF)
         && (u & 0xFFFE) != 0xFFFE
 }
 
@@ -313,6 +316,8 @@ mod tests {
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(go_quote("\u{0}\n\t♥"), "\"\\x00\\n\\t♥\"");
         assert_eq!(go_quote("\u{a0}"), "\"\\u00a0\"");
+        // Found by diffing fuzz-corpus dumps against BuildKit's parser (PyPI `dockerfile`).
+        assert_eq!(go_quote("\u{edab1}"), "\"\\U000edab1\"");
     }
 
     #[test]

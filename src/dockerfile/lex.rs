@@ -14,12 +14,17 @@
 //!   loses the `a` exactly as BuildKit does;
 //! - `$` followed by a character that cannot start a name is literal.
 //!
-//! Not copied: BuildKit's unbounded recursion. Nesting of `${…}` deeper than [`MAX_DEPTH`] is an
-//! error instead of a stack overflow.
+//! Not copied: BuildKit's unbounded recursion and growth. Nesting of `${…}` deeper than
+//! [`MAX_DEPTH`], or a result longer than [`MAX_EXPANSION`], is an error instead of a stack
+//! overflow or an out-of-memory.
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Deepest nesting of `${…}` the lexer accepts.
 pub const MAX_DEPTH: usize = 128;
+
+/// Longest expansion result the lexer produces, in bytes. Repeated `ENV A=$A$A` would otherwise
+/// double a value per instruction; real values (PATH and the like) are far below this.
+pub const MAX_EXPANSION: usize = 64 * 1024;
 
 /// What went wrong while expanding a word.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +75,9 @@ pub enum ExpandErrorKind {
     /// `${…}` nested deeper than [`MAX_DEPTH`].
     #[error("substitutions nested deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// An expansion longer than [`MAX_EXPANSION`].
+    #[error("expansion longer than {MAX_EXPANSION} bytes")]
+    TooLong,
 }
 
 /// An expansion failure, with the word being processed (BuildKit's `failed to process "…"`).
@@ -297,6 +305,9 @@ impl<'a> ShellWord<'a> {
             in_word: false,
         };
         while let Some(ch) = self.peek() {
+            if result.len() > MAX_EXPANSION || self.words_buf.len() > MAX_EXPANSION {
+                return Err(ExpandErrorKind::TooLong);
+            }
             if Some(ch) == stop {
                 self.next();
                 let w = self.get_words(words);
@@ -339,6 +350,9 @@ impl<'a> ShellWord<'a> {
         }
         if let Some(stop) = stop {
             return Err(ExpandErrorKind::UnexpectedEnd { stop });
+        }
+        if result.len() > MAX_EXPANSION {
+            return Err(ExpandErrorKind::TooLong);
         }
         let w = self.get_words(words);
         Ok((result, w))
@@ -472,7 +486,9 @@ impl<'a> ShellWord<'a> {
                 let word = match self.process_stop_on(Some('}'), raw) {
                     Ok((w, _)) => w,
                     Err(e) => {
-                        if self.peek().is_none() && e != ExpandErrorKind::TooDeep {
+                        if self.peek().is_none()
+                            && !matches!(e, ExpandErrorKind::TooDeep | ExpandErrorKind::TooLong)
+                        {
                             return Err(ExpandErrorKind::MissingBrace);
                         }
                         return Err(e);
@@ -536,7 +552,9 @@ impl<'a> ShellWord<'a> {
                 let pattern = match self.process_stop_on(Some('/'), true) {
                     Ok((w, _)) => w,
                     Err(e) => {
-                        if self.peek().is_none() && e != ExpandErrorKind::TooDeep {
+                        if self.peek().is_none()
+                            && !matches!(e, ExpandErrorKind::TooDeep | ExpandErrorKind::TooLong)
+                        {
                             return Err(ExpandErrorKind::MissingSlash);
                         }
                         return Err(e);
@@ -545,7 +563,9 @@ impl<'a> ShellWord<'a> {
                 let replacement = match self.process_stop_on(Some('}'), true) {
                     Ok((w, _)) => w,
                     Err(e) => {
-                        if self.peek().is_none() && e != ExpandErrorKind::TooDeep {
+                        if self.peek().is_none()
+                            && !matches!(e, ExpandErrorKind::TooDeep | ExpandErrorKind::TooLong)
+                        {
                             return Err(ExpandErrorKind::MissingBrace);
                         }
                         return Err(e);

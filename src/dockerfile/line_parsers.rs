@@ -118,7 +118,9 @@ pub(crate) fn parse_line(text: &str, at: usize, escape: char) -> LpResult<LinePa
 /// where the remaining arguments start (`None` when nothing is left) and the flags.
 ///
 /// Like BuildKit, this walks bytes, so a non-ASCII byte inside a flag becomes the Latin-1
-/// character of the same value.
+/// character of the same value. Unlike BuildKit, only ASCII bytes count as whitespace: Go also
+/// treats the bytes 0x85 and 0xA0 (continuation bytes of UTF-8 characters) as spaces, which
+/// would cut a character in half.
 fn extract_builder_flags(text: &str, from: usize, to: usize) -> (Option<usize>, Vec<OffWord>) {
     #[derive(PartialEq)]
     enum Phase {
@@ -140,7 +142,7 @@ fn extract_builder_flags(text: &str, from: usize, to: usize) -> (Option<usize>, 
             if pos == line.len() {
                 break;
             }
-            if is_space(ch as char) {
+            if byte_space(ch) {
                 pos += 1;
                 continue;
             }
@@ -157,7 +159,7 @@ fn extract_builder_flags(text: &str, from: usize, to: usize) -> (Option<usize>, 
             break;
         }
         if phase == Phase::Word {
-            if is_space(ch as char) {
+            if byte_space(ch) {
                 phase = Phase::Spaces;
                 if word == "--" {
                     return (Some(from + pos), words);
@@ -210,6 +212,11 @@ fn extract_builder_flags(text: &str, from: usize, to: usize) -> (Option<usize>, 
         pos += 1;
     }
     (None, words)
+}
+
+/// An ASCII whitespace byte.
+fn byte_space(b: u8) -> bool {
+    b.is_ascii() && is_space(b as char)
 }
 
 /// BuildKit's `parseStringsWhitespaceDelimited`.

@@ -2,7 +2,7 @@
 //! shell-word lexer, lints and the `.dockerignore` matcher.
 //!
 //! Start at [`parse`] (a faithful port of BuildKit's `frontend/dockerfile/parser`), whose
-//! [`Ast::dump`] reproduces BuildKit's s-expression dumps byte for byte. [`instructions`] then
+//! [`Ast::dump`] reproduces BuildKit's s-expression dumps byte for byte. [`instructions()`] then
 //! validates flags and argument counts and groups instructions into stages; nothing is
 //! expanded there: ARG/ENV scoping belongs to [`crate::plan`], which uses [`lex::Lexer`].
 //!

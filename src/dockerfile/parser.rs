@@ -3,7 +3,7 @@
 //!
 //! Each logical line (an instruction with its continuation lines joined) is built together with
 //! a map from its offsets back to source offsets, so every word keeps a byte span in the file.
-//! The per-instruction argument parsers live in [`super::line_parsers`].
+//! The per-instruction argument parsers live in the private `line_parsers` module.
 //!
 //! Deliberate differences from BuildKit, all on input BuildKit would mishandle anyway:
 //! - invalid UTF-8 is replaced by U+FFFD before parsing ([`parse_bytes`]);

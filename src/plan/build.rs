@@ -147,17 +147,18 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         let Instruction::Arg { args } = &cmd.instruction else {
             continue;
         };
-        let env = cx.global_env();
-        let mut resolved = Vec::new();
+        // One name after another: a default sees the global ARGs declared before it.
         for a in args {
             let value = match (cx.build_arg(&a.name), &a.default) {
                 (Some(v), _) => Some(v),
-                (None, Some(d)) => Some(expand(&mut cx, d, &env, cmd, true)?),
+                (None, Some(d)) => {
+                    let env = cx.global_env();
+                    Some(expand(&mut cx, d, &env, cmd, true)?)
+                }
                 (None, None) => cx.global(&a.name).flatten(),
             };
-            resolved.push((a.name.clone(), value));
+            cx.globals.push((a.name.clone(), value));
         }
-        cx.globals.extend(resolved);
     }
 
     // Stage bases and platforms, expanded in global scope.
@@ -166,6 +167,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         let env = cx.global_env();
         let cmd = &s.from_command;
         let image = expand(&mut cx, &s.from.image, &env, cmd, false)?;
+        undefined_in_from(&mut cx, &s.from.image, &env, cmd);
         if image.is_empty() {
             return Err(cx.err(
                 PlanErrorKind::BlankBase {
@@ -249,7 +251,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
             stage: def,
             state,
         };
-        let steps = sp.plan_steps()?;
+        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, &base, opts)?;
+        let steps = sp.plan_steps(&triggers)?;
         let final_state = sp.state;
         stages.push(Stage {
             id,
@@ -302,6 +305,21 @@ pub(crate) fn expand(
         undefined(cx, &r.unmatched, cmd);
     }
     Ok(r.result)
+}
+
+/// BuildKit's `UndefinedArgInFrom`: a FROM that uses a name no global ARG declares.
+fn undefined_in_from(cx: &mut Ctx, word: &str, env: &VarList, cmd: &Command) {
+    let Ok(r) = cx.lexer.process_word(word, env) else {
+        return;
+    };
+    for n in r.unmatched {
+        cx.warnings.push(Warning {
+            rule: "UndefinedArgInFrom",
+            message: format!("FROM argument '{n}' is not declared"),
+            span: cmd.span,
+            position: cmd.position,
+        });
+    }
 }
 
 /// Records one `UndefinedVar` warning per name.
@@ -456,4 +474,53 @@ fn topo_order(
 /// Keeps the module's key helper in one place for steps.
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A base image's ONBUILD triggers as commands located at the FROM line.
+fn onbuild_triggers(
+    cx: &Ctx,
+    from: &Command,
+    base: &Base,
+    opts: &PlanOptions,
+) -> Result<Vec<Command>, PlanError> {
+    let Base::Image { reference } = base else {
+        return Ok(Vec::new());
+    };
+    let Some(cfg) = opts.base_configs.get(reference) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for t in &cfg.onbuild {
+        let bad = |message: String| {
+            cx.err(
+                PlanErrorKind::OnbuildTrigger {
+                    trigger: t.clone(),
+                    message,
+                },
+                from.span,
+                from.position,
+            )
+        };
+        // Parsed as the only instruction of a one-stage file, the way BuildKit re-parses it.
+        let text = format!("FROM scratch\n{t}\n");
+        let ast = crate::dockerfile::parse(&text).map_err(|e| bad(e.kind.to_string()))?;
+        if ast.nodes.len() != 2 {
+            return Err(bad("onbuild trigger should be a single expression".into()));
+        }
+        if matches!(
+            ast.nodes[1].keyword.as_str(),
+            "onbuild" | "from" | "maintainer"
+        ) {
+            return Err(bad("not allowed as an ONBUILD trigger".into()));
+        }
+        let df = crate::dockerfile::instructions(&ast).map_err(|e| bad(e.kind.to_string()))?;
+        for c in df.stages.into_iter().flat_map(|s| s.commands) {
+            out.push(Command {
+                span: from.span,
+                position: from.position,
+                ..c
+            });
+        }
+    }
+    Ok(out)
 }

@@ -42,6 +42,11 @@ impl VarList {
         }
     }
 
+    /// Total bytes of names and values.
+    pub(crate) fn size(&self) -> usize {
+        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     pub(crate) fn lookup(&self, k: &str) -> Option<&str> {
         self.entries
             .iter()

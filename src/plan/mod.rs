@@ -48,7 +48,8 @@
 //! The planner cannot see base image configs. By default a base image contributes nothing to
 //! the environment (so `$PATH` from the base expands to empty and no `UndefinedVar` warning is
 //! given for image-based stages); a builder that has fetched the configs passes them in
-//! [`PlanOptions::base_configs`] and plans again.
+//! [`PlanOptions::base_configs`] and plans again. Those configs' `OnBuild` triggers are parsed and
+//! planned as steps right after the FROM (spans point at the FROM line), as BuildKit runs them.
 mod build;
 mod env;
 mod history;
@@ -107,6 +108,8 @@ pub struct BaseConfig {
     pub user: Option<String>,
     /// `Shell`.
     pub shell: Option<Vec<String>>,
+    /// `OnBuild` triggers: run right after the FROM that uses the image, in order.
+    pub onbuild: Vec<String>,
 }
 
 /// Where a stage starts from.
@@ -445,6 +448,20 @@ pub enum PlanErrorKind {
     Cycle {
         /// A stage on the cycle.
         stage: String,
+    },
+    /// A base image's ONBUILD trigger that does not parse or validate.
+    #[error("base image ONBUILD trigger {trigger:?}: {message}")]
+    OnbuildTrigger {
+        /// The trigger text.
+        trigger: String,
+        /// Why it was rejected.
+        message: String,
+    },
+    /// The build environment grew beyond the planner's limit.
+    #[error("build environment larger than {max} bytes")]
+    EnvTooLarge {
+        /// The limit.
+        max: usize,
     },
     /// A STOPSIGNAL that is not a signal.
     #[error("invalid signal: {signal}")]

@@ -19,6 +19,13 @@ use crate::dockerfile::lex::Lexer;
 use crate::dockerfile::parser::parse_heredoc;
 use serde::Serialize;
 
+/// Most port entries one EXPOSE may produce (ranges expanded).
+const MAX_PORTS: usize = 3 * 65536;
+
+/// Largest build environment (sum of names and values) a stage may hold. Real ones are a few
+/// KiB; the limit keeps `ENV` growth tricks from multiplying memory across RUN steps.
+pub(crate) const MAX_ENV: usize = 256 * 1024;
+
 /// The build state carried through a stage (and into stages based on it).
 #[derive(Debug, Clone)]
 pub(crate) struct State {
@@ -115,9 +122,10 @@ impl StagePlanner<'_, '_> {
         }
     }
 
-    pub(crate) fn plan_steps(&mut self) -> Result<Vec<Step>, PlanError> {
-        let mut steps = Vec::with_capacity(self.stage.commands.len());
-        for cmd in &self.stage.commands {
+    /// Plans `triggers` (a base image's ONBUILD) and then the stage's own commands.
+    pub(crate) fn plan_steps(&mut self, triggers: &[Command]) -> Result<Vec<Step>, PlanError> {
+        let mut steps = Vec::with_capacity(triggers.len() + self.stage.commands.len());
+        for cmd in triggers.iter().chain(&self.stage.commands) {
             steps.push(self.plan_step(cmd)?);
         }
         Ok(steps)
@@ -127,34 +135,40 @@ impl StagePlanner<'_, '_> {
         let mut inputs = Vec::new();
         let (kind, created_by, empty_layer) = match &cmd.instruction {
             Instruction::Arg { args } => {
-                let env = self.state.env.clone();
+                // Names are resolved one after another, each default seeing the ARGs before it
+                // on the same line (BuildKit's `dispatchArg`); a default is only expanded when no
+                // build arg overrides it.
                 let mut resolved = Vec::new();
                 let mut shown = Vec::new();
                 for a in args {
-                    let default = match &a.default {
-                        Some(d) => Some(expand(self.cx, d, &env, cmd, self.state.env_complete)?),
-                        None => None,
+                    let value = match (self.cx.build_arg(&a.name), &a.default) {
+                        (Some(v), d) => {
+                            shown.push(match d {
+                                Some(d) => format!("{}={d}", a.name),
+                                None => a.name.clone(),
+                            });
+                            Some(v)
+                        }
+                        (None, Some(d)) => {
+                            let env = self.state.env.clone();
+                            let v = expand(self.cx, d, &env, cmd, self.state.env_complete)?;
+                            shown.push(format!("{}={v}", a.name));
+                            Some(v)
+                        }
+                        (None, None) => {
+                            shown.push(a.name.clone());
+                            self.cx.global(&a.name).flatten()
+                        }
                     };
-                    shown.push(match &default {
-                        Some(d) => format!("{}={d}", a.name),
-                        None => a.name.clone(),
-                    });
-                    let value = match (self.cx.build_arg(&a.name), default) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(d)) => Some(d),
-                        (None, None) => self.cx.global(&a.name).flatten(),
-                    };
-                    resolved.push((a.name.clone(), value));
-                }
-                for (k, v) in &resolved {
-                    if let Some(v) = v {
-                        self.state.env.set(k, v);
+                    if let Some(v) = &value {
+                        self.state.env.set(&a.name, v);
                     }
                     // A re-declared ARG keeps its first position (BuildKit's `runCommandString`).
-                    match self.state.args.iter_mut().find(|(n, _)| n == k) {
-                        Some(slot) => slot.1 = v.clone(),
-                        None => self.state.args.push((k.clone(), v.clone())),
+                    match self.state.args.iter_mut().find(|(n, _)| *n == a.name) {
+                        Some(slot) => slot.1 = value.clone(),
+                        None => self.state.args.push((a.name.clone(), value.clone())),
                     }
+                    resolved.push((a.name.clone(), value));
                 }
                 let cb = format!("ARG {}", shown.join(" "));
                 (
@@ -379,14 +393,16 @@ impl StagePlanner<'_, '_> {
             }
             Instruction::Expose { ports } => {
                 let env = self.state.env.clone();
-                let mut out = Vec::new();
+                // A set: repeated ranges collapse, so the list stays bounded (3 × 65536).
+                let mut out = std::collections::BTreeSet::new();
+                let mut generated = 0;
                 for p in ports {
                     let words = self.cx.lexer.process_words(p, &env).map_err(|e| {
                         self.cx
                             .err(PlanErrorKind::Expand(e), cmd.span, cmd.position)
                     })?;
                     for w in words {
-                        out.extend(parse_port(&w).map_err(|reason| {
+                        let ports = parse_port(&w).map_err(|reason| {
                             self.cx.err(
                                 PlanErrorKind::InvalidPort {
                                     value: w.clone(),
@@ -395,14 +411,22 @@ impl StagePlanner<'_, '_> {
                                 cmd.span,
                                 cmd.position,
                             )
-                        })?);
+                        })?;
+                        generated += ports.len();
+                        if generated > MAX_PORTS {
+                            let reason = format!("more than {MAX_PORTS} ports in one EXPOSE");
+                            return Err(self.cx.err(
+                                PlanErrorKind::InvalidPort { value: w, reason },
+                                cmd.span,
+                                cmd.position,
+                            ));
+                        }
+                        out.extend(ports);
                     }
                 }
                 // BuildKit prints the port set with Go's `%v` of a map: sorted `map[k:{} …]`.
-                let mut keys = out.clone();
-                keys.sort();
-                keys.dedup();
-                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+                let shown: Vec<String> = out.iter().map(|k| format!("{k}:{{}}")).collect();
+                let out: Vec<String> = out.into_iter().collect();
                 let cb = format!("EXPOSE map[{}]", shown.join(" "));
                 (
                     StepKind::Config(ConfigEdit::Expose { ports: out }),
@@ -469,16 +493,27 @@ impl StagePlanner<'_, '_> {
                 (StepKind::Config(edit), String::new(), true)
             }
         };
+        if self.state.env.size() > MAX_ENV {
+            return Err(self.cx.err(
+                PlanErrorKind::EnvTooLarge { max: MAX_ENV },
+                cmd.span,
+                cmd.position,
+            ));
+        }
         #[derive(Serialize)]
         struct Enc<'a> {
             v: &'static str,
             step: &'a StepKind,
         }
         // Undeclared proxy variables are deliberately not part of the key (BuildKit keeps them
-        // out of history and cache too).
+        // out of history and cache too), and neither is how a mount was spelled.
         let mut keyed = kind.clone();
         if let StepKind::Run(r) = &mut keyed {
             r.proxy_env.clear();
+            // The parsed, expanded mount fields are keyed; the text as written is not.
+            for m in &mut r.mounts {
+                m.mount.raw.clear();
+            }
         }
         let encoding = encode(&Enc {
             v: "kiln-step-v1",

@@ -633,6 +633,22 @@ fn robustness_garbage_long_lines_nesting() {
     assert!(render_error(&deep).is_some());
     let cont = format!("FROM a\nRUN a {}b\n", "\\\n".repeat(200_000));
     assert!(parse(&cont).is_ok());
+    // Doubling a variable per instruction, and huge port ranges, stop with an error.
+    let doubling = format!(
+        "FROM scratch\nENV A=xxxxxxxxxxxxxxxx\n{}",
+        "ENV A=$A$A\n".repeat(40)
+    );
+    let e = render_error(&doubling).unwrap();
+    assert!(
+        e.contains("expansion longer than") || e.contains("environment larger"),
+        "{e}"
+    );
+    let ports = format!(
+        "FROM scratch\nEXPOSE {}\n",
+        "1-65535/tcp 1-65535/udp 1-65535/sctp ".repeat(3)
+    );
+    let e = render_error(&ports).unwrap();
+    assert!(e.contains("more than"), "{e}");
     // NUL bytes and lone carriage returns.
     assert!(dockerfile::parse_bytes(b"FROM a\0b\rRUN\0\n").is_ok());
 }
@@ -707,4 +723,19 @@ fn dockerignore_file_precedence_and_matching_on_disk() {
         "the general file no longer applies"
     );
     assert!(ig.has_exclusions());
+}
+
+/// Regression: a flag followed by a character whose UTF-8 encoding contains the byte 0xA0
+/// (whitespace in Go's byte-wise flag scanner) must not split the character.
+#[test]
+fn flags_with_multibyte_characters_do_not_split_them() {
+    for src in [
+        "FROM a\nCOPY --a\u{800}\u{80} b c\n",
+        "FROM a\nRUN --x=\u{2005}\u{800} y\n",
+        "FROM a\nCOPY --chown=Å a b\n",
+    ] {
+        let ast = parse(src).unwrap();
+        let _ = ast.dump();
+        let _ = dockerfile::instructions(&ast);
+    }
 }

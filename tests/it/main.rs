@@ -2,10 +2,12 @@
 mod support;
 
 mod build;
+mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;
 mod registry;
+mod registry_cli;
 mod run;
 mod sandbox;
 mod store;

@@ -406,3 +406,116 @@ fn windows_targets_use_cmd_and_case_insensitive_names() {
         k => panic!("{k:?}"),
     }
 }
+
+#[test]
+fn base_configs_feed_env_and_onbuild_triggers() {
+    let mut o = PlanOptions::default();
+    o.base_configs.insert(
+        "node:0.10".into(),
+        kiln::plan::BaseConfig {
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            working_dir: Some("/usr/src/app".into()),
+            onbuild: vec![
+                "COPY package.json /usr/src/app/".into(),
+                "RUN npm install".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let p = plan_src(
+        "FROM node:0.10\nENV PATH=$PATH:/x\nRUN echo $UNSET_THING\n",
+        &o,
+    )
+    .unwrap();
+    let by: Vec<&str> = p.stages[0]
+        .steps
+        .iter()
+        .map(|s| s.created_by.as_str())
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            "COPY package.json /usr/src/app/ # buildkit",
+            "RUN /bin/sh -c npm install # buildkit",
+            "ENV PATH=/usr/bin:/x",
+            "RUN /bin/sh -c echo $UNSET_THING # buildkit",
+        ]
+    );
+    match &p.stages[0].steps[1].kind {
+        StepKind::Run(r) => assert_eq!(r.workdir, "/usr/src/app"),
+        k => panic!("{k:?}"),
+    }
+    // RUN text is not expanded by the planner, so no UndefinedVar for it.
+    assert!(!p.warnings.iter().any(|w| w.message.contains("UNSET_THING")));
+    o.base_configs.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
+    assert!(plan_src("FROM node:0.10\n", &o).is_err());
+}
+
+/// Every real-world and variant Dockerfile plans, for its default target and for every named
+/// stage as `--target`, and plans are deterministic.
+#[test]
+fn every_fixture_dockerfile_plans_for_every_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile");
+    let mut n = 0;
+    for sub in ["real-world", "variants"] {
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&p).unwrap();
+            let ast = parse(&src).unwrap();
+            let df = instructions(&ast).unwrap();
+            let mut targets: Vec<Option<String>> = vec![None];
+            targets.extend(
+                df.stages
+                    .iter()
+                    .filter_map(|s| s.name().map(|n| Some(n.to_string()))),
+            );
+            for t in targets {
+                let o = PlanOptions {
+                    target: t.clone(),
+                    ..PlanOptions::default()
+                };
+                let a =
+                    plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
+                let b = plan(&df, &o).unwrap();
+                assert_eq!(a, b, "{} {t:?}", p.display());
+                assert!(a.order.contains(&a.target));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 100, "planned {n} targets");
+}
+
+#[test]
+fn mount_spelling_does_not_change_the_key_but_values_do() {
+    let k = |m: &str| keys(&ok(&format!("FROM alpine\nRUN --mount={m} make\n")));
+    assert_eq!(k("type=cache,target=/c"), k("target=/c,type=cache"));
+    assert_ne!(k("type=cache,target=/c"), k("type=cache,target=/d"));
+}
+
+#[test]
+fn undeclared_from_argument_warns() {
+    let p = ok("FROM alpine:${TAG:-3}\n");
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.rule == "UndefinedArgInFrom" && w.message.contains("'TAG'")));
+    let p = ok("ARG TAG=3\nFROM alpine:${TAG}\n");
+    assert!(!p.warnings.iter().any(|w| w.rule == "UndefinedArgInFrom"));
+}
+
+#[test]
+fn args_on_one_line_resolve_in_order() {
+    let p = ok("FROM scratch\nARG a=1 b=${a}2\nRUN x\n");
+    assert_eq!(get(&run_env(&p, 0, 1), "b"), Some("12"));
+    // A build arg wins without expanding the default (an invalid default is then harmless).
+    let p = plan_src(
+        "FROM scratch\nARG a=${x:=bad}\nRUN x\n",
+        &with_args(&[("a", "ok")]),
+    )
+    .unwrap();
+    assert_eq!(get(&run_env(&p, 0, 1), "a"), Some("ok"));
+}

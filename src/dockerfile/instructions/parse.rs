@@ -63,6 +63,7 @@ pub fn instructions(ast: &Ast) -> Result<Dockerfile, ParseError> {
             },
         }
     }
+    lint::check_file(ast, &stages, &mut cx.warnings);
     cx.warnings.sort_by_key(|w| w.span.start);
     Ok(Dockerfile {
         escape: ast.escape,
