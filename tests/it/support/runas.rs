@@ -30,15 +30,28 @@ pub fn skip(why: &str) -> bool {
     false
 }
 
-/// A copy of kiln every user can execute (the target directory may not be reachable).
+/// A copy of kiln every user can execute (the target directory may not be reachable), kept in
+/// one directory under the temporary directory and reused while the binary is unchanged.
 fn shared_kiln() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kiln-it-runas-{}", std::process::id()));
+        let src = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
+        let md = std::fs::metadata(&src).unwrap();
+        let stamp = md
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join("kiln-it-runas");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = dir.join("kiln");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &bin).unwrap();
+        let bin = dir.join(format!("kiln-{}-{stamp}", md.len()));
+        if !bin.exists() {
+            let tmp = dir.join(format!(".kiln-{}", std::process::id()));
+            std::fs::copy(&src, &tmp).unwrap();
+            std::fs::rename(&tmp, &bin).unwrap();
+        }
         bin
     })
     .clone()
