@@ -12,11 +12,16 @@
 # Builds (FROM scratch + COPY of the same tree; buildah with vfs storage):
 #   kiln build, cold (empty store)   vs  buildah bud, cold               target ≤ 0.35×
 #   kiln build, warm (nothing changed) vs buildah bud, cache hit         target ≤ 0.02×
+# RUN (rootless: both as an unprivileged user with subordinate ids, runc, --network none, vfs;
+# buildah with --layers --no-cache so it commits a layer per step, as kiln does):
+#   kiln build, 20 × `RUN true` on busybox, --no-cache  vs  buildah bud    target ≤ 0.25×
+#   kiln build, one RUN changing one file of the ≥1 GiB corpus (+ busybox) imported with kiln import, --no-cache
+#                                                        vs  buildah bud    target ≤ 0.25×
 # Push (the corpus as a one-layer image, to a local docker-registry on 127.0.0.1):
 #   kiln push, cold (new repository)  vs  skopeo copy, cold               target ≤ 1.0×
 #   kiln push, warm (blobs present)   vs  skopeo copy, warm               target ≤ 1.0×
 # The machine is shared and noisy: compare only the ratios of pairs taken in this run.
-# --only layer|build|push runs one section.
+# --only layer|build|push|run runs one section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5; CORPUS=; ONLY=
@@ -25,7 +30,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --corpus) CORPUS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--corpus DIR] [--only layer|build|push]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--runs N] [--corpus DIR] [--only layer|build|push|run]" >&2; exit 2 ;;
   esac
 done
 scripts/install-peers.sh
@@ -117,6 +122,50 @@ if [ -z "$ONLY" ] || [ "$ONLY" = push ]; then
   skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/push-layout:latest" "docker://127.0.0.1:$REG_PORT/bench/skopeo-warm:latest"
 fi
 
+# RUN: as an unprivileged user (the tests' user when run as root), both tools in their own store.
+RUNUSER=kiln-test-user
+AS_USER=()   # the command prefix that runs a command as $RUNUSER (empty when not root)
+[ "$(id -u)" -eq 0 ] && AS_USER=(runuser -u "$RUNUSER" -- env -i
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  HOME="$WORK/u/home" XDG_RUNTIME_DIR="$WORK/u/xdg" TMPDIR="$WORK/u/tmp")
+as_user() { "${AS_USER[@]}" "$@"; }
+run_setup() {
+  if [ "$(id -u)" -eq 0 ]; then
+    id "$RUNUSER" >/dev/null 2>&1 || useradd -m "$RUNUSER"
+    grep -q "^$RUNUSER:" /etc/subuid || usermod --add-subuids 200000-265535 "$RUNUSER"
+    grep -q "^$RUNUSER:" /etc/subgid || usermod --add-subgids 200000-265535 "$RUNUSER"
+  fi
+  chmod 755 "$WORK"
+  mkdir -p "$WORK/u/home" "$WORK/u/xdg" "$WORK/u/tmp" "$WORK/u/bb/bin" "$WORK/u/ctx"
+  cp "$(command -v busybox)" "$WORK/u/bb/bin/busybox"
+  for a in sh true echo; do ln -sf busybox "$WORK/u/bb/bin/$a"; done
+  mkdir -p "$WORK/u/bb/tmp" "$WORK/u/bb/etc" && chmod 1777 "$WORK/u/bb/tmp"
+  { printf 'FROM localhost/busybox\n'; for _ in $(seq 1 20); do printf 'RUN true\n'; done; } > "$WORK/u/Dockerfile.true"
+  printf 'FROM localhost/corpus\nRUN echo changed > /toolchain/lib/rustlib/components\n' > "$WORK/u/Dockerfile.big"
+  cp "$KILN" "$WORK/u/kiln"
+  [ "$(id -u)" -eq 0 ] && chown -R "$RUNUSER:" "$WORK/u"; chmod 700 "$WORK/u/xdg"
+  local K="$WORK/u/kiln --root $WORK/u/kroot --progress quiet"
+  as_user $K import "$WORK/u/bb" -t localhost/busybox --cmd /bin/sh -o "oci-archive:$WORK/u/busybox.tar" >/dev/null
+  # The corpus has no shell: the big base is the corpus with the busybox tree on top, one layer.
+  tar -cf "$WORK/u/corpus-base.tar" -C "$CORPUS" . -C "$WORK/u/bb" . && chmod 644 "$WORK/u/corpus-base.tar"
+  as_user $K import "$WORK/u/corpus-base.tar" -t localhost/corpus -o "oci-archive:$WORK/u/corpus.tar" >/dev/null
+  rm -f "$WORK/u/corpus-base.tar"
+  local B="buildah --root $WORK/u/broot --runroot $WORK/u/brun --storage-driver vfs"
+  as_user $B tag "$(as_user $B pull -q "oci-archive:$WORK/u/busybox.tar" | tail -1)" localhost/busybox
+  as_user $B tag "$(as_user $B pull -q "oci-archive:$WORK/u/corpus.tar" | tail -1)" localhost/corpus
+}
+kiln_run() { # true|big
+  measure "kiln run $1" "${AS_USER[@]}" "$WORK/u/kiln" --root "$WORK/u/kroot" --progress quiet build "$WORK/u/ctx" \
+    -f "$WORK/u/Dockerfile.$1" -t "run-$1" --no-cache
+}
+buildah_run() { # true|big
+  measure "buildah run $1" "${AS_USER[@]}" buildah --root "$WORK/u/broot" --runroot "$WORK/u/brun" --storage-driver vfs \
+    bud --runtime runc --network none --layers --no-cache -f "$WORK/u/Dockerfile.$1" -t "localhost/run-$1" "$WORK/u/ctx"
+  as_user buildah --root "$WORK/u/broot" --runroot "$WORK/u/brun" --storage-driver vfs rmi -f "localhost/run-$1" >/dev/null 2>&1 || true
+  as_user buildah --root "$WORK/u/broot" --runroot "$WORK/u/brun" --storage-driver vfs rmi --prune >/dev/null 2>&1 || true
+}
+if [ -z "$ONLY" ] || [ "$ONLY" = run ]; then run_setup; fi
+
 echo "corpus: $CORPUS ($(du -sh "$CORPUS" | cut -f1)), runs: $RUNS, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq 1 "$RUNS"); do
   echo "round $i/$RUNS" >&2
@@ -132,6 +181,10 @@ for i in $(seq 1 "$RUNS"); do
   if [ -z "$ONLY" ] || [ "$ONLY" = push ]; then
     kiln_push cold "$i"; skopeo_push cold "$i"
     kiln_push warm "$i"; skopeo_push warm "$i"
+  fi
+  if [ -z "$ONLY" ] || [ "$ONLY" = run ]; then
+    kiln_run true; buildah_run true
+    kiln_run big;  buildah_run big
   fi
 done
 touch "$WORK/sizes.tsv"
@@ -169,6 +222,9 @@ if "kiln push cold" in t:
 if "kiln build cold" in t:
     pair("kiln build cold", "buildah bud cold", 0.35, lambda a, b: True)
     pair("kiln build warm", "buildah bud warm", 0.02, lambda a, b: True)
+if "kiln run true" in t:
+    pair("kiln run true", "buildah run true", 0.25, lambda a, b: True)
+    pair("kiln run big", "buildah run big", 0.25, lambda a, b: True)
 peak = max(max(v) for k, v in rss.items() if k.startswith("kiln")) / 1024
 print(f"kiln peak RSS: {peak:.1f} MiB (target <= 64 MiB: {'met' if peak <= 64 else 'NOT met'})")
 PY

@@ -900,7 +900,7 @@ fn run_step(
         }
         return Err(msg);
     }
-    Ok(run::diff_entries(&outcome.diff))
+    Ok(run::diff_entries(&outcome.diff, state.index(store)?))
 }
 
 /// Directories WORKDIR must create: the missing components of `path`.

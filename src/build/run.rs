@@ -17,6 +17,7 @@ use crate::sandbox::{
 };
 
 use super::context::clean_rel;
+use super::fsindex::{FsIndex, NodeKind};
 use super::{BuildOptions, Secret};
 
 /// The sandbox of a build, started before the first RUN.
@@ -296,12 +297,42 @@ fn write_secret(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// The layer entries of a step's diff, sorted by path.
-pub(super) fn diff_entries(diff: &Diff) -> Vec<Entry> {
+/// The layer entries of a step's diff, sorted by path, in one form whichever snapshotter made
+/// the diff, so overlay and walk give the same layer for the same step (the layer cache does not
+/// know which one made a layer). `before` is the stage's files before the step.
+///
+/// - A directory whose type, mode and owner are what they were before the step is left out:
+///   overlay copies up the parents of whatever changed below them, walk sees only the mtimes the
+///   sandbox did not restore after removing its mount points, and layer mtimes are clamped to
+///   the build epoch anyway. (A step that changes only a directory's mtime changes no layer.)
+/// - An opaque directory (overlay: a directory removed and created again) becomes whiteouts of
+///   the paths below it that existed before and are gone, topmost only, as walk reports them.
+pub(super) fn diff_entries(diff: &Diff, before: &FsIndex) -> Vec<Entry> {
+    use std::collections::HashSet;
+    let upserted: HashSet<&[u8]> = diff
+        .changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::Upsert(_)))
+        .map(|c| c.path.as_slice())
+        .collect();
+    let non_dirs: HashSet<&[u8]> = diff
+        .changes
+        .iter()
+        .filter(|c| matches!(&c.kind, ChangeKind::Upsert(e) if e.kind != FileKind::Directory))
+        .map(|c| c.path.as_slice())
+        .collect();
     let mut out = Vec::new();
     for ch in &diff.changes {
         match &ch.kind {
             ChangeKind::Upsert(e) => {
+                if e.kind == FileKind::Directory
+                    && e.xattrs.is_empty()
+                    && before.get(&ch.path).is_some_and(|n| {
+                        n.kind == NodeKind::Dir && (n.mode, n.uid, n.gid) == (e.mode, e.uid, e.gid)
+                    })
+                {
+                    continue;
+                }
                 let kind = match &e.kind {
                     FileKind::Regular => match &e.hardlink_to {
                         Some(t) => EntryKind::Hardlink(t.clone()),
@@ -337,7 +368,25 @@ pub(super) fn diff_entries(diff: &Diff) -> Vec<Entry> {
                 });
             }
             ChangeKind::Delete => out.push(Entry::whiteout(&ch.path)),
-            ChangeKind::OpaqueDir => out.push(Entry::opaque_whiteout(&ch.path)),
+            ChangeKind::OpaqueDir => {
+                let mut gone: HashSet<Vec<u8>> = HashSet::new();
+                for (path, _) in before.children(&ch.path) {
+                    if upserted.contains(path.as_slice()) {
+                        continue;
+                    }
+                    // Below a path already whited out, or below one that is no longer a
+                    // directory: gone with it.
+                    let hidden = path
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, &b)| b == b'/' && *i > ch.path.len())
+                        .any(|(i, _)| gone.contains(&path[..i]) || non_dirs.contains(&path[..i]));
+                    if !hidden {
+                        gone.insert(path.clone());
+                        out.push(Entry::whiteout(path));
+                    }
+                }
+            }
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));

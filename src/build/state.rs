@@ -186,7 +186,9 @@ impl StageState {
         cached: bool,
         seconds: f64,
     ) {
-        if let Some(e) = entries {
+        // The index applies kiln's own entries directly, except whiteouts (a RUN's deletions):
+        // such a layer is read back from its tar, which removes the paths it deletes.
+        if let Some(e) = entries.filter(|e| !e.iter().any(is_whiteout)) {
             if self.indexed == self.layers.len() {
                 self.index.apply_entries(e);
                 self.indexed += 1;
@@ -237,6 +239,11 @@ fn apply_into(
         })?;
     }
     Ok(())
+}
+
+fn is_whiteout(e: &Entry) -> bool {
+    let name = e.path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    name.starts_with(b".wh.")
 }
 
 fn layer_has_whiteouts(store: &Store, layer: &Descriptor) -> Result<bool, String> {

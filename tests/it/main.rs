@@ -8,6 +8,7 @@ mod export;
 mod plan;
 mod registry;
 mod registry_cli;
+mod run;
 mod sandbox;
 mod store;
 mod unpack;

@@ -15,6 +15,7 @@ pub mod debian;
 pub mod fault_proxy;
 pub mod registry;
 pub mod rootfs;
+pub mod runas;
 pub mod sandbox;
 pub mod users;
 
