@@ -835,7 +835,6 @@ fn run_step(
         &mut run::MountEnv {
             store_root: store.root(),
             context_root: ctx.root(),
-            scratch,
             secrets: &cx.opts.secrets,
             tree_root: &mut tree_root,
         },

@@ -201,6 +201,9 @@ impl FsIndex {
                     if let Some((t, mut n)) =
                         target.and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                     {
+                        if let Some(target) = self.nodes.get_mut(&t) {
+                            target.linked = true;
+                        }
                         n.link_of = Some(n.link_of.clone().unwrap_or(t));
                         added.insert(path.clone());
                         self.put(path, n);
@@ -250,6 +253,9 @@ impl FsIndex {
                 if let Some((t, mut n)) =
                     clean(t).and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                 {
+                    if let Some(target) = self.nodes.get_mut(&t) {
+                        target.linked = true;
+                    }
                     n.link_of = Some(n.link_of.clone().unwrap_or(t));
                     self.put(e.path.clone(), n);
                     continue;

@@ -50,8 +50,8 @@ pub(super) fn start(opts: &BuildOptions, scratch: &Path) -> Result<RunHost, Sand
     })?;
     let report = probe(&sandbox, &dir)?;
     let kind = report.snapshotter(opts.snapshotter)?;
-    let mut warnings = report.warnings.clone();
-    warnings.extend(sandbox.warnings().iter().cloned());
+    // The probe's report already holds the sandbox's own warnings (single-id mode, …).
+    let warnings = report.warnings.clone();
     Ok(RunHost {
         sandbox,
         kind,
@@ -156,7 +156,6 @@ fn abs_target(target: &str, workdir: &str) -> String {
 pub(super) struct MountEnv<'a> {
     pub(super) store_root: &'a Path,
     pub(super) context_root: &'a Path,
-    pub(super) scratch: &'a Path,
     pub(super) secrets: &'a BTreeMap<String, Secret>,
     /// The directory holding another stage's or an image's files, for `from=`.
     pub(super) tree_root: &'a mut dyn FnMut(&Source) -> Result<PathBuf, String>,
@@ -260,16 +259,14 @@ pub(super) fn mounts(
                         continue;
                     }
                 }
-                let file = env.scratch.join(format!(
-                    "secret-{}",
-                    crate::oci::Digest::sha256(id.as_bytes()).hex()
-                ));
-                write_secret(&file, &secret.0, parse_octal(m.mode.as_deref(), 0o400)?)?;
+                // The sandbox puts the bytes on a tmpfs private to the step: never on disk.
                 out.push(Mount {
                     target: abs_target(&target, &r.workdir),
-                    kind: MountKind::Bind {
-                        source: file,
-                        readonly: true,
+                    kind: MountKind::Secret {
+                        data: sandbox::SecretData(secret.0.clone()),
+                        uid: parse_id(m.uid.as_deref(), "uid")?,
+                        gid: parse_id(m.gid.as_deref(), "gid")?,
+                        mode: parse_octal(m.mode.as_deref(), 0o400)?,
                     },
                 });
             }
@@ -277,24 +274,6 @@ pub(super) fn mounts(
         }
     }
     Ok((out, extra_env))
-}
-
-fn write_secret(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
-    // The step may run as another user: readable by all inside, which only the step can see.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o444))
-        .map_err(|e| format!("cannot write the secret file `{}`: {e}", path.display()))?;
-    Ok(())
 }
 
 /// The layer entries of a step's diff, sorted by path, in one form whichever snapshotter made
