@@ -588,143 +588,60 @@ fn run_stage(
         let key = cache::layer_key(&step.cache_key, &opts.compression.to_string(), opts.epoch);
         let err = |m: String| cx.step_err(step.position, &step.created_by, m);
         let mut cached = false;
-        match &step.kind {
-            StepKind::Config(edit) => {
+        if let StepKind::Workdir { path } = &step.kind {
+            state.builder.config_mut().config.working_dir = Some(path.clone());
+        }
+        let hit = match &step.kind {
+            StepKind::Config(_) => None,
+            _ => (!opts.no_cache).then(|| cache.get(store, &key)).flatten(),
+        };
+        // Layer-making steps: a cache hit reuses the layer without reading anything; a miss
+        // computes the entries, writes the layer and records it.
+        let entries = match (&step.kind, hit) {
+            (StepKind::Config(edit), _) => {
                 apply_config(state.builder.config_mut(), edit, &mut state.cmd_set);
-                state.builder.empty_step(&step.created_by);
-                comment(&mut state.builder);
-                cached = true;
+                None
             }
-            StepKind::Workdir { path } => {
-                state.builder.config_mut().config.working_dir = Some(path.clone());
-                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
-                if let Some(layer) = hit {
-                    state.push(layer, &step.created_by, None, true, 0.0);
-                    cached = true;
-                } else {
-                    let user = state
-                        .builder
-                        .config_mut()
-                        .config
-                        .user
-                        .clone()
-                        .filter(|u| !u.is_empty());
-                    let index = state.index(store).map_err(err)?;
-                    let owner = match &user {
-                        Some(u) => Some(resolve_owner(index, u).map_err(err)?),
-                        None => None,
-                    };
-                    let entries = workdir_entries(index, path, owner);
-                    if entries.is_empty() {
-                        state.builder.empty_step(&step.created_by);
-                        comment(&mut state.builder);
-                    } else {
-                        let layer =
-                            write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
-                        cache.put(&key, &layer)?;
-                        state.push(
-                            layer,
-                            &step.created_by,
-                            Some(&entries),
-                            false,
-                            start.elapsed().as_secs_f64(),
-                        );
-                    }
-                }
+            (_, Some(layer)) => {
+                state.push(layer, &step.created_by, None, true, 0.0);
+                continue_step(cx, id, &stage_name, step, true, start, steps);
+                continue;
             }
-            StepKind::Copy(c) => {
-                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
-                if let Some(layer) = hit {
-                    state.push(layer, &step.created_by, None, true, 0.0);
-                    cached = true;
-                } else {
-                    let chmod = c
-                        .chmod
-                        .as_deref()
-                        .map(parse_chmod)
-                        .transpose()
-                        .map_err(err)?;
-                    let owner = match &c.chown {
-                        Some(spec) => Some(
-                            resolve_owner(state.index(store).map_err(err)?, spec).map_err(err)?,
-                        ),
-                        None => None,
-                    };
-                    let empty = FsIndex::default();
-                    // The source filesystem: the context, another stage, or an image.
-                    let mut src_state: Option<(FsIndex, PathBuf)> = None;
-                    match &c.source {
-                        Source::Context => {}
-                        Source::Stage { stage: sid } => {
-                            let other = done
-                                .get_mut(sid)
-                                .ok_or_else(|| err(format!("stage {sid} was not built")))?;
-                            let index = other.index(store).map_err(err)?.clone();
-                            let root = other
-                                .rootfs(store, scratch, &format!("stage-{sid}"), sb)
-                                .map_err(err)?;
-                            src_state = Some((index, root));
-                        }
-                        Source::Image { reference } => {
-                            let other = from_images
-                                .entry(reference.clone())
-                                .or_insert_with(|| StageState::from_image(&images[reference]));
-                            let index = other.index(store).map_err(err)?.clone();
-                            let tag: String = reference
-                                .chars()
-                                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
-                                .collect();
-                            let root = other
-                                .rootfs(store, scratch, &format!("image-{tag}"), sb)
-                                .map_err(err)?;
-                            src_state = Some((index, root));
-                        }
-                    }
-                    let dest_index = if c.link {
-                        &empty
-                    } else {
-                        state.index(store).map_err(err)?
-                    }
-                    .clone();
-                    let source = match &src_state {
-                        None => SourceFs::Context(ctx),
-                        Some((index, root)) => SourceFs::Tree {
-                            index,
-                            rootfs: root,
-                        },
-                    };
-                    let entries = copy_entries(
-                        c,
-                        &CopyInput {
-                            source,
-                            dest: &dest_index,
-                            owner,
-                            chmod,
-                            scratch,
-                            urls,
-                        },
-                    )
-                    .map_err(|e| err(e.to_string()))?;
-                    let layer =
-                        write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
-                    cache.put(&key, &layer)?;
-                    state.push(
-                        layer,
-                        &step.created_by,
-                        Some(&entries),
-                        false,
-                        start.elapsed().as_secs_f64(),
-                    );
-                }
+            (StepKind::Workdir { path }, None) => {
+                let user = state
+                    .builder
+                    .config_mut()
+                    .config
+                    .user
+                    .clone()
+                    .filter(|u| !u.is_empty());
+                let index = state.index(store).map_err(err)?;
+                let owner = match &user {
+                    Some(u) => Some(resolve_owner(index, u).map_err(err)?),
+                    None => None,
+                };
+                // An existing directory makes no layer.
+                Some(workdir_entries(index, path, owner)).filter(|e| !e.is_empty())
             }
-            StepKind::Run(r) => {
-                let hit = (!opts.no_cache).then(|| cache.get(store, &key)).flatten();
-                if let Some(layer) = hit {
-                    state.push(layer, &step.created_by, None, true, 0.0);
-                    cached = true;
-                } else {
-                    let host = host.ok_or_else(|| err("the sandbox was not started".into()))?;
-                    let entries = run_step(
+            (StepKind::Copy(c), None) => Some(
+                copy_step(
+                    cx,
+                    c,
+                    &mut state,
+                    done,
+                    &mut from_images,
+                    images,
+                    ctx,
+                    scratch,
+                    urls,
+                    sb,
+                )
+                .map_err(err)?,
+            ),
+            (StepKind::Run(r), None) => {
+                let host = host.ok_or_else(|| err("the sandbox was not started".into()))?;
+                Some(
+                    run_step(
                         cx,
                         r,
                         id,
@@ -737,17 +654,27 @@ fn run_stage(
                         &stage_name,
                         host,
                     )
-                    .map_err(err)?;
-                    let layer =
-                        write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
-                    cache.put(&key, &layer)?;
-                    state.push(
-                        layer,
-                        &step.created_by,
-                        Some(&entries),
-                        false,
-                        start.elapsed().as_secs_f64(),
-                    );
+                    .map_err(err)?,
+                )
+            }
+        };
+        match entries {
+            None => {
+                state.builder.empty_step(&step.created_by);
+                comment(&mut state.builder);
+                cached = true;
+            }
+            Some(entries) => {
+                let layer = write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
+                cache.put(&key, &layer)?;
+                state.push(
+                    layer,
+                    &step.created_by,
+                    Some(&entries),
+                    false,
+                    start.elapsed().as_secs_f64(),
+                );
+                if let (StepKind::Run(_), Some(host)) = (&step.kind, host) {
                     match host.kind {
                         SnapshotterKind::Overlay => {
                             state.push_upper(scratch.join(format!("step-{id}/upper")))
@@ -757,17 +684,114 @@ fn run_stage(
                 }
             }
         }
-        let seconds = start.elapsed().as_secs_f64();
-        cx.reporter.on_step_done(id, cached, seconds);
-        steps.push(StepRecord {
-            stage: stage_name.clone(),
-            step: step.created_by.clone(),
-            cached,
-            seconds,
-            cache_key: step.cache_key.clone(),
-        });
+        continue_step(cx, id, &stage_name, step, cached, start, steps);
     }
     Ok(state)
+}
+
+/// Reports a finished step and records it for the metadata file.
+fn continue_step(
+    cx: &Ctx<'_>,
+    id: usize,
+    stage_name: &str,
+    step: &plan::Step,
+    cached: bool,
+    start: Instant,
+    steps: &mut Vec<StepRecord>,
+) {
+    let seconds = start.elapsed().as_secs_f64();
+    cx.reporter.on_step_done(id, cached, seconds);
+    steps.push(StepRecord {
+        stage: stage_name.to_string(),
+        step: step.created_by.clone(),
+        cached,
+        seconds,
+        cache_key: step.cache_key.clone(),
+    });
+}
+
+/// The entries of a COPY or ADD step: resolves `--chown`/`--chmod`, finds the source
+/// filesystem (the context, another stage, an image) and applies the copy rules.
+#[allow(clippy::too_many_arguments)]
+fn copy_step(
+    cx: &Ctx<'_>,
+    c: &plan::CopyStep,
+    state: &mut StageState,
+    done: &mut BTreeMap<StageId, StageState>,
+    from_images: &mut BTreeMap<String, StageState>,
+    images: &BTreeMap<String, Image>,
+    ctx: &Context,
+    scratch: &Path,
+    urls: &BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
+    sb: Option<&sandbox::UserNsSandbox>,
+) -> std::result::Result<Vec<Entry>, String> {
+    let store = cx.store;
+    let err = |m: String| m;
+    let chmod = c
+        .chmod
+        .as_deref()
+        .map(parse_chmod)
+        .transpose()
+        .map_err(err)?;
+    let owner = match &c.chown {
+        Some(spec) => Some(resolve_owner(state.index(store).map_err(err)?, spec).map_err(err)?),
+        None => None,
+    };
+    let empty = FsIndex::default();
+    // The source filesystem: the context, another stage, or an image.
+    let mut src_state: Option<(FsIndex, PathBuf)> = None;
+    match &c.source {
+        Source::Context => {}
+        Source::Stage { stage: sid } => {
+            let other = done
+                .get_mut(sid)
+                .ok_or_else(|| err(format!("stage {sid} was not built")))?;
+            let index = other.index(store).map_err(err)?.clone();
+            let root = other
+                .rootfs(store, scratch, &format!("stage-{sid}"), sb)
+                .map_err(err)?;
+            src_state = Some((index, root));
+        }
+        Source::Image { reference } => {
+            let other = from_images
+                .entry(reference.clone())
+                .or_insert_with(|| StageState::from_image(&images[reference]));
+            let index = other.index(store).map_err(err)?.clone();
+            let tag: String = reference
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+                .collect();
+            let root = other
+                .rootfs(store, scratch, &format!("image-{tag}"), sb)
+                .map_err(err)?;
+            src_state = Some((index, root));
+        }
+    }
+    let dest_index = if c.link {
+        &empty
+    } else {
+        state.index(store).map_err(err)?
+    }
+    .clone();
+    let source = match &src_state {
+        None => SourceFs::Context(ctx),
+        Some((index, root)) => SourceFs::Tree {
+            index,
+            rootfs: root,
+        },
+    };
+    copy_entries(
+        c,
+        &CopyInput {
+            source,
+            dest: &dest_index,
+            owner,
+            chmod,
+            scratch,
+            urls,
+        },
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Runs one RUN step in the sandbox; returns its layer entries. The error text names the
