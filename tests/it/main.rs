@@ -1,12 +1,14 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod bake;
 mod build;
 mod dockerfile;
 mod export;
 mod plan;
 mod registry;
 mod registry_cli;
+mod resolve;
 mod sandbox;
 mod store;
 mod unpack;
