@@ -329,6 +329,7 @@ fn bake_one(
     let mut images = Vec::new();
     let mut records = Vec::new();
     let mut findings = Vec::new();
+    let mut builds = Vec::new();
     for p in &platforms {
         let mut b = opts.build.clone();
         b.context = t.context.clone();
@@ -341,7 +342,11 @@ fn bake_one(
         b.outputs = Vec::new();
         b.labels = t.labels.clone();
         b.annotations = t.annotations.clone();
+        // Every platform is checked before anything is built.
         check_foreign_run(&b)?;
+        builds.push((p, b));
+    }
+    for (p, b) in builds {
         let outcome = crate::build::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: t.name.clone(),
             platform: p.to_string(),
