@@ -59,8 +59,13 @@ prefix = "docker.io"
 mirrors = [{ location = "$reg/mirror", insecure = true }]
 TOML
 
+# Behind a TLS-intercepting proxy, pip needs its CA: a build secret, never stored in a layer.
+secret=()
+for ca in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}"; do
+  if [ -n "$ca" ] && [ -f "$ca" ]; then secret=(--secret "id=pip-ca,src=$ca"); break; fi
+done
 "$KILN" --progress plain --tls-verify=false --config "$config" bake --push \
-  --metadata-file "$OUT/digests.json" "$@"
+  "${secret[@]}" --metadata-file "$OUT/digests.json" "$@"
 echo "digests: $OUT/digests.json" >&2
 
 if command -v podman >/dev/null; then

@@ -49,6 +49,10 @@ pub struct BakeArgs {
     /// Map only the caller's own id into RUN steps.
     #[arg(long)]
     pub single_id: bool,
+    /// A secret for `RUN --mount=type=secret` in every target: `id=ID,src=FILE` or
+    /// `id=ID,env=VARIABLE`.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
 }
 
 /// The family file: `--config`, else `$KILN_CONFIG`, else `./kiln.toml`.
@@ -152,7 +156,14 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
         plan,
         push: a.push,
         strict: a.strict,
-        build: build_options(ctx, a.compression, epoch, a.no_cache, a.single_id)?,
+        build: BuildOptions {
+            secrets: a
+                .secrets
+                .iter()
+                .map(|s| super::build::secret(s))
+                .collect::<Result<_, _>>()?,
+            ..build_options(ctx, a.compression, epoch, a.no_cache, a.single_id)?
+        },
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

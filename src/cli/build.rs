@@ -79,7 +79,7 @@ pub struct BuildArgs {
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
-fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
+pub(crate) fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
     let mut id = None;
     let mut src = None;
     let mut env = None;

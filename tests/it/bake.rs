@@ -607,8 +607,14 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
         return;
     };
     let digests = k.path("digests.json");
+    // Behind a TLS-intercepting proxy, pip needs its CA: passed as a secret, never in a layer.
+    let ca = ["PIP_CERT", "SSL_CERT_FILE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|p| Path::new(p).is_file())
+        .map(|p| format!("id=pip-ca,src={p}"));
     let bake = || {
-        k.ok(&[
+        let mut args = vec![
             "--tls-verify=false",
             "--config",
             f.to_str().unwrap(),
@@ -616,7 +622,11 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
             "--push",
             "--metadata-file",
             digests.to_str().unwrap(),
-        ])
+        ];
+        if let Some(ca) = &ca {
+            args.extend(["--secret", ca.as_str()]);
+        }
+        k.ok(&args)
     };
     bake();
     let meta = json(&digests);
