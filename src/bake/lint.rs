@@ -13,7 +13,7 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Checks `image` (built for `target`) against the rules.
+/// Checks `image` (built for `target`, a target name or a Dockerfile path) against the rules.
 pub fn check(
     target: &str,
     image: &Image,

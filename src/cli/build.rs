@@ -76,6 +76,9 @@ pub struct BuildArgs {
     /// Push every `-t` name to its registry after the build.
     #[arg(long)]
     pub push: bool,
+    /// Lint findings (the final stage runs as root) are errors.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
@@ -236,7 +239,25 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             })
         }
     };
+    let findings = crate::bake::lint::check(
+        &opts.dockerfile.display().to_string(),
+        &outcome.image,
+        &[],
+        None,
+    );
+    for f in &findings {
+        reporter.on_warning(&format!("{} [{}]", f.message, f.rule));
+    }
     drop(reporter);
+    if a.strict && !findings.is_empty() {
+        return Err(Exit {
+            code: 1,
+            error: Some(anyhow::anyhow!(
+                "{} lint finding(s) under --strict",
+                findings.len()
+            )),
+        });
+    }
     let digest = outcome.image.digest().to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)

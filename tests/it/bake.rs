@@ -376,6 +376,18 @@ fn lints_warn_and_strict_makes_them_errors() {
         err.contains("--strict") && err.contains("runs as root"),
         "{err}"
     );
+    // `kiln build` runs the root-user lint too.
+    let ctx = dir.join("variants");
+    let out = k
+        .cmd()
+        .args(["build", ctx.to_str().unwrap(), "-t", "lint:1"])
+        .output()
+        .unwrap();
+    crate::support::assert_success(&out, &"build");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs as root"));
+    let (code, err) = k.fails(&["build", ctx.to_str().unwrap(), "--strict"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--strict"), "{err}");
 }
 
 const RUNLESS: &str =
@@ -476,6 +488,30 @@ fn two_platforms_make_an_index_skopeo_reads_and_copies() {
         &merged,
         &format!("oci:{}:merged", k.path("merged").display()),
     ]));
+    // `kiln build --platform A,B --push` makes the same kind of index.
+    let both = format!("{}/it/both:1", reg.addr);
+    let digest = k.ok(&[
+        "--tls-verify=false",
+        "build",
+        ctx.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        &both,
+        "--push",
+    ]);
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{both}"),
+    ]));
+    assert_eq!(
+        format!("sha256:{}", crate::support::sha256_hex(raw.as_bytes())),
+        digest.trim()
+    );
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{raw}");
     // Two images of one platform are refused.
     let (_, err) = k.fails(&[
         "index",
