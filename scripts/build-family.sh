@@ -20,6 +20,8 @@ KILN="${KILN:-$REPO/target/release/kiln}"
 mkdir -p "$OUT"
 [ -x "$KILN" ] || cargo build --release --locked
 export KILN_ROOT="$OUT/store"
+# The generated config below may live outside the work tree: name the commit for `sha-{gitsha}`.
+export GITHUB_SHA="${GITHUB_SHA:-$(git rev-parse HEAD)}"
 
 if [ ! -x "$DEBIAN_ROOTFS/usr/bin/apt-get" ]; then
   echo "debootstrap: bookworm minbase into $DEBIAN_ROOTFS" >&2
@@ -70,6 +72,7 @@ echo "digests: $OUT/digests.json" >&2
 
 if command -v podman >/dev/null; then
   pod=(podman --root "$OUT/podman/root" --runroot "$OUT/podman/run" --storage-driver vfs)
+  run=(run --rm --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --network none)
   python3 - "$OUT/digests.json" <<'PY' | while read -r target ref; do
 import json, sys
 for name, t in json.load(open(sys.argv[1]))["targets"].items():
@@ -82,7 +85,7 @@ PY
       *) cmd=(bash --version) ;;
     esac
     "${pod[@]}" pull -q --tls-verify=false "$ref" >/dev/null
-    echo "== $target ($ref): uid $("${pod[@]}" run --rm --network none "$ref" id -u)" >&2
-    "${pod[@]}" run --rm --network none "$ref" "${cmd[@]}" | head -1
+    echo "== $target ($ref): uid $("${pod[@]}" "${run[@]}" "$ref" id -u)" >&2
+    "${pod[@]}" "${run[@]}" "$ref" "${cmd[@]}" | head -1
   done
 fi
