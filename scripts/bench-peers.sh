@@ -12,8 +12,11 @@
 # Builds (FROM scratch + COPY of the same tree; buildah with vfs storage):
 #   kiln build, cold (empty store)   vs  buildah bud, cold               target ≤ 0.35×
 #   kiln build, warm (nothing changed) vs buildah bud, cache hit         target ≤ 0.02×
+# Push (the corpus as a one-layer image, to a local docker-registry on 127.0.0.1):
+#   kiln push, cold (new repository)  vs  skopeo copy, cold               target ≤ 1.0×
+#   kiln push, warm (blobs present)   vs  skopeo copy, warm               target ≤ 1.0×
 # The machine is shared and noisy: compare only the ratios of pairs taken in this run.
-# --only layer|build runs one section.
+# --only layer|build|push runs one section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5; CORPUS=; ONLY=
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --corpus) CORPUS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--corpus DIR] [--only layer|build]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--runs N] [--corpus DIR] [--only layer|build|push]" >&2; exit 2 ;;
   esac
 done
 scripts/install-peers.sh
@@ -68,6 +71,52 @@ buildah_build() { # cold|warm
   measure "buildah bud $1" $B bud --layers --network none -f "$WORK/Dockerfile" -t localhost/corpus "$CORPUS"
 }
 
+# A local registry for the push section (plain HTTP on a free loopback port).
+start_registry() {
+  REG_PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  mkdir -p "$WORK/registry/data"
+  cat > "$WORK/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+YML
+  docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/log" 2>&1 &
+  REG_PID=$!
+  trap 'kill $REG_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+  for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$REG_PORT/v2/" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "the registry did not start" >&2; exit 1
+}
+SKOPEO_CACHE=/var/lib/containers/cache/blob-info-cache-v1.boltdb
+kiln_push() { # cold|warm N
+  local repo="127.0.0.1:$REG_PORT/bench/$1-$2"
+  [ "$1" = warm ] && repo="127.0.0.1:$REG_PORT/bench/warm"
+  # cold: forget where blobs were seen, or kiln would mount instead of uploading
+  [ "$1" = cold ] && rm -rf "$WORK/kpush/origins"
+  measure "kiln push $1" "$KILN" --root "$WORK/kpush" --progress quiet push corpus "$repo:latest"
+}
+skopeo_push() { # cold|warm N
+  local repo="127.0.0.1:$REG_PORT/bench/skopeo-$1-$2"
+  [ "$1" = warm ] && repo="127.0.0.1:$REG_PORT/bench/skopeo-warm"
+  # cold: skopeo's blob-info cache would make it mount instead of uploading (PEERS.md pitfall 10)
+  [ "$1" = cold ] && rm -f "$SKOPEO_CACHE"
+  measure "skopeo copy $1" skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/push-layout:latest" "docker://$repo:latest"
+}
+if [ -z "$ONLY" ] || [ "$ONLY" = push ]; then
+  start_registry
+  "$KILN" --root "$WORK/kpush" --progress quiet import "$CORPUS" -t corpus -o "oci:$WORK/push-layout:latest" >/dev/null
+  "$KILN" --root "$WORK/kpush" --progress quiet push corpus "127.0.0.1:$REG_PORT/bench/warm:latest" >/dev/null
+  skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/push-layout:latest" "docker://127.0.0.1:$REG_PORT/bench/skopeo-warm:latest"
+fi
+
 echo "corpus: $CORPUS ($(du -sh "$CORPUS" | cut -f1)), runs: $RUNS, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq 1 "$RUNS"); do
   echo "round $i/$RUNS" >&2
@@ -79,6 +128,10 @@ for i in $(seq 1 "$RUNS"); do
   if [ -z "$ONLY" ] || [ "$ONLY" = build ]; then
     kiln_build cold; buildah_build cold
     kiln_build warm; buildah_build warm
+  fi
+  if [ -z "$ONLY" ] || [ "$ONLY" = push ]; then
+    kiln_push cold "$i"; skopeo_push cold "$i"
+    kiln_push warm "$i"; skopeo_push warm "$i"
   fi
 done
 touch "$WORK/sizes.tsv"
@@ -110,6 +163,9 @@ if "kiln gzip" in t:
     pair("kiln gzip", "umoci insert", 0.75, lambda a, b: a <= b)
     pair("kiln gzip:6", "tar|pigz -6|sha256sum", 0.45, lambda a, b: abs(a / b - 1) <= 0.01)
     pair("kiln zstd:3", "tar|zstd -3 -T2|sha256sum", 1.0, lambda a, b: True)
+if "kiln push cold" in t:
+    pair("kiln push cold", "skopeo copy cold", 1.0, lambda a, b: True)
+    pair("kiln push warm", "skopeo copy warm", 1.0, lambda a, b: True)
 if "kiln build cold" in t:
     pair("kiln build cold", "buildah bud cold", 0.35, lambda a, b: True)
     pair("kiln build warm", "buildah bud warm", 0.02, lambda a, b: True)

@@ -51,6 +51,8 @@ pub struct CopyInput<'a> {
     pub chmod: Option<u32>,
     /// A scratch directory for extracted archives.
     pub scratch: &'a Path,
+    /// URLs of ADD, already downloaded into the store: url → (blob path, digest, size, mtime).
+    pub urls: &'a BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
 }
 
 /// Why a COPY failed.
@@ -133,6 +135,13 @@ impl Out<'_> {
             e.gid = self.parent_owner.gid;
             self.entries.insert(p.to_vec(), e);
         }
+    }
+
+    fn add_dir(&mut self, path: Vec<u8>) {
+        let mut e = Entry::dir(path, 0o755);
+        e.uid = self.parent_owner.uid;
+        e.gid = self.parent_owner.gid;
+        self.add(e);
     }
 
     fn add(&mut self, e: Entry) {
@@ -252,19 +261,46 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             });
         }
     }
-    if !urls.is_empty() {
-        return Err(CopyError::Other(format!(
-            "ADD of a URL ({}) is not supported by this kiln yet",
-            urls.join(", ")
-        )));
-    }
-    let count = srcs.len() + step.inline.len();
+    let count = srcs.len() + step.inline.len() + urls.len();
     let dest_is_dir = trailing
         || step.sources.len() + step.inline.len() > 1
         || count > 1
         || matches!(input.dest.get(&dest_rel), Some(n) if n.kind == NodeKind::Dir)
         || step.parents;
 
+    for url in &urls {
+        let Some((blob, fetched)) = input.urls.get(url) else {
+            return Err(CopyError::Other(format!("`{url}` was not downloaded")));
+        };
+        if let Some(want) = &step.checksum {
+            if want != &fetched.digest.to_string() {
+                return Err(CopyError::Other(format!(
+                    "checksum of `{url}` does not match: expected `{want}`, got `{}`",
+                    fetched.digest
+                )));
+            }
+        }
+        let name = super::fetch::url_file_name(url);
+        let path = if dest_is_dir {
+            join(&dest_rel, name.as_bytes())
+        } else {
+            dest_rel.clone()
+        };
+        let owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
+        // BuildKit gives downloaded files mode 0600 and the server's Last-Modified time.
+        out.add(Entry {
+            path,
+            kind: EntryKind::File {
+                size: fetched.size,
+                source: FileSource::Path(blob.clone()),
+            },
+            mode: input.chmod.unwrap_or(0o600),
+            uid: owner.uid,
+            gid: owner.gid,
+            mtime: fetched.mtime.unwrap_or(0),
+            xattrs: Vec::new(),
+        });
+    }
     for f in &step.inline {
         let path = if dest_is_dir {
             join(&dest_rel, f.name.as_bytes())
@@ -323,11 +359,14 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             if path.is_empty() {
                 continue; // the root of the image itself
             }
-            if rel.is_empty()
-                && is_dir
-                && matches!(input.dest.get(&path), Some(n) if n.kind == NodeKind::Dir)
-            {
-                continue; // copying into an existing directory leaves it as it is
+            if rel.is_empty() && is_dir {
+                // The directory that receives a directory's contents: left as it is when it
+                // exists; otherwise created 0755, owned by the `--chown` owner or root, like
+                // the parents (BuildKit's fsutil `prepareTargetDir`), not with the source's mode.
+                if !matches!(input.dest.get(&path), Some(n) if n.kind == NodeKind::Dir) {
+                    out.add_dir(path);
+                }
+                continue;
             }
             let mut kind = item.kind;
             if let Some(k) = item.key {
@@ -360,7 +399,43 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             out.add(e);
         }
     }
-    Ok(out.entries.into_values().collect())
+    Ok(link_order(out.entries))
+}
+
+/// The entries in path order, with every hard link after the file it links to: a tar is read in
+/// order, so within each group of links the first path carries the content and the others link
+/// to it (an archive may list a link before its target by path).
+fn link_order(mut entries: BTreeMap<Vec<u8>, Entry>) -> Vec<Entry> {
+    let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for (path, e) in &entries {
+        if let EntryKind::Hardlink(t) = &e.kind {
+            groups.entry(t.clone()).or_default().push(path.clone());
+        }
+    }
+    for (target, links) in groups {
+        let first = links.iter().min().cloned().unwrap_or_default();
+        if first >= target || !entries.contains_key(&target) {
+            continue;
+        }
+        // `first` becomes the file; the old target and the other links point at it.
+        let Some(file) = entries.get(&target).cloned() else {
+            continue;
+        };
+        if let Some(e) = entries.get_mut(&first) {
+            let path = e.path.clone();
+            *e = Entry { path, ..file };
+        }
+        for p in links
+            .iter()
+            .filter(|p| **p != first)
+            .chain(std::iter::once(&target))
+        {
+            if let Some(e) = entries.get_mut(p) {
+                e.kind = EntryKind::Hardlink(first.clone());
+            }
+        }
+    }
+    entries.into_values().collect()
 }
 
 fn inline_entry(f: &InlineFile, path: Vec<u8>, input: &CopyInput<'_>) -> Entry {
@@ -438,7 +513,13 @@ fn tree_items(
         uid: n.uid,
         gid: n.gid,
         mtime: n.mtime,
-        key: None,
+        // Files of one hard-link group share a key, so the copy links them again.
+        key: (n.kind == NodeKind::File).then(|| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            n.link_of.as_deref().unwrap_or(p).hash(&mut h);
+            (h.finish(), u64::MAX)
+        }),
     };
     let mut out = Vec::new();
     let top = path.as_bytes();
@@ -514,6 +595,25 @@ fn extract(
         .tempdir_in(input.scratch)
         .map_err(|e| bad(e.to_string()))?;
     let dir = dir.keep();
+    // The destination is created like any COPY destination (owned by `--chown`); directories
+    // the archive implies without listing them are root's, as BuildKit's unpack makes them.
+    if !base.is_empty() && !matches!(input.dest.get(base), Some(n) if n.kind == NodeKind::Dir) {
+        out.add_dir(base.to_vec());
+    }
+    let dest_owner = std::mem::replace(&mut out.parent_owner, Owner { uid: 0, gid: 0 });
+    let result = extract_members(reader, base, input, out, &dir, &bad);
+    out.parent_owner = dest_owner;
+    result
+}
+
+fn extract_members(
+    reader: Box<dyn Read>,
+    base: &[u8],
+    input: &CopyInput<'_>,
+    out: &mut Out<'_>,
+    dir: &Path,
+    bad: &dyn Fn(String) -> CopyError,
+) -> Result<(), CopyError> {
     let mut a = tar::Archive::new(reader);
     let mut n = 0u64;
     for entry in a.entries().map_err(|e| bad(e.to_string()))? {

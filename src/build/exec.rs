@@ -211,6 +211,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     let ctx = Context::new(opts.context.clone(), ignore);
     let mut files = FileIndex::load(store);
     let mut digests: Vec<(Input, String)> = Vec::new();
+    let mut urls: BTreeMap<String, (PathBuf, super::fetch::Fetched)> = BTreeMap::new();
     for stage in &plan.stages {
         for step in &stage.steps {
             for input in &step.inputs {
@@ -221,6 +222,13 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
                     Input::Context { paths, excludes } => {
                         context_digest(&ctx, paths, excludes, opts.epoch, &mut files)
                             .map_err(|m| cx.step_err(step.position, &step.created_by, m))?
+                    }
+                    Input::Url { url } => {
+                        let f = super::fetch::fetch(store, url)
+                            .map_err(|m| cx.step_err(step.position, &step.created_by, m))?;
+                        let d = f.digest.to_string();
+                        urls.insert(url.clone(), (store.blob_path(&f.digest), f));
+                        d
                     }
                     Input::Image { reference, .. } => match images.get(reference) {
                         Some(img) => img.digest().to_string(),
@@ -300,6 +308,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             &mut steps,
             &mut counter,
             host.as_ref(),
+            &urls,
         ) {
             Ok(state) => {
                 done.insert(id, state);
@@ -538,6 +547,7 @@ fn run_stage(
     steps: &mut Vec<StepRecord>,
     counter: &mut usize,
     host: Option<&RunHost>,
+    urls: &BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
 ) -> Result<StageState> {
     let sb = host.map(|h| &h.sandbox);
     let stage_name = stage
@@ -691,6 +701,7 @@ fn run_stage(
                             owner,
                             chmod,
                             scratch,
+                            urls,
                         },
                     )
                     .map_err(|e| err(e.to_string()))?;

@@ -43,6 +43,8 @@ pub struct Node {
     pub mtime: i64,
     /// Content, for the few files in `KEEP_CONTENT`.
     pub content: Option<Arc<[u8]>>,
+    /// For a hard link: the path of the file it links to (its group's first path).
+    pub link_of: Option<Vec<u8>>,
 }
 
 /// The merged view of a stack of layers: relative path → node.
@@ -133,6 +135,7 @@ impl FsIndex {
                     size: 0,
                     mtime: 0,
                     content: None,
+                    link_of: None,
                 },
             );
         }
@@ -191,11 +194,11 @@ impl FsIndex {
                 ),
                 tar::EntryType::Link => {
                     // A hard link shares its target's metadata and content.
-                    let target = entry
-                        .link_name_bytes()
-                        .and_then(|l| clean(&l))
-                        .and_then(|t| self.nodes.get(&t).cloned());
-                    if let Some(n) = target {
+                    let target = entry.link_name_bytes().and_then(|l| clean(&l));
+                    if let Some((t, mut n)) =
+                        target.and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+                    {
+                        n.link_of = Some(n.link_of.clone().unwrap_or(t));
                         added.insert(path.clone());
                         self.put(path, n);
                     }
@@ -228,6 +231,7 @@ impl FsIndex {
                     size,
                     mtime,
                     content,
+                    link_of: None,
                 },
             );
         }
@@ -237,6 +241,16 @@ impl FsIndex {
     /// Applies the entries of a layer kiln wrote (no whiteouts among them).
     pub fn apply_entries(&mut self, entries: &[Entry]) {
         for e in entries {
+            // A hard link shares its target's metadata and size (the target comes first).
+            if let EntryKind::Hardlink(t) = &e.kind {
+                if let Some((t, mut n)) =
+                    clean(t).and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+                {
+                    n.link_of = Some(n.link_of.clone().unwrap_or(t));
+                    self.put(e.path.clone(), n);
+                    continue;
+                }
+            }
             let kind = match &e.kind {
                 EntryKind::Dir => NodeKind::Dir,
                 EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
@@ -266,6 +280,7 @@ impl FsIndex {
                     size: e.data_size(),
                     mtime: e.mtime,
                     content,
+                    link_of: None,
                 },
             );
         }

@@ -15,6 +15,7 @@
 pub mod context;
 pub mod copy;
 mod exec;
+mod fetch;
 pub mod fsindex;
 mod run;
 mod state;

@@ -187,7 +187,11 @@ impl SandboxError {
         {
             return SandboxError::UserNamespaceRefused { source };
         }
-        if stage == "mount overlay" {
+        // Refusals of overlay itself; other errors (a missing lower directory, say) are set-up
+        // errors with their path.
+        if stage == "mount overlay"
+            && matches!(errno, libc::EPERM | libc::ENODEV | libc::EOPNOTSUPP)
+        {
             return SandboxError::OverlayUnavailable { source };
         }
         SandboxError::Setup {

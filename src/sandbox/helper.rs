@@ -157,6 +157,16 @@ fn helper_main() -> Result<(), Fail> {
             };
             send(&done).ctx("report", None)
         }
+        Job::Exec { argv, env } => {
+            unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
+            let status = exec_and_wait(&argv, &env)?;
+            let done = HelperMessage::Done {
+                status,
+                diff: Diff::default(),
+                user_ignored: false,
+            };
+            send(&done).ctx("report", None)
+        }
         Job::Remove { path } => {
             unshare_and_wait(&mut control, libc::CLONE_NEWUSER)?;
             remove_tree(&path).ctx("remove", Some(&path))?;
@@ -362,4 +372,97 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
     }
+}
+
+/// Forks, execs `argv` with `env` in the child (stdin `/dev/null`, no descriptor above 2), and
+/// returns how it ended.
+fn exec_and_wait(argv: &[Vec<u8>], env: &[(Vec<u8>, Vec<u8>)]) -> Result<ExitStatus, Fail> {
+    let program = argv
+        .first()
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+        .unwrap_or_default();
+    let c = |b: &[u8]| {
+        CString::new(b).map_err(|_| {
+            Fail::new(
+                "argument with a NUL byte",
+                None,
+                &io::Error::from_raw_os_error(libc::EINVAL),
+            )
+        })
+    };
+    let args: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+    let envs: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| c(&[k.as_slice(), b"=", v.as_slice()].concat()))
+        .collect::<Result<_, _>>()?;
+    if args.is_empty() {
+        return Err(Fail::new(
+            "exec",
+            None,
+            &io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+    }
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argp, envp) = (ptrs(&args), ptrs(&envs));
+    let null = File::open("/dev/null").ctx("open /dev/null", None)?;
+    // Close-on-exec: it only carries an errno back if exec fails.
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(io::Error::from)
+        .ctx("create a pipe", None)?;
+    // SAFETY: this process is single-threaded; the child only makes syscalls before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Fail::new("fork", None, &io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: plain syscalls on valid descriptors and pointers (argp and envp are
+        // NULL-terminated arrays of NUL-terminated strings that outlive the calls).
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                4 as libc::c_uint,
+            );
+            libc::execve(args[0].as_ptr(), argp.as_ptr(), envp.as_ptr());
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+                .to_ne_bytes();
+            libc::write(err_w.as_raw_fd(), errno.as_ptr().cast(), errno.len());
+            libc::_exit(127);
+        }
+    }
+    drop((null, err_w));
+    let mut errno = [0u8; 4];
+    if File::from(err_r).read_exact(&mut errno).is_ok() {
+        // SAFETY: pid is our child, which is exiting; reap it.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        let err = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        return Err(Fail::new("exec", Some(&program), &err));
+    }
+    let mut w = 0;
+    loop {
+        // SAFETY: pid is our child and w a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut w, 0) };
+        if rc == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(Fail::new("wait", Some(&program), &err));
+        }
+    }
+    Ok(if libc::WIFSIGNALED(w) {
+        ExitStatus::Signal(libc::WTERMSIG(w))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(w))
+    })
 }

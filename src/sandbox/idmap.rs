@@ -1,8 +1,9 @@
 //! uid/gid mapping of the sandbox's user namespace: choosing a mode, and writing the maps.
 //!
 //! Three modes, chosen once per [`crate::sandbox::UserNsSandbox`]:
-//! - [`IdMapping::Identity`] when kiln runs as real root: every id maps to itself, so the step's
-//!   ids are the host's ids and nothing needs translating (written directly to /proc).
+//! - [`IdMapping::Identity`] when kiln runs as root: every id maps to itself, so the step's ids
+//!   are the host's ids and nothing needs translating (written directly to /proc). Root inside a
+//!   user namespace (a rootless container) mirrors its own ranges instead of the full 2³² ids.
 //! - [`IdMapping::Subordinate`] for an unprivileged caller with `/etc/subuid` and `/etc/subgid`
 //!   entries and `newuidmap`/`newgidmap` on the search path: 0 → the caller, 1.. → the
 //!   subordinate ranges in file order, as buildah and podman do. The helpers' exit status is
@@ -134,8 +135,8 @@ impl IdMapping {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         match self {
             IdMapping::Identity => {
-                write_proc(&proc.join("uid_map"), "0 0 4294967295\n")?;
-                write_proc(&proc.join("gid_map"), "0 0 4294967295\n")
+                write_proc(&proc.join("uid_map"), &identity_of("uid_map"))?;
+                write_proc(&proc.join("gid_map"), &identity_of("gid_map"))
             }
             IdMapping::Single { uid, gid } => {
                 // An unprivileged process may only map its own ids, and only after giving up
@@ -154,6 +155,26 @@ impl IdMapping {
                 run_map_helper(newgidmap, "gid", pid, gid)
             }
         }
+    }
+}
+
+/// The identity map of every id kiln itself has: `0 0 4294967295` for real root, and for root
+/// inside a user namespace (kiln in a rootless container) each of its ranges mapped to itself,
+/// since a child namespace can only map ids its parent has.
+fn identity_of(file: &str) -> String {
+    let own = std::fs::read_to_string(Path::new("/proc/self").join(file)).unwrap_or_default();
+    let map: String = own
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (inside, _outside, count) = (f.next()?, f.next()?, f.next()?);
+            Some(format!("{inside} {inside} {count}\n"))
+        })
+        .collect();
+    if map.is_empty() {
+        "0 0 4294967295\n".to_owned()
+    } else {
+        map
     }
 }
 

@@ -71,11 +71,15 @@ fn init(job: &RunJob, report: &OwnedFd) -> Result<ExitStatus, Fail> {
         ));
     }
     let mut stubs = mounts::Stubs::default();
-    if let Err(fail) = mounts::set_up(job, &mut stubs) {
-        // The mounts die with this namespace; the stubs would stay in the image.
-        stubs.clean_up();
-        return Err(fail);
-    }
+    let result = mounts::set_up(job, &mut stubs).and_then(|()| run_command(job));
+    // Also after a failure: the mounts die with this namespace, but the stubs would stay in the
+    // image.
+    stubs.clean_up();
+    result
+}
+
+/// Starts the command, reaps everything until it exits, then kills what it left behind.
+fn run_command(job: &RunJob) -> Result<ExitStatus, Fail> {
     if job.spec.network == Network::None {
         mounts::loopback_up().ctx("bring up the loopback interface", None)?;
     }
@@ -133,7 +137,6 @@ fn init(job: &RunJob, report: &OwnedFd) -> Result<ExitStatus, Fail> {
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0
         || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
     {}
-    stubs.clean_up();
     match exec_failed {
         Some(fail) => Err(fail),
         None => Ok(status),

@@ -15,7 +15,7 @@
 //! kiln (any number of threads)
 //!  └─ helper: `/proc/self/exe __sandbox-helper`, single-threaded; unshares user+pid+ipc+uts(+net);
 //!     │        kiln writes its uid/gid maps; it computes the diff afterwards, as root in the userns
-//!     └─ init: pid 1 of the step; own mount namespace: rootfs, /proc, /dev, /etc files, mounts,
+//!     └─ init: pid 1 of the step; own mount namespace: rootfs, /proc, /dev, /sys, /etc files, mounts,
 //!        │      pivot_root; reaps orphans, kills what is left, removes the mount points it made
 //!        └─ the command: user switched, seccomp (single-id mode), no inherited fds, exec
 //! ```
@@ -74,6 +74,13 @@
 //! - **Readable diffs.** A rootless step may create files the caller cannot read (uid 1000, mode
 //!   0600). The helper, as root in the namespace, copies those into a private directory and points
 //!   [`Entry::host_path`] at the copy; metadata is always the original's.
+//! - **Host-side work on what rootless steps wrote.** A 0700 directory of uid 1000 belongs to a
+//!   subordinate uid on the host, so the caller cannot enter it: [`UserNsSandbox::remove_tree`],
+//!   [`UserNsSandbox::exec_in_namespace`] (run a host program, e.g. kiln with a hidden
+//!   subcommand, as root in the namespace) and [`UserNsSandbox::chown_in_namespace`] do that
+//!   work as root in a user namespace with the same mapping.
+//! - **Secrets** ([`MountKind::Secret`]) reach the helper through its pipe and live on a tmpfs
+//!   private to the step's mount namespace: never on disk, in a layer or in the diff.
 //! - **No trace of kiln in the layer.** Mount points kiln had to create (`/proc`, `/etc/hosts`,
 //!   `RUN --mount` targets, …) are removed after the step and their parents' times restored; the
 //!   overlay diff drops copied-up directories whose metadata did not change, the walk diff
@@ -210,6 +217,19 @@ pub enum MountKind {
         /// Size limit in bytes (the kernel default, half of RAM, when `None`).
         size: Option<u64>,
     },
+    /// A secret (`RUN --mount=type=secret`): its bytes travel to the helper over a pipe, are
+    /// written to a tmpfs private to the step's mount namespace and bound read-only at the
+    /// target, so they never touch the disk, the layer or the diff.
+    Secret {
+        /// The secret's content.
+        data: SecretData,
+        /// Owner of the file inside the user namespace (BuildKit's default is 0).
+        uid: u32,
+        /// Group of the file.
+        gid: u32,
+        /// Permission bits (BuildKit's default is 0o400).
+        mode: u32,
+    },
     /// A persistent cache directory owned by the store, bound read-write.
     Cache {
         /// The host directory; created with `uid`, `gid` and `mode` if it does not exist yet.
@@ -221,6 +241,16 @@ pub enum MountKind {
         /// Permission bits when created.
         mode: u32,
     },
+}
+
+/// The bytes of a secret; `Debug` shows only their length, so specs can be logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretData(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretData(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Which output stream a chunk of step output came from.

@@ -16,7 +16,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What to mount: the arguments of `mount(2)` besides the target.
@@ -290,7 +290,12 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
             work,
             merged,
         } => {
-            mount_overlay(lowers, upper, work, merged).ctx("mount overlay", Some(merged))?;
+            mount_overlay(lowers, upper, work, merged).map_err(|e| {
+                // Name the directory that is missing, if one is.
+                let mut dirs = lowers.iter().chain([upper, work]);
+                let path = dirs.find(|p| !p.is_dir()).unwrap_or(merged);
+                Fail::new("mount overlay", Some(path), &e)
+            })?;
             merged.clone()
         }
         RootJob::Walk { rootfs } => {
@@ -337,6 +342,7 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
         }
     }
     let mut user_fds = Vec::new();
+    let mut secrets_mounted = false;
     for m in &job.spec.mounts {
         let fd = match &m.kind {
             MountKind::Bind { source, .. } => Some(open_host(source)?),
@@ -361,6 +367,21 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
                 Some(open_host(source)?)
             }
             MountKind::Tmpfs { .. } => None,
+            MountKind::Secret {
+                data,
+                uid,
+                gid,
+                mode,
+            } => {
+                let staged = stage_secret(
+                    job,
+                    &mut secrets_mounted,
+                    user_fds.len(),
+                    &data.0,
+                    (*uid, *gid, *mode),
+                )?;
+                Some(staged)
+            }
         };
         user_fds.push(fd);
     }
@@ -513,7 +534,10 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
                         },
                     )
                     .ctx("bind mount", Some(target))?;
-                if matches!(kind, MountKind::Bind { readonly: true, .. }) {
+                if matches!(
+                    kind,
+                    MountKind::Bind { readonly: true, .. } | MountKind::Secret { .. }
+                ) {
                     remount_readonly(fd.as_fd()).ctx("remount read-only", Some(target))?;
                 }
             }
@@ -553,6 +577,44 @@ fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Op
     if let Ok(fd) = stubs.mount_at(root, "sys", false, bind) {
         let _ = remount_readonly(fd.as_fd());
     }
+}
+
+/// Writes secret number `index` into the step's private tmpfs (mounted on first use over
+/// `job.secrets_dir`, in this mount namespace only) with its owner and mode, and returns an
+/// `O_PATH` fd of it to bind at the target.
+fn stage_secret(
+    job: &RunJob,
+    mounted: &mut bool,
+    index: usize,
+    data: &[u8],
+    (uid, gid, mode): (u32, u32, u32),
+) -> Result<OwnedFd, Fail> {
+    let dir = &job.secrets_dir;
+    if !*mounted {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount(
+            Some(c"tmpfs"),
+            &cstr(dir)?,
+            Some(c"tmpfs"),
+            flags,
+            Some(c"mode=0711"),
+        )
+        .ctx("mount the secrets tmpfs", Some(dir))?;
+        *mounted = true;
+    }
+    let path = dir.join(index.to_string());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .ctx("write a secret", Some(&path))?;
+    std::io::Write::write_all(&mut file, data).ctx("write a secret", Some(&path))?;
+    // In single-id mode only id 0 exists: the owner stays 0 there.
+    let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
+        .ctx("chmod a secret", Some(&path))?;
+    open_host(&path)
 }
 
 /// Whether `name`, directly in `root`, is a symlink.

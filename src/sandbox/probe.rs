@@ -106,14 +106,18 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
     let mut ignore = |_: super::Stream, _: &[u8]| {};
     let overlay = match spawn_helper(sandbox.options(), sandbox.id_mapping(), job, &mut ignore)? {
         HelperMessage::Done { .. } => true,
+        // Whatever the reason, an overlay that does not mount here means the walk snapshotter.
+        HelperMessage::Failed { stage, .. } if stage == "mount overlay" => false,
         HelperMessage::Failed { stage, path, errno } => {
-            match SandboxError::from_helper(stage, path, errno) {
-                SandboxError::OverlayUnavailable { .. } => false,
-                other => return Err(other),
-            }
+            return Err(SandboxError::from_helper(stage, path, errno))
         }
         HelperMessage::Unshared => false,
     };
+    // overlayfs leaves `work/work` with mode 000, which the caller owns but cannot list.
+    let _ = std::fs::set_permissions(
+        dir.path().join("work/work"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
     Ok(ProbeReport {
         id_mapping: sandbox.id_mapping().clone(),
         overlay,

@@ -29,6 +29,13 @@ pub(crate) struct HelperRequest {
 pub(crate) enum Job {
     /// Run one step.
     Run(Box<RunJob>),
+    /// Run a host program as root in a user namespace (no new root filesystem).
+    Exec {
+        /// The program (an absolute path) and its arguments.
+        argv: Vec<Vec<u8>>,
+        /// Its complete environment.
+        env: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     /// Remove a directory tree, whoever in the namespace owns its files.
     Remove {
         /// The tree.
@@ -67,6 +74,8 @@ pub(crate) struct RunJob {
     /// `/etc/apt/apt.conf.d`, because apt checks that dropping privileges to `_apt` really
     /// changed its uid, which the seccomp emulation cannot fake.
     pub apt_conf: Option<PathBuf>,
+    /// An empty directory on which the init process mounts a private tmpfs for secrets.
+    pub secrets_dir: PathBuf,
     /// Only id 0 exists: skip user switching, install the seccomp emulation.
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.

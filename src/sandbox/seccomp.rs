@@ -13,6 +13,9 @@
 const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7;
+/// Other architectures: no filter (single-id mode then fails with a clear error).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: u32 = 0;
 
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
@@ -98,6 +101,9 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
 /// Installs the filter on the calling thread (inherited by children and across exec). The caller
 /// must have CAP_SYS_ADMIN in its user namespace (it is root there) or no_new_privs set.
 pub(crate) fn install() -> std::io::Result<()> {
+    if AUDIT_ARCH == 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
+    }
     let mut prog = program();
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,

@@ -106,6 +106,69 @@ impl UserNsSandbox {
         }
     }
 
+    /// Runs a host program as root in a user namespace with this sandbox's id mapping (real
+    /// root: directly), passing its output to `out`. For work on trees that rootless steps
+    /// wrote to, which the caller itself may not be allowed to touch: unpacking a layer into a
+    /// walk root filesystem, copying into it, and so on (e.g. kiln re-executing itself with a
+    /// hidden subcommand). `argv[0]` must be an absolute path; `env` is the whole environment; a
+    /// program that cannot be executed is [`SandboxError::Exec`].
+    pub fn exec_in_namespace(
+        &self,
+        argv: &[std::ffi::OsString],
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<super::ExitStatus> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = |s: &std::ffi::OsString| s.as_bytes().to_vec();
+        let job = Job::Exec {
+            argv: argv.iter().map(bytes).collect(),
+            env: env.iter().map(|(k, v)| (bytes(k), bytes(v))).collect(),
+        };
+        let program = argv
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.mapping == IdMapping::Identity {
+            let output = Command::new(argv.first().ok_or(SandboxError::EmptyCommand)?)
+                .args(&argv[1..])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|source| SandboxError::Exec {
+                    program: program.clone(),
+                    source,
+                })?;
+            out(Stream::Stdout, &output.stdout);
+            out(Stream::Stderr, &output.stderr);
+            let status = match (
+                output.status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&output.status),
+            ) {
+                (Some(code), _) => super::ExitStatus::Code(code),
+                (None, Some(sig)) => super::ExitStatus::Signal(sig),
+                (None, None) => super::ExitStatus::Code(-1),
+            };
+            return Ok(status);
+        }
+        let msg = spawn_helper(&self.opts, &self.mapping, job, out)?;
+        match msg {
+            HelperMessage::Done { status, .. } => Ok(status),
+            HelperMessage::Failed { stage, errno, .. } if stage == "exec" => {
+                Err(SandboxError::Exec {
+                    program,
+                    source: std::io::Error::from_raw_os_error(errno),
+                })
+            }
+            HelperMessage::Failed { stage, path, errno } => {
+                Err(SandboxError::from_helper(stage, path, errno))
+            }
+            HelperMessage::Unshared => Err(SandboxError::HelperDied {
+                status: "protocol: unexpected message".into(),
+            }),
+        }
+    }
+
     /// Removes a directory tree that steps wrote to (an upper directory, a walk root filesystem,
     /// a scratch directory). A rootless step can leave files the caller cannot delete (a 0700
     /// directory of uid 1000 is a subordinate uid's on the host), so without real root this runs
@@ -134,7 +197,11 @@ impl UserNsSandbox {
         &self.opts
     }
 
-    fn validate(&self, spec: &RunSpec) -> Result<()> {
+    /// Checks what can be known about `spec` before anything runs: a command, absolute mount
+    /// targets, and a user, group and supplementary groups that exist in the id mapping (single-id
+    /// mode runs every user as 0, with a warning, instead). [`Sandbox::run`] checks this too; the
+    /// builder can call it for every step before the first one runs.
+    pub fn check(&self, spec: &RunSpec) -> Result<()> {
         if spec.argv.is_empty() {
             return Err(SandboxError::EmptyCommand);
         }
@@ -212,7 +279,7 @@ impl Sandbox for UserNsSandbox {
         spec: &RunSpec,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunOutcome> {
-        self.validate(spec)?;
+        self.check(spec)?;
         let scratch = match root.kind() {
             SnapshotterKind::Overlay => root.upper().and_then(Path::parent),
             SnapshotterKind::Walk => root.rootfs().and_then(Path::parent),
@@ -235,6 +302,15 @@ impl Sandbox for UserNsSandbox {
             root: root.job(),
             etc_files: self.etc_files(spec, &run_dir)?,
             apt_conf: self.apt_conf(&run_dir)?,
+            secrets_dir: {
+                let dir = run_dir.join("secrets");
+                std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
+                dir
+            },
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };

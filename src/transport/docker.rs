@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::image::Image;
-use crate::oci::{Descriptor, Digest, Platform};
+use crate::oci::{Descriptor, Digest, MediaType, Platform};
 use crate::registry::{
     self, pull_blobs, push_blobs, BlobSink, BlobUpload, Client, NoProgress, Reference,
     RemoteManifest,
@@ -201,10 +201,22 @@ pub(crate) fn push(
         &NoProgress,
     )
     .map_err(reg)?;
-    let digest = remote
-        .client
-        .put_manifest(&r, &image.raw_manifest, &image.descriptor.media_type)
-        .map_err(reg)?;
+    let digest =
+        match remote
+            .client
+            .put_manifest(&r, &image.raw_manifest, &image.descriptor.media_type)
+        {
+            Ok(d) => d,
+            // Some registries still refuse OCI media types: send the same image as Docker schema 2.
+            Err(e) if e.is_manifest_rejected() => match docker_manifest(image) {
+                Some(bytes) => remote
+                    .client
+                    .put_manifest(&r, &bytes, &MediaType::DockerManifest)
+                    .map_err(reg)?,
+                None => return Err(reg(e)),
+            },
+            Err(e) => return Err(reg(e)),
+        };
     for d in image.layers().iter().chain(std::iter::once(config)) {
         record_origin(store, &d.digest, &r);
     }
@@ -213,4 +225,56 @@ pub(crate) fn push(
         digest,
         image.raw_manifest.len() as u64,
     ))
+}
+
+/// The image's manifest with Docker schema 2 media types (same config and layer blobs), or
+/// `None` when a layer has no Docker equivalent (zstd, uncompressed).
+pub(crate) fn docker_manifest(image: &Image) -> Option<Vec<u8>> {
+    let mut m = image.manifest.clone();
+    m.media_type = Some(MediaType::DockerManifest);
+    m.config.media_type = MediaType::DockerConfig;
+    for l in &mut m.layers {
+        l.media_type = match l.media_type {
+            MediaType::OciLayerGzip | MediaType::DockerLayerGzip => MediaType::DockerLayerGzip,
+            MediaType::OciForeignLayerGzip | MediaType::DockerForeignLayerGzip => {
+                MediaType::DockerForeignLayerGzip
+            }
+            _ => return None,
+        };
+    }
+    m.annotations.clear();
+    Some(crate::oci::to_canonical_json(&m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageBuilder, NewLayer};
+
+    #[test]
+    fn docker_schema2_keeps_the_blobs_and_changes_only_media_types() {
+        let mut b = ImageBuilder::scratch(&Platform::linux("amd64"));
+        b.append(
+            NewLayer {
+                descriptor: Descriptor::new(MediaType::OciLayerGzip, Digest::sha256(b"l"), 1),
+                diff_id: Digest::sha256(b"t"),
+            },
+            "COPY",
+        );
+        let img = b.build();
+        let bytes = docker_manifest(&img).unwrap();
+        let m: crate::oci::Manifest = crate::oci::from_json("manifest", &bytes).unwrap();
+        assert_eq!(m.media_type, Some(MediaType::DockerManifest));
+        assert_eq!(m.config.digest, img.manifest.config.digest);
+        assert_eq!(m.layers[0].digest, img.manifest.layers[0].digest);
+        assert_eq!(m.layers[0].media_type, MediaType::DockerLayerGzip);
+        b.append(
+            NewLayer {
+                descriptor: Descriptor::new(MediaType::OciLayerZstd, Digest::sha256(b"z"), 1),
+                diff_id: Digest::sha256(b"u"),
+            },
+            "COPY",
+        );
+        assert!(docker_manifest(&b.build()).is_none());
+    }
 }

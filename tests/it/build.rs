@@ -261,3 +261,85 @@ fn failed_builds_name_the_location_exit_1_and_leave_no_image() {
     assert!(err.contains("no-such-dir"), "{err}");
     k.ok(&["store", "fsck"]);
 }
+
+/// Serves `body` at any path over plain HTTP on 127.0.0.1, `hits` times at most.
+fn serve(body: &'static [u8], hits: usize) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming().take(hits) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_downloads_urls_checks_their_checksum_and_caches_by_content() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let body: &[u8] = b"downloaded content\n";
+    let sum = format!("sha256:{}", crate::support::sha256_hex(body));
+    let base = serve(body, 6);
+    let c = k.path("ctx");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum={sum} {base}/files/tool.txt /opt/\n"),
+    )
+    .unwrap();
+    let meta = build(&k, &c, &[]);
+    let layers = meta["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    let out = k.path("u");
+    k.ok(&["copy", "it/app:1", &format!("oci:{}:t", out.display())]);
+    if need("umoci") {
+        let b = k.path("ub");
+        run(Command::new("umoci").args([
+            "unpack",
+            "--image",
+            &format!("{}:t", out.display()),
+            b.to_str().unwrap(),
+        ]));
+        let f = b.join("rootfs/opt/tool.txt");
+        assert_eq!(std::fs::read(&f).unwrap(), body);
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&f).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o600);
+        // Last-Modified (2023-11-14) is after the epoch (0), so the layer clamps it to 0.
+        assert_eq!(md.mtime(), 0);
+    }
+    // Same content, same key: a rebuild is a cache hit even though it downloads again.
+    let again = build(&k, &c, &[]);
+    assert!(
+        cached(&again).iter().all(|(_, hit)| *hit),
+        "{:?}",
+        cached(&again)
+    );
+    // A wrong checksum fails the step, naming the URL and both digests.
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} {base}/files/tool.txt /opt/\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let (code, err) = k.fails(&["build", c.to_str().unwrap(), "-t", "bad:1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1") && err.contains("tool.txt") && err.contains(&sum),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@ mod support;
 
 mod bake;
 mod build;
+mod build_diff;
 mod dockerfile;
 mod export;
 mod plan;

@@ -2,14 +2,16 @@
 //! (root here) and, re-run through `runuser`, as an unprivileged user with subordinate ids and in
 //! single-id mode. Where user namespaces are refused the tests say why and pass, except with
 //! `CI=true`, where they fail.
-use crate::support::debian::{debian_rootfs, debian_rootfs_for_test_user, DEBIAN_ROOTFS};
+use crate::support::debian::{debian_apt_get_install_and_useradd, debian_rootfs_for_test_user};
 use crate::support::sandbox::{
-    kiln_exe, ok, run, sandbox, sh, single, skip_or_fail, RemoveOnDrop, World,
+    kiln_exe, ok, processes_with, run, sandbox, sh, signal_kiln_and_check_the_step_dies, single,
+    skip_or_fail, World,
 };
 use crate::support::users::{ensure_test_user, run_test_as_test_user, TEST_USER};
 use kiln::sandbox::{
-    ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox, SandboxError,
-    SandboxOptions, SandboxWarning, Snapshot, SnapshotterKind, Stream, User, UserNsSandbox,
+    ChangeKind, ExitStatus, FileKind, IdMapping, Mount, MountKind, Network, RunSpec, Sandbox,
+    SandboxError, SandboxOptions, SandboxWarning, SecretData, Snapshot, SnapshotterKind, User,
+    UserNsSandbox,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -91,7 +93,7 @@ fn chown_to_other_ids_is_reported_in_namespace_ids(sb: &UserNsSandbox, kind: Sna
 
 fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
-    let (o, _) = ok(sb, &w, "ln -s /etc/passwd /link && echo a > /h1 && ln /h1 /h2 && ln /bin/busybox /bin/hard && cp /bin/busybox /su && chmod 4755 /su && mkdir /sg && chmod 2775 /sg");
+    let (o, _) = ok(sb, &w, "touch \"/$(printf 'caf\\351')\" && ln -s /etc/passwd /link && echo a > /h1 && ln /h1 /h2 && ln /bin/busybox /bin/hard && cp /bin/busybox /su && chmod 4755 /su && mkdir /sg && chmod 2775 /sg");
     let d = &o.diff;
     assert_eq!(
         d.upsert("link").unwrap().kind,
@@ -111,6 +113,12 @@ fn symlinks_hardlinks_and_setuid_bits(sb: &UserNsSandbox, kind: SnapshotterKind)
     );
     assert_eq!(d.upsert("su").unwrap().mode, 0o4755);
     assert_eq!(d.upsert("sg").unwrap().mode, 0o2775);
+    // A file name that is not UTF-8 arrives intact.
+    assert!(
+        d.changes.iter().any(|c| c.path == b"caf\xe9"),
+        "{:?}",
+        d.paths()
+    );
 }
 
 fn a_failing_command_reports_its_exit_code(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -239,14 +247,11 @@ fn no_process_outlives_its_step(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let (_, out) = ok(sb, &w, &format!("sleep {marker} & echo started"));
     assert_eq!(out, "started\n");
     assert!(start.elapsed() < Duration::from_secs(20));
-    let alive = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        });
-    assert!(!alive, "the backgrounded sleep survived the step");
+    assert_eq!(
+        processes_with(&marker),
+        0,
+        "the backgrounded sleep survived the step"
+    );
 }
 
 fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -302,6 +307,118 @@ fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: Snapshot
     assert!(!ro.join("x").exists());
 }
 
+fn secrets_are_readable_by_their_user_and_never_in_the_diff(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    let w = World::new(kind, |_| {});
+    let secret = b"s3cr3t-kiln-value".to_vec();
+    let spec = RunSpec {
+        user: User { uid: 1000, gid: 1000, additional_gids: vec![] },
+        mounts: vec![Mount {
+            target: "/run/secrets/token".into(),
+            kind: MountKind::Secret { data: SecretData(secret.clone()), uid: 1000, gid: 1000, mode: 0o400 },
+        }],
+        ..sh("cat /run/secrets/token && stat -c ' %u %a' /run/secrets/token && ! echo x 2>/dev/null >> /run/secrets/token && cp /run/secrets/token /tmp/copied-by-the-step && rm /tmp/copied-by-the-step")
+    };
+    assert!(
+        !format!("{spec:?}").contains("s3cr3t"),
+        "Debug shows the secret"
+    );
+    let (o, out, err) = run(sb, &w, &spec);
+    assert!(o.status.success(), "{out}{err}");
+    let owner = if single(sb) { "0" } else { "1000" };
+    assert_eq!(out, format!("s3cr3t-kiln-value {owner} 400\n"));
+    for change in &o.diff.changes {
+        let path = String::from_utf8_lossy(&change.path);
+        assert!(!path.starts_with("run"), "{path} in the diff");
+        if let ChangeKind::Upsert(e) = &change.kind {
+            if e.kind == FileKind::Regular {
+                let content = std::fs::read(&e.host_path).unwrap();
+                assert!(
+                    !content.windows(secret.len()).any(|x| x == secret),
+                    "{path} holds the secret"
+                );
+            }
+        }
+    }
+}
+
+fn a_refused_subordinate_range_is_an_error_naming_the_fix(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    if !matches!(sb.id_mapping(), IdMapping::Subordinate { .. }) {
+        return;
+    }
+    let w = World::new(kind, |_| {});
+    // An /etc/subuid that claims a range the real one does not grant: newuidmap refuses it,
+    // and kiln must notice (youki's libcontainer ignores newuidmap's exit status).
+    let etc = w.tmp.join("fake-etc");
+    std::fs::create_dir(&etc).unwrap();
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for file in ["subuid", "subgid"] {
+        std::fs::write(etc.join(file), format!("{}:3000000:65536\n", user.trim())).unwrap();
+    }
+    let bogus = UserNsSandbox::new(SandboxOptions {
+        helper_exe: kiln_exe(),
+        etc_dir: etc,
+        ..SandboxOptions::default()
+    });
+    let err = bogus
+        .run(&w.snapshot, &sh("true"), &mut |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::IdMapHelper { .. }), "{err}");
+    assert!(err.to_string().contains("/etc/subuid"), "{err}");
+}
+
+fn exec_in_namespace_reaches_what_rootless_steps_made_private(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    let w = World::new(kind, |_| {});
+    ok(
+        sb,
+        &w,
+        "mkdir -p /home/u && chown 1000:1000 /home/u && chmod 700 /home/u",
+    );
+    let tree = w
+        .snapshot
+        .upper()
+        .or(w.snapshot.rootfs())
+        .unwrap()
+        .join("home/u");
+    let script = format!(
+        "echo added > {0}/added && stat -c %u {0}/added",
+        tree.display()
+    );
+    let argv: Vec<std::ffi::OsString> = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    let env = vec![("PATH".into(), "/usr/bin:/bin".into())];
+    let mut out = Vec::new();
+    let status = sb
+        .exec_in_namespace(&argv, &env, &mut |_, b| out.extend_from_slice(b))
+        .unwrap();
+    assert_eq!(
+        status,
+        ExitStatus::Code(0),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out, b"0\n");
+    let missing = sb.exec_in_namespace(&["/nonexistent/prog".into()], &env, &mut |_, _| {});
+    assert!(
+        matches!(missing, Err(SandboxError::Exec { .. })),
+        "{missing:?}"
+    );
+}
+
 fn env_hostname_and_missing_programs(sb: &UserNsSandbox, kind: SnapshotterKind) {
     let w = World::new(kind, |_| {});
     let spec = RunSpec {
@@ -341,6 +458,21 @@ fn single_id_mode_emulates_chown_and_mknod(sb: &UserNsSandbox, kind: Snapshotter
         Some(FileKind::Fifo)
     );
     assert!(o.diff.upsert("tmp/null").is_none());
+}
+
+fn a_missing_lower_directory_is_a_setup_error_naming_it(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    if kind != SnapshotterKind::Overlay {
+        return;
+    }
+    let w = World::new(kind, |_| {});
+    let gone = w.tmp.join("no-such-layer");
+    let snap = Snapshot::overlay(vec![gone, w.base.clone()], &w.tmp.join("s2")).unwrap();
+    let err = sb.run(&snap, &sh("true"), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, SandboxError::Setup { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("mount overlay") && err.to_string().contains("no-such-layer"),
+        "{err}"
+    );
 }
 
 fn overlay_uppers_stack_as_lowers(sb: &UserNsSandbox, kind: SnapshotterKind) {
@@ -438,158 +570,16 @@ fn symlinks_in_the_image_cannot_send_mounts_to_the_host(sb: &UserNsSandbox, kind
     assert!(err.to_string().contains("/proc is a symlink"), "{err}");
 }
 
-fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
-    let Some(src) = debian_rootfs() else {
-        eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
-        return;
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix("kiln-it-deb-")
-        .tempdir()
-        .unwrap();
-    let _cleanup = RemoveOnDrop(tmp.path().to_owned());
-    let (first, rootfs) = match kind {
-        SnapshotterKind::Overlay => (
-            Snapshot::overlay(vec![src.clone()], &tmp.path().join("s1")).unwrap(),
-            None,
-        ),
-        SnapshotterKind::Walk => {
-            let rootfs = tmp.path().join("rootfs");
-            let cp = std::process::Command::new("/bin/cp")
-                .arg("-a")
-                .arg(&src)
-                .arg(&rootfs)
-                .status()
-                .unwrap();
-            assert!(cp.success());
-            (Snapshot::walk(rootfs.clone()), Some(rootfs))
-        }
-    };
-    let script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello >/dev/null && useradd -m sandbox && id -u sandbox";
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let o = sb
-        .run(&first, &sh(script), &mut |s, b| match s {
-            Stream::Stdout => out.extend_from_slice(b),
-            Stream::Stderr => err.extend_from_slice(b),
-        })
-        .unwrap();
-    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
-    assert!(o.status.success(), "{:?}: {out}{err}", o.status);
-    assert!(out.ends_with("1000\n"), "{out}");
-    let d = &o.diff;
-    assert!(d.upsert("usr/bin/hello").is_some());
-    assert!(d.upsert("etc/passwd").is_some());
-    let home = d.upsert("home/sandbox").expect("home/sandbox");
-    let want = if single(sb) { 0 } else { 1000 };
-    assert_eq!((home.uid, home.gid), (want, want));
-    for path in [
-        "etc/resolv.conf",
-        "etc/hosts",
-        "etc/hostname",
-        "proc",
-        "dev",
-    ] {
-        assert!(d.find(path).next().is_none(), "{path} in the diff");
-    }
-    // The next step runs on top, as USER 1000.
-    let second = match &rootfs {
-        None => Snapshot::overlay(
-            vec![first.upper().unwrap().to_owned(), src],
-            &tmp.path().join("s2"),
-        )
-        .unwrap(),
-        Some(rootfs) => Snapshot::walk(rootfs.clone()),
-    };
-    let spec = RunSpec {
-        user: User {
-            uid: 1000,
-            gid: 1000,
-            additional_gids: vec![],
-        },
-        ..sh("id -u && hello")
-    };
-    let mut out = Vec::new();
-    let o = sb
-        .run(&second, &spec, &mut |_, b| out.extend_from_slice(b))
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
-    assert!(o.status.success(), "{out}");
-    assert_eq!(out, format!("{want}\nHello, world!\n"));
-}
-
 type Scenario = fn(&UserNsSandbox, SnapshotterKind);
-
-const SCENARIOS: &[(&str, Scenario)] = &[
-    ("echo_hi_leaves_an_empty_diff", echo_hi_leaves_an_empty_diff),
-    (
-        "files_created_modified_deleted_and_dirs_replaced",
-        files_created_modified_deleted_and_dirs_replaced,
-    ),
-    (
-        "chown_to_other_ids_is_reported_in_namespace_ids",
-        chown_to_other_ids_is_reported_in_namespace_ids,
-    ),
-    (
-        "symlinks_hardlinks_and_setuid_bits",
-        symlinks_hardlinks_and_setuid_bits,
-    ),
-    (
-        "a_failing_command_reports_its_exit_code",
-        a_failing_command_reports_its_exit_code,
-    ),
-    (
-        "output_is_streamed_while_the_step_runs",
-        output_is_streamed_while_the_step_runs,
-    ),
-    ("user_1000_runs_as_1000", user_1000_runs_as_1000),
-    (
-        "network_none_has_only_loopback",
-        network_none_has_only_loopback,
-    ),
-    (
-        "no_descriptor_of_kiln_leaks_into_the_step",
-        no_descriptor_of_kiln_leaks_into_the_step,
-    ),
-    ("no_process_outlives_its_step", no_process_outlives_its_step),
-    (
-        "signals_are_reset_for_the_step",
-        signals_are_reset_for_the_step,
-    ),
-    (
-        "mounts_are_usable_and_absent_from_the_diff",
-        mounts_are_usable_and_absent_from_the_diff,
-    ),
-    (
-        "env_hostname_and_missing_programs",
-        env_hostname_and_missing_programs,
-    ),
-    (
-        "single_id_mode_emulates_chown_and_mknod",
-        single_id_mode_emulates_chown_and_mknod,
-    ),
-    (
-        "overlay_uppers_stack_as_lowers",
-        overlay_uppers_stack_as_lowers,
-    ),
-    (
-        "chown_in_namespace_gives_base_files_their_owners",
-        chown_in_namespace_gives_base_files_their_owners,
-    ),
-    (
-        "symlinks_in_the_image_cannot_send_mounts_to_the_host",
-        symlinks_in_the_image_cannot_send_mounts_to_the_host,
-    ),
-    (
-        "debian_apt_get_install_and_useradd",
-        debian_apt_get_install_and_useradd,
-    ),
-];
 
 const KINDS: [SnapshotterKind; 2] = [SnapshotterKind::Overlay, SnapshotterKind::Walk];
 
-/// One `#[test]` per scenario and snapshotter, as the current user.
-macro_rules! as_current_user {
+/// Lists the scenarios (for [`unprivileged_inner`]) and makes one `#[test]` per scenario, run
+/// with both snapshotters as the current user.
+macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
+        const SCENARIOS: &[(&str, Scenario)] = &[$((stringify!($name), $name)),*];
+
         mod as_current_user {
             $(
                 #[test]
@@ -606,7 +596,7 @@ macro_rules! as_current_user {
     };
 }
 
-as_current_user!(
+scenarios!(
     echo_hi_leaves_an_empty_diff,
     files_created_modified_deleted_and_dirs_replaced,
     chown_to_other_ids_is_reported_in_namespace_ids,
@@ -619,9 +609,13 @@ as_current_user!(
     no_process_outlives_its_step,
     signals_are_reset_for_the_step,
     mounts_are_usable_and_absent_from_the_diff,
+    secrets_are_readable_by_their_user_and_never_in_the_diff,
+    a_refused_subordinate_range_is_an_error_naming_the_fix,
+    exec_in_namespace_reaches_what_rootless_steps_made_private,
     env_hostname_and_missing_programs,
     single_id_mode_emulates_chown_and_mknod,
     overlay_uppers_stack_as_lowers,
+    a_missing_lower_directory_is_a_setup_error_naming_it,
     chown_in_namespace_gives_base_files_their_owners,
     symlinks_in_the_image_cannot_send_mounts_to_the_host,
     debian_apt_get_install_and_useradd,
@@ -635,7 +629,9 @@ fn unprivileged_inner() {
     let Some(sb) = sandbox() else { return };
     let mode = std::env::var("KILN_IT_MODE").unwrap_or_default();
     match (mode.as_str(), sb.id_mapping()) {
-        ("subordinate", IdMapping::Subordinate { .. }) | ("single", IdMapping::Single { .. }) => {}
+        ("subordinate", IdMapping::Subordinate { .. })
+        | ("single", IdMapping::Single { .. })
+        | ("identity", IdMapping::Identity) => {}
         (m, got) => panic!("expected mode {m:?}, got mapping {got:?}"),
     }
     let mut failed = Vec::new();
@@ -661,7 +657,7 @@ fn unprivileged_inner() {
 
 /// Copies the test binary and kiln where the test user can run them, and runs
 /// [`unprivileged_inner`] as that user with `path` as its PATH.
-fn run_as_test_user(mode: &str, path: &str) {
+fn run_as_test_user(mode: &str, path: &str, wrapper: &[&str]) {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipping: not root, so cannot switch to {TEST_USER} (the as_current_user tests cover this user)");
         return;
@@ -681,7 +677,7 @@ fn run_as_test_user(mode: &str, path: &str) {
         ("KILN_IT_DEBIAN", debian),
         ("CI", std::env::var("CI").unwrap_or_default()),
     ];
-    let (success, text) = run_test_as_test_user("sandbox::unprivileged_inner", &env);
+    let (success, text) = run_test_as_test_user("sandbox::unprivileged_inner", &env, wrapper);
     eprintln!("{text}");
     assert!(success, "unprivileged run failed ({mode})");
     assert!(text.contains("1 passed"), "the inner test did not run");
@@ -689,13 +685,42 @@ fn run_as_test_user(mode: &str, path: &str) {
 
 #[test]
 fn as_unprivileged_user_with_subordinate_ids() {
-    run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin");
+    run_as_test_user("subordinate", "/usr/local/bin:/usr/bin:/bin", &[]);
+}
+
+#[test]
+fn as_root_in_a_rootless_container() {
+    // Root in a user namespace with the test user's subordinate ids, as in a rootless container:
+    // kiln is "root" there but may only map the ids it has.
+    if !rustix::process::geteuid().is_root() || ensure_test_user().is_err() {
+        eprintln!("skipping: needs root to create and switch to {TEST_USER}");
+        return;
+    }
+    let probe = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "unshare",
+            "--map-root-user",
+            "--map-auto",
+            "true",
+        ])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipping: `unshare --map-root-user --map-auto` (util-linux >= 2.38) is not available"
+        );
+        return;
+    }
+    let wrapper = ["unshare", "--map-root-user", "--map-auto"];
+    run_as_test_user("identity", "/usr/local/bin:/usr/bin:/bin", &wrapper);
 }
 
 #[test]
 fn as_unprivileged_user_in_single_id_mode() {
     // No newuidmap/newgidmap on PATH (and the inner test only runs absolute paths).
-    run_as_test_user("single", "/nonexistent-kiln-path");
+    run_as_test_user("single", "/nonexistent-kiln-path", &[]);
 }
 
 #[test]
@@ -722,6 +747,12 @@ fn an_empty_command_and_a_relative_mount_target_are_refused_before_starting() {
         err.to_string().contains("invalid mount target `rel/x`"),
         "{err}"
     );
+    // The same checks, without running anything.
+    assert!(matches!(
+        sb.check(&bad),
+        Err(SandboxError::InvalidMount { .. })
+    ));
+    assert!(sb.check(&sh("true")).is_ok());
 }
 
 /// Runs a long step until killed; started by `killing_kiln_kills_the_whole_step`.
@@ -731,64 +762,30 @@ fn long_step_inner() {
     let Some(sb) = sandbox() else { return };
     let marker = std::env::var("KILN_IT_MARKER").unwrap_or_else(|_| "1000.5".into());
     let w = World::new(SnapshotterKind::Overlay, |_| {});
+    // The step ignores SIGINT: only kiln's own machinery can stop it.
     let _ = sb.run(
         &w.snapshot,
-        &sh(&format!("sleep {marker} & sleep {marker}")),
+        &sh(&format!("trap '' INT; sleep {marker} & sleep {marker}")),
         &mut |_, _| {},
     );
 }
 
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .count()
+#[test]
+fn killing_kiln_kills_the_whole_step() {
+    signal_kiln_and_check_the_step_dies(
+        libc::SIGKILL,
+        false,
+        &format!("1000.{}", std::process::id()),
+    );
 }
 
 #[test]
-fn killing_kiln_kills_the_whole_step() {
-    if sandbox().is_none() {
-        return;
-    }
-    let marker = format!("1000.{}", std::process::id());
-    // The killed run cannot clean up after itself: give it a temporary directory of ours.
-    let tmp = tempfile::Builder::new()
-        .prefix("kiln-it-kill-")
-        .tempdir()
-        .unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "sandbox::long_step_inner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("KILN_IT_MARKER", &marker)
-        .env("TMPDIR", tmp.path())
-        .env("KILN_IT_KILN", kiln_exe())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_with(&format!("sleep\0{marker}")) < 2 {
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_with(&format!("sleep\0{marker}")) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the step's processes outlived kiln"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn ctrl_c_kills_the_whole_step_even_when_it_ignores_sigint() {
+    signal_kiln_and_check_the_step_dies(
+        libc::SIGINT,
+        true,
+        &format!("1001.{}", std::process::id()),
+    );
 }
 
 /// Prints the time of a trivial step with each snapshotter (`--ignored`, for measuring).
@@ -796,27 +793,42 @@ fn killing_kiln_kills_the_whole_step() {
 #[ignore = "a measurement, not a check"]
 fn per_step_overhead() {
     let Some(sb) = sandbox() else { return };
-    for kind in KINDS {
-        let w = World::new(kind, |_| {});
-        let n = 20;
+    let step = RunSpec {
+        argv: vec!["/bin/true".into()],
+        ..RunSpec::default()
+    };
+    let time = |snapshot: &Snapshot, n: u32| {
         let start = Instant::now();
         for _ in 0..n {
-            let o = sb
-                .run(
-                    &w.snapshot,
-                    &RunSpec {
-                        argv: vec!["/bin/true".into()],
-                        ..RunSpec::default()
-                    },
-                    &mut |_, _| {},
-                )
-                .unwrap();
-            assert!(o.status.success());
+            assert!(sb
+                .run(snapshot, &step, &mut |_, _| {})
+                .unwrap()
+                .status
+                .success());
         }
-        eprintln!(
-            "{kind:?}: {:?} per step ({:?})",
-            start.elapsed() / n,
-            sb.id_mapping()
-        );
+        start.elapsed() / n
+    };
+    for kind in KINDS {
+        let w = World::new(kind, |_| {});
+        eprintln!("busybox, {kind:?}: {:?} per step", time(&w.snapshot, 20));
+    }
+    // The walk snapshotter's cost grows with the tree: the Debian minbase tree, if cached.
+    if let Some(debian) = crate::support::debian::debian_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let overlay = Snapshot::overlay(vec![debian.clone()], &tmp.path().join("s")).unwrap();
+        eprintln!("debian minbase, Overlay: {:?} per step", time(&overlay, 5));
+        let rootfs = tmp.path().join("rootfs");
+        let cp = std::process::Command::new("/bin/cp")
+            .arg("-a")
+            .arg(&debian)
+            .arg(&rootfs)
+            .status();
+        if cp.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "debian minbase, Walk: {:?} per step",
+                time(&Snapshot::walk(rootfs), 5)
+            );
+        }
+        let _ = sb.remove_tree(tmp.path());
     }
 }

@@ -10,6 +10,7 @@
 //! Both are read inside the user namespace by the helper, so the ids in a [`Diff`] are the ids the
 //! step saw. A [`Diff`] lists changes with parents before children; the layer writer turns
 //! [`ChangeKind::Delete`] into `.wh.NAME` and [`ChangeKind::OpaqueDir`] into `.wh..wh..opq`.
+mod bytes;
 pub mod overlay;
 pub(crate) mod walk;
 
@@ -77,7 +78,9 @@ impl Snapshot {
     /// An overlay over `lowers` (topmost first; may be empty for `FROM scratch`), with fresh
     /// `upper`, `work` and `merged` directories created under `scratch`, which must be empty
     /// and on a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs ≥ 6.6). Lower directories
-    /// use overlay's own format for deletions: see [`overlay::make_whiteout`].
+    /// use overlay's own format for deletions: see [`overlay::make_whiteout`]. Remove `scratch`
+    /// with [`crate::sandbox::UserNsSandbox::remove_tree`]: overlayfs leaves a mode-000
+    /// `work/work` directory, and a rootless step can leave directories of other uids.
     pub fn overlay(lowers: Vec<PathBuf>, scratch: &Path) -> Result<Snapshot> {
         for lower in &lowers {
             let bytes = lower.as_os_str().as_bytes();
@@ -240,6 +243,7 @@ impl Diff {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Relative path (no leading `/`), as raw bytes.
+    #[serde(with = "bytes")]
     pub path: Vec<u8>,
     /// What happened to it.
     pub kind: ChangeKind,
@@ -262,6 +266,7 @@ pub enum ChangeKind {
 pub struct Entry {
     /// Where to read the content on the host (regular files; a private readable copy when the
     /// original is not readable by the caller).
+    #[serde(with = "bytes::path")]
     pub host_path: PathBuf,
     /// The file type.
     pub kind: FileKind,
@@ -278,8 +283,10 @@ pub struct Entry {
     /// Modification time, nanoseconds.
     pub mtime_nsec: u32,
     /// An earlier path of this diff that is the same inode: write a hard link to it.
+    #[serde(with = "bytes::option")]
     pub hardlink_to: Option<Vec<u8>>,
     /// Extended attributes, except overlayfs's own.
+    #[serde(with = "bytes::pairs")]
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -293,6 +300,7 @@ pub enum FileKind {
     /// A symbolic link.
     Symlink {
         /// The link target, as raw bytes.
+        #[serde(with = "bytes")]
         target: Vec<u8>,
     },
     /// A character device.
@@ -362,6 +370,58 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// Builds the metadata of `host_path` from a `stat` already made (by the walk, relative to
+    /// its directory); `None` for sockets.
+    // `struct stat` field types differ between architectures: the casts are not all no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn from_stat(
+        host_path: PathBuf,
+        st: &rustix::fs::Stat,
+        link_target: Option<Vec<u8>>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Option<Meta> {
+        let mode = st.st_mode as u32;
+        let ft = mode & libc::S_IFMT;
+        let rdev = st.st_rdev as libc::dev_t;
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let kind = match ft {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink {
+                target: link_target.unwrap_or_default(),
+            },
+            libc::S_IFCHR => FileKind::CharDevice { major, minor },
+            libc::S_IFBLK => FileKind::BlockDevice { major, minor },
+            libc::S_IFIFO => FileKind::Fifo,
+            _ => return None,
+        };
+        let entry = Entry {
+            host_path,
+            kind,
+            mode: mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: if ft == libc::S_IFREG {
+                st.st_size as u64
+            } else {
+                0
+            },
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            hardlink_to: None,
+            xattrs,
+        };
+        Some(Meta {
+            entry,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        })
+    }
+}
+
 use std::os::unix::ffi::OsStringExt;
 
 /// Whether an xattr name belongs to overlayfs itself (never part of a layer).
@@ -398,7 +458,7 @@ pub(crate) fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Lists and reads every xattr of `path` except overlayfs's own, sorted by name.
-fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut names = vec![0u8; 1024];
@@ -526,6 +586,40 @@ mod tests {
         assert_eq!(v, vec![&b"a"[..], b"a/b", b"a/b/c", b"a/b-x"]);
         assert!(is_below(b"a/b/c", b"a/b"));
         assert!(!is_below(b"a/b-x", b"a/b"));
+    }
+
+    #[test]
+    fn diffs_with_names_that_are_not_utf8_survive_json() {
+        use std::os::unix::ffi::OsStringExt;
+        let entry = Entry {
+            host_path: PathBuf::from(std::ffi::OsString::from_vec(b"/up/caf\xe9".to_vec())),
+            kind: FileKind::Symlink {
+                target: b"\xff/x".to_vec(),
+            },
+            mode: 0o777,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            mtime: 3,
+            mtime_nsec: 4,
+            hardlink_to: Some(b"h\xfe".to_vec()),
+            xattrs: vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0xff])],
+        };
+        let diff = Diff {
+            changes: vec![
+                Change {
+                    path: b"caf\xe9".to_vec(),
+                    kind: ChangeKind::Upsert(entry),
+                },
+                Change {
+                    path: b"plain/name".to_vec(),
+                    kind: ChangeKind::Delete,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&diff).unwrap();
+        assert!(json.contains("\"plain/name\""), "{json}");
+        assert_eq!(serde_json::from_str::<Diff>(&json).unwrap(), diff);
     }
 
     #[test]

@@ -7,32 +7,73 @@
 //! are ignored because the sandbox restores the mtime of directories in which it created and
 //! removed mount points, which changes their ctime. A deleted path is reported once, at the top
 //! of the deleted subtree. No opaque markers: a replaced directory lists its deleted children.
-use super::{component_order, is_below, link_hardlinks, Change, ChangeKind, Diff, FileKind, Meta};
+use super::{
+    component_order, is_below, link_hardlinks, read_xattrs, Change, ChangeKind, Diff, FileKind,
+    Meta,
+};
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The metadata of every path under a root, keyed by relative path.
 pub(crate) type Tree = BTreeMap<Vec<u8>, Meta>;
 
 /// Reads the metadata of every path under `root` (not crossing into other filesystems).
+///
+/// Each directory is opened once and its entries are `stat`ed relative to it. The xattrs of
+/// files are not read here: any xattr change also changes the file's ctime, which is compared,
+/// and [`diff`] reads them for the files it reports. Directories' xattrs are read, because
+/// directory ctimes are not compared.
+// `st_mode`'s type differs between architectures.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn scan(root: &Path) -> io::Result<Tree> {
+    use rustix::fs::{openat, readlinkat, statat, AtFlags, Dir, Mode, OFlags};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root_fd = rustix::fs::open(root, dir_flags, Mode::empty())?;
+    let root_dev = rustix::fs::fstat(&root_fd)?.st_dev;
     let mut tree = Tree::new();
-    let root_dev =
-        std::fs::symlink_metadata(root).map(|m| std::os::unix::fs::MetadataExt::dev(&m))?;
-    let mut stack = vec![PathBuf::new()];
+    // Relative paths rather than open descriptors, so a wide tree cannot exhaust RLIMIT_NOFILE.
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        for item in std::fs::read_dir(root.join(&rel))? {
+        let fd = if rel.is_empty() {
+            root_fd.try_clone()?
+        } else {
+            openat(&root_fd, OsStr::from_bytes(&rel), dir_flags, Mode::empty())?
+        };
+        let mut dir = Dir::read_from(&fd)?;
+        while let Some(item) = dir.read() {
             let item = item?;
-            let rel = rel.join(item.file_name());
-            let Some(meta) = Meta::read(&root.join(&rel))? else {
+            let name = item.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let st = statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.to_bytes());
+            let host = root.join(OsStr::from_bytes(&path));
+            let ft = st.st_mode as u32 & libc::S_IFMT;
+            let target = if ft == libc::S_IFLNK {
+                Some(readlinkat(&fd, name, Vec::new())?.into_bytes())
+            } else {
+                None
+            };
+            let xattrs = if ft == libc::S_IFDIR {
+                read_xattrs(&host)?
+            } else {
+                Vec::new()
+            };
+            let Some(meta) = Meta::from_stat(host, &st, target, xattrs) else {
                 continue;
             };
-            if meta.entry.kind == FileKind::Directory && meta.dev == root_dev {
-                stack.push(rel.clone());
+            if ft == libc::S_IFDIR && st.st_dev == root_dev {
+                stack.push(path.clone());
             }
-            tree.insert(rel.as_os_str().as_bytes().to_vec(), meta);
+            tree.insert(path, meta);
         }
     }
     Ok(tree)
@@ -60,9 +101,14 @@ pub(crate) fn diff(before: &Tree, after: &Tree) -> Diff {
         if meta.entry.kind == FileKind::Regular && meta.nlink > 1 {
             inodes.insert(path.clone(), (meta.dev, meta.ino));
         }
+        let mut entry = meta.entry.clone();
+        if entry.kind != FileKind::Directory {
+            // scan() leaves files' xattrs unread; a file that vanished meanwhile has none.
+            entry.xattrs = read_xattrs(&entry.host_path).unwrap_or_default();
+        }
         changes.push(Change {
             path: path.clone(),
-            kind: ChangeKind::Upsert(meta.entry.clone()),
+            kind: ChangeKind::Upsert(entry),
         });
     }
     // BTreeMap order is byte order, where a directory's descendants may be interleaved with

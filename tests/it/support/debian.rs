@@ -1,7 +1,9 @@
 //! The Debian bookworm minbase tree some sandbox tests use when it is cached on the machine
 //! (`debootstrap --variant=minbase bookworm /var/tmp/kiln-sandbox-bookworm`), and the copy of it
 //! owned by the unprivileged test user.
+use super::sandbox::{sh, single, RemoveOnDrop};
 use super::users::TEST_USER;
+use kiln::sandbox::{RunSpec, Sandbox, Snapshot, SnapshotterKind, Stream, User, UserNsSandbox};
 use std::path::PathBuf;
 
 /// The cached `debootstrap --variant=minbase bookworm` tree (owned by the current user), if any.
@@ -42,4 +44,86 @@ pub fn debian_rootfs_for_test_user() -> Option<PathBuf> {
         return Some(dst);
     }
     None
+}
+
+/// The scenario: `apt-get install`, `useradd`, then a step as USER 1000, on the Debian tree
+/// (skipped, saying why, when it is not cached).
+pub fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
+    let Some(src) = debian_rootfs() else {
+        eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-it-deb-")
+        .tempdir()
+        .unwrap();
+    let _cleanup = RemoveOnDrop(tmp.path().to_owned());
+    let (first, rootfs) = match kind {
+        SnapshotterKind::Overlay => (
+            Snapshot::overlay(vec![src.clone()], &tmp.path().join("s1")).unwrap(),
+            None,
+        ),
+        SnapshotterKind::Walk => {
+            let rootfs = tmp.path().join("rootfs");
+            let cp = std::process::Command::new("/bin/cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(&rootfs)
+                .status()
+                .unwrap();
+            assert!(cp.success());
+            (Snapshot::walk(rootfs.clone()), Some(rootfs))
+        }
+    };
+    let script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello >/dev/null && useradd -m sandbox && id -u sandbox";
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let o = sb
+        .run(&first, &sh(script), &mut |s, b| match s {
+            Stream::Stdout => out.extend_from_slice(b),
+            Stream::Stderr => err.extend_from_slice(b),
+        })
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(o.status.success(), "{:?}: {out}{err}", o.status);
+    assert!(out.ends_with("1000\n"), "{out}");
+    let d = &o.diff;
+    assert!(d.upsert("usr/bin/hello").is_some());
+    assert!(d.upsert("etc/passwd").is_some());
+    let home = d.upsert("home/sandbox").expect("home/sandbox");
+    let want = if single(sb) { 0 } else { 1000 };
+    assert_eq!((home.uid, home.gid), (want, want));
+    for path in [
+        "etc/resolv.conf",
+        "etc/hosts",
+        "etc/hostname",
+        "proc",
+        "dev",
+        "etc/apt/apt.conf.d/00kiln-single-id",
+    ] {
+        assert!(d.find(path).next().is_none(), "{path} in the diff");
+    }
+    // The next step runs on top, as USER 1000.
+    let second = match &rootfs {
+        None => Snapshot::overlay(
+            vec![first.upper().unwrap().to_owned(), src],
+            &tmp.path().join("s2"),
+        )
+        .unwrap(),
+        Some(rootfs) => Snapshot::walk(rootfs.clone()),
+    };
+    let spec = RunSpec {
+        user: User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        },
+        ..sh("id -u && hello")
+    };
+    let mut out = Vec::new();
+    let o = sb
+        .run(&second, &spec, &mut |_, b| out.extend_from_slice(b))
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out, format!("{want}\nHello, world!\n"));
 }

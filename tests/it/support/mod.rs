@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: running kiln, requiring real tools, tree snapshots.
 #![allow(dead_code)]
 
+pub mod buildah;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -5,8 +5,10 @@ use kiln::sandbox::{
     probe, ExitStatus, RunOutcome, RunSpec, Sandbox, SandboxOptions, Snapshot, SnapshotterKind,
     Stream, UserNsSandbox,
 };
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The kiln binary used as the helper: the copy made for the unprivileged run, else the build's.
 pub fn kiln_exe() -> PathBuf {
@@ -138,4 +140,62 @@ pub fn ok(sb: &UserNsSandbox, world: &World, script: &str) -> (RunOutcome, Strin
         "`{script}` failed: stdout {out:?} stderr {err:?}"
     );
     (o, out)
+}
+
+/// How many processes have `marker` in their command line.
+pub fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .count()
+}
+
+/// Starts the `sandbox::long_step_inner` test in its own process group, waits for its step, signals it with
+/// `signal` (to the whole group when `group`, as a terminal's Ctrl-C does), and checks that
+/// every process of the step is gone soon after.
+pub fn signal_kiln_and_check_the_step_dies(signal: i32, group: bool, marker: &str) {
+    if sandbox().is_none() {
+        return;
+    }
+    // The killed run cannot clean up after itself: give it a temporary directory of ours.
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-it-kill-")
+        .tempdir()
+        .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sandbox::long_step_inner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("KILN_IT_MARKER", marker)
+        .env("TMPDIR", tmp.path())
+        .env("KILN_IT_KILN", kiln_exe())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&format!("sleep\0{marker}")) < 2 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id() as i32;
+    // SAFETY: kill has no memory effects; the target is our child or its process group.
+    unsafe { libc::kill(if group { -pid } else { pid }, signal) };
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&format!("sleep\0{marker}")) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the step's processes outlived kiln"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

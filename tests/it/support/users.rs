@@ -62,10 +62,15 @@ pub fn ensure_test_user() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the ignored test `test` of this test binary as the test user, through `runuser`, with
+/// Runs the ignored test `test` of this test binary as the test user, through `runuser` (and
+/// `wrapper`, a command prefix such as `unshare --map-root-user`), with
 /// only the environment `env` (plus `TMPDIR=/tmp` and `KILN_IT_KILN`, a copy of the kiln binary
 /// the user can execute). Returns whether it passed, and its output.
-pub fn run_test_as_test_user(test: &str, env: &[(&str, String)]) -> (bool, String) {
+pub fn run_test_as_test_user(
+    test: &str,
+    env: &[(&str, String)],
+    wrapper: &[&str],
+) -> (bool, String) {
     let dir = tempfile::Builder::new()
         .prefix("kiln-it-bin-")
         .tempdir()
@@ -77,7 +82,9 @@ pub fn run_test_as_test_user(test: &str, env: &[(&str, String)]) -> (bool, Strin
         .expect("copy the test binary");
     std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).expect("copy kiln");
     let mut cmd = Command::new("runuser");
-    cmd.args(["-u", TEST_USER, "--", "env", "-i", "TMPDIR=/tmp"]);
+    cmd.args(["-u", TEST_USER, "--"])
+        .args(wrapper)
+        .args(["env", "-i", "TMPDIR=/tmp"]);
     cmd.arg(format!("KILN_IT_KILN={}", kiln.display()));
     for (key, value) in env {
         cmd.arg(format!("{key}={value}"));

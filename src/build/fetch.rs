@@ -1,0 +1,87 @@
+//! ADD of `http(s)://` URLs: the download goes straight into the store as a blob, so its digest
+//! is known before the step runs (it is the step's cache input) and `--checksum` is a compare.
+use std::time::Duration;
+
+use crate::oci::Digest;
+use crate::store::Store;
+
+/// A downloaded URL.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The content's digest (the blob in the store).
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// `Last-Modified`, in seconds since the epoch, which BuildKit uses as the file's mtime.
+    pub mtime: Option<i64>,
+}
+
+/// Downloads `url` into the store. Errors name the URL and the status.
+pub fn fetch(store: &Store, url: &str) -> Result<Fetched, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_redirects(10)
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(300)))
+        .user_agent(format!("kiln/{}", env!("CARGO_PKG_VERSION")).as_str())
+        .build()
+        .new_agent();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("cannot download `{url}`: {e}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(format!(
+            "cannot download `{url}`: the server answered {status}"
+        ));
+    }
+    let mtime = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
+    let mut w = store.blob_writer().map_err(|e| e.to_string())?;
+    std::io::copy(&mut resp.body_mut().as_reader(), &mut w)
+        .map_err(|e| format!("cannot download `{url}`: {e}"))?;
+    let (digest, size) = w.finish().map_err(|e| e.to_string())?;
+    Ok(Fetched {
+        digest,
+        size,
+        mtime,
+    })
+}
+
+/// The file name ADD gives a URL's content: the last component of its path.
+pub fn url_file_name(url: &str) -> String {
+    let path = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let name = path
+        .split_once('/')
+        .map_or("", |(_, p)| p)
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if name.is_empty() {
+        "index.html".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_file_name;
+
+    #[test]
+    fn file_names_come_from_the_url_path() {
+        assert_eq!(
+            url_file_name("https://example.com/a/b/tool.tar.gz?x=1"),
+            "tool.tar.gz"
+        );
+        assert_eq!(url_file_name("http://127.0.0.1:8080/f"), "f");
+        assert_eq!(url_file_name("https://example.com/"), "index.html");
+    }
+}
