@@ -185,7 +185,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
             for (i, c) in caps.iter().enumerate() {
                 n = n.replace(&format!("{{{}}}", i + 1), c);
             }
-            if !valid_target_name(&n) {
+            if !valid_target_name(&n) || !n.contains('-') {
                 return Err(cx.bad(
                     "family.target_name",
                     &Value::String(name_tpl.clone()),

@@ -198,6 +198,49 @@ fn print_shows_the_default_tag_scheme_and_oci_metadata() {
         serde_json::from_str(&k.ok(&["--config", &config(&dir), "bake", "--print", "python"]))
             .unwrap();
     assert_eq!(one["targets"].as_array().unwrap().len(), 1);
+    // Other targets by glob, named {category}-{purpose}, each in its own repository.
+    let ops = k.path("ops-proj");
+    let f = project(
+        &ops,
+        "[family]\nname = \"sandbox\"\nregistry = \"reg.example/org\"\nversion = \"0.2.0\"\ntargets = [\"ops/docker/*/*/Dockerfile\"]\ntarget_name = \"{1}-{2}\"\n[tags]\ndefault = [\"{version}\"]\n",
+        &[
+            ("variants/Dockerfile", "FROM scratch\n"),
+            ("ops/docker/ci/runner/Dockerfile", "FROM scratch\n"),
+            ("ops/docker/lint/tools/Dockerfile", "FROM scratch\n"),
+        ],
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&k.ok(&["--config", f.to_str().unwrap(), "bake", "--print"])).unwrap();
+    let got: Vec<(String, String)> = plan["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().into(), t["tags"].to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("full".into(), r#"["reg.example/org/sandbox:0.2.0"]"#.into()),
+            (
+                "ci-runner".into(),
+                r#"["reg.example/org/ci-runner:0.2.0","reg.example/org/ci-runner:latest"]"#.into()
+            ),
+            (
+                "lint-tools".into(),
+                r#"["reg.example/org/lint-tools:0.2.0","reg.example/org/lint-tools:latest"]"#
+                    .into()
+            ),
+        ]
+    );
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("{1}-{2}", "{2}");
+    std::fs::write(&f, text).unwrap();
+    let (_, err) = k.fails(&["--config", f.to_str().unwrap(), "bake", "--print"]);
+    assert!(
+        err.contains("family.target_name") && err.contains("{category}-{purpose}"),
+        "{err}"
+    );
     let (_, err) = k.fails(&["--config", &config(&dir), "bake", "--print", "gpu"]);
     assert!(err.contains("gpu") && err.contains("python"), "{err}");
     let (_, err) = k.fails(&[
