@@ -108,6 +108,24 @@ fn the_version_rule_picks_the_highest_matching_tag_from_the_registry() {
     .unwrap();
     assert_eq!(out["action"], "pulled");
     assert_eq!(out["reference"], format!("{name}:1.10.0"));
+    // Rule 1 pins that digest: `ensure` pulls exactly it.
+    let digest = out["digest"].as_str().unwrap().to_string();
+    let pinned = write(
+        &k.path("pinned"),
+        &format!("[image]\nname = \"{name}\"\ndigest = \"{digest}\"\nversion = \"^1\"\n"),
+    );
+    let k3 = Kiln::new();
+    let out3: serde_json::Value = serde_json::from_str(&k3.ok(&[
+        "--tls-verify=false",
+        "--config",
+        pinned.to_str().unwrap(),
+        "ensure",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(out3["rule"], "digest");
+    assert_eq!(out3["digest"], digest.as_str());
+    assert_eq!(out3["reference"], format!("{name}@{digest}"));
     let status = k2.ok(&[
         "--tls-verify=false",
         "--config",
