@@ -16,6 +16,8 @@
 //! | [`build`] | runs a `BuildPlan`: bases, COPY/ADD, config edits, (RUN through `sandbox`), layers, cache |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
 //! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
+//! | [`bake`] | the image family: the `kiln.toml` model, targets, tag templates, the bake plan, lints |
+//! | [`resolve`] | which image a deployer runs: the `[image]` section and its five rules |
 //! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |
 //! | [`cli`] | clap arguments → validated options → `ops`; the only place that reads the environment |
 //!
@@ -24,6 +26,7 @@
 //! names are empty, compressed streams do not depend on the thread count, and JSON is canonical.
 #![warn(missing_docs)]
 
+pub mod bake;
 pub mod build;
 pub mod cache;
 pub mod cli;
@@ -35,6 +38,7 @@ pub mod ops;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod resolve;
 pub mod sandbox;
 pub mod store;
 pub mod transport;

@@ -30,9 +30,10 @@ pub struct BuildArgs {
     /// The stage to build [default: the last].
     #[arg(long)]
     pub target: Option<String>,
-    /// The target platform `os/arch[/variant]` [default: the host's].
-    #[arg(long)]
-    pub platform: Option<Platform>,
+    /// The target platform `os/arch[/variant]` [default: the host's]; several, comma-separated,
+    /// build one image each and an OCI index of them.
+    #[arg(long, value_name = "OS/ARCH[,...]")]
+    pub platform: Option<String>,
     /// Also write the image here (`oci:DIR[:TAG]`, `oci-archive:FILE`, `docker-archive:FILE[:NAME:TAG]`).
     #[arg(short = 'o', long = "output", value_name = "DEST")]
     pub outputs: Vec<Target>,
@@ -75,10 +76,13 @@ pub struct BuildArgs {
     /// Push every `-t` name to its registry after the build.
     #[arg(long)]
     pub push: bool,
+    /// Lint findings (the final stage runs as root) are errors.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
-fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
+pub(crate) fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
     let mut id = None;
     let mut src = None;
     let mut env = None;
@@ -157,6 +161,13 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         })?,
         None => epoch(a.source_date_epoch)?,
     };
+    let platforms: Vec<Platform> = match a.platform.as_deref() {
+        None => vec![Platform::host()],
+        Some(list) => list
+            .split(',')
+            .map(|p| p.trim().parse::<Platform>())
+            .collect::<Result<_, _>>()?,
+    };
     let opts = BuildOptions {
         dockerfile: a
             .file
@@ -166,7 +177,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         tags: a.tags.clone(),
         build_args,
         target: a.target,
-        platform: a.platform.unwrap_or_else(Platform::host),
+        platform: platforms.first().cloned().unwrap_or_else(Platform::host),
         outputs: {
             let mut o = a.outputs;
             if a.push {
@@ -201,6 +212,23 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();
+    if platforms.len() > 1 {
+        let (index, _) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
+            .map_err(|e| Exit {
+                code: 1,
+                error: Some(e.into()),
+            })?;
+        drop(reporter);
+        if let Some(f) = &a.iidfile {
+            std::fs::write(f, index.digest.to_string())
+                .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
+        }
+        return out(&index.digest.to_string());
+    }
+    ops::check_foreign_run(&opts).map_err(|e| Exit {
+        code: 1,
+        error: Some(e.into()),
+    })?;
     let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
         Ok(o) => o,
         // A failed build is exit 1: the error names the Dockerfile location or the object.
@@ -211,7 +239,25 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             })
         }
     };
+    let findings = crate::bake::lint::check(
+        &opts.dockerfile.display().to_string(),
+        &outcome.image,
+        &[],
+        None,
+    );
+    for f in &findings {
+        reporter.on_warning(&format!("{} [{}]", f.message, f.rule));
+    }
     drop(reporter);
+    if a.strict && !findings.is_empty() {
+        return Err(Exit {
+            code: 1,
+            error: Some(anyhow::anyhow!(
+                "{} lint finding(s) under --strict",
+                findings.len()
+            )),
+        });
+    }
     let digest = outcome.image.digest().to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)

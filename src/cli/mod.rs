@@ -9,14 +9,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod bake;
 mod build;
 mod images;
 mod import;
+mod index;
 mod layer;
 pub mod parse;
 pub mod plan;
 mod registry;
 mod render;
+mod resolve;
 mod store;
 
 pub use render::ProgressMode;
@@ -71,6 +74,17 @@ pub enum Command {
     /// Maintain the local store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Build the image family `kiln.toml` describes (every target, shared cache), tag, push.
+    Bake(bake::BakeArgs),
+    /// Work with image indexes (multi-platform images).
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Say which image to run, and which rule chose it, from the config's `[image]` section.
+    Resolve(resolve::ResolveArgs),
+    /// Make the resolved image present: pull it, or build it (rule 5 or `--build-fallback`).
+    Ensure(resolve::EnsureArgs),
+    /// Show the resolved image (`Image: none` when nothing is configured).
+    Status(resolve::ResolveArgs),
 }
 
 /// Output format for commands that can print JSON.
@@ -170,6 +184,11 @@ fn run(cli: Cli) -> CliResult {
         Command::Login(a) => registry::login(&cli.registry, a),
         Command::Logout(a) => registry::logout(a),
         Command::Tags(a) => registry::tags(&cli.registry, a),
+        Command::Bake(a) => bake::run(&ctx, a),
+        Command::Index(c) => index::run(&ctx, c),
+        Command::Resolve(a) => resolve::run_resolve(&ctx, a),
+        Command::Ensure(a) => resolve::run_ensure(&ctx, a),
+        Command::Status(a) => resolve::run_status(&ctx, a),
     }
 }
 

@@ -5,18 +5,27 @@
 //!
 //! [`Reporter`]: crate::progress::Reporter
 
+mod bake;
 mod build;
 mod copy;
 mod import;
+mod index;
 mod inspect;
 mod layer;
+mod resolve;
 mod store;
 
+pub use bake::{
+    bake, build_platforms, check_foreign_run, push_index, store_index, BakeError, BakeOptions,
+    BakeResult, BakedTarget, PlatformImage, PushFailure,
+};
 pub use build::{build, metadata};
 pub use copy::{copy, CopyOptions};
 pub use import::{import, ImportOptions, ImportResult};
+pub use index::{create_index, IndexError, IndexOptions, IndexResult};
 pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};
 pub use layer::{layer, LayerCommandOptions, LayerResult};
+pub use resolve::{ensure, EnsureError, Ensured};
 pub use store::{fsck, gc};
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod bake;
 mod build;
 mod build_diff;
 mod dockerfile;
@@ -8,6 +9,7 @@ mod export;
 mod plan;
 mod registry;
 mod registry_cli;
+mod resolve;
 mod run;
 mod sandbox;
 mod store;

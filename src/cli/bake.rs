@@ -1,0 +1,195 @@
+//! `kiln bake [TARGET...] [--push] [--set TARGET.KEY=VALUE]... [--metadata-file F] [--print]`:
+//! builds the image family `kiln.toml` describes, in the spirit of `docker buildx bake`.
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::bake::{self, GitInfo};
+use crate::build::BuildOptions;
+use crate::layer::Compression;
+use crate::oci::Platform;
+use crate::ops::{self, BakeOptions};
+
+use super::{epoch, out, out_json, CliResult, Context, Exit};
+
+/// Arguments of `kiln bake`.
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// Targets to build [default: all].
+    pub targets: Vec<String>,
+    /// Push every tag to its registry.
+    #[arg(long)]
+    pub push: bool,
+    /// Override a target's setting: `TARGET.KEY=VALUE` (TARGET `*` for all; keys: dockerfile,
+    /// context, stage, tags, platforms, size_budget, repository, description, args.NAME,
+    /// labels.NAME).
+    #[arg(long = "set", value_name = "TARGET.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Write the digests file (target → manifest digest, tags, platforms, size, steps) here.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Print the resolved plan as JSON and build nothing.
+    #[arg(long)]
+    pub print: bool,
+    /// Lint findings are errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Platforms for every target, comma-separated (overrides the file).
+    #[arg(long, value_name = "OS/ARCH,...")]
+    pub platform: Option<String>,
+    /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
+    #[arg(long, default_value = "gzip")]
+    pub compression: Compression,
+    /// Timestamps in layers, config and history [default: $SOURCE_DATE_EPOCH, else 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
+    /// Do not use the cache (results are still recorded in it).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Map only the caller's own id into RUN steps.
+    #[arg(long)]
+    pub single_id: bool,
+    /// A secret for `RUN --mount=type=secret` in every target: `id=ID,src=FILE` or
+    /// `id=ID,env=VARIABLE`.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+}
+
+/// The family file: `--config`, else `$KILN_CONFIG`, else `./kiln.toml`.
+pub(crate) fn family_file(ctx: &Context) -> PathBuf {
+    ctx.registry
+        .config
+        .clone()
+        .or_else(|| {
+            std::env::var_os("KILN_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("kiln.toml"))
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// What git (or GitHub Actions' environment) says about `dir`.
+pub(crate) fn git_info(dir: &Path) -> GitInfo {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let remote = git(dir, &["remote", "get-url", "origin"])
+        .map(|u| {
+            let u = u.trim_end_matches(".git").to_string();
+            match u.strip_prefix("git@") {
+                Some(rest) => format!("https://{}", rest.replacen(':', "/", 1)),
+                None => u,
+            }
+        })
+        .or_else(
+            || match (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY")) {
+                (Some(s), Some(r)) => Some(format!("{s}/{r}")),
+                _ => None,
+            },
+        );
+    GitInfo {
+        sha: git(dir, &["rev-parse", "HEAD"]).or_else(|| env("GITHUB_SHA")),
+        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"])
+            .filter(|b| b != "HEAD")
+            .or_else(|| env("GITHUB_REF_NAME")),
+        remote,
+    }
+}
+
+/// Shared build settings for bake and ensure.
+pub(crate) fn build_options(
+    ctx: &Context,
+    compression: Compression,
+    epoch: i64,
+    no_cache: bool,
+    single_id: bool,
+) -> Result<BuildOptions, Exit> {
+    Ok(BuildOptions {
+        context: PathBuf::from("."),
+        dockerfile: PathBuf::from("Dockerfile"),
+        tags: Vec::new(),
+        build_args: Default::default(),
+        target: None,
+        platform: Platform::host(),
+        outputs: Vec::new(),
+        compression,
+        threads: 0,
+        epoch,
+        no_cache,
+        labels: Default::default(),
+        annotations: Default::default(),
+        secrets: Default::default(),
+        snapshotter: None,
+        helper_exe: std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?,
+        single_id,
+        remote: Some(ctx.remote()?),
+    })
+}
+
+pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
+    let file = family_file(ctx);
+    let mut family = bake::config::load(&file)?;
+    if let Some(p) = &a.platform {
+        bake::plan::apply_set(&mut family, &format!("*.platforms={p}"))?;
+    }
+    for s in &a.sets {
+        bake::plan::apply_set(&mut family, s)?;
+    }
+    let epoch = epoch(a.source_date_epoch)?;
+    let git = git_info(&family.root);
+    let plan = bake::plan::resolve(&family, &a.targets, &git, epoch)?;
+    if a.print {
+        return out_json(&plan);
+    }
+    let opts = BakeOptions {
+        plan,
+        push: a.push,
+        strict: a.strict,
+        build: BuildOptions {
+            secrets: a
+                .secrets
+                .iter()
+                .map(|s| super::build::secret(s))
+                .collect::<Result<_, _>>()?,
+            ..build_options(ctx, a.compression, epoch, a.no_cache, a.single_id)?
+        },
+    };
+    let store = ctx.store()?;
+    let reporter = ctx.reporter();
+    let result = match ops::bake(&store, &opts, reporter.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Exit {
+                code: 1,
+                error: Some(e.into()),
+            })
+        }
+    };
+    drop(reporter);
+    if let Some(f) = &a.metadata_file {
+        let text = serde_json::to_string_pretty(&result)?;
+        std::fs::write(f, text)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
+    }
+    let mut text = String::new();
+    for (name, t) in &result.targets {
+        text.push_str(&format!(
+            "{name}\t{}\t{}{}\n",
+            t.digest,
+            t.tags.join(","),
+            if t.cached { "\t(cached)" } else { "" }
+        ));
+    }
+    out(&text)
+}

@@ -1,0 +1,510 @@
+//! `kiln bake`: every target of a [`BakePlan`] built in one process, with one store and one
+//! cache (a stage common to several variants is built once, then answered from the cache),
+//! one image per platform and an OCI index when there are several, lints, and pushes that
+//! skip tags the registry already has at the same digest.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::bake::lint::{self, Finding};
+use crate::bake::{BakePlan, PlannedTarget};
+use crate::build::{BuildOptions, StepRecord};
+use crate::image::Image;
+use crate::oci::{self, Descriptor, Digest, Index, MediaType, Platform};
+use crate::progress::Reporter;
+use crate::registry::Reference;
+use crate::store::Store;
+use crate::transport::{self, Target};
+
+/// What `kiln bake` needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct BakeOptions {
+    /// The resolved plan.
+    pub plan: BakePlan,
+    /// Push every tag.
+    pub push: bool,
+    /// Lint findings are errors.
+    pub strict: bool,
+    /// Shared build settings (compression, epoch, cache, sandbox, registry client); its
+    /// per-target fields (context, Dockerfile, tags, args, labels, platform) are replaced.
+    pub build: BuildOptions,
+}
+
+/// One platform's image of a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformImage {
+    /// The platform.
+    pub platform: String,
+    /// The image manifest digest.
+    pub digest: Digest,
+    /// Config plus compressed layers, bytes.
+    pub size: u64,
+    /// Every step, with whether it was a cache hit.
+    pub steps: Vec<StepRecord>,
+}
+
+/// One target's result: an entry of the digests file.
+#[derive(Debug, Clone, Serialize)]
+pub struct BakedTarget {
+    /// The manifest digest the tags point at (an index when several platforms).
+    pub digest: Digest,
+    /// Its media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Every tag (full references).
+    pub tags: Vec<String>,
+    /// The platforms.
+    pub platforms: Vec<String>,
+    /// Total bytes of the images (config plus layers, each platform).
+    pub size: u64,
+    /// Whether every step of every platform was a cache hit.
+    pub cached: bool,
+    /// Tags whose manifest was uploaded by this bake (already-current tags are skipped).
+    pub pushed: Vec<String>,
+    /// Per platform.
+    pub images: Vec<PlatformImage>,
+}
+
+/// What a bake produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BakeResult {
+    /// The release version.
+    pub version: String,
+    /// The git revision.
+    pub revision: Option<String>,
+    /// `org.opencontainers.image.created`.
+    pub created: String,
+    /// Target name → result.
+    pub targets: BTreeMap<String, BakedTarget>,
+    /// Lint findings (warnings unless `--strict`).
+    pub lints: Vec<Finding>,
+}
+
+/// Why a bake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BakeError {
+    /// A target's build failed.
+    #[error("target `{target}` ({platform}): build failed")]
+    Build {
+        /// The target.
+        target: String,
+        /// The platform.
+        platform: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::build::Error>,
+    },
+    /// A RUN step for a platform this host cannot execute.
+    #[error("{file}:{line}:{col}: {instruction}: cannot run a RUN step for {platform} on this {host} host; build that stage for the build platform with `FROM --platform=$BUILDPLATFORM …` and cross-compile or copy the results into the target stage")]
+    ForeignRun {
+        /// The Dockerfile.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The RUN instruction.
+        instruction: String,
+        /// The stage's platform.
+        platform: String,
+        /// The host's platform.
+        host: String,
+    },
+    /// Pushing or storing a target failed.
+    #[error("target `{target}`: cannot write `{dest}`")]
+    Write {
+        /// The target.
+        target: String,
+        /// The destination.
+        dest: String,
+        /// The cause.
+        #[source]
+        source: Box<transport::Error>,
+    },
+    /// A registry request failed.
+    #[error("target `{target}`: registry request for `{reference}` failed")]
+    Registry {
+        /// The target.
+        target: String,
+        /// The reference.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::registry::Error>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// `--strict` and lints fired.
+    #[error("{} lint finding(s) under --strict: {}", findings.len(), findings.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Lint {
+        /// The findings.
+        findings: Vec<Finding>,
+    },
+    /// `--push` without a registry client.
+    #[error("--push needs a registry client")]
+    NoRemote,
+}
+
+/// Fails when the Dockerfile has a RUN step in a stage built for a platform the host cannot
+/// execute (no emulation here), pointing at the step and at `FROM --platform=$BUILDPLATFORM`.
+pub fn check_foreign_run(opts: &BuildOptions) -> Result<(), BakeError> {
+    let host = Platform::host();
+    if opts.platform.satisfies(&host) || host.satisfies(&opts.platform) {
+        return Ok(());
+    }
+    let Ok(bytes) = std::fs::read(&opts.dockerfile) else {
+        return Ok(()); // the build reports the unreadable file itself
+    };
+    let Ok(ast) = crate::dockerfile::parse_bytes(&bytes) else {
+        return Ok(());
+    };
+    let Ok(df) = crate::dockerfile::instructions(&ast) else {
+        return Ok(());
+    };
+    let conv = |p: &Platform| crate::plan::Platform {
+        os: p.os.clone(),
+        arch: p.architecture.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+    };
+    let popts = crate::plan::PlanOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: conv(&opts.platform),
+        build_platform: conv(&host),
+        base_configs: BTreeMap::new(),
+    };
+    let Ok(plan) = crate::plan::plan(&df, &popts) else {
+        return Ok(());
+    };
+    for stage in &plan.stages {
+        let p = &stage.platform;
+        let sp = Platform {
+            architecture: p.arch.clone(),
+            os: p.os.clone(),
+            os_version: None,
+            os_features: Vec::new(),
+            variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+        };
+        if sp.satisfies(&host) || host.satisfies(&sp) {
+            continue;
+        }
+        if let Some(step) = stage
+            .steps
+            .iter()
+            .find(|s| matches!(s.kind, crate::plan::StepKind::Run(_)))
+        {
+            return Err(BakeError::ForeignRun {
+                file: opts.dockerfile.display().to_string(),
+                line: step.position.line,
+                col: step.position.col,
+                instruction: step.created_by.clone(),
+                platform: sp.to_string(),
+                host: host.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Builds `images` (one per platform, blobs in the store) into an OCI index and stores it.
+pub fn store_index(
+    store: &Store,
+    images: &[Image],
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Descriptor, Vec<u8>), crate::store::Error> {
+    let mut index = Index::new();
+    index.annotations = annotations.clone();
+    for img in images {
+        let mut d = Descriptor::new(
+            img.descriptor.media_type.clone(),
+            img.digest().clone(),
+            img.raw_manifest.len() as u64,
+        );
+        let mut p = img.platform();
+        if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") {
+            p.variant = None;
+        }
+        d.platform = Some(p);
+        index.manifests.push(d);
+    }
+    let bytes = oci::to_canonical_json(&index);
+    let digest = store.put_bytes(&bytes)?;
+    Ok((
+        Descriptor::new(MediaType::OciIndex, digest, bytes.len() as u64),
+        bytes,
+    ))
+}
+
+/// Pushes an index: each image by digest, then the index under `reference` unless the
+/// registry already has it there. Returns whether the index manifest was uploaded.
+pub fn push_index(
+    store: &Store,
+    remote: &transport::Remote,
+    images: &[Image],
+    index: &Descriptor,
+    bytes: &[u8],
+    reference: &str,
+) -> Result<bool, (String, PushFailure)> {
+    let r = Reference::parse(reference)
+        .map_err(|e| (reference.to_string(), PushFailure::Registry(Box::new(e))))?;
+    if current(remote, &r, &index.digest) {
+        return Ok(false);
+    }
+    for img in images {
+        let by_digest = r.with_digest(img.digest().clone()).to_string();
+        if current(remote, &r.with_digest(img.digest().clone()), img.digest()) {
+            continue;
+        }
+        transport::write_from_store(
+            store,
+            img,
+            &Target::Registry(by_digest.clone()),
+            None,
+            Some(remote),
+        )
+        .map_err(|e| (by_digest, PushFailure::Transport(Box::new(e))))?;
+    }
+    remote
+        .client
+        .put_manifest(&r, bytes, &index.media_type)
+        .map_err(|e| (reference.to_string(), PushFailure::Registry(Box::new(e))))?;
+    Ok(true)
+}
+
+/// Why [`push_index`] failed.
+#[derive(Debug)]
+pub enum PushFailure {
+    /// Writing an image.
+    Transport(Box<transport::Error>),
+    /// A registry request.
+    Registry(Box<crate::registry::Error>),
+}
+
+/// Whether the registry has `r` pointing at `digest` already.
+fn current(remote: &transport::Remote, r: &Reference, digest: &Digest) -> bool {
+    matches!(remote.client.head_manifest(r), Ok(Some(d)) if &d.digest == digest)
+}
+
+/// Runs the bake.
+pub fn bake(
+    store: &Store,
+    opts: &BakeOptions,
+    reporter: &dyn Reporter,
+) -> Result<BakeResult, BakeError> {
+    if opts.push && opts.build.remote.is_none() {
+        return Err(BakeError::NoRemote);
+    }
+    let mut targets = BTreeMap::new();
+    let mut lints = Vec::new();
+    for t in &opts.plan.targets {
+        reporter.on_status(&format!("bake: target `{}`", t.name));
+        let (baked, findings) = bake_one(store, opts, t, reporter)?;
+        for f in &findings {
+            reporter.on_warning(&format!("{} [{}]", f.message, f.rule));
+        }
+        lints.extend(findings);
+        targets.insert(t.name.clone(), baked);
+    }
+    if opts.strict && !lints.is_empty() {
+        return Err(BakeError::Lint { findings: lints });
+    }
+    Ok(BakeResult {
+        version: opts.plan.version.clone(),
+        revision: opts.plan.git.sha.clone(),
+        created: opts.plan.created.clone(),
+        targets,
+        lints,
+    })
+}
+
+fn bake_one(
+    store: &Store,
+    opts: &BakeOptions,
+    t: &PlannedTarget,
+    reporter: &dyn Reporter,
+) -> Result<(BakedTarget, Vec<Finding>), BakeError> {
+    let platforms = t.platform_list();
+    let multi = platforms.len() > 1;
+    let mut images = Vec::new();
+    let mut records = Vec::new();
+    let mut findings = Vec::new();
+    let mut builds = Vec::new();
+    for p in &platforms {
+        let mut b = opts.build.clone();
+        b.context = t.context.clone();
+        b.dockerfile = t.dockerfile.clone();
+        // With several platforms the index, not an image, carries the names.
+        b.tags = if multi { Vec::new() } else { t.tags.clone() };
+        b.build_args = t.build_args.clone();
+        b.target = t.stage.clone();
+        b.platform = p.clone();
+        b.outputs = Vec::new();
+        b.labels = t.labels.clone();
+        b.annotations = t.annotations.clone();
+        // Every platform is checked before anything is built.
+        check_foreign_run(&b)?;
+        builds.push((p, b));
+    }
+    for (p, b) in builds {
+        let outcome = crate::build::build(store, &b, reporter).map_err(|e| BakeError::Build {
+            target: t.name.clone(),
+            platform: p.to_string(),
+            source: Box::new(e),
+        })?;
+        let f = lint::check(&t.name, &outcome.image, &t.required_labels, t.size_budget);
+        for x in f {
+            if !findings.contains(&x) {
+                findings.push(x);
+            }
+        }
+        records.push(PlatformImage {
+            platform: p.to_string(),
+            digest: outcome.image.digest().clone(),
+            size: outcome.image.size(),
+            steps: outcome.steps,
+        });
+        images.push(outcome.image);
+    }
+    let (top, index_bytes) = if multi {
+        let (d, bytes) = store_index(store, &images, &t.annotations)?;
+        for tag in &t.tags {
+            store.tag(tag, &d)?;
+        }
+        (d, Some(bytes))
+    } else {
+        (images[0].descriptor.clone(), None)
+    };
+    let mut pushed = Vec::new();
+    if opts.push {
+        let remote = opts.build.remote.as_ref().ok_or(BakeError::NoRemote)?;
+        for tag in &t.tags {
+            let uploaded =
+                match &index_bytes {
+                    Some(bytes) => push_index(store, remote, &images, &top, bytes, tag).map_err(
+                        |(dest, f)| match f {
+                            PushFailure::Transport(source) => BakeError::Write {
+                                target: t.name.clone(),
+                                dest,
+                                source,
+                            },
+                            PushFailure::Registry(source) => BakeError::Registry {
+                                target: t.name.clone(),
+                                reference: dest,
+                                source,
+                            },
+                        },
+                    )?,
+                    None => push_image(remote, store, &images[0], tag).map_err(|source| {
+                        BakeError::Write {
+                            target: t.name.clone(),
+                            dest: format!("docker://{tag}"),
+                            source: Box::new(source),
+                        }
+                    })?,
+                };
+            if uploaded {
+                pushed.push(tag.clone());
+            }
+        }
+    }
+    let cached = records.iter().all(|r| r.steps.iter().all(|s| s.cached));
+    Ok((
+        BakedTarget {
+            digest: top.digest.clone(),
+            media_type: top.media_type.to_string(),
+            tags: t.tags.clone(),
+            platforms: t.platforms.clone(),
+            size: records.iter().map(|r| r.size).sum(),
+            cached,
+            pushed,
+            images: records,
+        },
+        findings,
+    ))
+}
+
+/// Pushes one image under `tag` unless the registry has that tag at this digest already.
+fn push_image(
+    remote: &transport::Remote,
+    store: &Store,
+    image: &Image,
+    tag: &str,
+) -> Result<bool, transport::Error> {
+    if let Ok(r) = Reference::parse(tag) {
+        if current(remote, &r, image.digest()) {
+            return Ok(false);
+        }
+    }
+    transport::write_from_store(
+        store,
+        image,
+        &Target::Registry(tag.to_string()),
+        None,
+        Some(remote),
+    )?;
+    Ok(true)
+}
+
+/// `kiln build --platform A,B`: one image per platform, then an OCI index named by
+/// `opts.tags` in the store and, for `docker://` outputs, pushed. Returns the index
+/// descriptor and each platform's image.
+pub fn build_platforms(
+    store: &Store,
+    opts: &BuildOptions,
+    platforms: &[Platform],
+    reporter: &dyn Reporter,
+) -> Result<(Descriptor, Vec<Image>), BakeError> {
+    let mut images = Vec::new();
+    for p in platforms {
+        let mut b = opts.clone();
+        b.platform = p.clone();
+        b.tags = Vec::new();
+        b.outputs = Vec::new();
+        check_foreign_run(&b)?;
+        let outcome = crate::build::build(store, &b, reporter).map_err(|e| BakeError::Build {
+            target: opts.dockerfile.display().to_string(),
+            platform: p.to_string(),
+            source: Box::new(e),
+        })?;
+        images.push(outcome.image);
+    }
+    let (desc, bytes) = store_index(store, &images, &opts.annotations)?;
+    for t in &opts.tags {
+        store.tag(t, &desc)?;
+    }
+    for out in &opts.outputs {
+        let target = opts.dockerfile.display().to_string();
+        match out {
+            Target::Registry(r) => {
+                let remote = opts.remote.as_ref().ok_or(BakeError::NoRemote)?;
+                push_index(store, remote, &images, &desc, &bytes, r).map_err(
+                    |(dest, f)| match f {
+                        PushFailure::Transport(source) => BakeError::Write {
+                            target: target.clone(),
+                            dest,
+                            source,
+                        },
+                        PushFailure::Registry(source) => BakeError::Registry {
+                            target: target.clone(),
+                            reference: dest,
+                            source,
+                        },
+                    },
+                )?;
+            }
+            Target::Store(n) => store.tag(n, &desc)?,
+            other => {
+                return Err(BakeError::Write {
+                    target,
+                    dest: other.to_string(),
+                    source: Box::new(transport::Error::Unsupported {
+                        value: other.to_string(),
+                        transport: "multi-platform output (use docker:// or the store)".into(),
+                    }),
+                })
+            }
+        }
+    }
+    Ok((desc, images))
+}
