@@ -612,17 +612,7 @@ fn copy_variants(dir: &Path) {
 }
 
 fn podman(k: &Kiln, args: &[&str]) -> String {
-    let p = k.path("podman");
-    let mut c = Command::new("podman");
-    c.args([
-        "--root",
-        p.join("root").to_str().unwrap(),
-        "--runroot",
-        p.join("run").to_str().unwrap(),
-        "--storage-driver",
-        "vfs",
-    ]);
-    run(c.args(args))
+    crate::support::podman(&k.path("podman"), args)
 }
 
 /// The family end to end: a debootstrap bookworm base served as `debian:bookworm-slim` by a
@@ -783,19 +773,7 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
         if need("podman") {
             let r = format!("{}/kiln/sandbox:{}", reg.addr, tags[0]);
             podman(&k, &["pull", "--quiet", "--tls-verify=false", &r]);
-            let base = [
-                "run",
-                "--rm",
-                "--runtime",
-                "runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=32768:32768",
-                "--network",
-                "none",
-                r.as_str(),
-            ];
+            let base = [&crate::support::PODMAN_RUN[..], &[r.as_str()]].concat();
             let uid = podman(&k, &[&base[..], &["id", "-u"]].concat());
             assert_eq!(uid.trim(), "1000", "{target}");
             let out = podman(&k, &[&base[..], &cmd[..]].concat());

@@ -197,26 +197,11 @@ fn podman_runs_what_kiln_built() {
     let c = context(&k, MULTI_STAGE);
     let out = k.path("app.oci.tar");
     build(&k, &c, &["-o", &format!("oci-archive:{}", out.display())]);
-    let p = k.path("podman");
-    let printed = run(Command::new("podman").args([
-        "--root",
-        p.join("root").to_str().unwrap(),
-        "--runroot",
-        p.join("run").to_str().unwrap(),
-        "--storage-driver",
-        "vfs",
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        "--network",
-        "none",
-        &format!("oci-archive:{}", out.display()),
-    ]));
+    let image = format!("oci-archive:{}", out.display());
+    let printed = crate::support::podman(
+        &k.path("podman"),
+        &[&crate::support::PODMAN_RUN[..], &[image.as_str()]].concat(),
+    );
     assert_eq!(printed, "alpha\nbeta\n");
 }
 

@@ -17,17 +17,7 @@ fn context(k: &Kiln) -> std::path::PathBuf {
 }
 
 fn podman(k: &Kiln, args: &[&str]) -> String {
-    let p = k.path("podman");
-    let mut c = Command::new("podman");
-    c.args([
-        "--root",
-        p.join("root").to_str().unwrap(),
-        "--runroot",
-        p.join("run").to_str().unwrap(),
-        "--storage-driver",
-        "vfs",
-    ]);
-    run(c.args(args))
+    crate::support::podman(&k.path("podman"), args)
 }
 
 #[test]
@@ -65,19 +55,7 @@ fn a_pushed_build_is_read_by_skopeo_and_run_by_podman() {
         podman(&k, &["pull", "--quiet", "--tls-verify=false", &name]);
         let out = podman(
             &k,
-            &[
-                "run",
-                "--rm",
-                "--runtime",
-                "runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=32768:32768",
-                "--network",
-                "none",
-                &name,
-            ],
+            &[&crate::support::PODMAN_RUN[..], &[name.as_str()]].concat(),
         );
         assert_eq!(out, "hello from the registry\n");
     }

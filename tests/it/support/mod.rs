@@ -348,3 +348,28 @@ pub fn free_port() -> u16 {
         .expect("a bound socket has an address")
         .port()
 }
+
+/// The flags `podman run` needs on these machines (runc, explicit ulimits, no network).
+pub const PODMAN_RUN: [&str; 10] = [
+    "run",
+    "--rm",
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+    "--network",
+    "none",
+];
+
+/// Runs podman with a private vfs store under `dir`; panics with its output on failure.
+pub fn podman(dir: &Path, args: &[&str]) -> String {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"));
+    c.args(["--storage-driver", "vfs"]);
+    run(c.args(args))
+}
