@@ -624,7 +624,7 @@ fn podman(k: &Kiln, args: &[&str]) -> String {
 /// built by scripts/build-family.sh: their apt and npm downloads are too slow for the suite.)
 #[test]
 fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
-    let Some(rootfs) = crate::support::debian::debian_rootfs() else {
+    let Some(rootfs) = crate::support::runas::debootstrap::ensure_rootfs() else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!(
                 "CI=true and there is no debootstrap tree at {}",

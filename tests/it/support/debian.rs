@@ -22,7 +22,7 @@ pub const DEBIAN_ROOTFS: &str = "/var/tmp/kiln-sandbox-bookworm";
 pub fn debian_rootfs_for_test_user() -> Option<PathBuf> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let src = debian_rootfs()?;
+    let src = super::runas::debootstrap::ensure_rootfs()?;
     let dst = PathBuf::from(format!("{}-{TEST_USER}", src.display()));
     if dst.join("usr/bin/apt-get").exists() {
         return Some(dst);
@@ -49,7 +49,9 @@ pub fn debian_rootfs_for_test_user() -> Option<PathBuf> {
 /// The scenario: `apt-get install`, `useradd`, then a step as USER 1000, on the Debian tree
 /// (skipped, saying why, when it is not cached).
 pub fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
-    let Some(src) = debian_rootfs() else {
+    // Made with debootstrap when missing (as root); under CI=true a missing tree fails loudly.
+    let Some(src) = super::runas::debootstrap::ensure_rootfs() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and no Debian tree could be made at {DEBIAN_ROOTFS}");
         eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
         return;
     };
