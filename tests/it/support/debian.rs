@@ -51,7 +51,10 @@ pub fn debian_rootfs_for_test_user() -> Option<PathBuf> {
 pub fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterKind) {
     // Made with debootstrap when missing (as root); under CI=true a missing tree fails loudly.
     let Some(src) = super::runas::debootstrap::ensure_rootfs() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and no Debian tree could be made at {DEBIAN_ROOTFS}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no Debian tree could be made at {DEBIAN_ROOTFS}"
+        );
         eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS} (debootstrap --variant=minbase bookworm {DEBIAN_ROOTFS})");
         return;
     };
