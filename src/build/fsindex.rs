@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 
-use crate::layer::{Entry, EntryKind};
+use crate::layer::{clean_path, Entry, EntryKind};
 
 /// Files whose content the index keeps, for user and group lookups.
 const KEEP_CONTENT: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
@@ -55,24 +55,10 @@ pub struct FsIndex {
     nodes: BTreeMap<Vec<u8>, Node>,
 }
 
-fn clean(path: &[u8]) -> Option<Vec<u8>> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for c in path.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                out.pop()?;
-            }
-            c => out.push(c),
-        }
-    }
-    Some(out.join(&b'/'))
-}
-
 impl FsIndex {
     /// The node at `path` (relative or absolute, not resolved through symlinks).
     pub fn get(&self, path: &[u8]) -> Option<&Node> {
-        self.nodes.get(&clean(path)?)
+        self.nodes.get(&clean_path(path)?)
     }
 
     /// Number of paths.
@@ -151,7 +137,7 @@ impl FsIndex {
         let mut added: HashSet<Vec<u8>> = HashSet::new();
         for entry in archive.entries()? {
             let mut entry = entry?;
-            let Some(path) = clean(&entry.path_bytes()) else {
+            let Some(path) = clean_path(&entry.path_bytes()) else {
                 continue;
             };
             if path.is_empty() {
@@ -197,7 +183,7 @@ impl FsIndex {
                 ),
                 tar::EntryType::Link => {
                     // A hard link shares its target's metadata and content.
-                    let target = entry.link_name_bytes().and_then(|l| clean(&l));
+                    let target = entry.link_name_bytes().and_then(|l| clean_path(&l));
                     if let Some((t, mut n)) =
                         target.and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                     {
@@ -251,7 +237,7 @@ impl FsIndex {
             // A hard link shares its target's metadata and size (the target comes first).
             if let EntryKind::Hardlink(t) = &e.kind {
                 if let Some((t, mut n)) =
-                    clean(t).and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+                    clean_path(t).and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                 {
                     if let Some(target) = self.nodes.get_mut(&t) {
                         target.linked = true;

@@ -144,6 +144,27 @@ impl Entry {
     }
 }
 
+/// Splits a path read from a tar or an image into its components, dropping empty ones and `.`
+/// and resolving `..`; `None` if it climbs out of the root.
+pub fn path_components(path: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// `./a//b/` → `a/b`, `a/../b` → `b`; `None` if the path climbs out of the root.
+pub fn clean_path(path: &[u8]) -> Option<Vec<u8>> {
+    path_components(path).map(|c| c.join(&b'/'))
+}
+
 /// Checks that `path` is clean: relative, no empty, `.` or `..` components, no NUL.
 pub(crate) fn validate_path(path: &[u8]) -> Result<(), &'static str> {
     if path.is_empty() {
@@ -174,6 +195,15 @@ mod tests {
         assert_eq!(Entry::whiteout(b"a/b/c").path, b"a/b/.wh.c");
         assert_eq!(Entry::whiteout(b"top").path, b".wh.top");
         assert_eq!(Entry::opaque_whiteout(b"a/b").path, b"a/b/.wh..wh..opq");
+    }
+
+    #[test]
+    fn member_paths_are_cleaned_and_escapes_refused() {
+        assert_eq!(clean_path(b"./a//b/").unwrap(), b"a/b");
+        assert_eq!(clean_path(b"./").unwrap(), b"");
+        assert_eq!(clean_path(b"a/../b").unwrap(), b"b");
+        assert!(clean_path(b"../x").is_none());
+        assert!(clean_path(b"a/../../x").is_none());
     }
 
     #[test]

@@ -38,7 +38,9 @@ mod walk;
 mod writer;
 
 pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
-pub use entry::{Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+pub use entry::{
+    clean_path, path_components, Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX,
+};
 pub use gzip::ParallelGzipWriter;
 pub use stats::LayerStats;
 pub use unpack::{apply_layer, UnpackOptions, UnpackReport};

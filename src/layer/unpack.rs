@@ -21,6 +21,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use super::entry::path_components;
 use super::Error;
 
 /// How to apply a layer.
@@ -62,21 +63,6 @@ fn io(member: &[u8], e: impl Into<io::Error>) -> Error {
         member: String::from_utf8_lossy(member).into_owned(),
         source: e.into(),
     }
-}
-
-/// Splits a member path into clean components; `None` if it climbs out of the root.
-fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for c in path.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                out.pop()?;
-            }
-            c => out.push(c),
-        }
-    }
-    Some(out)
 }
 
 fn resolve() -> ResolveFlags {
@@ -199,7 +185,7 @@ pub fn apply_layer(
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(b"", format!("corrupt tar stream: {e}")))?;
         let member = entry.path_bytes().into_owned();
-        let comps = components(&member)
+        let comps = path_components(&member)
             .ok_or_else(|| bad(&member, "path climbs out of the root (`..`)"))?;
         let Some((name, parents)) = comps.split_last() else {
             continue;
@@ -307,7 +293,7 @@ pub fn apply_layer(
                     .link_name_bytes()
                     .ok_or_else(|| bad(&member, "hard link without a target"))?
                     .into_owned();
-                let tc = components(&target)
+                let tc = path_components(&target)
                     .ok_or_else(|| bad(&member, "hard link target climbs out of the root"))?;
                 if tc.is_empty() {
                     return Err(bad(&member, "hard link to the root"));
@@ -409,7 +395,7 @@ pub fn apply_layer(
     // children changed their mtimes.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
     for d in dirs {
-        let comps = components(&d.path).unwrap_or_default();
+        let comps = path_components(&d.path).unwrap_or_default();
         let (name, parents) = comps
             .split_last()
             .map(|(n, p)| (n.to_vec(), p.to_vec()))

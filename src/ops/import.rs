@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::image::{Image, ImageBuilder, NewLayer};
 use crate::layer::{
-    Entry, EntryKind, FileSource, LayerOptions, LayerSummary, LayerWriter, WalkOptions,
+    clean_path, Entry, EntryKind, FileSource, LayerOptions, LayerSummary, LayerWriter, WalkOptions,
 };
 use crate::oci::{Descriptor, Platform};
 use crate::progress::Reporter;
@@ -212,33 +212,4 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// `./a/b/` → `a/b`; `None` if the path climbs out of the root.
-fn clean_path(p: &[u8]) -> Option<Vec<u8>> {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for c in p.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join(&b'/'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_path;
-
-    #[test]
-    fn member_paths_are_cleaned_and_escapes_refused() {
-        assert_eq!(clean_path(b"./a//b/").unwrap(), b"a/b");
-        assert_eq!(clean_path(b"./").unwrap(), b"");
-        assert_eq!(clean_path(b"a/../b").unwrap(), b"b");
-        assert!(clean_path(b"../x").is_none());
-        assert!(clean_path(b"a/../../x").is_none());
-    }
 }
