@@ -266,6 +266,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             source,
         })?;
     let cache = LayerCache::new(store);
+    check_programs(&cx, &plan, &images, &cache)?;
     // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
     let host = if run::has_run(&plan) {
         let first = plan
@@ -824,12 +825,8 @@ fn run_step(
         None => sandbox::User::default(),
     };
     if let Some(a0) = r.argv.first().filter(|a| a.starts_with('/')) {
-        let index = state.index(store)?;
-        let p = index.resolve(a0.as_bytes(), true);
-        if index.get(&p).is_none() {
-            return Err(format!(
-                "`{a0}` does not exist in the image: a shell-form RUN needs it; use the exec form (RUN [\"program\", \"arg\"]) or a base image with a shell"
-            ));
+        if let Some(msg) = missing_program(state.index(store)?, a0) {
+            return Err(msg);
         }
     }
     let mut tree_root = |src: &Source| -> std::result::Result<PathBuf, String> {
@@ -924,6 +921,65 @@ fn run_step(
         return Err(msg);
     }
     Ok(run::diff_entries(&outcome.diff, state.index(store)?))
+}
+
+/// The error for a RUN whose program (`argv[0]`, absolute: the shell of a shell-form RUN) is
+/// not in the image, or `None` when it is.
+fn missing_program(index: &FsIndex, a0: &str) -> Option<String> {
+    let p = index.resolve(a0.as_bytes(), true);
+    index.get(&p).is_none().then(|| format!(
+        "`{a0}` does not exist in the image: a shell-form RUN needs it; use the exec form (RUN [\"program\", \"arg\"]) or a base image with a shell"
+    ))
+}
+
+/// A RUN needs its program (for the shell form, the stage's shell) in the image. Where nothing
+/// before a RUN in its stage can have added it (the stage starts from an image or `scratch`,
+/// and no COPY, ADD or other RUN comes first), a missing program is reported here, before any
+/// step of the build runs. RUN steps the cache will answer are not checked: they do not run.
+fn check_programs(
+    cx: &Ctx<'_>,
+    plan: &plan::BuildPlan,
+    images: &BTreeMap<String, Image>,
+    cache: &LayerCache,
+) -> Result<()> {
+    for id in &plan.order {
+        let Some(stage) = plan.stage(*id) else {
+            continue;
+        };
+        let mut state = match &stage.base {
+            Base::Image { reference } => match images.get(reference) {
+                Some(img) => StageState::from_image(img),
+                None => continue,
+            },
+            Base::Scratch => StageState::scratch(&to_oci_platform(&stage.platform)),
+            Base::Stage { .. } => continue,
+        };
+        let Some(step) = stage
+            .steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
+        else {
+            continue;
+        };
+        let StepKind::Run(r) = &step.kind else {
+            continue;
+        };
+        let key = cache::layer_key(
+            &step.cache_key,
+            &cx.opts.compression.to_string(),
+            cx.opts.epoch,
+        );
+        if !cx.opts.no_cache && cache.get(cx.store, &key).is_some() {
+            continue;
+        }
+        if let Some(a0) = r.argv.first().filter(|a| a.starts_with('/')) {
+            let err = |m: String| cx.step_err(step.position, &step.created_by, m);
+            if let Some(msg) = missing_program(state.index(cx.store).map_err(err)?, a0) {
+                return Err(err(msg));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Directories WORKDIR must create: the missing components of `path`.

@@ -13,6 +13,9 @@ use crate::layer::{clean_path, Entry, EntryKind};
 /// Files whose content the index keeps, for user and group lookups.
 const KEEP_CONTENT: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
 
+/// The first bytes of [`FsIndex::encode`]'s output; bump the version when the format changes.
+const ENCODING_MAGIC: &[u8] = b"kiln-fsindex-v1\n";
+
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -332,6 +335,108 @@ impl FsIndex {
         }
         out.join(&b'/')
     }
+
+    /// The index as bytes, for the persistent per-base cache ([`FsIndex::decode`] reads them).
+    /// A simple length-prefixed format; its first line names the version.
+    pub fn encode(&self) -> Vec<u8> {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        let mut out = Vec::with_capacity(self.nodes.len() * 64);
+        out.extend_from_slice(ENCODING_MAGIC);
+        out.extend_from_slice(&(self.nodes.len() as u64).to_le_bytes());
+        for (path, n) in &self.nodes {
+            bytes(&mut out, path);
+            match &n.kind {
+                NodeKind::File => out.push(0),
+                NodeKind::Dir => out.push(1),
+                NodeKind::Symlink(t) => {
+                    out.push(2);
+                    bytes(&mut out, t);
+                }
+                NodeKind::Special => out.push(3),
+            }
+            out.extend_from_slice(&n.mode.to_le_bytes());
+            out.extend_from_slice(&n.uid.to_le_bytes());
+            out.extend_from_slice(&n.gid.to_le_bytes());
+            out.extend_from_slice(&n.size.to_le_bytes());
+            out.extend_from_slice(&n.mtime.to_le_bytes());
+            for opt in [n.content.as_deref(), n.link_of.as_deref()] {
+                match opt {
+                    None => out.push(0),
+                    Some(b) => {
+                        out.push(1);
+                        bytes(&mut out, b);
+                    }
+                }
+            }
+            out.push(u8::from(n.linked));
+        }
+        out
+    }
+
+    /// Reads what [`FsIndex::encode`] wrote; `None` for anything else (another version, a
+    /// truncated or corrupt file), which callers treat as a cache miss.
+    pub fn decode(data: &[u8]) -> Option<FsIndex> {
+        struct Reader<'a>(&'a [u8]);
+        impl<'a> Reader<'a> {
+            fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+                if self.0.len() < n {
+                    return None;
+                }
+                let (a, b) = self.0.split_at(n);
+                self.0 = b;
+                Some(a)
+            }
+            fn u8(&mut self) -> Option<u8> {
+                Some(self.take(1)?[0])
+            }
+            fn u32(&mut self) -> Option<u32> {
+                Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+            }
+            fn u64(&mut self) -> Option<u64> {
+                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn bytes(&mut self) -> Option<&'a [u8]> {
+                let n = self.u32()? as usize;
+                self.take(n)
+            }
+            fn opt(&mut self) -> Option<Option<&'a [u8]>> {
+                match self.u8()? {
+                    0 => Some(None),
+                    1 => Some(Some(self.bytes()?)),
+                    _ => None,
+                }
+            }
+        }
+        let mut r = Reader(data.strip_prefix(ENCODING_MAGIC)?);
+        let count = r.u64()?;
+        let mut nodes = BTreeMap::new();
+        for _ in 0..count {
+            let path = r.bytes()?.to_vec();
+            let kind = match r.u8()? {
+                0 => NodeKind::File,
+                1 => NodeKind::Dir,
+                2 => NodeKind::Symlink(r.bytes()?.to_vec()),
+                3 => NodeKind::Special,
+                _ => return None,
+            };
+            let node = Node {
+                kind,
+                mode: r.u32()?,
+                uid: r.u32()?,
+                gid: r.u32()?,
+                size: r.u64()?,
+                mtime: r.u64()? as i64,
+                content: r.opt()?.map(Arc::from),
+                link_of: r.opt()?.map(<[u8]>::to_vec),
+                linked: r.u8()? != 0,
+            };
+            nodes.insert(path, node);
+        }
+        r.0.is_empty().then_some(FsIndex { nodes })
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +447,40 @@ mod tests {
         let mut i = FsIndex::default();
         i.apply_entries(entries);
         i
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_damage() {
+        let mut passwd = Entry::file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n".to_vec());
+        passwd.uid = 0;
+        let mut f = Entry::file("srv/data", 0o4755, b"x".to_vec());
+        f.uid = 1000;
+        f.gid = 1001;
+        f.mtime = -5;
+        let i = idx(&[
+            Entry::dir("etc", 0o755),
+            passwd,
+            f,
+            Entry {
+                kind: EntryKind::Hardlink(b"srv/data".to_vec()),
+                ..Entry::file("srv/link", 0o644, Vec::new())
+            },
+            Entry::symlink("bin", "usr/bin"),
+        ]);
+        let bytes = i.encode();
+        let back = FsIndex::decode(&bytes).expect("decodes");
+        assert_eq!(format!("{:?}", back.nodes), format!("{:?}", i.nodes));
+        assert!(
+            FsIndex::decode(&bytes[..bytes.len() - 1]).is_none(),
+            "truncated"
+        );
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(FsIndex::decode(&extra).is_none(), "trailing bytes");
+        assert!(
+            FsIndex::decode(b"kiln-fsindex-v0\n").is_none(),
+            "other version"
+        );
     }
 
     #[test]

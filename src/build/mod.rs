@@ -18,6 +18,7 @@ mod exec;
 mod fetch;
 pub mod fsindex;
 mod run;
+pub mod snapshots;
 mod state;
 pub mod user;
 

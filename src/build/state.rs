@@ -12,6 +12,7 @@ use crate::store::Store;
 use crate::transport;
 
 use super::fsindex::FsIndex;
+use super::snapshots;
 use super::LayerRecord;
 
 /// History comment BuildKit writes on every step; tools that show history group by it.
@@ -24,6 +25,9 @@ pub(super) struct StageState {
     pub(super) layers: Vec<Descriptor>,
     index: FsIndex,
     indexed: usize,
+    /// How many of `layers` came from the base image: they are indexed from the index cache
+    /// and unpacked as one persistent snapshot (see [`super::snapshots`]).
+    base_len: usize,
     /// A directory with every layer applied, and how many layers it has.
     pub(super) rootfs: Option<(PathBuf, usize)>,
     /// Overlay lower directories (bottom first), and how many layers they hold.
@@ -43,6 +47,7 @@ impl StageState {
             layers: img.layers().to_vec(),
             index: FsIndex::default(),
             indexed: 0,
+            base_len: img.layers().len(),
             rootfs: None,
             stack: None,
             records: img
@@ -68,6 +73,7 @@ impl StageState {
             layers: Vec::new(),
             index: FsIndex::default(),
             indexed: 0,
+            base_len: 0,
             rootfs: None,
             stack: None,
             records: Vec::new(),
@@ -77,6 +83,22 @@ impl StageState {
 
     /// The metadata index, brought up to date with every layer.
     pub(super) fn index(&mut self, store: &Store) -> std::result::Result<&FsIndex, String> {
+        if self.indexed == 0 && self.base_len > 0 {
+            let base = &self.layers[..self.base_len];
+            match snapshots::load_index(store, base) {
+                Some(index) => self.index = index,
+                None => {
+                    for l in base {
+                        let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
+                        self.index
+                            .apply_tar(r)
+                            .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
+                    }
+                    snapshots::save_index(store, base, &self.index);
+                }
+            }
+            self.indexed = self.base_len;
+        }
         while self.indexed < self.layers.len() {
             let l = &self.layers[self.indexed];
             let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
@@ -113,8 +135,9 @@ impl StageState {
         Ok(dir)
     }
 
-    /// Overlay lower directories holding every layer, topmost first: the base merged into one
-    /// directory, then one directory per later layer (a RUN's upper directory is pushed as it is).
+    /// Overlay lower directories holding every layer, topmost first: the base image's layers as
+    /// one persistent snapshot shared with other builds, then one directory per later layer (a
+    /// RUN's upper directory is pushed as it is).
     pub(super) fn lowers(
         &mut self,
         store: &Store,
@@ -124,33 +147,41 @@ impl StageState {
     ) -> Result<Vec<PathBuf>, String> {
         let (mut dirs, applied) = match self.stack.take() {
             Some(s) => s,
+            None if self.base_len > 0 => {
+                let base = &self.layers[..self.base_len];
+                let d = snapshots::merged(store, base, sandbox, &mut |dir| {
+                    base.iter()
+                        .try_for_each(|l| apply_into(store, l, dir, sandbox))
+                })?;
+                (vec![d], self.base_len)
+            }
             None => {
+                // Nothing below: overlay still needs one lower directory.
                 let d = scratch.join(format!("lower-{name}-0"));
                 std::fs::create_dir_all(&d)
                     .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
-                for l in &self.layers {
-                    apply_into(store, l, &d, sandbox)?;
-                }
-                (vec![d], self.layers.len())
+                (vec![d], 0)
             }
         };
         for (i, l) in self.layers.iter().enumerate().skip(applied) {
             // Layers kiln wrote after the base (COPY, WORKDIR) hold no whiteouts and become a
             // directory of their own; one with whiteouts (a cached RUN) needs the layers below
             // it, so the stack is merged into one directory again.
-            let d = scratch.join(format!("lower-{name}-{i}"));
-            std::fs::create_dir_all(&d)
-                .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
             if layer_has_whiteouts(store, l)? {
-                // Whiteouts need the lower layers: merge everything into one directory instead.
-                let merged = scratch.join(format!("lower-{name}-m{i}"));
-                std::fs::create_dir_all(&merged)
-                    .map_err(|e| format!("cannot create `{}`: {e}", merged.display()))?;
-                for l in &self.layers[..=i] {
-                    apply_into(store, l, &merged, sandbox)?;
-                }
+                // Whiteouts need the lower layers: merge everything into one directory instead
+                // (kept as a snapshot: the layers are all in the store, so the next build with
+                // this stack reuses it).
+                let below = &self.layers[..=i];
+                let merged = snapshots::merged(store, below, sandbox, &mut |dir| {
+                    below
+                        .iter()
+                        .try_for_each(|l| apply_into(store, l, dir, sandbox))
+                })?;
                 dirs = vec![merged];
             } else {
+                let d = scratch.join(format!("lower-{name}-{i}"));
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
                 apply_into(store, l, &d, sandbox)?;
                 dirs.push(d);
             }

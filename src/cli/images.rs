@@ -1,4 +1,4 @@
-//! `kiln copy`, `kiln inspect`, `kiln images`.
+//! `kiln copy`, `kiln inspect`, `kiln images`, `kiln rmi`.
 use clap::Args;
 
 use crate::oci::Platform;
@@ -80,6 +80,39 @@ pub(crate) fn images(ctx: &Context, a: ImagesArgs) -> CliResult {
             i.size,
             i.created.as_deref().unwrap_or("-")
         );
+    }
+    out(&text)
+}
+
+/// Arguments of `kiln rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// The names to remove (`app` means `app:latest`).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// Removes each name; a name the store does not have is an error (exit 2) after the others
+/// are removed, like `podman rmi`.
+pub(crate) fn rmi(ctx: &Context, a: RmiArgs) -> CliResult {
+    let store = ctx.store()?;
+    let mut missing = Vec::new();
+    let mut text = String::new();
+    for name in &a.names {
+        if store.untag(name)? {
+            text += &format!("untagged {name}\n");
+        } else {
+            missing.push(name.as_str());
+        }
+    }
+    if !missing.is_empty() {
+        print!("{text}");
+        return Err(anyhow::anyhow!(
+            "no image named {} in the store `{}`",
+            missing.join(", "),
+            store.root().display()
+        )
+        .into());
     }
     out(&text)
 }

@@ -61,6 +61,8 @@ pub enum Command {
     Inspect(images::InspectArgs),
     /// List the images in the local store.
     Images(images::ImagesArgs),
+    /// Remove names from the local store (`kiln store gc` then frees what nothing refers to).
+    Rmi(images::RmiArgs),
     /// Pull an image from a registry into the local store.
     Pull(registry::PullArgs),
     /// Push an image from the local store to a registry.
@@ -178,6 +180,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Copy(a) => images::copy(&ctx, a),
         Command::Inspect(a) => images::inspect(&ctx, a),
         Command::Images(a) => images::images(&ctx, a),
+        Command::Rmi(a) => images::rmi(&ctx, a),
         Command::Store(c) => store::run(&ctx, c),
         Command::Pull(a) => registry::pull(&ctx, &cli.registry, a),
         Command::Push(a) => registry::push(&ctx, &cli.registry, a),

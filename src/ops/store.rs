@@ -19,10 +19,20 @@ pub fn fsck(store: &Store, reporter: &dyn Reporter) -> Result<FsckReport> {
     Ok(report)
 }
 
-/// Removes unreferenced blobs and stale temp files. `store` must be opened exclusively.
+/// Removes unreferenced blobs and stale temp files, then the build snapshots and cached
+/// indexes of layers no longer in the store. `store` must be opened exclusively.
 pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
     reporter.on_status("collecting unreferenced blobs");
     // Layers the build cache refers to stay: the next build reuses them.
     let roots = crate::cache::LayerCache::new(store).blobs();
-    Ok(store.gc(&roots)?)
+    let report = store.gc(&roots)?;
+    // Then what builds keep of base images whose layers are now gone.
+    match crate::build::snapshots::prune(store) {
+        Ok(p) => reporter.on_status(&format!(
+            "snapshots: {} kept, {} removed; {} cached indexes removed",
+            p.snapshots_kept, p.snapshots_removed, p.indexes_removed
+        )),
+        Err(e) => reporter.on_warning(&e),
+    }
+    Ok(report)
 }

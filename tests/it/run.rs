@@ -520,6 +520,12 @@ fn bad_input_is_refused_before_any_step_runs(who: Who) {
             &["`/bin/sh` does not exist in the image", "exec form", "a base image with a shell"],
         ),
         (
+            // The shell is missing in a later stage: known before the first stage's RUN runs.
+            "FROM busybox AS a\nRUN echo step-output && echo step-output > /o\nFROM nosh\nRUN --mount=type=bind,from=a,source=/o,target=/o cat /o\n",
+            "Dockerfile:4:1: RUN /bin/sh -c cat /o",
+            &["`/bin/sh` does not exist in the image", "exec form"],
+        ),
+        (
             "FROM busybox\nRUN echo step-output\nRUN --mount=type=nfs,target=/x true\n",
             "Dockerfile:3:5: invalid mount \"type=nfs,target=/x\"",
             // The parser names the bad type but not the valid ones (reported: it should list
@@ -583,6 +589,88 @@ fn bad_input_is_refused_before_any_step_runs_as_root() {
 #[test]
 fn bad_input_is_refused_before_any_step_runs_as_unprivileged_user() {
     bad_input_is_refused_before_any_step_runs(Who::User);
+}
+
+/// A RUN on a base unpacks the base once, into a snapshot the next build reuses (the same
+/// digest, no second snapshot, the base's index cached); `kiln rmi` + `kiln store gc` remove
+/// the snapshot with the base's layers, even when a user namespace owns its files.
+fn a_base_snapshot_is_reused_then_pruned(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let ctx = k.context(
+        "snap",
+        "FROM busybox\nRUN mkdir -p /srv && chown 1000:1000 /srv && echo hi > /srv/x\n",
+        &[],
+    );
+    let snapshots = |k: &KilnAs| -> Vec<String> {
+        std::fs::read_dir(k.k.root().join("snapshots-v1"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "tmp")
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = build(&k, &ctx, "snap1", "overlay", &["--no-cache"]);
+    let made = snapshots(&k);
+    assert_eq!(made.len(), 1, "{who:?}: one snapshot of the base: {made:?}");
+    let second = build(&k, &ctx, "snap2", "overlay", &["--no-cache"]);
+    assert_eq!(digest(&first), digest(&second), "{who:?}");
+    assert_eq!(
+        snapshots(&k),
+        made,
+        "{who:?}: the second build reused the snapshot"
+    );
+    let indexes = std::fs::read_dir(k.k.root().join("cache-v1/fsindex"))
+        .unwrap()
+        .count();
+    assert_eq!(indexes, 1, "{who:?}: the base's index is cached");
+    // While an image uses the base, gc keeps the snapshot.
+    k.ok(&["store", "gc"]);
+    assert_eq!(
+        snapshots(&k),
+        made,
+        "{who:?}: gc removed a snapshot still in use"
+    );
+    // A base with a directory of another owner (a subordinate id on the host, rootless): the
+    // caller alone cannot delete what is inside it.
+    let on_top = k.context("snap-top", "FROM snap1\nRUN test -f /srv/x\n", &[]);
+    build(&k, &on_top, "snap3", "overlay", &[]);
+    assert_eq!(snapshots(&k).len(), 2, "{who:?}");
+    k.ok(&["rmi", "snap1", "snap2", "snap3", "busybox"]);
+    let (code, err) = {
+        let (c, _, e) = k.fails(&["rmi", "snap1"]);
+        (c, e)
+    };
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no image named snap1"), "{err}");
+    k.ok(&["store", "gc"]);
+    assert!(
+        snapshots(&k).is_empty(),
+        "{who:?}: gc kept {:?}",
+        snapshots(&k)
+    );
+    assert_eq!(
+        std::fs::read_dir(k.k.root().join("cache-v1/fsindex"))
+            .unwrap()
+            .count(),
+        0,
+        "{who:?}: gc kept the index of a removed base"
+    );
+    k.ok(&["store", "fsck"]);
+}
+
+#[test]
+fn a_base_snapshot_is_reused_then_pruned_as_root() {
+    a_base_snapshot_is_reused_then_pruned(Who::Root);
+}
+
+#[test]
+fn a_base_snapshot_is_reused_then_pruned_as_unprivileged_user() {
+    a_base_snapshot_is_reused_then_pruned(Who::User);
 }
 
 /// A store on a file system overlayfs cannot use as its upper directory (another overlay):
