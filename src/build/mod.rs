@@ -7,8 +7,10 @@
 //!
 //! Start at [`build`]. A stage's files are never unpacked just to be looked at: COPY, ADD and
 //! WORKDIR consult a metadata index of the layers ([`fsindex`]), built by reading layer headers
-//! when a step first needs it; only COPY `--from` another stage or image writes that stage's files
-//! to a scratch directory, to read their content. A cache hit reuses the stored layer without
+//! when a step first needs it (and cached per base image); only COPY `--from` another stage or
+//! image writes that stage's files to a scratch directory, to read their content. RUN steps with
+//! the overlay snapshotter stack their changes over a persistent, read-only unpacked copy of the
+//! base image ([`snapshots`]), made once and shared by every later build on that base. A cache hit reuses the stored layer without
 //! reading any source file (context files are hashed through the persistent file index of
 //! [`crate::cache`], so an unchanged tree is not read either).
 
