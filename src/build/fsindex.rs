@@ -64,6 +64,11 @@ impl FsIndex {
         self.nodes.get(&clean_path(path)?)
     }
 
+    /// Every path, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Node)> {
+        self.nodes.iter()
+    }
+
     /// Number of paths.
     pub fn len(&self) -> usize {
         self.nodes.len()

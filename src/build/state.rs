@@ -128,8 +128,12 @@ impl StageState {
                 (d, 0)
             }
         };
-        for l in &self.layers[applied..] {
-            apply_into(store, l, &dir, sandbox)?;
+        if applied == 0 {
+            unpack_stack(store, &self.layers, &dir, sandbox)?;
+        } else {
+            for l in &self.layers[applied..] {
+                apply_into(store, l, &dir, sandbox)?;
+            }
         }
         self.rootfs = Some((dir.clone(), self.layers.len()));
         Ok(dir)
@@ -150,8 +154,7 @@ impl StageState {
             None if self.base_len > 0 => {
                 let base = &self.layers[..self.base_len];
                 let d = snapshots::merged(store, base, sandbox, &mut |dir| {
-                    base.iter()
-                        .try_for_each(|l| apply_into(store, l, dir, sandbox))
+                    unpack_stack(store, base, dir, sandbox)
                 })?;
                 (vec![d], self.base_len)
             }
@@ -173,9 +176,7 @@ impl StageState {
                 // this stack reuses it).
                 let below = &self.layers[..=i];
                 let merged = snapshots::merged(store, below, sandbox, &mut |dir| {
-                    below
-                        .iter()
-                        .try_for_each(|l| apply_into(store, l, dir, sandbox))
+                    unpack_stack(store, below, dir, sandbox)
                 })?;
                 dirs = vec![merged];
             } else {
@@ -270,6 +271,54 @@ fn apply_into(
         })?;
     }
     Ok(())
+}
+
+/// Unpacks `layers` (bottom first) into the empty directory `dir`. Without real root, with a
+/// user namespace, every layer is unpacked as the caller and the owners are set once at the end,
+/// from the layers' index (so a later layer's replacements and whiteouts count): set layer by
+/// layer, a directory given to a subordinate id by one layer could not be written by the next.
+fn unpack_stack(
+    store: &Store,
+    layers: &[Descriptor],
+    dir: &Path,
+    sandbox: Option<&UserNsSandbox>,
+) -> Result<(), String> {
+    let ownership = rustix::process::geteuid().is_root();
+    let Some(sb) = sandbox.filter(|_| !ownership) else {
+        return layers
+            .iter()
+            .try_for_each(|l| apply_into(store, l, dir, sandbox));
+    };
+    for l in layers {
+        let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
+        apply_layer(r, dir, &UnpackOptions { ownership })
+            .map_err(|e| format!("layer `{}`: {e}", l.digest))?;
+    }
+    let index = match snapshots::load_index(store, layers) {
+        Some(index) => index,
+        None => {
+            let mut index = FsIndex::default();
+            for l in layers {
+                let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
+                index
+                    .apply_tar(r)
+                    .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
+            }
+            snapshots::save_index(store, layers, &index);
+            index
+        }
+    };
+    let owners: Vec<(Vec<u8>, u32, u32)> = index
+        .iter()
+        .filter(|(_, n)| (n.uid, n.gid) != (0, 0))
+        .map(|(p, n)| (p.clone(), n.uid, n.gid))
+        .collect();
+    sb.chown_in_namespace(dir, &owners).map_err(|e| {
+        format!(
+            "cannot give the files of `{}` their owners: {e}",
+            dir.display()
+        )
+    })
 }
 
 fn is_whiteout(e: &Entry) -> bool {

@@ -673,6 +673,52 @@ fn a_base_snapshot_is_reused_then_pruned_as_unprivileged_user() {
     a_base_snapshot_is_reused_then_pruned(Who::User);
 }
 
+/// A base of several layers where one layer makes a 0700 directory of uid 1000 and a later
+/// layer writes into it: rootless, uid 1000 is a subordinate id the caller cannot write as, so
+/// the base must be unpacked before owners are set (both snapshotters).
+fn a_private_directory_filled_by_a_later_base_layer(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let base = k.context(
+        "private-base",
+        "FROM busybox\nRUN mkdir -p /home/app && chown 1000:1000 /home/app && chmod 700 /home/app\nRUN echo inside > /home/app/f && chown 1000:1000 /home/app/f\n",
+        &[],
+    );
+    build(&k, &base, "private", "overlay", &[]);
+    for kind in KINDS {
+        let ctx = k.context(
+            &format!("private-top-{kind}"),
+            "FROM private\nRUN cat /home/app/f > /seen && stat -c '%u:%g %a' /home/app /home/app/f >> /seen\n",
+            &[],
+        );
+        build(
+            &k,
+            &ctx,
+            &format!("private-top-{kind}"),
+            kind,
+            &["--no-cache"],
+        );
+        let layers = layout_layers(&k.path(&format!("out/private-top-{kind}")), "t");
+        assert_eq!(
+            file_in_layers(&layers, "seen").as_deref(),
+            Some(&b"inside\n1000:1000 700\n1000:1000 644\n"[..]),
+            "{who:?} {kind}"
+        );
+    }
+}
+
+#[test]
+fn a_private_directory_filled_by_a_later_base_layer_as_root() {
+    a_private_directory_filled_by_a_later_base_layer(Who::Root);
+}
+
+#[test]
+fn a_private_directory_filled_by_a_later_base_layer_as_unprivileged_user() {
+    a_private_directory_filled_by_a_later_base_layer(Who::User);
+}
+
 /// A store on a file system overlayfs cannot use as its upper directory (another overlay):
 /// `--snapshotter overlay` is refused before any step, naming the fix.
 #[test]
