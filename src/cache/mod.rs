@@ -70,7 +70,8 @@ pub struct CachedLayer {
 /// The key a layer is cached under: the step key, the compression and the epoch.
 pub fn layer_key(step_key: &str, compression: &str, epoch: i64) -> String {
     let mut h = Sha256::new();
-    h.update(b"kiln-layer-v1\n");
+    // v2: gzip levels follow zlib's ratios (other bytes for the same level than v1).
+    h.update(b"kiln-layer-v2\n");
     h.update(step_key.as_bytes());
     h.update(b"\n");
     h.update(compression.as_bytes());
