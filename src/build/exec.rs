@@ -508,6 +508,19 @@ fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit, cmd_set: &mut bool) {
     }
 }
 
+/// `e` and its causes, `: `-separated: a step error is a message, and "cannot write the layer"
+/// alone would hide that the disk is full and where.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 fn write_entries(
     store: &Store,
     opts: &BuildOptions,
@@ -516,7 +529,7 @@ fn write_entries(
     let mut w = LayerWriter::new(
         store
             .blob_writer()
-            .map_err(|e| crate::layer::Error::Write(std::io::Error::other(e.to_string())))?,
+            .map_err(|e| crate::layer::Error::Write(std::io::Error::other(with_causes(&e))))?,
         LayerOptions {
             compression: opts.compression,
             threads: opts.threads,
@@ -529,7 +542,7 @@ fn write_entries(
     let (blob, summary) = w.finish()?;
     let (digest, size) = blob
         .finish()
-        .map_err(|e| crate::layer::Error::Write(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| crate::layer::Error::Write(std::io::Error::other(with_causes(&e))))?;
     Ok(CachedLayer {
         descriptor: Descriptor::new(summary.media_type, digest, size),
         diff_id: summary.diff_id,
@@ -666,7 +679,7 @@ fn run_stage(
                 cached = true;
             }
             Some(entries) => {
-                let layer = write_entries(store, opts, &entries).map_err(|e| err(e.to_string()))?;
+                let layer = write_entries(store, opts, &entries).map_err(|e| err(with_causes(&e)))?;
                 cache.put(&key, &layer)?;
                 state.push(
                     layer,

@@ -86,6 +86,9 @@ pub fn layer_key(step_key: &str, compression: &str, epoch: i64) -> String {
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
+    /// The store's `tmp/`, where entries are written before being renamed into place (so a
+    /// killed build leaves its half-written entry where `store gc` removes it).
+    tmp: PathBuf,
 }
 
 impl LayerCache {
@@ -93,6 +96,7 @@ impl LayerCache {
     pub fn new(store: &Store) -> LayerCache {
         LayerCache {
             dir: store.root().join("cache-v1/keys"),
+            tmp: store.tmp_dir(),
         }
     }
 
@@ -115,7 +119,7 @@ impl LayerCache {
             source,
         })?;
         let bytes = serde_json::to_vec(layer).expect("cache entries always serialise");
-        store::write_atomic(&self.dir, &self.path(key), &bytes)?;
+        store::write_atomic(&self.tmp, &self.path(key), &bytes)?;
         Ok(())
     }
 
@@ -147,6 +151,8 @@ const INDEX_MAGIC: &[u8; 16] = b"kiln-files-v1\n\0\0";
 #[derive(Debug)]
 pub struct FileIndex {
     path: PathBuf,
+    /// The store's `tmp/` (see [`LayerCache`]).
+    tmp: PathBuf,
     map: HashMap<(u64, u64), FileRecord>,
     dirty: bool,
     /// Files actually read and hashed during this build.
@@ -183,6 +189,7 @@ impl FileIndex {
         }
         FileIndex {
             path,
+            tmp: store.tmp_dir(),
             map,
             dirty: false,
             files_hashed: 0,
@@ -264,7 +271,7 @@ impl FileIndex {
             }
             out.extend_from_slice(&r.sha256);
         }
-        store::write_atomic(&dir, &self.path, &out)?;
+        store::write_atomic(&self.tmp, &self.path, &out)?;
         self.dirty = false;
         Ok(())
     }

@@ -14,6 +14,30 @@ pub(crate) fn go_v_slice(v: &[String]) -> String {
     format!("[{}]", v.join(" "))
 }
 
+/// What history shows instead of the value of a build arg whose name looks like a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a build arg's value must stay out of history: its name has a word part (split at
+/// `_`, case-insensitive) from BuildKit's `SecretsUsedInArgOrEnv` list (apikey, auth,
+/// credential(s), key, password, pword, passwd, secret, token, not `public`), or `pass`.
+pub(crate) fn is_secret_arg(name: &str) -> bool {
+    crate::dockerfile::lint::is_secret_name(name)
+        || name.split('_').any(|w| w.eq_ignore_ascii_case("pass"))
+}
+
+/// `NAME=VALUE` as history shows a build arg (RUN's `|N NAME=VALUE … cmd` prefix, an ARG's
+/// expanded default), with a non-empty value [`REDACTED`] when [`is_secret_arg`]. BuildKit writes
+/// every value there; a token passed with `--build-arg` would end up in the image config, the
+/// metadata file and the progress output. The cache key still depends on the value: it hashes
+/// the step's environment, never this text.
+pub(crate) fn history_arg(name: &str, value: &str) -> String {
+    if is_secret_arg(name) && !value.is_empty() {
+        format!("{name}={REDACTED}")
+    } else {
+        format!("{name}={value}")
+    }
+}
+
 /// Go's `path.Clean` for absolute slash paths.
 pub(crate) fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -193,6 +217,26 @@ pub(crate) fn parse_port(w: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_build_args_are_redacted_in_history() {
+        for name in [
+            "API_TOKEN", "api_token", "Token", "PASSWORD", "DB_PASS", "pass", "GITHUB_AUTH",
+            "AWS_SECRET_ACCESS_KEY", "SSH_KEY", "APIKEY", "NPM_CREDENTIALS", "X_PWORD",
+            "PASSWD",
+        ] {
+            assert!(is_secret_arg(name), "{name}");
+            assert_eq!(history_arg(name, "v4lue"), format!("{name}=<redacted>"));
+            assert_eq!(history_arg(name, ""), format!("{name}="), "nothing to hide");
+        }
+        for name in [
+            "VERSION", "TOKENIZER", "KEYBOARD", "PASSPORT", "BYPASS", "PUBLIC_KEY", "HTTP_PROXY",
+            "MONKEY",
+        ] {
+            assert!(!is_secret_arg(name), "{name}");
+            assert_eq!(history_arg(name, "1 2"), format!("{name}=1 2"));
+        }
+    }
 
     #[test]
     fn go_formatting_helpers() {

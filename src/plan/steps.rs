@@ -4,8 +4,8 @@
 use super::build::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
 use super::env::VarList;
 use super::history::{
-    go_q_slice, go_v_slice, healthcheck_created_by, is_git_source, parse_port, resolve_under,
-    valid_signal,
+    go_q_slice, go_v_slice, healthcheck_created_by, history_arg, is_git_source, parse_port,
+    resolve_under, valid_signal,
 };
 use super::key::Input;
 use super::{
@@ -152,7 +152,7 @@ impl StagePlanner<'_, '_> {
                         (None, Some(d)) => {
                             let env = self.state.env.clone();
                             let v = expand(self.cx, d, &env, cmd, self.state.env_complete)?;
-                            shown.push(format!("{}={v}", a.name));
+                            shown.push(history_arg(&a.name, &v));
                             Some(v)
                         }
                         (None, None) => {
@@ -300,7 +300,7 @@ impl StagePlanner<'_, '_> {
                             .map(str::to_string)
                             .or_else(|| v.clone())
                             .unwrap_or_default();
-                        format!("{k}={v}")
+                        history_arg(k, &v)
                     })
                     .collect();
                 let prefix = if shown_args.is_empty() {

@@ -71,18 +71,103 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
         report.blobs_removed += 1;
         report.bytes_freed += size;
     }
-    // gc holds gc.lock exclusively, so no writer is alive: every temp file is stale.
+    // gc holds gc.lock exclusively, so no writer is alive: everything in tmp/ is stale (temp
+    // blobs, interrupted atomic writes, scratch directories of builds that were killed).
     let tmp = store.root().join("tmp");
+    let mounts = mount_points();
     for entry in std::fs::read_dir(&tmp)
         .map_err(io_err("cannot read", &tmp))?
         .flatten()
     {
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
         let p = entry.path();
-        if std::fs::remove_file(&p).is_ok() {
-            report.temp_files_removed += 1;
-            report.bytes_freed += size;
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            // Never recurse into a mount (a step's mounts live in its own namespace, but a
+            // directory someone mounted over must not have its content deleted).
+            if mounts.iter().any(|m| m.starts_with(&p)) {
+                continue;
+            }
+            let size = tree_size(&p);
+            if std::fs::remove_dir_all(&p).is_ok() {
+                report.temp_files_removed += 1;
+                report.bytes_freed += size;
+            }
+        } else {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&p).is_ok() {
+                report.temp_files_removed += 1;
+                report.bytes_freed += size;
+            }
         }
     }
     Ok(report)
+}
+
+/// Mount points of this process's mount namespace.
+fn mount_points() -> Vec<std::path::PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| std::path::PathBuf::from(unescape_mountinfo(m)))
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bytes of the regular files below `dir` (symlinks are not followed).
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c"), "/a b\tc");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn gc_removes_stale_scratch_directories_and_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let store = Store::open_exclusive(&root).unwrap();
+        let scratch = root.join("tmp/build-x/rootfs/etc");
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(scratch.join("f"), b"12345").unwrap();
+        std::fs::write(root.join("tmp/.tmp-abc"), b"12").unwrap();
+        let r = gc(&store, &[]).unwrap();
+        assert_eq!(r.temp_files_removed, 2);
+        assert_eq!(r.bytes_freed, 7);
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    }
 }

@@ -9,10 +9,15 @@
 //! - every blob is written to a temp file in `tmp/`, hashed while written, and renamed to its final
 //!   name only after its digest is known and, when one was expected, verified; so a blob under a
 //!   final name always has the content its name says, even after SIGKILL;
-//! - `index.json` is rewritten whole into a temp file and renamed, under `index.lock`;
+//! - `index.json` (and every cache file) is rewritten whole into a temp file in `tmp/` and
+//!   renamed, `index.json` under `index.lock`;
 //! - every process that writes blobs holds `gc.lock` shared for as long as the [`Store`] lives;
 //!   `gc` takes it exclusively, so it never collects a blob that a running build has written but
-//!   not yet named, and it deletes stale temp files only when no writer can be alive.
+//!   not yet named, and it empties `tmp/` (temp files, scratch directories of killed builds) only
+//!   when no writer can be alive. The lock is an `flock`: the kernel drops it when its holder
+//!   dies, even by SIGKILL, so there is no stale lock to recover. The price of this simple
+//!   design (the one buildah/containers-storage uses, where containerd uses leases): `gc`
+//!   waits until every running kiln on the store has finished.
 
 mod blob;
 mod fsck;
@@ -158,6 +163,12 @@ impl Store {
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store's `tmp/`: temp files and scratch directories, on the store's filesystem so they
+    /// can be renamed into place; whatever is left there when no kiln runs is removed by `gc`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     /// Where the blob with this digest lives (whether or not it exists).

@@ -74,7 +74,7 @@ fn with_index<T>(store: &Store, f: impl FnOnce(&mut oci::Index) -> T) -> Result<
             .then(a.digest.cmp(&b.digest))
     });
     let path = store.root().join("index.json");
-    write_atomic(store.root(), &path, &oci::to_canonical_json(&index))?;
+    write_atomic(&store.tmp_dir(), &path, &oci::to_canonical_json(&index))?;
     Ok(out)
 }
 
