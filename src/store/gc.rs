@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::oci::{self, Digest, Index, Manifest};
 
-use super::{io_err, read_index, Result, Store};
+use super::{io_err, read_index, Result, Store, ATOMIC_TMP_PREFIX};
 
 /// What gc removed.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -100,6 +100,24 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
             }
         }
     }
+    // The first open of a store writes `oci-layout` and `index.json` through temp files in the
+    // root (later writes use tmp/); a kill there leaves one. No one writes those two now: they
+    // exist, since this process opened the store.
+    let root = store.root();
+    for entry in std::fs::read_dir(root)
+        .map_err(io_err("cannot read", root))?
+        .flatten()
+    {
+        let name = entry.file_name();
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file && name.to_string_lossy().starts_with(ATOMIC_TMP_PREFIX) {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(entry.path()).is_ok() {
+                report.temp_files_removed += 1;
+                report.bytes_freed += size;
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -165,9 +183,11 @@ mod tests {
         std::fs::create_dir_all(&scratch).unwrap();
         std::fs::write(scratch.join("f"), b"12345").unwrap();
         std::fs::write(root.join("tmp/.tmp-abc"), b"12").unwrap();
+        std::fs::write(root.join(".tmp-killed-init"), b"{}").unwrap();
         let r = gc(&store, &[]).unwrap();
-        assert_eq!(r.temp_files_removed, 2);
-        assert_eq!(r.bytes_freed, 7);
+        assert_eq!(r.temp_files_removed, 3);
+        assert_eq!(r.bytes_freed, 9);
+        assert!(!root.join(".tmp-killed-init").exists());
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     }
 }

@@ -286,6 +286,8 @@ impl Store {
 }
 
 const LAYOUT_FILE: &str = "oci-layout";
+/// The prefix of [`write_atomic`]'s temp files.
+pub(crate) const ATOMIC_TMP_PREFIX: &str = ".tmp-";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Makes `root` an OCI layout if it is missing or an empty directory; checks it otherwise.
@@ -303,12 +305,15 @@ pub(crate) fn init_layout(root: &Path) -> Result<()> {
     let layout = root.join(LAYOUT_FILE);
     if !layout.exists() {
         let mut entries = std::fs::read_dir(root).map_err(io_err("cannot read", root))?;
+        // What a first open killed before it wrote `oci-layout` leaves behind still counts as
+        // empty, or one SIGKILL at the wrong moment would make the store unusable.
         let empty = entries.all(|e| {
-            e.map(|e| {
-                matches!(
-                    e.file_name().to_str(),
-                    Some("gc.lock" | "index.lock" | "blobs" | "tmp")
-                )
+            e.map(|e| match e.file_name().to_str() {
+                Some(n) => {
+                    matches!(n, "gc.lock" | "index.lock" | "blobs" | "tmp")
+                        || n.starts_with(ATOMIC_TMP_PREFIX)
+                }
+                None => false,
             })
             .unwrap_or(false)
         });
@@ -352,7 +357,7 @@ pub(crate) fn read_index(root: &Path) -> Result<Index> {
 /// Writes `bytes` to `dest` through a temp file in `dir` (same filesystem), fsync, rename.
 pub(crate) fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(ATOMIC_TMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err("cannot create a temp file in", dir))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(io_err("cannot write", tmp.path()))?;
@@ -365,4 +370,27 @@ pub(crate) fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> 
         source: e.error,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_open_killed_before_oci_layout_was_written_does_not_break_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        std::fs::create_dir_all(root.join("blobs")).unwrap();
+        std::fs::write(root.join(".tmp-Ab12Cd"), b"{\"imageLay").unwrap();
+        let store = Store::open(&root).unwrap();
+        assert!(store.index().unwrap().manifests.is_empty());
+        // Anything else still makes the directory foreign.
+        let other = dir.path().join("o");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+        assert!(matches!(
+            Store::open(&other),
+            Err(Error::NotALayout { .. })
+        ));
+    }
 }

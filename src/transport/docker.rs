@@ -67,7 +67,7 @@ fn record_origin(store: &Store, d: &Digest, r: &Reference) {
     known.push('\n');
     if let Some(dir) = p.parent() {
         let _ = std::fs::create_dir_all(dir);
-        let _ = crate::store::write_atomic(dir, &p, known.as_bytes());
+        let _ = crate::store::write_atomic(&store.tmp_dir(), &p, known.as_bytes());
     }
 }
 
