@@ -679,7 +679,8 @@ fn run_stage(
                 cached = true;
             }
             Some(entries) => {
-                let layer = write_entries(store, opts, &entries).map_err(|e| err(with_causes(&e)))?;
+                let layer =
+                    write_entries(store, opts, &entries).map_err(|e| err(with_causes(&e)))?;
                 cache.put(&key, &layer)?;
                 state.push(
                     layer,

@@ -221,8 +221,18 @@ mod tests {
     #[test]
     fn secret_build_args_are_redacted_in_history() {
         for name in [
-            "API_TOKEN", "api_token", "Token", "PASSWORD", "DB_PASS", "pass", "GITHUB_AUTH",
-            "AWS_SECRET_ACCESS_KEY", "SSH_KEY", "APIKEY", "NPM_CREDENTIALS", "X_PWORD",
+            "API_TOKEN",
+            "api_token",
+            "Token",
+            "PASSWORD",
+            "DB_PASS",
+            "pass",
+            "GITHUB_AUTH",
+            "AWS_SECRET_ACCESS_KEY",
+            "SSH_KEY",
+            "APIKEY",
+            "NPM_CREDENTIALS",
+            "X_PWORD",
             "PASSWD",
         ] {
             assert!(is_secret_arg(name), "{name}");
@@ -230,7 +240,13 @@ mod tests {
             assert_eq!(history_arg(name, ""), format!("{name}="), "nothing to hide");
         }
         for name in [
-            "VERSION", "TOKENIZER", "KEYBOARD", "PASSPORT", "BYPASS", "PUBLIC_KEY", "HTTP_PROXY",
+            "VERSION",
+            "TOKENIZER",
+            "KEYBOARD",
+            "PASSPORT",
+            "BYPASS",
+            "PUBLIC_KEY",
+            "HTTP_PROXY",
             "MONKEY",
         ] {
             assert!(!is_secret_arg(name), "{name}");

@@ -388,9 +388,6 @@ mod tests {
         let other = dir.path().join("o");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("notes.txt"), b"mine").unwrap();
-        assert!(matches!(
-            Store::open(&other),
-            Err(Error::NotALayout { .. })
-        ));
+        assert!(matches!(Store::open(&other), Err(Error::NotALayout { .. })));
     }
 }

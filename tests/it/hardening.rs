@@ -118,7 +118,9 @@ fn output_within(mut cmd: Command, limit: Duration, what: &str) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}: is a lock of a killed kiln still held?");
+            panic!(
+                "{what} did not finish within {limit:?}: is a lock of a killed kiln still held?"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -176,7 +178,10 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 
 fn digest_of(stdout: &str) -> String {
     let d = stdout.trim().to_string();
-    assert!(d.starts_with("sha256:") && d.len() == 71, "not a digest: {d:?}");
+    assert!(
+        d.starts_with("sha256:") && d.len() == 71,
+        "not a digest: {d:?}"
+    );
     d
 }
 
@@ -260,7 +265,11 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
     // The reference: a clean build in a fresh store from the same base.
     let reference = {
         let r = Kiln::new();
-        r.ok(&["copy", &format!("oci-archive:{}", archive.display()), "busybox"]);
+        r.ok(&[
+            "copy",
+            &format!("oci-archive:{}", archive.display()),
+            "busybox",
+        ]);
         digest_of(&r.ok(&["build", ctx_s, "-t", "crash"]))
     };
     let build_args = ["build", ctx_s, "-t", "crash", "--no-cache"];
@@ -284,7 +293,10 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
         let g = k.path(&format!("garbage/{i}"));
         write_files(
             &g,
-            &[("g1", noise(1000 + i, 200 << 10)), ("g2", noise(5000 + i, 64 << 10))],
+            &[
+                ("g1", noise(1000 + i, 200 << 10)),
+                ("g2", noise(5000 + i, 64 << 10)),
+            ],
         );
         k.ok(&["layer", g.to_str().unwrap()]);
         let _ = std::fs::remove_dir_all(&g);
@@ -303,7 +315,10 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
     // build: 20 kills.
     while landed.get("build").copied().unwrap_or(0) < 20 {
         attempts += 1;
-        assert!(attempts < 80, "too few kills landed during builds: {landed:?}");
+        assert!(
+            attempts < 80,
+            "too few kills landed during builds: {landed:?}"
+        );
         let delay = rng.delay(spread(d_build));
         let mut c = k.cmd();
         c.args(build_args);
@@ -380,7 +395,11 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
     assert_eq!(mounts_below(k.dir.path()), Vec::<String>::new());
     let mut c = k.cmd();
     c.args(["store", "gc"]);
-    let out = output_within(c, Duration::from_secs(60), "`kiln store gc` after the kills");
+    let out = output_within(
+        c,
+        Duration::from_secs(60),
+        "`kiln store gc` after the kills",
+    );
     assert_success(&out, &"store gc after the kills");
     assert_eq!(
         leftovers(&root),
@@ -390,7 +409,10 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
     fsck_clean(&k, "the final gc");
     // The next builds, from the cache the killed builds filled and without it, are the
     // reference image.
-    assert_eq!(digest_of(&k.ok(&["build", ctx_s, "-t", "crash"])), reference);
+    assert_eq!(
+        digest_of(&k.ok(&["build", ctx_s, "-t", "crash"])),
+        reference
+    );
     assert_eq!(digest_of(&k.ok(&build_args)), reference);
     fsck_clean(&k, "the final builds");
     eprintln!("crash test took {:?}", started.elapsed());
@@ -496,10 +518,17 @@ fn four_concurrent_builds_and_repeated_gc_share_one_store() {
             file_in_layers(&layers, "id").as_deref(),
             Some(format!("build-{n}\n").as_bytes())
         );
-        assert_eq!(file_in_layers(&layers, "shared").as_deref(), Some(&b"shared\n"[..]));
+        assert_eq!(
+            file_in_layers(&layers, "shared").as_deref(),
+            Some(&b"shared\n"[..])
+        );
         let layout = k.path(&format!("export/{n}"));
         k.ok(&["copy", &name, &format!("oci:{}:t", layout.display())]);
-        assert_eq!(check_layout_blobs(&layout), 7, "{name}: config, manifest, 5 layers");
+        assert_eq!(
+            check_layout_blobs(&layout),
+            7,
+            "{name}: config, manifest, 5 layers"
+        );
     }
     // Deterministic builds: each rebuilt alone, without the cache, is the same image.
     for (n, d) in digests.iter().enumerate() {
@@ -568,8 +597,15 @@ fn a_full_disk_fails_the_build_clearly_and_leaves_the_store_consistent() {
         &ctx,
         &[
             ("Dockerfile", b"FROM busybox\nCOPY big/ /big/\n".to_vec()),
-            ("Dockerfile.run", b"FROM busybox\nRUN dd if=/dev/urandom of=/fill bs=1M count=9 2>/dev/null\n".to_vec()),
-            ("Dockerfile.small", b"FROM busybox\nCOPY small.txt /small.txt\n".to_vec()),
+            (
+                "Dockerfile.run",
+                b"FROM busybox\nRUN dd if=/dev/urandom of=/fill bs=1M count=9 2>/dev/null\n"
+                    .to_vec(),
+            ),
+            (
+                "Dockerfile.small",
+                b"FROM busybox\nCOPY small.txt /small.txt\n".to_vec(),
+            ),
             ("small.txt", b"fits\n".to_vec()),
             ("big/a.bin", noise(31, 8 << 20)),
             ("big/b.bin", noise(32, 8 << 20)),
@@ -650,7 +686,10 @@ fn secrets_reach_no_file_kiln_writes_and_no_output() {
         ("the API_TOKEN build arg", token.as_bytes()),
     ];
     let secret_file = k.path("inputs/secret.txt");
-    write_files(&k.path("inputs"), &[("secret.txt", secret.clone().into_bytes())]);
+    write_files(
+        &k.path("inputs"),
+        &[("secret.txt", secret.clone().into_bytes())],
+    );
     let certs = k.path("inputs/certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(reg.ca_file.as_ref().unwrap(), certs.join("ca.crt")).unwrap();
@@ -665,7 +704,12 @@ fn secrets_reach_no_file_kiln_writes_and_no_output() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
         c.arg("--root")
             .arg(root)
-            .args(["--progress", progress, "--cert-dir", certs.to_str().unwrap()])
+            .args([
+                "--progress",
+                progress,
+                "--cert-dir",
+                certs.to_str().unwrap(),
+            ])
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("KILN_ROOT")
             .env("HOME", &home)
@@ -775,11 +819,7 @@ CMD [\"cat\", \"/token.sha\"]\n"
         let bytes = std::fs::read(f).unwrap();
         for view in blob_views(&bytes) {
             for (what, needle) in &needles {
-                assert!(
-                    !contains(&view, needle),
-                    "{what} is in `{}`",
-                    f.display()
-                );
+                assert!(!contains(&view, needle), "{what} is in `{}`", f.display());
             }
             searched += 1;
         }
@@ -791,9 +831,11 @@ CMD [\"cat\", \"/token.sha\"]\n"
     }
     assert!(searched > 20, "searched only {searched} files");
     // The history names the build arg, without its value.
-    let config = std::fs::read(k.root().join("blobs/sha256").join(
-        &v["config_digest"].as_str().unwrap()[7..],
-    ))
+    let config = std::fs::read(
+        k.root()
+            .join("blobs/sha256")
+            .join(&v["config_digest"].as_str().unwrap()[7..]),
+    )
     .unwrap();
     assert!(
         contains(&config, b"API_TOKEN=<redacted>"),
@@ -842,7 +884,9 @@ fn with_fd7(cmd: &mut Command, file: &std::fs::File) {
 }
 
 fn fd_list(s: &str) -> BTreeSet<u32> {
-    s.split_whitespace().filter_map(|w| w.parse().ok()).collect()
+    s.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 fn run_isolation(who: Who) {
@@ -898,7 +942,11 @@ RUN ls /proc/self/fd > /fds; \
     assert_success(&ctl, &"listing descriptors through the wrapper");
     let fd7_passed = fd_list(&text(&ctl.stdout)).contains(&7);
     if who == Who::Root {
-        assert!(fd7_passed, "the test's descriptor 7 did not reach a child: {}", text(&ctl.stdout));
+        assert!(
+            fd7_passed,
+            "the test's descriptor 7 did not reach a child: {}",
+            text(&ctl.stdout)
+        );
     } else if !fd7_passed {
         eprintln!("note: runuser closes inherited descriptors, so kiln as {who:?} gets no fd 7");
     }
@@ -923,7 +971,11 @@ RUN ls /proc/self/fd > /fds; \
         )
         .unwrap()
     };
-    assert_eq!(read("running").trim(), "2", "{who:?}: the background sleeps did not start");
+    assert_eq!(
+        read("running").trim(),
+        "2",
+        "{who:?}: the background sleeps did not start"
+    );
     assert_eq!(read("seen"), "", "{who:?}: the step saw host paths");
     let fds = fd_list(&read("fds"));
     assert!(
@@ -935,7 +987,11 @@ RUN ls /proc/self/fd > /fds; \
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     outside_now.sort();
-    assert_eq!(outside_now, ["keep"], "{who:?}: the step wrote outside its root");
+    assert_eq!(
+        outside_now,
+        ["keep"],
+        "{who:?}: the step wrote outside its root"
+    );
     assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"untouched");
     for l in &layers {
         for e in layer_entries(l) {
