@@ -952,50 +952,60 @@ RUN ls /proc/self/fd > /fds; \
     }
     drop(control);
 
-    let mut c = with_home(&k, &home);
-    c.args(["build", ctx.to_str().unwrap(), "-t", "iso"]);
-    with_fd7(&mut c, &extra);
-    let out = c.output().unwrap();
-    assert_success(&out, &(who, "the isolation build"));
-    // Every process of the step is gone once kiln returned.
-    assert_eq!(
-        processes_with(&format!("sleep\0{sleep_arg}")),
-        0,
-        "{who:?}: a RUN step's background process outlived kiln"
-    );
-    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "iso"])).unwrap();
-    let layers = store_layers(&k.k.root(), &v);
-    let read = |p: &str| {
-        String::from_utf8(
-            file_in_layers(&layers, p).unwrap_or_else(|| panic!("{who:?}: /{p} not in the image")),
-        )
-        .unwrap()
-    };
-    assert_eq!(
-        read("running").trim(),
-        "2",
-        "{who:?}: the background sleeps did not start"
-    );
-    assert_eq!(read("seen"), "", "{who:?}: the step saw host paths");
-    let fds = fd_list(&read("fds"));
-    assert!(
-        fds.iter().all(|&fd| fd <= 3) && fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
-        "{who:?}: the step inherited descriptors: {fds:?}"
-    );
-    let mut outside_now: Vec<String> = std::fs::read_dir(&outside)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    outside_now.sort();
-    assert_eq!(
-        outside_now,
-        ["keep"],
-        "{who:?}: the step wrote outside its root"
-    );
-    assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"untouched");
-    for l in &layers {
-        for e in layer_entries(l) {
-            assert!(!e.path.contains("written"), "{who:?}: {}", e.path);
+    // Both snapshotters: the walk one runs the step on a copy of the root filesystem inside
+    // the store's tmp/, the overlay one on an overlay over the store's layer directories.
+    for kind in ["overlay", "walk"] {
+        let mut c = with_home(&k, &home);
+        let name = format!("iso-{kind}");
+        c.args(["build", ctx.to_str().unwrap(), "-t", &name, "--no-cache"])
+            .args(["--snapshotter", kind]);
+        with_fd7(&mut c, &extra);
+        let out = c.output().unwrap();
+        assert_success(&out, &(who, kind, "the isolation build"));
+        // Every process of the step is gone once kiln returned.
+        assert_eq!(
+            processes_with(&format!("sleep\0{sleep_arg}")),
+            0,
+            "{who:?} {kind}: a RUN step's background process outlived kiln"
+        );
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+        let layers = store_layers(&k.k.root(), &v);
+        let read = |p: &str| {
+            String::from_utf8(
+                file_in_layers(&layers, p)
+                    .unwrap_or_else(|| panic!("{who:?} {kind}: /{p} not in the image")),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            read("running").trim(),
+            "2",
+            "{who:?} {kind}: the background sleeps did not start"
+        );
+        assert_eq!(read("seen"), "", "{who:?} {kind}: the step saw host paths");
+        let fds = fd_list(&read("fds"));
+        assert!(
+            fds.iter().all(|&fd| fd <= 3)
+                && fds.contains(&0)
+                && fds.contains(&1)
+                && fds.contains(&2),
+            "{who:?} {kind}: the step inherited descriptors: {fds:?}"
+        );
+        let mut outside_now: Vec<String> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        outside_now.sort();
+        assert_eq!(
+            outside_now,
+            ["keep"],
+            "{who:?} {kind}: the step wrote outside its root"
+        );
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"untouched");
+        for l in &layers {
+            for e in layer_entries(l) {
+                assert!(!e.path.contains("written"), "{who:?} {kind}: {}", e.path);
+            }
         }
     }
     assert_eq!(mounts_below(k.k.dir.path()), Vec::<String>::new());
