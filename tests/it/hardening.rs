@@ -66,16 +66,17 @@ fn fsck_clean(k: &Kiln, when: &str) {
     );
 }
 
-/// Starts `cmd` and SIGKILLs it after `delay` unless it ended first. Returns whether the kill
-/// landed; a process that ended on its own must have succeeded.
-fn kill_after(mut cmd: Command, delay: Duration, log: &Path, what: &str) -> bool {
+/// Starts `cmd` and SIGKILLs it after `delay` unless it ended first. Returns `None` when the
+/// kill landed, else how long the process ran (it must have succeeded).
+fn kill_after(mut cmd: Command, delay: Duration, log: &Path, what: &str) -> Option<Duration> {
+    let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + delay;
+    let deadline = start + delay;
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             assert!(
@@ -83,7 +84,7 @@ fn kill_after(mut cmd: Command, delay: Duration, log: &Path, what: &str) -> bool
                 "{what} failed before it was killed ({st}):\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
             );
-            return false;
+            return Some(start.elapsed());
         }
         let now = Instant::now();
         if now >= deadline {
@@ -94,14 +95,68 @@ fn kill_after(mut cmd: Command, delay: Duration, log: &Path, what: &str) -> bool
     child.kill().unwrap(); // SIGKILL
     let st = child.wait().unwrap();
     if st.signal() == Some(libc::SIGKILL) {
-        return true;
+        return None;
     }
     assert!(
         st.success(),
         "{what} failed ({st}):\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
-    false
+    Some(start.elapsed())
+}
+
+/// Kills `op` `want` times at random moments: each delay is a seeded random fraction of 1.1
+/// times the operation's duration, measured first and updated by every run that ended before
+/// its kill (the machine's load changes). `run` starts the command for attempt `i`; `after`
+/// checks the store after each attempt.
+struct KillPlan<'a> {
+    op: &'static str,
+    want: usize,
+    duration: Duration,
+    log: &'a Path,
+}
+
+impl KillPlan<'_> {
+    fn run(
+        self,
+        rng: &mut Rng,
+        landed: &mut BTreeMap<&'static str, usize>,
+        mut start: impl FnMut(usize) -> Command,
+        mut after: impl FnMut(usize, Duration),
+    ) {
+        let mut duration = self.duration;
+        let mut kills = 0;
+        for i in 1.. {
+            assert!(
+                i <= self.want * 4,
+                "only {kills} of {i} kills landed during {}",
+                self.op
+            );
+            let delay = rng.delay(duration.mul_f64(1.1));
+            match kill_after(start(i), delay, self.log, self.op) {
+                None => kills += 1,
+                Some(took) => duration = (duration + took) / 2,
+            }
+            after(i, delay);
+            if kills == self.want {
+                break;
+            }
+        }
+        landed.insert(self.op, kills);
+    }
+}
+
+/// The median wall time of `n` runs of `f`.
+fn median_time(n: usize, mut f: impl FnMut(usize)) -> Duration {
+    let mut v: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[n / 2]
 }
 
 /// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a lock that a
@@ -273,20 +328,19 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
         digest_of(&r.ok(&["build", ctx_s, "-t", "crash"]))
     };
     let build_args = ["build", ctx_s, "-t", "crash", "--no-cache"];
-    let t = Instant::now();
-    assert_eq!(digest_of(&k.ok(&build_args)), reference);
-    let d_build = t.elapsed();
+    let d_build = median_time(3, |_| assert_eq!(digest_of(&k.ok(&build_args)), reference));
+    assert!(k.ok(&["inspect", "crash"]).contains(&reference));
 
     let pushed = format!("{}/crash/app:1", reg.addr);
-    let t = Instant::now();
+    let d_push = median_time(3, |i| {
+        k.ok(&["push", "crash", &format!("{}/crash/measure{i}:1", reg.addr)]);
+    });
     k.ok(&["push", "crash", &pushed]);
-    let d_push = t.elapsed();
 
-    let t = Instant::now();
-    let p = Kiln::new();
-    assert!(k.ok(&["inspect", "crash"]).contains(&reference));
-    assert!(p.ok(&["pull", &pushed]).trim().ends_with(&reference));
-    let d_pull = t.elapsed();
+    let d_pull = median_time(3, |_| {
+        let p = Kiln::new();
+        assert!(p.ok(&["pull", &pushed]).trim().ends_with(&reference));
+    });
 
     // gc needs something to collect: `kiln layer` writes a blob that nothing names.
     let garbage = |i: u64| {
@@ -301,83 +355,84 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
         k.ok(&["layer", g.to_str().unwrap()]);
         let _ = std::fs::remove_dir_all(&g);
     };
-    garbage(0);
-    let t = Instant::now();
-    k.ok(&["store", "gc"]);
-    let d_gc = t.elapsed();
+    let d_gc = median_time(3, |i| {
+        garbage(100 + i as u64);
+        k.ok(&["store", "gc"]);
+    });
     eprintln!("durations: build {d_build:?}, push {d_push:?}, pull {d_pull:?}, gc {d_gc:?}");
 
     let log = k.path("killed.err");
-    let spread = |d: Duration| d.mul_f64(1.1);
     let mut landed: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut attempts = 0usize;
-
+    let plan = |op, want, duration| KillPlan {
+        op,
+        want,
+        duration,
+        log: &log,
+    };
     // build: 20 kills.
-    while landed.get("build").copied().unwrap_or(0) < 20 {
-        attempts += 1;
-        assert!(
-            attempts < 80,
-            "too few kills landed during builds: {landed:?}"
-        );
-        let delay = rng.delay(spread(d_build));
-        let mut c = k.cmd();
-        c.args(build_args);
-        if kill_after(c, delay, &log, "kiln build") {
-            *landed.entry("build").or_default() += 1;
-        }
-        fsck_clean(&k, &format!("a build killed at {delay:?}"));
-    }
+    plan("kiln build", 20, d_build).run(
+        &mut rng,
+        &mut landed,
+        |_| {
+            let mut c = k.cmd();
+            c.args(build_args);
+            c
+        },
+        |_, delay| fsck_clean(&k, &format!("a build killed at {delay:?}")),
+    );
     // pull: 10 kills, each into a fresh store, which a second pull then completes.
-    let mut i = 0;
-    while landed.get("pull").copied().unwrap_or(0) < 10 {
-        i += 1;
-        assert!(i < 40, "too few kills landed during pulls: {landed:?}");
-        let p = Kiln::new();
-        let delay = rng.delay(spread(d_pull));
-        let mut c = p.cmd();
-        c.args(["pull", &pushed]);
-        if kill_after(c, delay, &log, "kiln pull") {
-            *landed.entry("pull").or_default() += 1;
-        }
-        fsck_clean(&p, &format!("a pull killed at {delay:?}"));
-        assert!(p.ok(&["pull", &pushed]).trim().ends_with(&reference));
-        fsck_clean(&p, "a pull after a killed pull");
-    }
+    let stores: std::cell::RefCell<Vec<Kiln>> = Default::default();
+    plan("kiln pull", 10, d_pull).run(
+        &mut rng,
+        &mut landed,
+        |_| {
+            let p = Kiln::new();
+            let mut c = p.cmd();
+            c.args(["pull", &pushed]);
+            stores.borrow_mut().push(p);
+            c
+        },
+        |_, delay| {
+            let p = stores.borrow_mut().pop().unwrap();
+            fsck_clean(&p, &format!("a pull killed at {delay:?}"));
+            assert!(p.ok(&["pull", &pushed]).trim().ends_with(&reference));
+            fsck_clean(&p, "a pull after a killed pull");
+        },
+    );
     // push: 10 kills, each to a new repository, which a second push then completes.
-    let mut i = 0;
-    while landed.get("push").copied().unwrap_or(0) < 10 {
-        i += 1;
-        assert!(i < 40, "too few kills landed during pushes: {landed:?}");
-        let dest = format!("{}/crash/push{i}:1", reg.addr);
-        let delay = rng.delay(spread(d_push));
-        let mut c = k.cmd();
-        c.args(["push", "crash", &dest]);
-        if kill_after(c, delay, &log, "kiln push") {
-            *landed.entry("push").or_default() += 1;
-        }
-        fsck_clean(&k, &format!("a push killed at {delay:?}"));
-        k.ok(&["push", "crash", &dest]);
-        let v: serde_json::Value =
-            serde_json::from_str(&k.ok(&["inspect", &format!("docker://{dest}")])).unwrap();
-        assert_eq!(v["digest"], reference.as_str(), "{dest}");
-    }
+    let dest = |i: usize| format!("{}/crash/push{i}:1", reg.addr);
+    plan("kiln push", 10, d_push).run(
+        &mut rng,
+        &mut landed,
+        |i| {
+            let mut c = k.cmd();
+            c.args(["push", "crash", &dest(i)]);
+            c
+        },
+        |i, delay| {
+            fsck_clean(&k, &format!("a push killed at {delay:?}"));
+            k.ok(&["push", "crash", &dest(i)]);
+            let v: serde_json::Value =
+                serde_json::from_str(&k.ok(&["inspect", &format!("docker://{}", dest(i))]))
+                    .unwrap();
+            assert_eq!(v["digest"], reference.as_str(), "{}", dest(i));
+        },
+    );
     // gc: 12 kills, each with fresh garbage to collect.
-    let mut i = 0;
-    while landed.get("gc").copied().unwrap_or(0) < 12 {
-        i += 1;
-        assert!(i < 50, "too few kills landed during gc: {landed:?}");
-        garbage(i);
-        let delay = rng.delay(spread(d_gc));
-        let mut c = k.cmd();
-        c.args(["store", "gc"]);
-        if kill_after(c, delay, &log, "kiln store gc") {
-            *landed.entry("gc").or_default() += 1;
-        }
-        fsck_clean(&k, &format!("a gc killed at {delay:?}"));
-    }
+    plan("kiln store gc", 12, d_gc).run(
+        &mut rng,
+        &mut landed,
+        |i| {
+            garbage(i as u64);
+            let mut c = k.cmd();
+            c.args(["store", "gc"]);
+            c
+        },
+        |_, delay| fsck_clean(&k, &format!("a gc killed at {delay:?}")),
+    );
     let total: usize = landed.values().sum();
     assert!(total >= 50, "only {total} kills landed: {landed:?}");
-    eprintln!("kills landed: {landed:?} in {attempts} build attempts");
+    eprintln!("kills landed: {landed:?}");
 
     // Nothing of the killed processes is left: no process (the RUN helper dies with kiln), no
     // mount, no lock (gc takes the store lock exclusively and must get it at once), and after
