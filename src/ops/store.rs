@@ -25,7 +25,8 @@ pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
     reporter.on_status("collecting unreferenced blobs");
     // Layers the build cache refers to stay: the next build reuses them.
     let roots = crate::cache::LayerCache::new(store).blobs();
-    let report = store.gc(&roots)?;
+    let mut report = store.gc(&roots)?;
+    remove_rootless_leftovers(&mut report, reporter);
     // Then what builds keep of base images whose layers are now gone.
     match crate::build::snapshots::prune(store) {
         Ok(p) => reporter.on_status(&format!(
@@ -35,4 +36,26 @@ pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
         Err(e) => reporter.on_warning(&e),
     }
     Ok(report)
+}
+
+/// Scratch directories of killed rootless builds can hold what only root in a user namespace
+/// may delete (a 0700 directory of the step's uid 1000 is a subordinate uid's on the host, an
+/// overlay work directory is mode 000): remove those the way the build would have.
+fn remove_rootless_leftovers(report: &mut GcReport, reporter: &dyn Reporter) {
+    if report.temp_dirs_left.is_empty() {
+        return;
+    }
+    let sandbox = crate::sandbox::UserNsSandbox::new(crate::sandbox::SandboxOptions::default());
+    report
+        .temp_dirs_left
+        .retain(|dir| match sandbox.remove_tree(dir) {
+            Ok(()) => {
+                report.temp_files_removed += 1;
+                false
+            }
+            Err(e) => {
+                reporter.on_warning(&format!("cannot remove `{}`: {e}", dir.display()));
+                true
+            }
+        });
 }

@@ -18,6 +18,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Stale temp files removed.
     pub temp_files_removed: u64,
+    /// Stale scratch directories in `tmp/` that could not be removed (a killed rootless RUN
+    /// can leave files of subordinate ids there; `ops::gc` removes them in a user namespace).
+    pub temp_dirs_left: Vec<std::path::PathBuf>,
 }
 
 pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
@@ -91,6 +94,8 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
             if std::fs::remove_dir_all(&p).is_ok() {
                 report.temp_files_removed += 1;
                 report.bytes_freed += size;
+            } else {
+                report.temp_dirs_left.push(p);
             }
         } else {
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);

@@ -473,6 +473,102 @@ fn sigkill_at_random_moments_leaves_a_consistent_store() {
     eprintln!("crash test took {:?}", started.elapsed());
 }
 
+/// Pids of processes whose command line has every one of `parts`.
+fn pids_with(parts: &[&[u8]]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            parts.iter().all(|p| contains(&cmdline, p)).then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILL while a RUN step runs (as root, and rootless with subordinate ids, where the step
+/// leaves a 000 directory and files of its uid 1000 that the caller cannot delete): the step's
+/// processes die with kiln, fsck is clean, `store gc` empties `tmp/`, and the build then works.
+fn a_build_killed_during_run(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let nap = format!("4343{}{}", std::process::id(), who as u8);
+    let ctx = k.context(
+        "killed-run",
+        "FROM busybox\nARG NAP\n\
+         RUN mkdir -p /d/e && echo hi > /d/e/f && chown -R 1000:1000 /d && chmod 000 /d/e \\\n\
+         && chmod 700 /d && sleep $NAP\n",
+        &[],
+    );
+    let mut c = k.cmd_progress("quiet");
+    let mut child = c
+        .args(["build", ctx.to_str().unwrap(), "-t", "killed"])
+        .args(["--build-arg", &format!("NAP={nap}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let step = format!("sleep\0{nap}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_with(&step) == 0 {
+        assert!(Instant::now() < deadline, "{who:?}: the step never started");
+        assert!(child.try_wait().unwrap().is_none(), "{who:?}: kiln ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The kiln process itself (as the user it runs under `runuser` and `env`).
+    let store = k.k.root();
+    let kilns = pids_with(&[
+        format!("--root\0{}\0", store.display()).as_bytes(),
+        b"\0build\0",
+    ])
+    .into_iter()
+    .filter(|pid| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("kiln"))
+    })
+    .collect::<Vec<_>>();
+    assert_eq!(kilns.len(), 1, "{who:?}: kiln processes {kilns:?}");
+    // SAFETY: kill has no memory effects; the target is the kiln this test started.
+    unsafe { libc::kill(kilns[0], libc::SIGKILL) };
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&step) > 0 {
+        assert!(Instant::now() < deadline, "{who:?}: the step outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !leftovers(&store).is_empty(),
+        "{who:?}: the killed build left no scratch directory (was it killed in its RUN?)"
+    );
+    k.ok(&["store", "fsck"]);
+    let gc: serde_json::Value =
+        serde_json::from_str(&k.ok(&["store", "gc", "--format", "json"])).unwrap();
+    assert_eq!(gc["temp_dirs_left"], serde_json::json!([]), "{who:?}: {gc}");
+    assert_eq!(leftovers(&store), Vec::<String>::new(), "{who:?}");
+    k.ok(&["store", "fsck"]);
+    k.ok(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "-t",
+        "killed",
+        "--build-arg",
+        "NAP=0",
+    ]);
+}
+
+#[test]
+fn a_build_killed_during_run_is_cleaned_by_gc_as_root() {
+    a_build_killed_during_run(Who::Root);
+}
+
+#[test]
+fn a_build_killed_during_run_is_cleaned_by_gc_as_unprivileged_user() {
+    a_build_killed_during_run(Who::User);
+}
+
 // ---- concurrency ----
 
 /// Four builds (sharing their first layers) at once on one store and cache while `store gc`
