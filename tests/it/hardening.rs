@@ -607,7 +607,7 @@ fn four_concurrent_builds_and_repeated_gc_share_one_store() {
     assert!(k.root().join("blobs/sha256").join(&garbage).exists());
 
     let done = Arc::new(AtomicBool::new(false));
-    let gc_runs = Arc::new(Mutex::new(Vec::<String>::new()));
+    let gc_runs = Arc::new(Mutex::new(Vec::<(Instant, Instant, String)>::new()));
     let gc_thread = {
         let (done, runs) = (done.clone(), gc_runs.clone());
         let mut cmd = k.cmd();
@@ -618,9 +618,11 @@ fn four_concurrent_builds_and_repeated_gc_share_one_store() {
         );
         std::thread::spawn(move || loop {
             let last = done.load(Ordering::SeqCst);
+            let start = Instant::now();
             let out = Command::new(&prog).args(&args).output().unwrap();
             assert_success(&out, &"store gc during the builds");
-            runs.lock().unwrap().push(text(&out.stdout).into_owned());
+            let report = text(&out.stdout).into_owned();
+            runs.lock().unwrap().push((start, Instant::now(), report));
             if last {
                 break;
             }
@@ -640,20 +642,31 @@ fn four_concurrent_builds_and_repeated_gc_share_one_store() {
             ]);
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(40 * n));
-                c.output().unwrap()
+                let start = Instant::now();
+                let out = c.output().unwrap();
+                (start, Instant::now(), out)
             })
         })
         .collect();
-    let outputs: Vec<Output> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    let outputs: Vec<(Instant, Instant, Output)> =
+        builds.into_iter().map(|b| b.join().unwrap()).collect();
     done.store(true, Ordering::SeqCst);
     gc_thread.join().unwrap();
     let mut digests = Vec::new();
-    for (n, out) in outputs.iter().enumerate() {
+    for (n, (_, _, out)) in outputs.iter().enumerate() {
         assert_success(out, &format!("concurrent build {n}"));
         digests.push(digest_of(&text(&out.stdout)));
     }
     let runs = gc_runs.lock().unwrap().clone();
     assert!(runs.len() >= 2, "gc ran {} times", runs.len());
+    // gc was started while builds ran (it waits for their shared store lock, then finds their
+    // images named and their layers in the cache).
+    let during = runs
+        .iter()
+        .filter(|(gs, _, _)| outputs.iter().any(|(bs, be, _)| bs < gs && gs < be))
+        .count();
+    assert!(during >= 1, "no gc was started while a build ran");
+    let runs: Vec<&String> = runs.iter().map(|r| &r.2).collect();
     assert!(
         !k.root().join("blobs/sha256").join(&garbage).exists(),
         "gc never collected the garbage blob; runs: {runs:?}"
