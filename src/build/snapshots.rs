@@ -11,8 +11,8 @@
 //!   starts with the layer digests, one per line, then an empty line, then
 //!   [`FsIndex::encode`]'s bytes.
 //!
-//! Both are made in a temp path and renamed into place complete, so a killed build leaves at
-//! most a stale temp entry, which `kiln store gc` removes; a concurrent build making the same
+//! Both are made in the store's `tmp/` and renamed into place complete, so a killed build leaves
+//! at most a stale temp entry, which `kiln store gc` removes; a concurrent build making the same
 //! snapshot loses the rename race and uses the winner's. A build holds the store's `gc.lock`
 //! shared while it uses them; `kiln store gc` holds it exclusively and [`prune`]s every
 //! snapshot and index whose layers are no longer all in the store.
@@ -32,7 +32,7 @@ const INDEXES: &str = "cache-v1/fsindex";
 pub struct PruneReport {
     /// Snapshots kept.
     pub snapshots_kept: u64,
-    /// Snapshots (and stale temp directories) removed.
+    /// Snapshots removed.
     pub snapshots_removed: u64,
     /// Cached indexes removed.
     pub indexes_removed: u64,
@@ -72,7 +72,9 @@ pub(super) fn save_index(store: &Store, layers: &[Descriptor], index: &FsIndex) 
     let dir = store.root().join(INDEXES);
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("fsindex-")
+            .tempfile_in(store.tmp_dir())?;
         let mut data = layer_list(layers).into_bytes();
         data.push(b'\n');
         data.extend_from_slice(&index.encode());
@@ -101,9 +103,9 @@ pub(super) fn merged(
     if dir.join("layers").is_file() && fs.is_dir() {
         return Ok(fs);
     }
-    let tmp_root = base.join("tmp");
-    std::fs::create_dir_all(&tmp_root)
-        .map_err(|e| format!("cannot create `{}`: {e}", tmp_root.display()))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| format!("cannot create `{}`: {e}", base.display()))?;
+    let tmp_root = store.tmp_dir();
     let tmp = tempfile::Builder::new()
         .prefix("snap-")
         .tempdir_in(&tmp_root)
@@ -143,8 +145,7 @@ pub(super) fn merged(
     }
 }
 
-/// Removes the snapshots and cached indexes of layers no longer in the store, and stale temp
-/// entries. Call it only while holding the store exclusively (as `kiln store gc` does): a
+/// Removes the snapshots and cached indexes of layers no longer in the store. Call it only while holding the store exclusively (as `kiln store gc` does): a
 /// build in progress may be using any of them.
 pub fn prune(store: &Store) -> Result<PruneReport, String> {
     let mut report = PruneReport::default();
@@ -195,15 +196,13 @@ pub fn prune(store: &Store) -> Result<PruneReport, String> {
     if let Ok(rd) = std::fs::read_dir(&idx) {
         for e in rd.flatten() {
             let p = e.path();
-            let stale = e.file_name().to_string_lossy().starts_with(".tmp-");
-            let keep = !stale
-                && std::fs::read(&p)
-                    .ok()
-                    .and_then(|d| {
-                        let end = d.windows(2).position(|w| w == b"\n\n")?;
-                        Some(all_present(std::str::from_utf8(&d[..=end]).ok()?))
-                    })
-                    .unwrap_or(false);
+            let keep = std::fs::read(&p)
+                .ok()
+                .and_then(|d| {
+                    let end = d.windows(2).position(|w| w == b"\n\n")?;
+                    Some(all_present(std::str::from_utf8(&d[..=end]).ok()?))
+                })
+                .unwrap_or(false);
             if !keep && std::fs::remove_file(&p).is_ok() {
                 report.indexes_removed += 1;
             }

@@ -609,7 +609,6 @@ fn a_base_snapshot_is_reused_then_pruned(who: Who) {
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != "tmp")
                     .collect()
             })
             .unwrap_or_default()
