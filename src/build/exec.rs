@@ -16,7 +16,7 @@ use crate::plan::{
 use crate::progress::Reporter;
 use crate::sandbox::{self, RunSpec, Sandbox, Snapshot, SnapshotterKind};
 use crate::store::Store;
-use crate::transport::{self, read_into_store, write_from_store, Target};
+use crate::transport::{self, read_base_into_store, write_from_store, Target};
 
 use super::context::Context;
 use super::copy::{copy_entries, parse_chmod, CopyInput, SourceFs};
@@ -77,7 +77,7 @@ fn load_image(
         if store.resolve(name).is_err() {
             return match remote {
                 Some(_) => {
-                    let image = read_into_store(store, &Target::Registry(reference.to_string()), Some(platform), remote)?;
+                    let image = read_base_into_store(store, &Target::Registry(reference.to_string()), Some(platform), remote)?;
                     // Named as pulled, so `kiln images` shows it and gc keeps it.
                     if let Ok(r) = crate::registry::Reference::parse(reference) {
                         let _ = store.tag(&r.to_string(), &image.descriptor);
@@ -92,7 +92,7 @@ fn load_image(
             };
         }
     }
-    read_into_store(store, &target, Some(platform), remote)
+    read_base_into_store(store, &target, Some(platform), remote)
 }
 
 fn base_config(img: &Image) -> BaseConfig {

@@ -31,8 +31,8 @@ pub(crate) fn run(ctx: &Context, c: StoreCommand) -> CliResult {
                 return out_json(&r);
             }
             out(&format!(
-                "ok: {} blobs ({} bytes) verified, {} names",
-                r.blobs_checked, r.bytes_checked, r.names
+                "ok: {} blobs ({} bytes) verified, {} names, {} lazy layers (not downloaded yet)",
+                r.blobs_checked, r.bytes_checked, r.names, r.lazy
             ))
         }
         StoreCommand::Gc { format } => {

@@ -1,4 +1,8 @@
 //! `kiln store fsck`: every blob's digest and size, and every reference from `index.json` down.
+//!
+//! A layer that is missing but has an origin record is *lazy* (pulled for a build without its
+//! bytes, downloaded when something opens it): counted in [`FsckReport::lazy`], not a problem.
+//! Manifests, indexes and configs are never lazy.
 use std::collections::BTreeSet;
 use std::io::Read;
 
@@ -95,6 +99,8 @@ pub struct FsckReport {
     pub bytes_checked: u64,
     /// Names in `index.json`.
     pub names: u64,
+    /// Referenced layers not downloaded yet that have a recorded origin.
+    pub lazy: u64,
     /// Problems, empty when the store is consistent.
     pub problems: Vec<FsckProblem>,
 }
@@ -146,7 +152,7 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport> {
             Some(n) => format!("name `{n}`"),
             None => "index.json".to_string(),
         };
-        check(store, d, &by, &present, &mut seen, &mut report.problems);
+        check(store, d, &by, false, &present, &mut seen, &mut report);
     }
     Ok(report)
 }
@@ -155,17 +161,20 @@ fn check(
     store: &Store,
     d: &Descriptor,
     by: &str,
+    layer: bool,
     present: &BTreeSet<Digest>,
     seen: &mut BTreeSet<Digest>,
-    problems: &mut Vec<FsckProblem>,
+    report: &mut FsckReport,
 ) {
     if !seen.insert(d.digest.clone()) {
         return;
     }
     if !present.contains(&d.digest) {
-        // Foreign layers may legitimately live elsewhere.
-        if !d.media_type.is_foreign_layer() {
-            problems.push(FsckProblem::Missing {
+        // Foreign layers may legitimately live elsewhere; lazy layers are fetched on demand.
+        if layer && !super::origins(store, &d.digest).is_empty() {
+            report.lazy += 1;
+        } else if !d.media_type.is_foreign_layer() {
+            report.problems.push(FsckProblem::Missing {
                 digest: d.digest.to_string(),
                 referenced_by: by.to_string(),
             });
@@ -176,7 +185,7 @@ fn check(
         .map(|m| m.len())
         .unwrap_or(0);
     if actual != d.size {
-        problems.push(FsckProblem::WrongSize {
+        report.problems.push(FsckProblem::WrongSize {
             digest: d.digest.to_string(),
             expected: d.size,
             actual,
@@ -191,34 +200,34 @@ fn check(
     if d.media_type.is_manifest() || d.media_type.is_index() {
         let bytes = match store.read_blob(&d.digest) {
             Ok(b) => b,
-            Err(e) => return problems.push(unparseable(&e)),
+            Err(e) => return report.problems.push(unparseable(&e)),
         };
         if d.media_type.is_index() {
             match oci::from_json::<Index>("index", &bytes) {
                 Ok(i) => {
                     for m in &i.manifests {
-                        check(store, m, &by_me, present, seen, problems);
+                        check(store, m, &by_me, false, present, seen, report);
                     }
                 }
-                Err(e) => problems.push(unparseable(&e)),
+                Err(e) => report.problems.push(unparseable(&e)),
             }
         } else {
             match oci::from_json::<Manifest>("manifest", &bytes) {
                 Ok(m) => {
-                    check(store, &m.config, &by_me, present, seen, problems);
+                    check(store, &m.config, &by_me, false, present, seen, report);
                     if let Ok(b) = store.read_blob(&m.config.digest) {
                         if let Err(e) = oci::from_json::<oci::ImageConfig>("image config", &b) {
-                            problems.push(FsckProblem::Unparseable {
+                            report.problems.push(FsckProblem::Unparseable {
                                 digest: m.config.digest.to_string(),
                                 error: e.to_string(),
                             });
                         }
                     }
                     for l in &m.layers {
-                        check(store, l, &by_me, present, seen, problems);
+                        check(store, l, &by_me, true, present, seen, report);
                     }
                 }
-                Err(e) => problems.push(unparseable(&e)),
+                Err(e) => report.problems.push(unparseable(&e)),
             }
         }
     }

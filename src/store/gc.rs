@@ -74,6 +74,8 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
         report.blobs_removed += 1;
         report.bytes_freed += size;
     }
+    // Where-to-fetch-from records of blobs nothing refers to any more.
+    super::origins::sweep(store, &live);
     // gc holds gc.lock exclusively, so no writer is alive: everything in tmp/ is stale (temp
     // blobs, interrupted atomic writes, scratch directories of builds that were killed).
     let tmp = store.root().join("tmp");

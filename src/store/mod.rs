@@ -2,7 +2,8 @@
 //!
 //! Layout: `oci-layout`, `index.json` (names live here as `org.opencontainers.image.ref.name`
 //! annotations), `blobs/sha256/<hex>`, `tmp/` (temp files, same filesystem, so renames are atomic),
-//! and two lock files. What it owns: blob writes, names, locking, `fsck` and `gc`. What it does not:
+//! `origins/<hex>` (where a blob can be fetched from, see `origins.rs`; a layer missing from
+//! `blobs/` but recorded there is *lazy*), and two lock files. What it owns: blob writes, names, locking, `fsck` and `gc`. What it does not:
 //! interpreting images (that is [`crate::image`]) or other layouts (that is [`crate::transport`]).
 //!
 //! Rules that keep it consistent whatever happens to the process:
@@ -24,15 +25,18 @@ mod fsck;
 mod gc;
 mod lock;
 mod names;
+mod origins;
 
 pub use blob::BlobWriter;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::GcReport;
 pub use names::normalize_name;
+pub use origins::{origins, record_origin, BlobFetcher};
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use crate::oci::{self, Digest, Index};
 
@@ -104,6 +108,14 @@ pub enum Error {
         /// The store root.
         root: PathBuf,
     },
+    /// A lazy blob (pulled without its bytes) could not be downloaded from its origin.
+    #[error("blob `{digest}` was not downloaded yet and fetching it failed: {message}")]
+    LazyFetch {
+        /// The blob.
+        digest: Digest,
+        /// What went wrong, naming the registries tried.
+        message: String,
+    },
     /// A document in the store could not be parsed.
     #[error("`{}` is corrupt", path.display())]
     Corrupt {
@@ -134,6 +146,8 @@ pub(crate) fn io_err<'a>(
 pub struct Store {
     root: PathBuf,
     _gc_lock: File,
+    /// Downloads lazy blobs when they are opened (see `origins.rs`).
+    fetcher: RwLock<Option<Arc<dyn BlobFetcher>>>,
 }
 
 impl Store {
@@ -157,6 +171,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             _gc_lock: gc_lock,
+            fetcher: RwLock::new(None),
         })
     }
 
@@ -184,10 +199,32 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Lets [`Store::open_blob`] download lazy blobs (missing, with an origin record) through
+    /// `fetcher`.
+    pub fn set_fetcher(&self, fetcher: Arc<dyn BlobFetcher>) {
+        *self.fetcher.write().unwrap_or_else(|p| p.into_inner()) = Some(fetcher);
+    }
+
     /// Opens a blob for reading. The content is trusted (it was verified when written; `fsck`
     /// re-verifies); use [`Store::read_blob`] for small documents that must be checked now.
+    /// A lazy blob is downloaded first when a fetcher is set.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
+        if !p.is_file() {
+            let fetcher = self
+                .fetcher
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let known = origins::origins(self, digest);
+            if let (Some(f), false) = (fetcher, known.is_empty()) {
+                f.fetch(self, digest, &known)
+                    .map_err(|message| Error::LazyFetch {
+                        digest: digest.clone(),
+                        message,
+                    })?;
+            }
+        }
         File::open(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::BlobNotFound {

@@ -3,8 +3,14 @@
 //! A pull stores every blob through a temp file that is named only after its digest is verified,
 //! and records where each layer came from (`origins/<hex>`), so that a later push to another
 //! repository of the same registry can mount it instead of uploading it.
+//!
+//! A *lazy* pull (a build's `FROM`) stores the manifest and config only and records the layers'
+//! origins: [`RegistryFetcher`], set on the store, downloads a layer the first time something
+//! opens it (unpacking for RUN, `COPY --from`, an export), and a push reads a lazy layer that
+//! must be uploaded straight from its origin. A push to the origin's registry needs no bytes at
+//! all: the HEAD finds the layer in the same repository, or a mount brings it from another.
 use std::io::Write;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::image::Image;
 use crate::oci::{Descriptor, Digest, MediaType, Platform};
@@ -32,7 +38,7 @@ fn reg(e: registry::Error) -> Error {
 struct StoreSink {
     w: BlobWriter,
     digest: Digest,
-    size: u64,
+    size: Option<u64>,
 }
 
 impl Write for StoreSink {
@@ -47,38 +53,73 @@ impl Write for StoreSink {
 impl BlobSink for StoreSink {
     fn commit(self: Box<Self>) -> std::io::Result<()> {
         let s = *self;
-        s.w.finish_expecting(&s.digest, Some(s.size))
+        s.w.finish_expecting(&s.digest, s.size)
             .map_err(std::io::Error::other)
     }
 }
 
-fn origins_path(store: &Store, d: &Digest) -> PathBuf {
-    store.root().join("origins").join(d.hex())
-}
-
-fn record_origin(store: &Store, d: &Digest, r: &Reference) {
-    let p = origins_path(store, d);
-    let line = format!("{}/{}", r.registry(), r.repository());
-    let mut known = std::fs::read_to_string(&p).unwrap_or_default();
-    if known.lines().any(|l| l == line) {
-        return;
-    }
-    known.push_str(&line);
-    known.push('\n');
-    if let Some(dir) = p.parent() {
-        let _ = std::fs::create_dir_all(dir);
-        let _ = crate::store::write_atomic(&store.tmp_dir(), &p, known.as_bytes());
-    }
+fn location(r: &Reference) -> String {
+    format!("{}/{}", r.registry(), r.repository())
 }
 
 /// Repositories of `registry` a blob is known to be in.
 fn origins(store: &Store, d: &Digest, registry: &str) -> Vec<String> {
-    std::fs::read_to_string(origins_path(store, d))
-        .unwrap_or_default()
-        .lines()
+    crate::store::origins(store, d)
+        .iter()
         .filter_map(|l| l.strip_prefix(registry).and_then(|r| r.strip_prefix('/')))
         .map(str::to_string)
         .collect()
+}
+
+/// The reference of an origin record line (`registry/repository`).
+fn origin_reference(line: &str) -> Option<Reference> {
+    let (registry, repository) = line.split_once('/')?;
+    Reference::new(registry, repository).ok()
+}
+
+/// Downloads lazy blobs from the registries their origin records name.
+#[derive(Debug)]
+pub struct RegistryFetcher {
+    client: Client,
+}
+
+impl crate::store::BlobFetcher for RegistryFetcher {
+    fn fetch(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        origins: &[String],
+    ) -> std::result::Result<(), String> {
+        let mut tried = Vec::new();
+        for line in origins {
+            let Some(r) = origin_reference(line) else {
+                continue;
+            };
+            let mut sink = StoreSink {
+                w: BlobWriter::new_in(store.root()).map_err(|e| e.to_string())?,
+                digest: digest.clone(),
+                size: None,
+            };
+            match self
+                .client
+                .get_blob(&r, digest, None, &mut sink, &NoProgress)
+            {
+                Ok(_) => return Box::new(sink).commit().map_err(|e| e.to_string()),
+                Err(e) => tried.push(format!("from `{line}`: {e}")),
+            }
+        }
+        if tried.is_empty() {
+            return Err("no usable origin is recorded".into());
+        }
+        Err(tried.join("; "))
+    }
+}
+
+/// Lets `store` download lazy layers through `remote` when they are opened.
+pub(crate) fn fetch_lazily_through(store: &Store, remote: &Remote) {
+    store.set_fetcher(Arc::new(RegistryFetcher {
+        client: remote.client.clone(),
+    }));
 }
 
 fn store_manifest(store: &Store, m: &RemoteManifest) -> Result<()> {
@@ -86,12 +127,14 @@ fn store_manifest(store: &Store, m: &RemoteManifest) -> Result<()> {
     Ok(())
 }
 
-/// Pulls `reference` for `platform` into the store (through mirrors when configured).
+/// Pulls `reference` for `platform` into the store (through mirrors when configured). A lazy
+/// pull stores the manifest and config only, and records where each layer can be fetched from.
 pub(crate) fn pull(
     store: &Store,
     remote: &Remote,
     reference: &str,
     platform: &Platform,
+    lazy: bool,
 ) -> Result<Image> {
     let r = Reference::parse(reference).map_err(reg)?;
     let client = &remote.client;
@@ -122,13 +165,21 @@ pub(crate) fn pull(
     }
     store_manifest(store, &manifest)?;
     let m = manifest.manifest().map_err(reg)?;
+    // Origins first: a layer that is not downloaded now must be findable later.
+    let here = location(&source);
+    for l in &m.layers {
+        crate::store::record_origin(store, &l.digest, &here);
+    }
+    crate::store::record_origin(store, &m.config.digest, &here);
     let mut wanted: Vec<Descriptor> = vec![m.config.clone()];
-    wanted.extend(
-        m.layers
-            .iter()
-            .filter(|l| !l.media_type.is_foreign_layer())
-            .cloned(),
-    );
+    if !lazy {
+        wanted.extend(
+            m.layers
+                .iter()
+                .filter(|l| !l.media_type.is_foreign_layer())
+                .cloned(),
+        );
+    }
     wanted.retain(|d| !store.contains(&d.digest));
     wanted.dedup_by(|a, b| a.digest == b.digest);
     let root = store.root().to_path_buf();
@@ -136,7 +187,7 @@ pub(crate) fn pull(
         Ok(Box::new(StoreSink {
             w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
             digest: d.digest.clone(),
-            size: d.size,
+            size: Some(d.size),
         }))
     };
     pull_blobs(
@@ -148,10 +199,6 @@ pub(crate) fn pull(
         &open,
     )
     .map_err(reg)?;
-    for l in &m.layers {
-        record_origin(store, &l.digest, &source);
-    }
-    record_origin(store, &m.config.digest, &source);
     let raw_config = store.read_blob(&m.config.digest)?;
     let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
     image.descriptor.media_type = manifest.media_type.clone();
@@ -184,11 +231,38 @@ pub(crate) fn push(
             .into_iter()
             .filter(|repo| repo != r.repository())
             .collect();
+        // A lazy layer that must be uploaded after all is read from its origin, verified as it
+        // streams (the registry checks the digest of what we PUT, too).
+        let lazy_from: Vec<Reference> = if store.contains(&d.digest) {
+            Vec::new()
+        } else {
+            crate::store::origins(store, &d.digest)
+                .iter()
+                .filter_map(|l| origin_reference(l))
+                .collect()
+        };
+        let client = remote.client.clone();
+        let (digest, size) = (d.digest.clone(), d.size);
         uploads.push(BlobUpload {
             digest: d.digest.clone(),
             size: d.size,
             open: Box::new(move || {
-                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+                if lazy_from.is_empty() || path.is_file() {
+                    return Ok(
+                        Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>
+                    );
+                }
+                let mut errors = Vec::new();
+                for o in &lazy_from {
+                    match client.open_blob(o, &digest, Some(size)) {
+                        Ok(b) => return Ok(Box::new(b) as Box<dyn std::io::Read + Send>),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                Err(std::io::Error::other(format!(
+                    "lazy layer `{digest}` cannot be read from its origin: {}",
+                    errors.join("; ")
+                )))
             }),
             mount_from,
         });
@@ -217,8 +291,9 @@ pub(crate) fn push(
             },
             Err(e) => return Err(reg(e)),
         };
+    let there = location(&r);
     for d in image.layers().iter().chain(std::iter::once(config)) {
-        record_origin(store, &d.digest, &r);
+        crate::store::record_origin(store, &d.digest, &there);
     }
     Ok(Descriptor::new(
         image.descriptor.media_type.clone(),

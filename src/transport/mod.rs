@@ -13,6 +13,13 @@
 //! ever reads images from the store; every write reads from the store. Writes of files are atomic:
 //! archives are written to a temp file beside the destination and renamed; OCI layouts get their
 //! blobs through temp files and `index.json` replaced whole.
+//!
+//! Lazy layers: [`read_base_into_store`] (a build's `FROM` and `COPY --from` images) pulls a
+//! registry image without its layers; they are downloaded, verified, the first time something
+//! opens them through [`crate::store::Store::open_blob`] (every reader here does), because
+//! [`read_into_store`], [`read_base_into_store`] and [`write_from_store`] give the store a
+//! fetcher when they get a registry client. Everything else (`kiln pull`, `kiln copy`) pulls
+//! every layer.
 
 mod archive_tar;
 mod docker;
@@ -29,7 +36,7 @@ use crate::image::Image;
 use crate::oci::{Descriptor, Platform};
 use crate::store::{self, Store};
 
-pub use docker::Remote;
+pub use docker::{RegistryFetcher, Remote};
 pub use select::load_image;
 
 /// A reader of the uncompressed tar of `layer`, whose blob is in the store.
@@ -226,6 +233,31 @@ pub fn read_into_store(
     platform: Option<&Platform>,
     remote: Option<&Remote>,
 ) -> Result<Image> {
+    read(store, source, platform, remote, false)
+}
+
+/// As [`read_into_store`], for an image a build starts from: from a registry, only the manifest
+/// and config are downloaded now, each layer the first time something opens it (so a layer a
+/// build never unpacks is never downloaded, and a push to the same registry mounts or skips it).
+pub fn read_base_into_store(
+    store: &Store,
+    source: &Target,
+    platform: Option<&Platform>,
+    remote: Option<&Remote>,
+) -> Result<Image> {
+    read(store, source, platform, remote, true)
+}
+
+fn read(
+    store: &Store,
+    source: &Target,
+    platform: Option<&Platform>,
+    remote: Option<&Remote>,
+    lazy: bool,
+) -> Result<Image> {
+    if let Some(remote) = remote {
+        docker::fetch_lazily_through(store, remote);
+    }
     match source {
         Target::Store(name) => {
             let d = store.resolve(name)?;
@@ -240,6 +272,7 @@ pub fn read_into_store(
                 remote,
                 r,
                 &platform.cloned().unwrap_or_else(Platform::host),
+                lazy,
             ),
             None => Err(Error::Unsupported {
                 value: source.to_string(),
@@ -258,6 +291,9 @@ pub fn write_from_store(
     name: Option<&str>,
     remote: Option<&Remote>,
 ) -> Result<Descriptor> {
+    if let Some(remote) = remote {
+        docker::fetch_lazily_through(store, remote);
+    }
     match dest {
         Target::Store(n) => {
             store.put_bytes(&image.raw_config)?;

@@ -94,6 +94,8 @@ pub(crate) fn write(
     let mut done = std::collections::BTreeSet::new();
     for l in image.layers() {
         if done.insert(l.digest.clone()) {
+            // Downloads a lazy layer before its path is read.
+            drop(store.open_blob(&l.digest)?);
             w.file(
                 &format!("blobs/sha256/{}", l.digest.hex()),
                 &store.blob_path(&l.digest),
