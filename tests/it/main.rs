@@ -10,6 +10,7 @@ mod hardening;
 mod plan;
 mod registry;
 mod registry_cli;
+mod registry_cli_faults;
 mod registry_lazy;
 mod resolve;
 mod run;
