@@ -17,6 +17,9 @@ pub struct CopyArgs {
     /// Which platform to take from a multi-platform source [default: the host's].
     #[arg(long)]
     pub platform: Option<Platform>,
+    /// Copy a whole multi-platform index: every manifest and the index itself (same digest).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Arguments of `kiln inspect`.
@@ -46,6 +49,7 @@ pub(crate) fn copy(ctx: &Context, a: CopyArgs) -> CliResult {
             dest: a.dest,
             platform: a.platform,
             remote: Some(ctx.remote()?),
+            all: a.all,
         },
         ctx.reporter().as_ref(),
     )?;

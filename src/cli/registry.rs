@@ -163,6 +163,7 @@ pub(crate) fn pull(ctx: &Context, flags: &RegistryFlags, a: PullArgs) -> CliResu
             dest: Target::Store(r.to_string()),
             platform: a.platform,
             remote: Some(flags.remote()?),
+            all: false,
         },
         ctx.reporter().as_ref(),
     )?;
@@ -180,6 +181,7 @@ pub(crate) fn push(ctx: &Context, flags: &RegistryFlags, a: PushArgs) -> CliResu
             dest: Target::Registry(r.to_string()),
             platform: None,
             remote: Some(flags.remote()?),
+            all: false,
         },
         ctx.reporter().as_ref(),
     )?;

@@ -2,7 +2,9 @@
 use crate::oci::{Descriptor, Platform};
 use crate::progress::Reporter;
 use crate::store::Store;
-use crate::transport::{read_into_store, write_from_store, Target};
+use crate::transport::{
+    read_all_into_store, read_into_store, write_all_from_store, write_from_store, Target,
+};
 
 use super::Result;
 
@@ -17,11 +19,31 @@ pub struct CopyOptions {
     pub platform: Option<Platform>,
     /// The registry client, for `docker://` references.
     pub remote: Option<crate::transport::Remote>,
+    /// `--all`: an index with every manifest it lists (the same index digest), not one platform.
+    pub all: bool,
 }
 
 /// Copies an image; returns the manifest descriptor written.
 pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Result<Descriptor> {
     reporter.on_status(&format!("reading {}", opts.source));
+    if opts.all {
+        if opts.platform.is_some() {
+            return Err(crate::transport::Error::InvalidTarget {
+                value: opts.source.to_string(),
+                reason: "--all copies every platform; it cannot be combined with --platform".into(),
+            }
+            .into());
+        }
+        let tree = read_all_into_store(store, &opts.source, opts.remote.as_ref())?;
+        reporter.on_status(&format!("writing {}", opts.dest));
+        return Ok(write_all_from_store(
+            store,
+            &tree,
+            &opts.dest,
+            None,
+            opts.remote.as_ref(),
+        )?);
+    }
     let image = read_into_store(
         store,
         &opts.source,

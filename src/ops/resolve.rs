@@ -100,6 +100,7 @@ pub fn ensure(
                     dest: name.parse::<Target>()?,
                     platform: Some(build.platform.clone()),
                     remote: build.remote.clone(),
+                    all: false,
                 },
                 reporter,
             )

@@ -205,6 +205,112 @@ pub(crate) fn pull(
     Ok(image)
 }
 
+/// Pulls what `reference` names with everything below it (`kiln copy --all`): an index, every
+/// manifest it lists, their configs and layers, all downloaded (never lazy). Returns the top
+/// descriptor; the index keeps the registry's bytes, so it keeps its digest.
+pub(crate) fn pull_all(store: &Store, remote: &Remote, reference: &str) -> Result<Descriptor> {
+    let r = Reference::parse(reference).map_err(reg)?;
+    let client = &remote.client;
+    let (source, top) = client.get_manifest_via_mirrors(&r).map_err(reg)?;
+    let here = location(&source);
+    let mut manifests = Vec::new();
+    if top.is_index() {
+        for d in &top.index().map_err(reg)?.manifests {
+            let m = client
+                .get_manifest(&source.with_digest(d.digest.clone()))
+                .map_err(reg)?;
+            if !m.media_type.is_manifest() {
+                return Err(Error::Malformed {
+                    location: format!("docker://{reference}"),
+                    reason: format!(
+                        "`{}` is `{}`: --all copies indexes of image manifests only",
+                        d.digest, m.media_type
+                    ),
+                });
+            }
+            manifests.push(m);
+        }
+    } else if top.media_type.is_manifest() {
+        manifests.push(top.clone());
+    } else {
+        return Err(Error::Malformed {
+            location: format!("docker://{reference}"),
+            reason: format!("`{}` is not an image manifest or index", top.media_type),
+        });
+    }
+    let mut wanted: Vec<Descriptor> = Vec::new();
+    for m in &manifests {
+        let parsed = m.manifest().map_err(reg)?;
+        for l in &parsed.layers {
+            crate::store::record_origin(store, &l.digest, &here);
+        }
+        wanted.push(parsed.config.clone());
+        wanted.extend(
+            parsed
+                .layers
+                .iter()
+                .filter(|l| !l.media_type.is_foreign_layer())
+                .cloned(),
+        );
+    }
+    wanted.retain(|d| !store.contains(&d.digest));
+    wanted.sort_by(|a, b| a.digest.cmp(&b.digest));
+    wanted.dedup_by(|a, b| a.digest == b.digest);
+    let root = store.root().to_path_buf();
+    let open = move |d: &Descriptor| -> std::io::Result<Box<dyn BlobSink>> {
+        Ok(Box::new(StoreSink {
+            w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
+            digest: d.digest.clone(),
+            size: Some(d.size),
+        }))
+    };
+    pull_blobs(
+        client,
+        &source,
+        &wanted,
+        remote.jobs.max(1),
+        &NoProgress,
+        &open,
+    )
+    .map_err(reg)?;
+    // Manifests after their blobs, the index last: what is named is complete.
+    for m in &manifests {
+        store_manifest(store, m)?;
+    }
+    store_manifest(store, &top)?;
+    Ok(top.descriptor())
+}
+
+/// Pushes every image by digest, then the index's own bytes (`index`, whose blob is in the
+/// store) under `reference` (`kiln copy --all`).
+pub(crate) fn push_all(
+    store: &Store,
+    remote: &Remote,
+    images: &[Image],
+    index: &Descriptor,
+    reference: &str,
+) -> Result<Descriptor> {
+    let r = Reference::parse(reference).map_err(reg)?;
+    for img in images {
+        push(
+            store,
+            remote,
+            img,
+            &r.with_digest(img.digest().clone()).to_string(),
+        )?;
+    }
+    let bytes = store.read_blob(&index.digest)?;
+    let digest = remote
+        .client
+        .put_manifest(&r, &bytes, &index.media_type)
+        .map_err(reg)?;
+    Ok(Descriptor::new(
+        index.media_type.clone(),
+        digest,
+        bytes.len() as u64,
+    ))
+}
+
 /// Pushes `image` (blobs in the store) to `reference`: blobs the registry has are skipped,
 /// blobs known in another repository of the same registry are mounted, the rest uploaded.
 pub(crate) fn push(

@@ -328,6 +328,138 @@ pub fn write_from_store(
     Ok(image.descriptor.clone())
 }
 
+/// An image or a whole index, every blob in the store (what `kiln copy --all` moves).
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The manifest or index the source names.
+    pub top: Descriptor,
+    /// The images: the one `top` names, or every manifest of the index in its order.
+    pub images: Vec<Image>,
+}
+
+impl Tree {
+    /// Whether `top` is an index.
+    pub fn is_index(&self) -> bool {
+        self.top.media_type.is_index()
+    }
+}
+
+/// Brings what `source` names into the store with everything below it: an index and every
+/// manifest it lists (not one platform), their configs and layers. A single image is a tree of
+/// one. The index keeps its bytes, so it keeps its digest.
+pub fn read_all_into_store(
+    store: &Store,
+    source: &Target,
+    remote: Option<&Remote>,
+) -> Result<Tree> {
+    if let Some(remote) = remote {
+        docker::fetch_lazily_through(store, remote);
+    }
+    let location = source.to_string();
+    let top = match source {
+        Target::Store(name) => store.resolve(name)?,
+        Target::OciDir(dir, r) => oci_dir::read_entry_all(store, dir, r.as_deref())?,
+        Target::OciArchive(file, r) => oci_archive::read_entry(store, file, r.as_deref())?,
+        Target::DockerArchive(..) => {
+            let image = read_into_store(store, source, None, remote)?;
+            return Ok(Tree {
+                top: image.descriptor.clone(),
+                images: vec![image],
+            });
+        }
+        Target::Registry(r) => match remote {
+            Some(remote) => docker::pull_all(store, remote, r)?,
+            None => {
+                return Err(Error::Unsupported {
+                    value: location,
+                    transport: "docker (registry, not configured here)".into(),
+                })
+            }
+        },
+    };
+    let entries = if top.media_type.is_index() {
+        let bytes = store.read_blob(&top.digest)?;
+        let index: crate::oci::Index =
+            crate::oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
+                location: location.clone(),
+                reason: format!("index `{}`: {e}", top.digest),
+            })?;
+        index.manifests
+    } else {
+        vec![top.clone()]
+    };
+    let mut images = Vec::new();
+    for d in &entries {
+        if !d.media_type.is_manifest() {
+            return Err(Error::Malformed {
+                location,
+                reason: format!(
+                    "`{}` is `{}`: --all copies indexes of image manifests only",
+                    d.digest, d.media_type
+                ),
+            });
+        }
+        images.push(load_image(store, d, None, &location)?);
+    }
+    Ok(Tree { top, images })
+}
+
+/// Writes `tree` (every blob in the store) to `dest`: the images, then the index itself, named
+/// as `dest` says. docker-archive cannot hold an index. Returns the top descriptor written.
+pub fn write_all_from_store(
+    store: &Store,
+    tree: &Tree,
+    dest: &Target,
+    name: Option<&str>,
+    remote: Option<&Remote>,
+) -> Result<Descriptor> {
+    if !tree.is_index() {
+        let image = tree.images.first().ok_or_else(|| Error::Malformed {
+            location: dest.to_string(),
+            reason: "nothing to write".into(),
+        })?;
+        return write_from_store(store, image, dest, name, remote);
+    }
+    if let Some(remote) = remote {
+        docker::fetch_lazily_through(store, remote);
+    }
+    let top = tree.top.clone();
+    match dest {
+        Target::Store(n) => store.tag(n, &top)?,
+        Target::OciDir(dir, r) => {
+            oci_dir::write_tree(store, &tree.images, Some(&top.digest), &top, dir, r.as_deref())?
+        }
+        Target::OciArchive(file, r) => oci_archive::write_tree(
+            store,
+            &tree.images,
+            Some(&top.digest),
+            &top,
+            file,
+            r.as_deref(),
+        )?,
+        Target::DockerArchive(..) => {
+            return Err(Error::InvalidTarget {
+                value: dest.to_string(),
+                reason: format!(
+                    "a docker-archive holds single images, not an index ({} manifests in `{}`); copy without --all to take one platform",
+                    tree.images.len(),
+                    top.digest
+                ),
+            })
+        }
+        Target::Registry(r) => {
+            return match remote {
+                Some(remote) => docker::push_all(store, remote, &tree.images, &top, r),
+                None => Err(Error::Unsupported {
+                    value: dest.to_string(),
+                    transport: "docker (registry, not configured here)".into(),
+                }),
+            }
+        }
+    }
+    Ok(top)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

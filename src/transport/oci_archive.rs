@@ -25,6 +25,18 @@ pub(crate) fn read(
     platform: Option<&Platform>,
 ) -> Result<Image> {
     let loc = location(file);
+    let entry = read_entry(store, file, reference)?;
+    load_image(store, &entry, platform, &loc)
+}
+
+/// Reads every blob of the archive into the store; returns the `index.json` entry `reference`
+/// names (or the only one).
+pub(crate) fn read_entry(
+    store: &Store,
+    file: &Path,
+    reference: Option<&str>,
+) -> Result<Descriptor> {
+    let loc = location(file);
     let f = File::open(file).map_err(io_err("cannot read", file))?;
     let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
     let malformed = |reason: String| Error::Malformed {
@@ -66,8 +78,7 @@ pub(crate) fn read(
     }
     let bytes = index_bytes.ok_or_else(|| malformed("no `index.json` member".into()))?;
     let index: Index = oci::from_json("index", &bytes).map_err(|e| malformed(e.to_string()))?;
-    let entry = find_entry(&index, reference, &loc)?;
-    load_image(store, entry, platform, &loc)
+    Ok(find_entry(&index, reference, &loc)?.clone())
 }
 
 pub(crate) fn write(
@@ -76,13 +87,35 @@ pub(crate) fn write(
     file: &Path,
     reference: Option<&str>,
 ) -> Result<()> {
-    let mut w = ArchiveWriter::create(file)?;
-    w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut d = Descriptor::new(
+    let top = Descriptor::new(
         image.descriptor.media_type.clone(),
         image.digest().clone(),
         image.descriptor.size,
     );
+    write_tree(
+        store,
+        std::slice::from_ref(image),
+        None,
+        &top,
+        file,
+        reference,
+    )
+}
+
+/// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
+/// them; `index.json` names `top`.
+pub(crate) fn write_tree(
+    store: &Store,
+    images: &[Image],
+    index_blob: Option<&Digest>,
+    top: &Descriptor,
+    file: &Path,
+    reference: Option<&str>,
+) -> Result<()> {
+    let mut w = ArchiveWriter::create(file)?;
+    w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut d = top.clone();
+    d.annotations.remove(ANNOTATION_REF_NAME);
     if let Some(r) = reference {
         d.annotations.insert(ANNOTATION_REF_NAME.into(), r.into());
     }
@@ -92,23 +125,37 @@ pub(crate) fn write(
     w.dir("blobs")?;
     w.dir("blobs/sha256")?;
     let mut done = std::collections::BTreeSet::new();
-    for l in image.layers() {
-        if done.insert(l.digest.clone()) {
-            // Downloads a lazy layer before its path is read.
-            drop(store.open_blob(&l.digest)?);
-            w.file(
-                &format!("blobs/sha256/{}", l.digest.hex()),
-                &store.blob_path(&l.digest),
+    for image in images {
+        for l in image.layers() {
+            if l.media_type.is_foreign_layer() && !store.contains(&l.digest) {
+                continue;
+            }
+            if done.insert(l.digest.clone()) {
+                // Downloads a lazy layer before its path is read.
+                drop(store.open_blob(&l.digest)?);
+                w.file(
+                    &format!("blobs/sha256/{}", l.digest.hex()),
+                    &store.blob_path(&l.digest),
+                )?;
+            }
+        }
+        if done.insert(image.manifest.config.digest.clone()) {
+            w.bytes(
+                &format!("blobs/sha256/{}", image.manifest.config.digest.hex()),
+                &image.raw_config,
+            )?;
+        }
+        if done.insert(image.digest().clone()) {
+            w.bytes(
+                &format!("blobs/sha256/{}", image.digest().hex()),
+                &image.raw_manifest,
             )?;
         }
     }
-    w.bytes(
-        &format!("blobs/sha256/{}", image.manifest.config.digest.hex()),
-        &image.raw_config,
-    )?;
-    w.bytes(
-        &format!("blobs/sha256/{}", image.digest().hex()),
-        &image.raw_manifest,
-    )?;
+    if let Some(i) = index_blob {
+        if done.insert(i.clone()) {
+            w.file(&format!("blobs/sha256/{}", i.hex()), &store.blob_path(i))?;
+        }
+    }
     w.finish()
 }

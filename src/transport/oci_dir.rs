@@ -124,6 +124,31 @@ pub(crate) fn write(
     dir: &Path,
     reference: Option<&str>,
 ) -> Result<()> {
+    let top = Descriptor::new(
+        image.descriptor.media_type.clone(),
+        image.digest().clone(),
+        image.descriptor.size,
+    );
+    write_tree(
+        store,
+        std::slice::from_ref(image),
+        None,
+        &top,
+        dir,
+        reference,
+    )
+}
+
+/// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
+/// them, then names `top` in `index.json`.
+pub(crate) fn write_tree(
+    store: &Store,
+    images: &[Image],
+    index: Option<&oci::Digest>,
+    top: &Descriptor,
+    dir: &Path,
+    reference: Option<&str>,
+) -> Result<()> {
     let loc = location(dir);
     crate::store::init_layout(dir).map_err(|e| Error::Malformed {
         location: loc.clone(),
@@ -149,24 +174,29 @@ pub(crate) fn write(
         })?;
         Ok(())
     };
-    for l in image.layers() {
-        copy(&l.digest)?;
+    for image in images {
+        for l in image.layers() {
+            if l.media_type.is_foreign_layer() && !store.contains(&l.digest) {
+                continue;
+            }
+            copy(&l.digest)?;
+        }
+        store.put_bytes(&image.raw_config)?;
+        copy(&image.manifest.config.digest)?;
+        store.put_bytes(&image.raw_manifest)?;
+        copy(image.digest())?;
     }
-    store.put_bytes(&image.raw_config)?;
-    copy(&image.manifest.config.digest)?;
-    store.put_bytes(&image.raw_manifest)?;
-    copy(image.digest())?;
+    if let Some(i) = index {
+        copy(i)?;
+    }
     let index_path = dir.join("index.json");
     let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
     let mut index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
         location: loc,
         reason: e.to_string(),
     })?;
-    let mut d = Descriptor::new(
-        image.descriptor.media_type.clone(),
-        image.digest().clone(),
-        image.descriptor.size,
-    );
+    let mut d = top.clone();
+    d.annotations.remove(ANNOTATION_REF_NAME);
     match reference {
         Some(r) => {
             index.manifests.retain(|m| m.ref_name() != Some(r));
@@ -179,4 +209,66 @@ pub(crate) fn write(
     index.manifests.push(d);
     crate::store::write_atomic(dir, &index_path, &oci::to_canonical_json(&index))?;
     Ok(())
+}
+
+/// Imports the entry `reference` names (or the only one) with everything below it: an index,
+/// every manifest it lists, their configs and layers. Returns the entry.
+pub(crate) fn read_entry_all(
+    store: &Store,
+    dir: &Path,
+    reference: Option<&str>,
+) -> Result<Descriptor> {
+    let loc = location(dir);
+    if !dir.join("oci-layout").is_file() {
+        return Err(Error::Malformed {
+            location: loc,
+            reason: "no `oci-layout` file: not an OCI image layout".into(),
+        });
+    }
+    let index_path = dir.join("index.json");
+    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
+    let index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
+        location: loc.clone(),
+        reason: e.to_string(),
+    })?;
+    let entry = find_entry(&index, reference, &loc)?.clone();
+    let import = |d: &Descriptor| -> Result<()> {
+        let p = dir
+            .join("blobs")
+            .join(d.digest.algorithm().as_str())
+            .join(d.digest.hex());
+        if d.media_type.is_foreign_layer() && !p.exists() {
+            return Ok(());
+        }
+        let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
+        store.put_verified(&d.digest, Some(d.size), &mut f)?;
+        Ok(())
+    };
+    let mut todo = vec![(entry.clone(), 0)];
+    while let Some((d, depth)) = todo.pop() {
+        import(&d)?;
+        let malformed = |e: oci::Error| Error::Malformed {
+            location: loc.clone(),
+            reason: format!("`{}`: {e}", d.digest),
+        };
+        if d.media_type.is_index() {
+            if depth >= 8 {
+                return Err(Error::Malformed {
+                    location: loc,
+                    reason: "indexes nested more than 8 deep".into(),
+                });
+            }
+            let idx: Index =
+                oci::from_json("index", &store.read_blob(&d.digest)?).map_err(malformed)?;
+            todo.extend(idx.manifests.into_iter().map(|m| (m, depth + 1)));
+        } else if d.media_type.is_manifest() {
+            let m: oci::Manifest =
+                oci::from_json("manifest", &store.read_blob(&d.digest)?).map_err(malformed)?;
+            import(&m.config)?;
+            for l in &m.layers {
+                import(l)?;
+            }
+        }
+    }
+    Ok(entry)
 }

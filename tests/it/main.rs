@@ -11,6 +11,7 @@ mod plan;
 mod registry;
 mod registry_cli;
 mod registry_cli_faults;
+mod registry_copy_all;
 mod registry_lazy;
 mod resolve;
 mod run;
