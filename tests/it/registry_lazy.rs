@@ -250,3 +250,55 @@ fn a_lazy_layer_whose_registry_is_gone_is_a_clear_error_naming_digest_and_regist
     assert!(k.root().join("origins").join(&base_layers[0][7..]).exists());
     k.ok(&["store", "fsck"]);
 }
+
+#[test]
+fn a_lazy_layer_pushed_to_another_registry_streams_from_its_origin_and_stays_lazy() {
+    let Some((reg, base_layers)) = base() else {
+        return;
+    };
+    let Some(other) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let k = Kiln::new();
+    let c = context(
+        &k,
+        &format!(
+            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
+            reg.addr
+        ),
+    );
+    let before = reg.accesses().len();
+    let app = format!("{}/elsewhere/app:1", other.addr);
+    let digest = k
+        .ok(&["build", c.to_str().unwrap(), "-t", &app, "--push"])
+        .trim()
+        .to_string();
+    // Read once from the origin, straight into the upload; never stored here.
+    let log = since(&reg, before);
+    assert_eq!(
+        blob_gets(&log, &base_layers).len(),
+        base_layers.len(),
+        "{log:#?}"
+    );
+    let fsck = k.ok(&["store", "fsck"]);
+    assert!(
+        fsck.contains(&format!(" {} lazy layers", base_layers.len())),
+        "{fsck}"
+    );
+    let uploaded = other.accesses();
+    for l in &base_layers {
+        assert!(
+            uploaded.iter().any(|a| a.method == "PUT"
+                && a.path
+                    .contains(&format!("digest={}", l.replace(':', "%3A")))
+                && a.status == 201),
+            "layer {l} was not uploaded: {uploaded:#?}"
+        );
+    }
+    // What arrived is complete and correct: a fresh store pulls and verifies it.
+    let k2 = Kiln::new();
+    let out = k2.ok(&["pull", &app]);
+    assert!(out.trim().ends_with(&digest), "{out}");
+    let fsck = k2.ok(&["store", "fsck"]);
+    assert!(fsck.contains(" 0 lazy layers"), "{fsck}");
+}
