@@ -201,3 +201,32 @@ fn registry_cli_pull_of_corrupt_bytes_fails_naming_the_digest_and_stores_nothing
     assert!(!Path::new(&out).exists());
     clean(&k);
 }
+
+#[test]
+fn registry_cli_lazy_layer_fetch_resumes_a_truncated_download() {
+    let Some(s) = setup() else { return };
+    s.k.ok(&["push", "busybox", &format!("{}/lazycut/base:1", s.reg.addr)]);
+    let k = Kiln::new();
+    let c = k.path("ctx");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM {}/lazycut/base:1\nCOPY --link Dockerfile /x\n",
+            s.proxy.addr
+        ),
+    )
+    .unwrap();
+    k.ok(&["build", c.to_str().unwrap(), "-t", "lazy:1"]);
+    assert!(!has_blob(&k, &s.layer), "the build never opened the base");
+    s.proxy.add("GET", &s.layer, Fault::TruncateBody, 2);
+    let out = k.path("out.tar");
+    k.ok(&["copy", "lazy:1", &format!("oci-archive:{}", out.display())]);
+    assert_eq!(s.proxy.faults_fired(), 2);
+    assert!(has_blob(&k, &s.layer));
+    assert_eq!(
+        std::fs::read(blob(&k, &s.layer)).unwrap(),
+        std::fs::read(blob(&s.k, &s.layer)).unwrap()
+    );
+    clean(&k);
+}
