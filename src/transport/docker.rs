@@ -79,7 +79,7 @@ fn origin_reference(line: &str) -> Option<Reference> {
 
 /// Downloads lazy blobs from the registries their origin records name.
 #[derive(Debug)]
-pub struct RegistryFetcher {
+pub(crate) struct RegistryFetcher {
     client: Client,
 }
 

@@ -20,6 +20,11 @@
 //! [`read_into_store`], [`read_base_into_store`] and [`write_from_store`] give the store a
 //! fetcher when they get a registry client. Everything else (`kiln pull`, `kiln copy`) pulls
 //! every layer.
+//!
+//! Whole indexes (`kiln copy --all`): [`read_all_into_store`] brings an index, every manifest it
+//! lists and their blobs into the store, and [`write_all_from_store`] writes them all and then
+//! the index's own bytes (so its digest is kept) to the store, `oci:`, `oci-archive:` or a
+//! registry; a docker-archive holds single images only.
 
 mod archive_tar;
 mod docker;
@@ -36,7 +41,7 @@ use crate::image::Image;
 use crate::oci::{Descriptor, Platform};
 use crate::store::{self, Store};
 
-pub use docker::{RegistryFetcher, Remote};
+pub use docker::Remote;
 pub use select::load_image;
 
 /// A reader of the uncompressed tar of `layer`, whose blob is in the store.
