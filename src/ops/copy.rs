@@ -3,7 +3,8 @@ use crate::oci::{Descriptor, Platform};
 use crate::progress::Reporter;
 use crate::store::Store;
 use crate::transport::{
-    read_all_into_store, read_into_store, write_all_from_store, write_from_store, Target,
+    read_all_into_store, read_base_into_store, read_into_store, write_all_from_store,
+    write_from_store, Target,
 };
 
 use super::Result;
@@ -26,6 +27,9 @@ pub struct CopyOptions {
 /// Copies an image; returns the manifest descriptor written.
 pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Result<Descriptor> {
     reporter.on_status(&format!("reading {}", opts.source));
+    // Registry to registry: layers are not stored here; the push mounts or skips them in the
+    // destination registry, or streams them from the source (verified on the way).
+    let to_registry = matches!(opts.dest, Target::Registry(_));
     if opts.all {
         if opts.platform.is_some() {
             return Err(crate::transport::Error::InvalidTarget {
@@ -34,7 +38,7 @@ pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Resul
             }
             .into());
         }
-        let tree = read_all_into_store(store, &opts.source, opts.remote.as_ref())?;
+        let tree = read_all_into_store(store, &opts.source, opts.remote.as_ref(), to_registry)?;
         reporter.on_status(&format!("writing {}", opts.dest));
         return Ok(write_all_from_store(
             store,
@@ -44,7 +48,12 @@ pub fn copy(store: &Store, opts: &CopyOptions, reporter: &dyn Reporter) -> Resul
             opts.remote.as_ref(),
         )?);
     }
-    let image = read_into_store(
+    let read = if to_registry {
+        read_base_into_store
+    } else {
+        read_into_store
+    };
+    let image = read(
         store,
         &opts.source,
         opts.platform.as_ref(),

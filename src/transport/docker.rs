@@ -206,9 +206,14 @@ pub(crate) fn pull(
 }
 
 /// Pulls what `reference` names with everything below it (`kiln copy --all`): an index, every
-/// manifest it lists, their configs and layers, all downloaded (never lazy). Returns the top
-/// descriptor; the index keeps the registry's bytes, so it keeps its digest.
-pub(crate) fn pull_all(store: &Store, remote: &Remote, reference: &str) -> Result<Descriptor> {
+/// manifest it lists, their configs and (unless `lazy`) layers. Returns the top descriptor;
+/// the index keeps the registry's bytes, so it keeps its digest.
+pub(crate) fn pull_all(
+    store: &Store,
+    remote: &Remote,
+    reference: &str,
+    lazy: bool,
+) -> Result<Descriptor> {
     let r = Reference::parse(reference).map_err(reg)?;
     let client = &remote.client;
     let (source, top) = client.get_manifest_via_mirrors(&r).map_err(reg)?;
@@ -245,13 +250,15 @@ pub(crate) fn pull_all(store: &Store, remote: &Remote, reference: &str) -> Resul
             crate::store::record_origin(store, &l.digest, &here);
         }
         wanted.push(parsed.config.clone());
-        wanted.extend(
-            parsed
-                .layers
-                .iter()
-                .filter(|l| !l.media_type.is_foreign_layer())
-                .cloned(),
-        );
+        if !lazy {
+            wanted.extend(
+                parsed
+                    .layers
+                    .iter()
+                    .filter(|l| !l.media_type.is_foreign_layer())
+                    .cloned(),
+            );
+        }
     }
     wanted.retain(|d| !store.contains(&d.digest));
     wanted.sort_by(|a, b| a.digest.cmp(&b.digest));

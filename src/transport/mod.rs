@@ -351,11 +351,14 @@ impl Tree {
 
 /// Brings what `source` names into the store with everything below it: an index and every
 /// manifest it lists (not one platform), their configs and layers. A single image is a tree of
-/// one. The index keeps its bytes, so it keeps its digest.
+/// one. The index keeps its bytes, so it keeps its digest. With `lazy`, a registry's layers are
+/// not downloaded now (as [`read_base_into_store`]): for a copy to a registry, which mounts or
+/// skips them there, or streams them from their origin.
 pub fn read_all_into_store(
     store: &Store,
     source: &Target,
     remote: Option<&Remote>,
+    lazy: bool,
 ) -> Result<Tree> {
     if let Some(remote) = remote {
         docker::fetch_lazily_through(store, remote);
@@ -366,14 +369,14 @@ pub fn read_all_into_store(
         Target::OciDir(dir, r) => oci_dir::read_entry_all(store, dir, r.as_deref())?,
         Target::OciArchive(file, r) => oci_archive::read_entry(store, file, r.as_deref())?,
         Target::DockerArchive(..) => {
-            let image = read_into_store(store, source, None, remote)?;
+            let image = read(store, source, None, remote, lazy)?;
             return Ok(Tree {
                 top: image.descriptor.clone(),
                 images: vec![image],
             });
         }
         Target::Registry(r) => match remote {
-            Some(remote) => docker::pull_all(store, remote, r)?,
+            Some(remote) => docker::pull_all(store, remote, r, lazy)?,
             None => {
                 return Err(Error::Unsupported {
                     value: location,

@@ -128,8 +128,24 @@ fn registry_copy_all_moves_a_whole_index_between_every_transport_keeping_its_dig
             ]));
         }
     }
-    // Registry → registry directly, in a fresh store.
+    // Registry → registry directly, in a fresh store: the layers are mounted from the source
+    // repository, never downloaded (only manifests and configs are read).
+    let layers: Vec<String> = ["amd64", "arm64"]
+        .iter()
+        .flat_map(|a| {
+            let v: serde_json::Value =
+                serde_json::from_str(&k.ok(&["inspect", &format!("multi:{a}")])).unwrap();
+            v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(layers.len(), 2);
     let k4 = Kiln::new();
+    let before = reg.accesses().len();
     let out = k4.ok(&[
         "copy",
         "--all",
@@ -137,6 +153,39 @@ fn registry_copy_all_moves_a_whole_index_between_every_transport_keeping_its_dig
         &format!("docker://{}/third/multi:3", reg.addr),
     ]);
     assert_eq!(out.trim(), index);
+    let log: Vec<_> = reg.accesses().into_iter().skip(before).collect();
+    for l in &layers {
+        assert!(
+            !log.iter()
+                .any(|a| a.method == "GET" && a.path.ends_with(l.as_str())),
+            "layer {l} was downloaded: {log:#?}"
+        );
+        assert!(
+            log.iter().any(|a| a.method == "POST"
+                && a.path.contains(&format!("mount={}", l.replace(':', "%3A")))
+                && a.status == 201),
+            "layer {l} was not mounted: {log:#?}"
+        );
+        assert!(!k4.root().join("blobs/sha256").join(&l[7..]).exists());
+    }
+    k4.ok(&["store", "fsck"]);
+    // The same copy, one platform, without --all: mounted as well.
+    let k5 = Kiln::new();
+    let before = reg.accesses().len();
+    let out = k5.ok(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &src,
+        &format!("docker://{}/fourth/one:1", reg.addr),
+    ]);
+    assert_eq!(out.trim(), manifests[1]);
+    let log: Vec<_> = reg.accesses().into_iter().skip(before).collect();
+    assert!(
+        !log.iter()
+            .any(|a| a.method == "GET" && a.path.ends_with(layers[1].as_str())),
+        "{log:#?}"
+    );
 
     // Without --all: one platform, chosen by --platform.
     let single = k2.ok(&["copy", "--platform", "linux/arm64", &src, "one:arm64"]);
