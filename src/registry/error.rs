@@ -422,6 +422,10 @@ pub fn redact_url(url: &str) -> String {
         let parts: Vec<String> = q
             .split('&')
             .map(|kv| match kv.split_once('=') {
+                // Digests are shown as digests (`sha256:…`), so a message names the blob.
+                Some((k, v)) if k == "digest" || k == "mount" => {
+                    format!("{k}={}", v.replace("%3A", ":").replace("%3a", ":"))
+                }
                 Some((k, v)) if SAFE_QUERY_KEYS.contains(&k) => format!("{k}={v}"),
                 Some((k, _)) => format!("{k}=REDACTED"),
                 None => kv.to_string(),
@@ -445,6 +449,10 @@ mod tests {
             "https://s3.example/bucket/blob?X-Amz-Signature=REDACTED&digest=sha256:1"
         );
         assert!(!r.contains("secret"));
+        assert_eq!(
+            redact_url("http://r/v2/a/blobs/uploads/x?_state=s&digest=sha256%3Aab"),
+            "http://r/v2/a/blobs/uploads/x?_state=REDACTED&digest=sha256:ab"
+        );
     }
 
     #[test]

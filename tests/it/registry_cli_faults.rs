@@ -230,3 +230,26 @@ fn registry_cli_lazy_layer_fetch_resumes_a_truncated_download() {
     );
     clean(&k);
 }
+
+#[test]
+fn registry_cli_push_that_keeps_failing_exits_2_naming_the_blob() {
+    let Some(s) = setup() else { return };
+    s.proxy.add(
+        "PUT",
+        &format!("digest={}", url_digest(&s.layer)),
+        Fault::ResetMidBody,
+        1000,
+    );
+    let (code, err) =
+        s.k.fails(&["push", "busybox", &format!("{}/broken/app:1", s.proxy.addr)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&s.layer),
+        "the error does not name the layer: {err}"
+    );
+    assert!(s.proxy.faults_fired() > 1, "the upload was retried");
+    // No manifest was put: the registry has no broken image under that name.
+    let (_, err) = Kiln::new().fails(&["pull", &format!("{}/broken/app:1", s.reg.addr)]);
+    assert!(err.contains("MANIFEST_UNKNOWN"), "{err}");
+    clean(&s.k);
+}
