@@ -249,6 +249,11 @@ fn a_lazy_layer_whose_registry_is_gone_is_a_clear_error_naming_digest_and_regist
     k.ok(&["store", "gc"]);
     assert!(k.root().join("origins").join(&base_layers[0][7..]).exists());
     k.ok(&["store", "fsck"]);
+    // Once nothing names them, gc drops the records with the images.
+    k.ok(&["rmi", "offline:1", &format!("{addr}/base:1")]);
+    k.ok(&["store", "gc"]);
+    assert!(!k.root().join("origins").join(&base_layers[0][7..]).exists());
+    k.ok(&["store", "fsck"]);
 }
 
 #[test]
