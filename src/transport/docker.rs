@@ -78,18 +78,28 @@ fn origin_reference(line: &str) -> Option<Reference> {
 }
 
 /// Downloads lazy blobs from the registries their origin records name.
+///
+/// Whatever opens one layer of an image (unpacking, indexing, an export) opens all of them, so
+/// a fetch also downloads, `jobs` at a time, the other lazy layers of every named image that
+/// holds the layer asked for (only that layer's failure is an error; a sibling that fails is
+/// fetched again when it is opened).
 #[derive(Debug)]
 pub(crate) struct RegistryFetcher {
     client: Client,
+    jobs: usize,
 }
 
-impl crate::store::BlobFetcher for RegistryFetcher {
-    fn fetch(
+impl RegistryFetcher {
+    /// Downloads `digest` from the first of `origins` that has it.
+    fn fetch_one(
         &self,
         store: &Store,
         digest: &Digest,
         origins: &[String],
     ) -> std::result::Result<(), String> {
+        if store.contains(digest) {
+            return Ok(());
+        }
         let mut tried = Vec::new();
         for line in origins {
             let Some(r) = origin_reference(line) else {
@@ -115,10 +125,84 @@ impl crate::store::BlobFetcher for RegistryFetcher {
     }
 }
 
+/// The other lazy layers (missing, with an origin) of the images named in the store whose
+/// manifests list `digest`.
+fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<Digest> {
+    let mut manifests = Vec::new();
+    let mut todo: Vec<Descriptor> = store.index().map(|i| i.manifests).unwrap_or_default();
+    while let Some(d) = todo.pop() {
+        // Only what is present: reading a missing manifest must not fetch anything.
+        if !store.contains(&d.digest) {
+            continue;
+        }
+        let Ok(bytes) = store.read_blob(&d.digest) else {
+            continue;
+        };
+        if d.media_type.is_index() {
+            if let Ok(i) = crate::oci::from_json::<crate::oci::Index>("index", &bytes) {
+                todo.extend(i.manifests);
+            }
+        } else if d.media_type.is_manifest() {
+            if let Ok(m) = crate::oci::from_json::<crate::oci::Manifest>("manifest", &bytes) {
+                manifests.push(m);
+            }
+        }
+    }
+    let mut out: Vec<Digest> = Vec::new();
+    for m in manifests {
+        if !m.layers.iter().any(|l| &l.digest == digest) {
+            continue;
+        }
+        for l in m.layers {
+            if &l.digest != digest
+                && !out.contains(&l.digest)
+                && !store.contains(&l.digest)
+                && !crate::store::origins(store, &l.digest).is_empty()
+            {
+                out.push(l.digest);
+            }
+        }
+    }
+    out
+}
+
+impl crate::store::BlobFetcher for RegistryFetcher {
+    fn fetch(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        origins: &[String],
+    ) -> std::result::Result<(), String> {
+        let siblings = lazy_siblings(store, digest);
+        if siblings.is_empty() || self.jobs <= 1 {
+            return self.fetch_one(store, digest, origins);
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut result = Ok(());
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (1..self.jobs.min(siblings.len() + 1))
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(d) = siblings.get(i) else { return };
+                        let _ = self.fetch_one(store, d, &crate::store::origins(store, d));
+                    })
+                })
+                .collect();
+            result = self.fetch_one(store, digest, origins);
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        result
+    }
+}
+
 /// Lets `store` download lazy layers through `remote` when they are opened.
 pub(crate) fn fetch_lazily_through(store: &Store, remote: &Remote) {
     store.set_fetcher(Arc::new(RegistryFetcher {
         client: remote.client.clone(),
+        jobs: remote.jobs.max(1),
     }));
 }
 

@@ -307,3 +307,80 @@ fn a_lazy_layer_pushed_to_another_registry_streams_from_its_origin_and_stays_laz
     let fsck = k2.ok(&["store", "fsck"]);
     assert!(fsck.contains(" 0 lazy layers"), "{fsck}");
 }
+
+#[test]
+fn the_first_opened_layer_of_a_lazy_base_brings_its_sibling_layers_each_fetched_once() {
+    let Some((reg, _)) = base() else {
+        return;
+    };
+    // A three-layer base: busybox plus two COPY --link layers.
+    let k = Kiln::new();
+    let c = k.path("base-ctx");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM {}/base:1\nCOPY --link a.bin /a.bin\nCOPY --link b.bin /b.bin\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(c.join("a.bin"), crate::support::noise(1, 300_000)).unwrap();
+    std::fs::write(c.join("b.bin"), crate::support::noise(2, 300_000)).unwrap();
+    let three = format!("{}/three:1", reg.addr);
+    k.ok(&["build", c.to_str().unwrap(), "-t", &three, "--push"]);
+    let three_layers = layers(&k, &three);
+    assert_eq!(three_layers.len(), 3);
+
+    let k2 = Kiln::new();
+    let c2 = context(
+        &k2,
+        &format!("FROM {three}\nCOPY --link hello.txt /hello.txt\n"),
+    );
+    let before = reg.accesses().len();
+    k2.ok(&["build", c2.to_str().unwrap(), "-t", "on-three:1"]);
+    assert_eq!(blob_gets(&since(&reg, before), &three_layers).len(), 0);
+    let layout = k2.path("layout");
+    k2.ok(&[
+        "--jobs",
+        "3",
+        "copy",
+        "on-three:1",
+        &format!("oci:{}", layout.display()),
+    ]);
+    let log = since(&reg, before);
+    let gets = blob_gets(&log, &three_layers);
+    for l in &three_layers {
+        assert_eq!(
+            gets.iter().filter(|a| a.path.ends_with(l.as_str())).count(),
+            1,
+            "{l}: {log:#?}"
+        );
+    }
+    assert!(check_layout_blobs(&layout) >= 6);
+    let fsck = k2.ok(&["store", "fsck"]);
+    assert!(fsck.contains(" 0 lazy layers"), "{fsck}");
+
+    // Through the library: opening the top layer alone brings the two below it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = kiln::store::Store::open(dir.path()).unwrap();
+    let remote = kiln::transport::Remote {
+        client: crate::registry::client(),
+        jobs: 3,
+    };
+    let image = kiln::transport::read_base_into_store(
+        &store,
+        &kiln::transport::Target::Registry(three.clone()),
+        None,
+        Some(&remote),
+    )
+    .unwrap();
+    store.tag("three:1", &image.descriptor).unwrap();
+    let digests: Vec<kiln::oci::Digest> = three_layers.iter().map(|l| l.parse().unwrap()).collect();
+    assert!(digests.iter().all(|d| !store.contains(d)));
+    drop(store.open_blob(&digests[2]).unwrap());
+    assert!(
+        digests.iter().all(|d| store.contains(d)),
+        "the siblings were not fetched"
+    );
+}
