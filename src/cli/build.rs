@@ -231,12 +231,18 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
     })?;
     let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
         Ok(o) => o,
-        // A failed build is exit 1: the error names the Dockerfile location or the object.
+        // A failed build is exit 1: the error names the Dockerfile location or the object. An
+        // image that was built but could not be exported or pushed is exit 2, like `kiln push`.
         Err(e) => {
+            let code = if matches!(e, crate::build::Error::Output(_)) {
+                2
+            } else {
+                1
+            };
             return Err(Exit {
-                code: 1,
+                code,
                 error: Some(e.into()),
-            })
+            });
         }
     };
     let findings = crate::bake::lint::check(
