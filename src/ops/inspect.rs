@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use crate::oci::{Digest, ImageConfig, MediaType, Platform};
 use crate::store::Store;
-use crate::transport::{load_image, read_into_store, Target};
+use crate::transport::{load_image, read_base_into_store, Target};
 
 use super::Result;
 
@@ -41,14 +41,16 @@ pub struct Inspection {
     pub layers: Vec<LayerInfo>,
 }
 
-/// Inspects an image. Images outside the store are read into it first (their blobs verified).
+/// Inspects an image. Images outside the store are read into it first (their blobs verified);
+/// from a registry, only the manifest and config: the layers are recorded lazily, as for a
+/// build's base, since inspecting needs only their descriptors.
 pub fn inspect(
     store: &Store,
     target: &Target,
     platform: Option<&Platform>,
     remote: Option<&crate::transport::Remote>,
 ) -> Result<Inspection> {
-    let image = read_into_store(store, target, platform, remote)?;
+    let image = read_base_into_store(store, target, platform, remote)?;
     Ok(Inspection {
         name: target.to_string(),
         digest: image.digest().clone(),

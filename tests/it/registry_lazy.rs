@@ -384,3 +384,23 @@ fn the_first_opened_layer_of_a_lazy_base_brings_its_sibling_layers_each_fetched_
         "the siblings were not fetched"
     );
 }
+
+/// `kiln inspect docker://…` needs the manifest and config only: no layer is downloaded, and
+/// the layers it lists are the pushed ones.
+#[test]
+fn inspecting_a_registry_image_downloads_no_layer() {
+    let Some((reg, base_layers)) = base() else {
+        return;
+    };
+    let k = Kiln::new();
+    let before = reg.accesses().len();
+    let listed = layers(&k, &format!("docker://{}/base:1", reg.addr));
+    assert_eq!(listed, base_layers);
+    let log = since(&reg, before);
+    assert!(
+        blob_gets(&log, &base_layers).is_empty(),
+        "inspect downloaded layers: {:?}",
+        blob_gets(&log, &base_layers)
+    );
+    k.ok(&["store", "fsck"]);
+}
