@@ -73,7 +73,7 @@ fi
 [ -x "$KILN" ] || { echo "no kiln binary at $KILN" >&2; exit 2; }
 
 mkdir -p "$OUT"; OUT=$(readlink -f "$OUT")
-rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt"
+rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv"
 mkdir -p "$OUT/json"
 RES=$OUT/runs.tsv; : > "$RES"; : > "$OUT/sizes.tsv"; : > "$OUT/scale.tsv"
 LOAD_START=$(load)
@@ -103,12 +103,15 @@ cleanup() { [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true; rm -rf "$W
 trap cleanup EXIT
 chmod 755 "$WORK"
 
-# measure SECTION NAME ROUND CMD... : one run under GNU time; appends a row to runs.tsv
+# measure SECTION NAME ROUND CMD... : one run under GNU time; appends a row to runs.tsv. A failed
+# run is logged to failures.tsv and skipped (returns 1), so one flaky peer does not lose the rest.
 measure() {
   local section=$1 name=$2 round=$3; shift 3
   local l; l=$(cut -d' ' -f1 /proc/loadavg)
   /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" > "$WORK/out" 2> "$WORK/err" || {
-    echo "FAILED: $name: $*" >&2; tail -20 "$WORK/err" >&2; exit 1; }
+    echo "FAILED: $name (round $round): $*" >&2; tail -20 "$WORK/err" >&2
+    printf '%s\t%s\t%s\t%s\n' "$section" "$name" "$round" "$(grep -v '^Command exited' "$WORK/err" | tail -1 | tr '\t' ' ')" >> "$OUT/failures.tsv"
+    return 1; }
   read -r wall peak user sys < "$WORK/time"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$section" "$name" "$round" "$wall" "$peak" "$user" "$sys" "$l" >> "$RES"
 }
@@ -120,19 +123,19 @@ slug() { tr -c 'A-Za-z0-9.\n' '_' <<< "$1"; }
 kiln_layer() { # SECTION COMPRESSION ROUND [DIR] [NAME]
   local dir=${4:-$CORPUS} name=${5:-kiln layer $2}
   rm -rf "$WORK/kroot"
-  measure "$1" "$name" "$3" "$KILN" --root "$WORK/kroot" --progress quiet layer "$dir" --compression "$2" --json
+  measure "$1" "$name" "$3" "$KILN" --root "$WORK/kroot" --progress quiet layer "$dir" --compression "$2" --json || return 0
   cp "$WORK/out" "$OUT/json/$(slug "$name")-$3.json"
   size_of "$name" "$3" "$(json_field "$WORK/out" size)"
 }
 umoci_insert() { # ROUND
   rm -rf "$WORK/umoci"
   umoci init --layout "$WORK/umoci" >/dev/null && umoci new --image "$WORK/umoci:base" >/dev/null
-  measure layer "umoci insert" "$1" umoci insert --image "$WORK/umoci:base" "$CORPUS" /corpus
+  measure layer "umoci insert" "$1" umoci insert --image "$WORK/umoci:base" "$CORPUS" /corpus || return 0
   size_of "umoci insert" "$1" "$(find "$WORK/umoci/blobs" -type f -size +100k -printf '%s\n' | sort -n | tail -1)"
 }
 pipeline() { # SECTION NAME ROUND SHELL-COMMAND (output, if any, to $WORK/pipe.out)
   rm -f "$WORK/pipe.out"
-  measure "$1" "$2" "$3" bash -c "$4"
+  measure "$1" "$2" "$3" bash -c "$4" || return 0
   size_of "$2" "$3" "$(stat -c %s "$WORK/pipe.out" 2>/dev/null || echo 0)"
 }
 tarpipe() { # ROUND NAME COMPRESSOR
@@ -170,12 +173,12 @@ change_onefile() { # replace (not write through the link) one file of the contex
 }
 kiln_build() { # cold|warm|onefile ROUND
   [ "$1" = cold ] && rm -rf "$WORK/kbuild"
-  measure build "kiln build $1" "$2" "$KILN" --root "$WORK/kbuild" --progress quiet build "$WORK/ctx" -f "$WORK/Dockerfile" -t corpus
+  measure build "kiln build $1" "$2" "$KILN" --root "$WORK/kbuild" --progress quiet build "$WORK/ctx" -f "$WORK/Dockerfile" -t corpus || return 0
 }
 BUILDAH_ROOT=(buildah --root "$WORK/buildah/root" --runroot "$WORK/buildah/run" --storage-driver vfs)
 buildah_build() { # cold|warm|onefile ROUND
   [ "$1" = cold ] && { "${BUILDAH_ROOT[@]}" rmi -a -f >/dev/null 2>&1 || true; rm -rf "$WORK/buildah"; }
-  measure build "buildah bud $1" "$2" "${BUILDAH_ROOT[@]}" bud --layers --network none -f "$WORK/Dockerfile" -t localhost/corpus "$WORK/ctx"
+  measure build "buildah bud $1" "$2" "${BUILDAH_ROOT[@]}" bud --layers --network none -f "$WORK/Dockerfile" -t localhost/corpus "$WORK/ctx" || return 0
 }
 
 # ---------- push ----------
@@ -213,14 +216,14 @@ kiln_push() { # cold|warm ROUND
   [ "$1" = warm ] && repo="127.0.0.1:$REG_PORT/bench/warm"
   # cold: forget where blobs were seen, or kiln would mount instead of uploading
   [ "$1" = cold ] && rm -rf "$WORK/kpush/origins"
-  measure push "kiln push $1" "$2" "$KILN" --root "$WORK/kpush" --progress quiet push corpus "$repo:latest"
+  measure push "kiln push $1" "$2" "$KILN" --root "$WORK/kpush" --progress quiet push corpus "$repo:latest" || return 0
 }
 skopeo_push() { # cold|warm ROUND
   local repo="127.0.0.1:$REG_PORT/bench/skopeo-$1-$2"
   [ "$1" = warm ] && repo="127.0.0.1:$REG_PORT/bench/skopeo-warm"
   # cold: skopeo's blob-info cache would make it mount instead of uploading (PEERS.md pitfall 10)
   [ "$1" = cold ] && rm -f "$SKOPEO_CACHE"
-  measure push "skopeo copy $1" "$2" skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/push-layout:latest" "docker://$repo:latest"
+  measure push "skopeo copy $1" "$2" skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/push-layout:latest" "docker://$repo:latest" || return 0
 }
 
 # ---------- run / minimal: as an unprivileged user (the tests' user when run as root) ----------
@@ -265,11 +268,11 @@ buildah_rmi() { # NAME
   as_user "${UB[@]}" rmi --prune >/dev/null 2>&1 || true
 }
 kiln_run() { # true|big ROUND
-  measure run "kiln run $1" "$2" "${AS_USER[@]}" "${UK[@]}" build "$WORK/u/ctx" -f "$WORK/u/Dockerfile.$1" -t "run-$1" --no-cache
+  measure run "kiln run $1" "$2" "${AS_USER[@]}" "${UK[@]}" build "$WORK/u/ctx" -f "$WORK/u/Dockerfile.$1" -t "run-$1" --no-cache || return 0
 }
 buildah_run() { # true|big ROUND
   measure run "buildah run $1" "$2" "${AS_USER[@]}" "${UB[@]}" bud --runtime runc --network none --layers --no-cache \
-    -f "$WORK/u/Dockerfile.$1" -t "localhost/run-$1" "$WORK/u/ctx"
+    -f "$WORK/u/Dockerfile.$1" -t "localhost/run-$1" "$WORK/u/ctx" || return 0
   buildah_rmi "localhost/run-$1"
 }
 DEBIAN=/var/tmp/kiln-sandbox-bookworm   # the tests' cache (tests/it/support/runas/debootstrap.rs)
@@ -297,11 +300,11 @@ minimal_setup() {
 }
 MIN_ARGS=(--build-arg BASE=localhost/debian:bookworm-minbase --build-arg VERSION=1.4.0 --no-cache)
 kiln_minimal() { # ROUND
-  measure minimal "kiln build minimal" "$1" "${AS_USER[@]}" "${UK[@]}" build "$WORK/u/minimal" -t sandbox-minimal "${MIN_ARGS[@]}"
+  measure minimal "kiln build minimal" "$1" "${AS_USER[@]}" "${UK[@]}" build "$WORK/u/minimal" -t sandbox-minimal "${MIN_ARGS[@]}" || return 0
 }
 buildah_minimal() { # ROUND  (host network: rootless slirp4netns cannot open /dev/net/tun here)
   measure minimal "buildah bud minimal" "$1" "${AS_USER[@]}" "${UB[@]}" bud --runtime runc --network host --layers \
-    "${MIN_ARGS[@]}" -t localhost/sandbox-minimal "$WORK/u/minimal"
+    "${MIN_ARGS[@]}" -t localhost/sandbox-minimal "$WORK/u/minimal" || return 0
   buildah_rmi localhost/sandbox-minimal
 }
 

@@ -347,7 +347,8 @@ def main():
     runs, sizes, meta, stats, scale = load(out)
     _RUNS.update(runs)
     rows = summary(runs, sizes)
-    results = dict(meta=meta, cases=rows, pairs=[], targets=[], stages=[], scaling={})
+    results = dict(meta=meta, cases=rows, pairs=[], targets=[], stages=[], scaling={},
+                   failures=read_tsv(f"{out}/failures.tsv"))
 
     # pairs
     for a, b, target, size_rule, label in PAIRS:
@@ -499,7 +500,7 @@ def write_docs(docs, out, results, rows, meta, svgs):
     for name, text in svgs.items():
         with open(f"{docs}/bench/{name}", "w") as f:
             f.write(text)
-    for name in ("results.json", "results.csv", "runs.tsv", "meta.tsv"):
+    for name in ("results.json", "results.csv", "runs.tsv", "meta.tsv", "failures.tsv", "profile.txt"):
         if os.path.exists(f"{out}/{name}"):
             shutil.copy(f"{out}/{name}", f"{docs}/bench/{name}")
     m = meta
@@ -629,6 +630,15 @@ def write_docs(docs, out, results, rows, meta, svgs):
         if sc.get("files"):
             a("![time and RSS against file count](bench/scale-files.svg)")
             a("")
+    fails = read_tsv(f"{out}/failures.tsv")
+    if fails:
+        a("## Failed runs (left out of the medians)")
+        a("")
+        a("| section | case | round | last line of its error output |")
+        a("|---|---|---:|---|")
+        for f in fails:
+            a("| " + " | ".join(md(x) for x in (f + ["", "", "", ""])[:4]) + " |")
+        a("")
     prof = f"{out}/profile.txt"
     if os.path.exists(prof) and os.path.getsize(prof):
         a("## Profile of the default gzip layer (`perf record -g`, self time, top symbols)")
