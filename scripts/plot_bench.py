@@ -276,8 +276,8 @@ def loglog_svg(series, title, xlabel, ylabel, xfmt=None):
     ys = [p[1] for _, _, pts, _ in series for p in pts]
     if not xs:
         return svg_doc(w, 80, ['<text x="20" y="50">no data</text>'], title)
-    x0, x1 = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
-    y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    x0, x1 = math.floor(math.log10(min(xs) * 0.8)), math.ceil(math.log10(max(xs) * 1.25))
+    y0, y1 = math.floor(math.log10(min(ys) * 0.8)), math.ceil(math.log10(max(ys) * 1.25))
     x1 = max(x1, x0 + 1); y1 = max(y1, y0 + 1)
     def X(v): return left + (w - left - right) * (math.log10(v) - x0) / (x1 - x0)
     def Y(v): return h - bottom - (h - top - bottom) * (math.log10(v) - y0) / (y1 - y0)
@@ -313,8 +313,8 @@ def loglog_svg(series, title, xlabel, ylabel, xfmt=None):
         legend = name
         if fit and fit[0] is not None:
             k, c = fit
-            a, b = 10 ** x0, 10 ** x1
-            ya, yb = 10 ** (c + k * x0), 10 ** (c + k * x1)
+            a, b = min(p[0] for p in pts), max(p[0] for p in pts)  # the fit over the measured range
+            ya, yb = 10 ** (c + k * math.log10(a)), 10 ** (c + k * math.log10(b))
             body.append(f'<line x1="{X(a):.1f}" y1="{Y(ya):.1f}" x2="{X(b):.1f}" y2="{Y(yb):.1f}" stroke="{color}" stroke-dasharray="5,4" opacity="0.6"/>')
             legend += f" (fit: ∝ x^{k:.2f})"
         body.append(f'<rect x="{left + 10}" y="{ly - 9}" width="12" height="10" fill="{color}"/><text x="{left + 26}" y="{ly}">{escape(legend)}</text>')
@@ -568,6 +568,10 @@ def write_docs(docs, out, results, rows, meta, svgs):
     for t in results["targets"]:
         a(f"| {md(t['target'])} | {md(t['value'])} | {'met' if t['met'] else '**not met**'} | {md(t.get('margin', ''))} |")
     a("")
+    notes = f"{docs}/bench/NOTES.md"  # hand-written reading of the results; kept across runs
+    if os.path.exists(notes):
+        a(open(notes).read().rstrip())
+        a("")
     a("## Ratios (kiln / peer, median of alternated pairs)")
     a("")
     a("| case | kiln s | peer s | ratio | target | per round |")
@@ -588,8 +592,9 @@ def write_docs(docs, out, results, rows, meta, svgs):
     for r in rows.values():
         if r["section"] == "scale":
             continue
+        size = f"{r['size_bytes'] / 1e6:.1f}" if r["size_bytes"] else "–"
         a(f"| {md(r['name'])} | {r['n']} | {fmt(r['median_s'])} | {fmt(r['min_s'])}–{fmt(r['max_s'])} | {fmt(r['cpu_s'])} | "
-          f"{r['peak_mib']:.1f} | {(r['size_bytes'] or 0) / 1e6:.1f} |")
+          f"{r['peak_mib']:.1f} | {size} |")
     a("")
     a("Peak RSS is that of the largest single process (GNU time); for shell pipelines that is one stage of the pipe.")
     a("")
