@@ -119,10 +119,11 @@ def stages(rows, stats, meta):
                             ceiling_name="GNU tar -cf - | cat", note="kiln: walk + read busy seconds"))
         hashes = med([mb_s(x["bytes_hashed"], x["hash_seconds"]) for x in s])
         if "openssl dgst -sha256" in rows:
+            o = rows["openssl dgst -sha256"]
             out.append(dict(stage="SHA-256", kiln=hashes,
-                            ceiling=mb_s(tar_bytes, rows["openssl dgst -sha256"]["median_s"]),
+                            ceiling=max(mb_s(tar_bytes, o["median_s"]), mb_s(tar_bytes, o["cpu_s"]) or 0),
                             ceiling_name="openssl dgst -sha256 (SHA-NI), same bytes",
-                            note="kiln: hash busy seconds"))
+                            note=f"kiln: hash busy seconds; ceiling: openssl's cpu seconds ({fmt(mb_s(tar_bytes, o['median_s']))} MB/s by its wall time)"))
         out.append(dict(stage="layer, none (whole process)", kiln=med([mb_s(x["bytes_tarred"], r["wall"])
                         for x, r in zip(s, sorted(runs_of(rows, "kiln layer none"), key=lambda r: r["round"]))]),
                         ceiling=mb_s(tar_bytes, rows["tar|cat"]["median_s"]) if "tar|cat" in rows else None,
@@ -355,7 +356,10 @@ def main():
         if a not in runs or b not in runs:
             continue
         r, per = paired_ratio(runs[a], runs[b])
-        p = dict(kiln=a, peer=b, label=label, ratio=r, per_round=per, target=target,
+        ca = {x["round"]: x["cpu"] for x in runs[a]}
+        cb = {x["round"]: x["cpu"] for x in runs[b]}
+        cpu_ratio = med([ca[k] / cb[k] for k in ca if k in cb and cb[k] > 0])
+        p = dict(kiln=a, peer=b, label=label, ratio=r, per_round=per, target=target, cpu_ratio=cpu_ratio,
                  met=None if target is None or r is None else r <= target,
                  kiln_s=rows[a]["median_s"], peer_s=rows[b]["median_s"])
         sa, sb = rows[a]["size_bytes"], rows[b]["size_bytes"]
@@ -368,11 +372,17 @@ def main():
     # SHA-256 against the SHA-NI ceiling, paired per round: kiln's hash seconds / openssl's wall
     none = sorted(zip([r["round"] for r in runs.get("kiln layer none", [])], jstat(stats, "kiln layer none")))
     ossl = {r["round"]: r["wall"] for r in runs.get("openssl dgst -sha256", [])}
+    ossl_cpu = {r["round"]: r["cpu"] for r in runs.get("openssl dgst -sha256", [])}
     hr = [j["stats"]["hash_seconds"] / ossl[k] for k, j in none if k in ossl and ossl[k] > 0]
+    # The same against openssl's cpu seconds: robust to the load (kiln's busy seconds still count
+    # the time it was preempted, so this errs against kiln).
+    hc = [j["stats"]["hash_seconds"] / ossl_cpu[k] for k, j in none if ossl_cpu.get(k)]
     sha = None
     if hr:
         sha = dict(label="SHA-256 stage vs openssl dgst -sha256 (SHA-NI) on the same tar bytes",
-                   ratio=med(hr), per_round=hr, target=1.05, met=med(hr) <= 1.05,
+                   ratio=med(hr), per_round=hr, target=1.05, cpu_ratio=med(hc) if hc else None,
+                   met=med(hr) <= 1.05 and (not hc or med(hc) <= 1.05),
+                   ceiling_cpu_mb_s=mb_s(float(meta.get("tar_bytes", 0)), med(list(ossl_cpu.values()))) if ossl_cpu else None,
                    kiln_mb_s=med([mb_s(j["stats"]["bytes_hashed"], j["stats"]["hash_seconds"]) for _, j in none]),
                    ceiling_mb_s=mb_s(float(meta.get("tar_bytes", 0)), rows["openssl dgst -sha256"]["median_s"]))
         results["sha256"] = sha
@@ -406,9 +416,11 @@ def main():
                 line["margin"] += f"; size {(p['size_kiln'] / p['size_peer'] - 1) * 100:+.2f}%"
         T.append(line)
     if sha:
-        T.append(dict(target="SHA-256 within 5% of the SHA-NI ceiling on the same bytes (time ratio ≤ 1.05)",
-                      value=f"{sha['ratio']:.3f}× ({sha['kiln_mb_s']:.0f} vs {sha['ceiling_mb_s']:.0f} MB/s)", met=sha["met"],
-                      margin=f"{sha['ratio'] / 1.05:.2f}× the target"))
+        cpu_part = (f"; against openssl's cpu seconds {sha['cpu_ratio']:.3f}× ({sha['ceiling_cpu_mb_s']:.0f} MB/s)"
+                    if sha.get("cpu_ratio") is not None else "")
+        T.append(dict(target="SHA-256 within 5% of the SHA-NI ceiling on the same bytes (time ratio ≤ 1.05, against openssl's wall and its cpu time)",
+                      value=f"{sha['ratio']:.3f}× ({sha['kiln_mb_s']:.0f} vs {sha['ceiling_mb_s']:.0f} MB/s){cpu_part}", met=sha["met"],
+                      margin=f"{max(sha['ratio'], sha.get('cpu_ratio') or 0) / 1.05:.2f}× the target"))
     if rss_1g is not None:
         T.append(dict(target="peak RSS ≤ 64 MiB for a 1 GiB layer", value=f"{rss_1g:.1f} MiB (max over every kiln layer run of the 1 GiB tree)",
                       met=rss_1g <= 64, margin=f"{rss_1g / 64:.2f}× the target"))
@@ -574,14 +586,19 @@ def write_docs(docs, out, results, rows, meta, svgs):
         a("")
     a("## Ratios (kiln / peer, median of alternated pairs)")
     a("")
-    a("| case | kiln s | peer s | ratio | target | per round |")
-    a("|---|---:|---:|---:|---:|---|")
+    a("| case | kiln s | peer s | ratio | target | per round | cpu-time ratio |")
+    a("|---|---:|---:|---:|---:|---|---:|")
     for p in results["pairs"]:
+        cr = f"{p['cpu_ratio']:.3f}×" if p.get("cpu_ratio") is not None else "–"
         a(f"| {md(p['label'])} | {fmt(p['kiln_s'])} | {fmt(p['peer_s'])} | {p['ratio']:.3f}× | "
-          f"{('≤ ' + str(p['target']) + '×') if p['target'] else '–'} | {', '.join(f'{x:.3f}' for x in p['per_round'])} |")
+          f"{('≤ ' + str(p['target']) + '×') if p['target'] else '–'} | {', '.join(f'{x:.3f}' for x in p['per_round'])} | {cr} |")
     if "sha256" in results:
         s = results["sha256"]
-        a(f"| {md(s['label'])} (kiln hash busy s / openssl wall s) | | | {s['ratio']:.3f}× | ≤ 1.05× | {', '.join(f'{x:.3f}' for x in s['per_round'])} |")
+        cr = f"{s['cpu_ratio']:.3f}× (kiln hash s / openssl cpu s)" if s.get("cpu_ratio") is not None else "–"
+        a(f"| {md(s['label'])} (kiln hash busy s / openssl wall s) | | | {s['ratio']:.3f}× | ≤ 1.05× | {', '.join(f'{x:.3f}' for x in s['per_round'])} | {cr} |")
+    a("")
+    a("Targets are on the wall-time ratio. The cpu-time ratio (user + sys of each whole process tree, median of")
+    a("per-round ratios) is less sensitive to the machine's load, but it is not what a user waits for.")
     a("")
     a("![ratios](bench/ratios.svg)")
     a("")
