@@ -30,7 +30,7 @@ def load(out):
     runs = {}  # name -> list of dict(round, wall, peak, user, sys, load, section)
     for section, name, rnd, wall, peak, user, sys_, load1 in read_tsv(f"{out}/runs.tsv"):
         runs.setdefault(name, []).append(dict(section=section, round=int(rnd), wall=float(wall),
-                                              peak=int(peak), cpu=float(user) + float(sys_),
+                                              peak=int(peak), cpu=float(user) + float(sys_), user=float(user),
                                               load=float(load1)))
     sizes = {}
     for name, rnd, b in read_tsv(f"{out}/sizes.tsv"):
@@ -121,9 +121,9 @@ def stages(rows, stats, meta):
         if "openssl dgst -sha256" in rows:
             o = rows["openssl dgst -sha256"]
             out.append(dict(stage="SHA-256", kiln=hashes,
-                            ceiling=max(mb_s(tar_bytes, o["median_s"]), mb_s(tar_bytes, o["cpu_s"]) or 0),
-                            ceiling_name="openssl dgst -sha256 (SHA-NI), same bytes",
-                            note=f"kiln: hash busy seconds; ceiling: openssl's cpu seconds ({fmt(mb_s(tar_bytes, o['median_s']))} MB/s by its wall time)"))
+                            ceiling=max(mb_s(tar_bytes, o["median_s"]), mb_s(tar_bytes, med([r["user"] for r in _RUNS["openssl dgst -sha256"]])) or 0),
+                            ceiling_name="openssl -sha256 (SHA-NI)",
+                            note=f"kiln: hash busy seconds; ceiling: openssl's user seconds ({fmt(mb_s(tar_bytes, o['median_s']))} MB/s by its wall time)"))
         out.append(dict(stage="layer, none (whole process)", kiln=med([mb_s(x["bytes_tarred"], r["wall"])
                         for x, r in zip(s, sorted(runs_of(rows, "kiln layer none"), key=lambda r: r["round"]))]),
                         ceiling=mb_s(tar_bytes, rows["tar|cat"]["median_s"]) if "tar|cat" in rows else None,
@@ -372,15 +372,18 @@ def main():
     # SHA-256 against the SHA-NI ceiling, paired per round: kiln's hash seconds / openssl's wall
     none = sorted(zip([r["round"] for r in runs.get("kiln layer none", [])], jstat(stats, "kiln layer none")))
     ossl = {r["round"]: r["wall"] for r in runs.get("openssl dgst -sha256", [])}
-    ossl_cpu = {r["round"]: r["cpu"] for r in runs.get("openssl dgst -sha256", [])}
+    # openssl's user seconds: its SHA-NI compute alone (no page-cache reads, no waiting for a core),
+    # the same thing kiln's hash_seconds times. kiln's busy seconds still count the time it was
+    # preempted, so on a loaded machine this errs against kiln; the best round shows the stage
+    # when it was not.
+    ossl_cpu = {r["round"]: r["user"] for r in runs.get("openssl dgst -sha256", [])}
     hr = [j["stats"]["hash_seconds"] / ossl[k] for k, j in none if k in ossl and ossl[k] > 0]
-    # The same against openssl's cpu seconds: robust to the load (kiln's busy seconds still count
-    # the time it was preempted, so this errs against kiln).
     hc = [j["stats"]["hash_seconds"] / ossl_cpu[k] for k, j in none if ossl_cpu.get(k)]
     sha = None
     if hr:
         sha = dict(label="SHA-256 stage vs openssl dgst -sha256 (SHA-NI) on the same tar bytes",
                    ratio=med(hr), per_round=hr, target=1.05, cpu_ratio=med(hc) if hc else None,
+                   cpu_per_round=hc, cpu_best=min(hc) if hc else None,
                    met=med(hr) <= 1.05 and (not hc or med(hc) <= 1.05),
                    ceiling_cpu_mb_s=mb_s(float(meta.get("tar_bytes", 0)), med(list(ossl_cpu.values()))) if ossl_cpu else None,
                    kiln_mb_s=med([mb_s(j["stats"]["bytes_hashed"], j["stats"]["hash_seconds"]) for _, j in none]),
@@ -416,9 +419,9 @@ def main():
                 line["margin"] += f"; size {(p['size_kiln'] / p['size_peer'] - 1) * 100:+.2f}%"
         T.append(line)
     if sha:
-        cpu_part = (f"; against openssl's cpu seconds {sha['cpu_ratio']:.3f}× ({sha['ceiling_cpu_mb_s']:.0f} MB/s)"
+        cpu_part = (f"; against openssl's user seconds {sha['cpu_ratio']:.3f}× ({sha['ceiling_cpu_mb_s']:.0f} MB/s), best round {sha['cpu_best']:.3f}×"
                     if sha.get("cpu_ratio") is not None else "")
-        T.append(dict(target="SHA-256 within 5% of the SHA-NI ceiling on the same bytes (time ratio ≤ 1.05, against openssl's wall and its cpu time)",
+        T.append(dict(target="SHA-256 within 5% of the SHA-NI ceiling on the same bytes (time ratio ≤ 1.05, against openssl's wall and its user time)",
                       value=f"{sha['ratio']:.3f}× ({sha['kiln_mb_s']:.0f} vs {sha['ceiling_mb_s']:.0f} MB/s){cpu_part}", met=sha["met"],
                       margin=f"{max(sha['ratio'], sha.get('cpu_ratio') or 0) / 1.05:.2f}× the target"))
     if rss_1g is not None:
@@ -445,13 +448,13 @@ def main():
     svgs = {}
     if results["stages"]:
         items = [(s["stage"], [s["kiln"], s["ceiling"]], ["", s["ceiling_name"]]) for s in results["stages"]]
-        svgs["stages.svg"] = bars_svg(items, "kiln's throughput per stage against this machine's ceiling", "MB/s (10^6 bytes per second)",
-                                      series=("kiln", "ceiling measured in the same run"))
+        svgs["stages.svg"] = bars_svg(items, "kiln's throughput per stage against this machine's ceiling", "MB/s (10^6 bytes per second, log scale)",
+                                      series=("kiln", "ceiling measured in the same run"), log=True)
     if results["pairs"]:
         items = [(p["short"], [p["ratio"]], [f"× {p['peer'].split(' ')[0].split('|')[-1]}"]) for p in results["pairs"] if p["ratio"]]
         if sha:
             strict = max(sha["ratio"], sha.get("cpu_ratio") or 0)
-            items.append(("SHA-256 stage", [strict], ["× openssl (the stricter of wall, cpu)"]))
+            items.append(("SHA-256 stage", [strict], ["× openssl (the stricter of wall, user time)"]))
         tg = [p["target"] for p in results["pairs"] if p["ratio"]] + ([1.05] if sha else [])
         svgs["ratios.svg"] = bars_svg(items, "kiln time / peer time (median of alternated pairs; lower is better)",
                                       "ratio (log scale)", series=("kiln / peer",), colors=(KILN,), log=True, targets=tg)
@@ -595,7 +598,7 @@ def write_docs(docs, out, results, rows, meta, svgs):
           f"{('≤ ' + str(p['target']) + '×') if p['target'] else '–'} | {', '.join(f'{x:.3f}' for x in p['per_round'])} | {cr} |")
     if "sha256" in results:
         s = results["sha256"]
-        cr = f"{s['cpu_ratio']:.3f}× (kiln hash s / openssl cpu s)" if s.get("cpu_ratio") is not None else "–"
+        cr = f"{s['cpu_ratio']:.3f}× (kiln hash s / openssl user s)" if s.get("cpu_ratio") is not None else "–"
         a(f"| {md(s['label'])} (kiln hash busy s / openssl wall s) | | | {s['ratio']:.3f}× | ≤ 1.05× | {', '.join(f'{x:.3f}' for x in s['per_round'])} | {cr} |")
     a("")
     a("Targets are on the wall-time ratio. The cpu-time ratio (user + sys of each whole process tree, median of")
