@@ -525,7 +525,7 @@ fn write_entries(
     store: &Store,
     opts: &BuildOptions,
     entries: &[Entry],
-) -> std::result::Result<CachedLayer, crate::layer::Error> {
+) -> std::result::Result<(CachedLayer, crate::layer::LayerStats), crate::layer::Error> {
     let mut w = LayerWriter::new(
         store
             .blob_writer()
@@ -543,10 +543,13 @@ fn write_entries(
     let (digest, size) = blob
         .finish()
         .map_err(|e| crate::layer::Error::Write(std::io::Error::other(with_causes(&e))))?;
-    Ok(CachedLayer {
-        descriptor: Descriptor::new(summary.media_type, digest, size),
-        diff_id: summary.diff_id,
-    })
+    Ok((
+        CachedLayer {
+            descriptor: Descriptor::new(summary.media_type, digest, size),
+            diff_id: summary.diff_id,
+        },
+        summary.stats,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -679,7 +682,7 @@ fn run_stage(
                 cached = true;
             }
             Some(entries) => {
-                let layer =
+                let (layer, stats) =
                     write_entries(store, opts, &entries).map_err(|e| err(with_causes(&e)))?;
                 cache.put(&key, &layer)?;
                 state.push(
@@ -689,6 +692,9 @@ fn run_stage(
                     false,
                     start.elapsed().as_secs_f64(),
                 );
+                if let Some(r) = state.records.last_mut() {
+                    r.stats = Some(stats);
+                }
                 if let (StepKind::Run(_), Some(host)) = (&step.kind, host) {
                     match host.kind {
                         SnapshotterKind::Overlay => {

@@ -103,6 +103,10 @@ pub struct LayerRecord {
     pub cached: bool,
     /// Seconds spent making it.
     pub seconds: f64,
+    /// For a layer this build wrote: what each stage of the layer pipeline cost (entries,
+    /// bytes read, tarred, hashed, compressed and written; busy seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::layer::LayerStats>,
 }
 
 /// One executed step, for progress and metadata.

@@ -61,6 +61,7 @@ impl StageState {
                     step: "base".into(),
                     cached: true,
                     seconds: 0.0,
+                    stats: None,
                 })
                 .collect(),
             cmd_set: false,
@@ -233,6 +234,7 @@ impl StageState {
             step: created_by.to_string(),
             cached,
             seconds,
+            stats: None,
         });
         self.layers.push(layer.descriptor.clone());
         self.builder.append(

@@ -328,3 +328,35 @@ fn add_downloads_urls_checks_their_checksum_and_caches_by_content() {
         "{err}"
     );
 }
+
+/// `--metadata-file` carries, for each layer the build wrote, the layer pipeline's per-stage
+/// counters (so users can benchmark their own builds with kiln alone); cached and base layers
+/// have none.
+#[test]
+fn the_metadata_file_has_per_stage_counters_for_written_layers() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let c = context(&k, "FROM busybox\nCOPY a.txt dir /srv/\n");
+    let meta = build(&k, &c, &[]);
+    let layers = meta["layers"].as_array().unwrap();
+    assert!(
+        layers[0].get("stats").is_none(),
+        "the base layer has no counters"
+    );
+    let s = &layers[1]["stats"];
+    let n = |f: &str| s[f].as_u64().unwrap_or_else(|| panic!("no {f} in {s}"));
+    // The tar holds 512-byte headers and padded contents, ends with 1024 zero bytes.
+    assert_eq!(n("bytes_tarred") % 512, 0, "{s}");
+    assert_eq!(n("bytes_hashed"), n("bytes_tarred"));
+    assert_eq!(n("bytes_compressed_in"), n("bytes_tarred"));
+    assert_eq!(n("bytes_written"), layers[1]["size"].as_u64().unwrap());
+    assert_eq!(n("bytes_read"), b"alpha\nxy".len() as u64, "{s}");
+    assert!(s["hash_cpu_seconds"].as_f64().unwrap() >= 0.0);
+    let again = build(&k, &c, &[]);
+    assert!(
+        again["layers"][1].get("stats").is_none(),
+        "a cache hit wrote nothing"
+    );
+}
