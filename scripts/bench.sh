@@ -11,6 +11,7 @@
 #   options: --runs N  --out DIR (default out/bench)  --only SECTION[,SECTION...]  --profile
 #            --docs DIR (write BENCHMARKS.md and bench/*.svg there)  --no-docs  --corpus DIR
 #            --kiln PATH (measure this binary instead of building target/release/kiln)
+#            --keep (with --only: re-measure those sections, keep the others' results in --out)
 #   sections: layer ceiling build push run minimal scale (default: all)
 #
 # What each section pairs (targets from issues #2, #4, #5, #6, #8):
@@ -37,7 +38,7 @@ set -euo pipefail
 {
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
-RUNS=; QUICK=0; OUT=out/bench; ONLY=; PROFILE=0; DOCS=; NODOCS=0; CORPUS=; KILN=
+RUNS=; QUICK=0; OUT=out/bench; ONLY=; PROFILE=0; DOCS=; NODOCS=0; CORPUS=; KILN=; KEEP=
 usage() { sed -n '2,17p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=1; shift ;;
     --docs) DOCS=$2; shift 2 ;;
     --no-docs) NODOCS=1; shift ;;
+    --keep) KEEP=1; shift ;;
     --corpus) CORPUS=$2; shift 2 ;;
     --kiln) KILN=$(readlink -f "$2"); shift 2 ;;
     -h|--help) usage ;;
@@ -73,11 +75,39 @@ fi
 [ -x "$KILN" ] || { echo "no kiln binary at $KILN" >&2; exit 2; }
 
 mkdir -p "$OUT"; OUT=$(readlink -f "$OUT")
-rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv"
+KEPT=
+if [ -n "$KEEP" ] && [ -n "$ONLY" ] && [ -s "$OUT/runs.tsv" ]; then
+  # --keep: re-measure the --only sections, keep the other sections' results of the last run.
+  KEPT="$(awk -F'\t' '$1 == "started" {print $2}' "$OUT/meta.tsv" 2>/dev/null) ($(awk -F'\t' '$1 == "git" {print $2}' "$OUT/meta.tsv" 2>/dev/null))"
+  log "keeping the results of sections other than $ONLY (from the run started $KEPT)"
+  python3 - "$OUT" "$ONLY" <<'PY'
+import os, re, sys
+out, only = sys.argv[1], set(sys.argv[2].split(","))
+rows = [l.rstrip("\n").split("\t") for l in open(f"{out}/runs.tsv") if l.strip()]
+gone = {r[1] for r in rows if r[0] in only}
+open(f"{out}/runs.tsv", "w").writelines("\t".join(r) + "\n" for r in rows if r[0] not in only)
+for name in ("sizes.tsv", "failures.tsv"):
+    p = f"{out}/{name}"
+    if os.path.exists(p):
+        keep = [l for l in open(p) if l.split("\t")[0] not in gone]
+        open(p, "w").writelines(keep)
+slugs = {re.sub(r"[^A-Za-z0-9.\n]", "_", n) for n in gone}  # bench.sh's slug()
+for f in os.listdir(f"{out}/json"):
+    if f.rsplit("-", 1)[0] in slugs:
+        os.remove(f"{out}/json/{f}")
+if "scale" in only:
+    open(f"{out}/scale.tsv", "w").close()
+PY
+  [ "$PROFILE" = 1 ] && rm -f "$OUT/profile.txt"
+else
+  rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv"
+  : > "$OUT/runs.tsv"; : > "$OUT/sizes.tsv"; : > "$OUT/scale.tsv"
+fi
 mkdir -p "$OUT/json"
-RES=$OUT/runs.tsv; : > "$RES"; : > "$OUT/sizes.tsv"; : > "$OUT/scale.tsv"
+RES=$OUT/runs.tsv
 LOAD_START=$(load)
 { echo "load_start	$LOAD_START"; echo "started	$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "runs	$RUNS"
+  [ -n "$KEPT" ] && echo "kept	sections other than $ONLY from the run started $KEPT"
   echo "quick	$QUICK"; echo "kernel	$(uname -r)"; echo "git	$(git rev-parse --short HEAD 2>/dev/null || echo ?)"
   echo "nproc	$(nproc)"; echo "mem	$(free -g | awk '/^Mem:/{print $2 " GiB"}')"
   for t in umoci buildah skopeo pigz zstd openssl docker-registry runc; do
