@@ -6,6 +6,7 @@ mod build;
 mod build_diff;
 mod dockerfile;
 mod export;
+mod hostile;
 mod plan;
 mod registry;
 mod registry_cli;
