@@ -864,7 +864,7 @@ fn kiln_build_applies_a_hostile_base_layer_inside_its_scratch_root() {
 
 /// Every member of every layer of the image `out` in layout `dir`: path (or `path -> target`)
 /// → content.
-fn layout_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn layout_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let blob = |d: &str| std::fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
