@@ -608,6 +608,7 @@ fn open_archive(p: &Path) -> Result<Option<Box<dyn Read>>, CopyError> {
             })?;
             Box::new(std::io::Cursor::new(out))
         }
+        #[cfg(feature = "zstd")]
         [0x28, 0xb5, 0x2f, 0xfd, ..] => {
             Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(err)?)
         }
