@@ -284,7 +284,7 @@ impl<R: Read> TarGuard<R> {
             return Ok(());
         }
         let h = ::tar::Header::from_byte_slice(&self.header[..]);
-        self.name = String::from_utf8_lossy(&h.path_bytes()).into_owned();
+        self.name = String::from_utf8_lossy(&h.path_bytes()).into_owned(); // ≤ 256 bytes
         let et = h.entry_type();
         let extension = et.is_gnu_longname()
             || et.is_gnu_longlink()

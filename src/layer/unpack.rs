@@ -61,16 +61,30 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// A member's path for an error message: lossily decoded, and cut after 512 bytes (a hostile
+/// path may be a megabyte long).
+fn shown(member: &[u8]) -> String {
+    const MAX: usize = 512;
+    if member.len() <= MAX {
+        return String::from_utf8_lossy(member).into_owned();
+    }
+    format!(
+        "{}…({} bytes)",
+        String::from_utf8_lossy(&member[..MAX]),
+        member.len()
+    )
+}
+
 fn bad(member: &[u8], reason: impl Into<String>) -> Error {
     Error::Unpack {
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: shown(member),
         reason: reason.into(),
     }
 }
 
 fn io(member: &[u8], e: impl Into<io::Error>) -> Error {
     Error::UnpackIo {
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: shown(member),
         source: e.into(),
     }
 }
@@ -200,7 +214,7 @@ pub fn apply_layer(
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::InvalidTar {
             position: match &last {
-                Some(m) => format!("after member `{}`", String::from_utf8_lossy(m)),
+                Some(m) => format!("after member `{}`", shown(m)),
                 None => "at its start".into(),
             },
             reason: e.to_string(),
