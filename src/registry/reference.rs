@@ -110,9 +110,15 @@ impl Reference {
         Reference::new(&self.registry, repository)
     }
 
-    /// The short form Docker prints: Hub names without `docker.io/` and `library/`.
+    /// The short form Docker prints: Hub names without `docker.io/` and `library/`. A Hub
+    /// repository whose first component would read as a registry (`docker.io/a.b/c`,
+    /// `docker.io/localhost/c`) keeps `docker.io/`, so the short form parses back to the same
+    /// reference.
     pub fn familiar(&self) -> String {
-        let mut s = if self.registry == DOCKER_HUB {
+        let first = self.repository.split('/').next().unwrap_or("");
+        let looks_like_a_host = self.repository.contains('/')
+            && (first.contains(['.', ':']) || first == "localhost");
+        let mut s = if self.registry == DOCKER_HUB && !looks_like_a_host {
             self.repository
                 .strip_prefix("library/")
                 .filter(|r| !r.contains('/'))
@@ -353,6 +359,28 @@ mod tests {
         let r = Reference::parse("debian").unwrap();
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(r.familiar(), "debian:latest");
+    }
+
+    /// Found by the `reference` fuzz target: the familiar form of a Hub repository whose first
+    /// component holds a `.` parsed back as that registry.
+    #[test]
+    fn the_familiar_form_parses_back_to_the_same_reference() {
+        for s in [
+            "docker.io/ldocker.io/lirbary/stb",
+            "docker.io/localhost/app:1",
+            "docker.io/a.b/c",
+            "docker.io/library/a.b",
+            "debian",
+            "user/app:2",
+            "ghcr.io/o/r:v1",
+        ] {
+            let r = Reference::parse(s).unwrap();
+            assert_eq!(Reference::parse(&r.familiar()).unwrap(), r, "{s}");
+        }
+        assert_eq!(
+            Reference::parse("docker.io/a.b/c").unwrap().familiar(),
+            "docker.io/a.b/c:latest"
+        );
     }
 
     #[test]
