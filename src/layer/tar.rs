@@ -421,4 +421,68 @@ mod tests {
         let (len, _) = text.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), text.len());
     }
+
+    fn raw_header(name: &[u8], kind: u8, size: u64) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        put_bytes(&mut h[0..100], name);
+        put_octal(&mut h[100..108], 0o644);
+        put_octal(&mut h[108..116], 0);
+        put_octal(&mut h[116..124], 0);
+        put_octal(&mut h[124..136], size);
+        put_octal(&mut h[136..148], 0);
+        h[156] = kind;
+        finish_ustar(&mut h);
+        h
+    }
+
+    fn read_all(bytes: &[u8]) -> std::io::Result<Vec<String>> {
+        let mut a = ::tar::Archive::new(TarGuard::new(bytes));
+        let mut names = Vec::new();
+        for e in a.entries()? {
+            let mut e = e?;
+            names.push(String::from_utf8_lossy(&e.path_bytes()).into_owned());
+            std::io::copy(&mut e, &mut std::io::sink())?;
+        }
+        Ok(names)
+    }
+
+    /// The guard follows a PAX `size` that overrides the header's: here the data is 1536 zero
+    /// bytes, which a guard reading the header's size (0) would take for the end of the archive,
+    /// missing the oversized PAX header after it.
+    #[test]
+    fn the_guard_follows_pax_sizes_and_refuses_oversized_special_members() {
+        let mut t = Vec::new();
+        let mut body = Vec::new();
+        pax_record("size", b"1536", &mut body);
+        t.extend_from_slice(&raw_header(b"PaxHeaders/f", b'x', body.len() as u64));
+        t.extend_from_slice(&body);
+        pad(&mut t, body.len() as u64);
+        t.extend_from_slice(&raw_header(b"f", b'0', 0));
+        t.extend_from_slice(&[0u8; 1536]);
+        let ok = {
+            let mut ok = t.clone();
+            ok.extend_from_slice(&END_OF_ARCHIVE);
+            ok
+        };
+        assert_eq!(read_all(&ok).unwrap(), ["f"]);
+        t.extend_from_slice(&raw_header(b"PaxHeaders/big", b'x', MAX_SPECIAL_MEMBER + 1));
+        t.extend_from_slice(&[b'a'; 4096]);
+        let e = read_all(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("PaxHeaders/big") && e.contains("PAX extended header"),
+            "{e}"
+        );
+        // A GNU long name at the limit is fine; one byte more is refused.
+        for (size, fine) in [(MAX_SPECIAL_MEMBER, true), (MAX_SPECIAL_MEMBER + 1, false)] {
+            let mut t = raw_header(b"././@LongLink", b'L', size).to_vec();
+            let mut name = vec![b'n'; size as usize - 1];
+            name.push(0);
+            t.extend_from_slice(&name);
+            pad(&mut t, size);
+            t.extend_from_slice(&raw_header(b"short", b'0', 0));
+            t.extend_from_slice(&END_OF_ARCHIVE);
+            let r = read_all(&t);
+            assert_eq!(r.is_ok(), fine, "{size}: {:?}", r.map(|n| n.len()));
+        }
+    }
 }

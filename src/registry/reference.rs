@@ -116,8 +116,8 @@ impl Reference {
     /// reference.
     pub fn familiar(&self) -> String {
         let first = self.repository.split('/').next().unwrap_or("");
-        let looks_like_a_host = self.repository.contains('/')
-            && (first.contains(['.', ':']) || first == "localhost");
+        let looks_like_a_host =
+            self.repository.contains('/') && (first.contains(['.', ':']) || first == "localhost");
         let mut s = if self.registry == DOCKER_HUB && !looks_like_a_host {
             self.repository
                 .strip_prefix("library/")
