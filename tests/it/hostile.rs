@@ -214,6 +214,9 @@ fn dotdot_and_absolute_member_paths_stay_in_the_root_or_are_refused() {
     assert_eq!(std::fs::read(root.join("a/c")).unwrap(), b"c");
 }
 
+/// Adds the members that try to write through the link `esc`.
+type WriteThrough = Box<dyn Fn(&mut Tar)>;
+
 #[test]
 fn symlinks_pointing_out_are_never_followed_out_when_written_through() {
     let (mut s, out) = Scene::new();
@@ -233,7 +236,7 @@ fn symlinks_pointing_out_are_never_followed_out_when_written_through() {
     ];
     for chain in &links {
         let what = format!("{chain:?}");
-        let through: [(&str, Box<dyn Fn(&mut Tar)>); 6] = [
+        let through: [(&str, WriteThrough); 6] = [
             (
                 "a file under the link",
                 Box::new(|t| {
@@ -981,11 +984,14 @@ fn run_measured(cmd: &mut std::process::Command) -> (std::process::ExitStatus, i
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
+    let pid = child.id() as libc::pid_t;
+    // Reaped by `wait4` below, which also gives the peak RSS `Child::wait` cannot.
+    std::mem::forget(child);
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pid of our own child and valid out-pointers.
-    let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-    assert_eq!(r, child.id() as libc::pid_t);
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid);
     (std::process::ExitStatus::from_raw(status), ru.ru_maxrss)
 }
 
