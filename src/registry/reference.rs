@@ -226,6 +226,13 @@ fn parse(input: &str) -> std::result::Result<Reference, String> {
     if registry == DOCKER_HUB && !repository.contains('/') {
         repository = format!("library/{repository}");
     }
+    // distribution checks the length of the normalised name (`docker.io/library/…`), so a
+    // short form that fits can still be too long.
+    if registry.len() + 1 + repository.len() > NAME_MAX {
+        return Err(format!(
+            "repository name longer than {NAME_MAX} characters once normalised to `{registry}/…`"
+        ));
+    }
     let tag = match (&tag, &digest) {
         (None, None) => Some(DEFAULT_TAG.to_string()),
         _ => tag,
@@ -381,6 +388,22 @@ mod tests {
             Reference::parse("docker.io/a.b/c").unwrap().familiar(),
             "docker.io/a.b/c:latest"
         );
+    }
+
+    /// Found by the `reference` fuzz target: a 255-character short name was accepted, but its
+    /// normalised form (`docker.io/…`) is longer than 255 and did not parse back.
+    #[test]
+    fn the_name_length_limit_applies_to_the_normalised_name() {
+        let short = format!("{}/a", "j".repeat(253));
+        assert_eq!(short.len(), 255);
+        let e = Reference::parse(&short).unwrap_err().to_string();
+        assert!(e.contains("once normalised"), "{e}");
+        let fits = format!("{}/a", "j".repeat(255 - "docker.io/".len() - 2));
+        let r = Reference::parse(&fits).unwrap();
+        assert_eq!(r.name().len(), 255);
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        // `library/` counts too.
+        assert!(Reference::parse(&"k".repeat(240)).is_err());
     }
 
     #[test]
