@@ -118,12 +118,15 @@ impl Reference {
         let first = self.repository.split('/').next().unwrap_or("");
         let looks_like_a_host =
             self.repository.contains('/') && (first.contains(['.', ':']) || first == "localhost");
-        let mut s = if self.registry == DOCKER_HUB && !looks_like_a_host {
-            self.repository
-                .strip_prefix("library/")
-                .filter(|r| !r.contains('/'))
-                .unwrap_or(&self.repository)
-                .to_string()
+        let short = self
+            .repository
+            .strip_prefix("library/")
+            .filter(|r| !r.contains('/'))
+            .unwrap_or(&self.repository);
+        // A bare 64-digit hex name reads as an image ID, which a reference may not be.
+        let looks_like_an_id = short.len() == 64 && short.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut s = if self.registry == DOCKER_HUB && !looks_like_a_host && !looks_like_an_id {
+            short.to_string()
         } else {
             self.name()
         };
@@ -380,6 +383,8 @@ mod tests {
             "debian",
             "user/app:2",
             "ghcr.io/o/r:v1",
+            // found by the fuzz target too: the short form is an image ID
+            "docker.io/2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
         ] {
             let r = Reference::parse(s).unwrap();
             assert_eq!(Reference::parse(&r.familiar()).unwrap(), r, "{s}");
