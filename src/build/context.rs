@@ -242,10 +242,15 @@ impl Context {
         for comp in rel.split('/') {
             let mut next = Vec::new();
             for base in &found {
-                let dir = if base.is_empty() {
+                // The directory is looked at where it resolves inside the context: a symlinked
+                // directory pointing out must not have the host's directory listed.
+                let Ok(rbase) = self.resolve(base) else {
+                    continue;
+                };
+                let dir = if rbase.is_empty() {
                     self.root.clone()
                 } else {
-                    self.root.join(base)
+                    self.root.join(&rbase)
                 };
                 if !has_wildcard(comp) {
                     let p = if base.is_empty() {
@@ -253,7 +258,7 @@ impl Context {
                     } else {
                         format!("{base}/{comp}")
                     };
-                    if std::fs::symlink_metadata(self.root.join(&p)).is_ok() {
+                    if std::fs::symlink_metadata(dir.join(comp)).is_ok() {
                         next.push(p);
                     }
                     continue;
@@ -283,6 +288,10 @@ impl Context {
                 continue;
             }
             let resolved = self.resolve(&p)?;
+            // A match reached through a symlink is ignored when what it resolves to is.
+            if self.ignored(&resolved) {
+                continue;
+            }
             let name = p.rsplit('/').next().unwrap_or("").to_string();
             out.push((name, resolved));
         }
@@ -427,5 +436,33 @@ mod tests {
             .map(|f| f.rel)
             .collect();
         assert_eq!(files, ["", "a.txt", "sub", "sub/c.txt"]);
+    }
+
+    /// Regression: wildcard expansion listed a symlinked directory where the host resolved it
+    /// (outside the context), and let a match through a symlink reach an ignored file.
+    #[test]
+    fn wildcards_never_list_outside_or_reach_ignored_files_through_links() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, out) = (d.path().join("ctx"), d.path().join("outside"));
+        std::fs::create_dir_all(r.join("private")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("host-secret"), b"s").unwrap();
+        std::fs::write(r.join("private/key"), b"k").unwrap();
+        std::os::unix::fs::symlink(&out, r.join("outdir")).unwrap();
+        std::os::unix::fs::symlink("../outside", r.join("reldir")).unwrap();
+        std::os::unix::fs::symlink("private", r.join("alias")).unwrap();
+        let ctx = Context::new(r.clone(), Ignore::parse("private\n").unwrap());
+        for src in ["outdir/*", "reldir/*", "outdir/host-*", "*/host-secret"] {
+            assert_eq!(ctx.expand(src).unwrap(), vec![], "{src}");
+        }
+        assert_eq!(ctx.expand("alias/*").unwrap(), vec![]);
+        assert!(matches!(
+            ctx.expand("alias/key"),
+            Err(SourceError::NotFound(_))
+        ));
+        assert!(matches!(
+            ctx.expand("outdir/host-secret"),
+            Err(SourceError::NotFound(_))
+        ));
     }
 }

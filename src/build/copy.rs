@@ -15,6 +15,7 @@
 //!   keeping their owners and modes (unless `--chown`/`--chmod`), unless `--unpack=false`.
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -317,7 +318,7 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
                 .into_iter()
                 .map(|f| ctx_item(&f.abs, &f.md).map(|i| (f.rel, i)))
                 .collect::<Result<_, _>>()?,
-            SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes),
+            SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes)?,
         };
         let Some((_, top)) = items.first() else {
             continue;
@@ -493,12 +494,48 @@ fn expand_tree(index: &FsIndex, src: &str) -> Result<Vec<(String, String)>, Copy
         .collect())
 }
 
+/// Whether every parent directory of `rel` below `rootfs` is a real directory, not a symlink:
+/// a file the index lists is then read from inside the stage's root, never through a link
+/// that the host would resolve outside it. `checked` remembers directories already seen.
+fn parents_are_directories(
+    rootfs: &Path,
+    rel: &[u8],
+    checked: &mut std::collections::HashSet<Vec<u8>>,
+) -> bool {
+    let mut end = 0;
+    while let Some(i) = rel[end..].iter().position(|&b| b == b'/') {
+        end += i;
+        let dir = &rel[..end];
+        if !checked.contains(dir) {
+            let p = rootfs.join(std::ffi::OsStr::from_bytes(dir));
+            match std::fs::symlink_metadata(&p) {
+                Ok(md) if md.is_dir() => {
+                    checked.insert(dir.to_vec());
+                }
+                _ => return false,
+            }
+        }
+        end += 1;
+    }
+    true
+}
+
 fn tree_items(
     index: &FsIndex,
     rootfs: &Path,
     path: &str,
     excludes: &Ignore,
-) -> Vec<(String, Item)> {
+) -> Result<Vec<(String, Item)>, CopyError> {
+    let mut checked = std::collections::HashSet::new();
+    let mut check = |p: &[u8], n: &super::fsindex::Node| {
+        if n.kind == NodeKind::File && !parents_are_directories(rootfs, p, &mut checked) {
+            return Err(CopyError::Other(format!(
+                "`/{}` in the source stage or image is reached through a symlink; refusing to read it from outside the stage's root",
+                String::from_utf8_lossy(p)
+            )));
+        }
+        Ok(())
+    };
     let node_item = |p: &[u8], n: &super::fsindex::Node| Item {
         kind: match &n.kind {
             NodeKind::Dir => EntryKind::Dir,
@@ -524,7 +561,10 @@ fn tree_items(
     let mut out = Vec::new();
     let top = path.as_bytes();
     match index.get(top) {
-        Some(n) => out.push((String::new(), node_item(top, n))),
+        Some(n) => {
+            check(top, n)?;
+            out.push((String::new(), node_item(top, n)))
+        }
         None if top.is_empty() => out.push((
             String::new(),
             Item {
@@ -536,7 +576,7 @@ fn tree_items(
                 key: None,
             },
         )),
-        None => return out,
+        None => return Ok(out),
     }
     if matches!(out[0].1.kind, EntryKind::Dir) {
         for (k, n) in index.children(top) {
@@ -545,10 +585,11 @@ fn tree_items(
             if !excludes.patterns().is_empty() && excludes.matches(&rel) {
                 continue;
             }
+            check(k, n)?;
             out.push((rel, node_item(k, n)));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Opens `p` as a tar archive (decompressing gzip, bzip2, xz, zstd) if it is one.
@@ -567,6 +608,7 @@ fn open_archive(p: &Path) -> Result<Option<Box<dyn Read>>, CopyError> {
             })?;
             Box::new(std::io::Cursor::new(out))
         }
+        #[cfg(feature = "zstd")]
         [0x28, 0xb5, 0x2f, 0xfd, ..] => {
             Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(err)?)
         }
@@ -614,7 +656,7 @@ fn extract_members(
     dir: &Path,
     bad: &dyn Fn(String) -> CopyError,
 ) -> Result<(), CopyError> {
-    let mut a = tar::Archive::new(reader);
+    let mut a = tar::Archive::new(crate::layer::TarGuard::new(reader));
     let mut n = 0u64;
     for entry in a.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;

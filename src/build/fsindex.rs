@@ -141,16 +141,27 @@ impl FsIndex {
 
     /// Applies a layer's uncompressed tar: whiteouts, opaque directories and entries.
     pub fn apply_tar(&mut self, layer: impl Read) -> std::io::Result<()> {
-        let mut archive = tar::Archive::new(layer);
+        let mut archive = tar::Archive::new(crate::layer::TarGuard::new(layer));
         let mut added: HashSet<Vec<u8>> = HashSet::new();
+        let mut last: Option<Vec<u8>> = None;
         for entry in archive.entries()? {
-            let mut entry = entry?;
+            // A stream that breaks off is reported after the last member read.
+            let mut entry = entry.map_err(|e| match &last {
+                Some(m) => std::io::Error::new(
+                    e.kind(),
+                    format!("after member `{}`: {e}", String::from_utf8_lossy(m)),
+                ),
+                None => e,
+            })?;
+            last = Some(entry.path_bytes().into_owned());
             let Some(path) = clean_path(&entry.path_bytes()) else {
                 continue;
             };
             if path.is_empty() {
                 continue;
             }
+            // Where the unpacker puts it: parents resolved through symlinks inside the root.
+            let path = self.resolve_parent(&path);
             let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
                 Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
                 None => (Vec::new(), path.clone()),
@@ -191,7 +202,10 @@ impl FsIndex {
                 ),
                 tar::EntryType::Link => {
                     // A hard link shares its target's metadata and content.
-                    let target = entry.link_name_bytes().and_then(|l| clean_path(&l));
+                    let target = entry
+                        .link_name_bytes()
+                        .and_then(|l| clean_path(&l))
+                        .map(|t| self.resolve_parent(&t));
                     if let Some((t, mut n)) =
                         target.and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                     {
@@ -243,15 +257,17 @@ impl FsIndex {
     pub fn apply_entries(&mut self, entries: &[Entry]) {
         for e in entries {
             // A hard link shares its target's metadata and size (the target comes first).
+            let path = self.resolve_parent(&e.path);
             if let EntryKind::Hardlink(t) = &e.kind {
-                if let Some((t, mut n)) =
-                    clean_path(t).and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+                if let Some((t, mut n)) = clean_path(t)
+                    .map(|t| self.resolve_parent(&t))
+                    .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
                 {
                     if let Some(target) = self.nodes.get_mut(&t) {
                         target.linked = true;
                     }
                     n.link_of = Some(n.link_of.clone().unwrap_or(t));
-                    self.put(e.path.clone(), n);
+                    self.put(path, n);
                     continue;
                 }
             }
@@ -265,17 +281,17 @@ impl FsIndex {
                 EntryKind::File {
                     source: crate::layer::FileSource::Bytes(b),
                     ..
-                } if KEEP_CONTENT.contains(&e.path.as_slice()) => Some(b.clone()),
+                } if KEEP_CONTENT.contains(&path.as_slice()) => Some(b.clone()),
                 EntryKind::File {
                     source: crate::layer::FileSource::Path(p),
                     size,
-                } if KEEP_CONTENT.contains(&e.path.as_slice()) && *size <= 1 << 20 => {
+                } if KEEP_CONTENT.contains(&path.as_slice()) && *size <= 1 << 20 => {
                     std::fs::read(p).ok().map(Arc::from)
                 }
                 _ => None,
             };
             self.put(
-                e.path.clone(),
+                path,
                 Node {
                     kind,
                     mode: e.mode,
@@ -289,6 +305,22 @@ impl FsIndex {
                 },
             );
         }
+    }
+
+    /// `path` with its parent directory resolved through symlinks (not its last component): where
+    /// a layer member named `path` lands, as the unpacker (`openat2` with `RESOLVE_IN_ROOT`) puts
+    /// it. Recording the member under its literal path would let a later read of
+    /// `rootfs/<literal path>` follow that symlink on the host, out of the stage's root.
+    pub fn resolve_parent(&self, path: &[u8]) -> Vec<u8> {
+        let Some(i) = path.iter().rposition(|&b| b == b'/') else {
+            return path.to_vec();
+        };
+        let mut dir = self.resolve(&path[..i], true);
+        if !dir.is_empty() {
+            dir.push(b'/');
+        }
+        dir.extend_from_slice(&path[i + 1..]);
+        dir
     }
 
     /// Resolves `path` (absolute, inside the image) through symlinks, as the kernel would inside

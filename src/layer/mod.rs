@@ -33,6 +33,7 @@ mod entry;
 mod gzip;
 mod stats;
 pub(crate) mod tar;
+pub use self::tar::{TarGuard, MAX_SPARSE_EXTENSION_BLOCKS, MAX_SPECIAL_MEMBER};
 mod unpack;
 mod walk;
 mod writer;
@@ -96,6 +97,14 @@ pub enum Error {
     Unpack {
         /// The member's path as written in the tar.
         member: String,
+        /// Why.
+        reason: String,
+    },
+    /// A layer's tar stream is malformed, truncated, or holds a member kiln refuses to buffer.
+    #[error("invalid layer tar stream {position}: {reason}")]
+    InvalidTar {
+        /// Where: `at its start` or `after member `PATH``.
+        position: String,
         /// Why.
         reason: String,
     },

@@ -7,8 +7,17 @@
 //! Members whose path climbs out of the root are refused. Whiteouts (`.wh.NAME`) delete from the
 //! layers below; an opaque marker (`.wh..wh..opq`) empties its directory of everything this layer
 //! did not itself create. Directory modes and times are applied last, deepest first, so a
-//! read-only directory can still be filled and its mtime is the one recorded.
-use std::collections::HashSet;
+//! read-only directory can still be filled and its mtime is the one recorded; they are set through
+//! a descriptor opened without following links, so a directory the layer later replaced by a
+//! symlink is skipped rather than followed.
+//!
+//! Hostile streams: the tar is read through [`TarGuard`], which refuses PAX and GNU long-name
+//! members over 1 MiB and absurd sparse maps before they are buffered; a member whose data ends
+//! early is an error naming it (its partial file removed), never a short file; runs of zeros in a
+//! file are written as holes, so a decompression bomb of zeros costs neither memory nor disk;
+//! member types the OCI spec does not know are refused. Device nodes are created when the caller
+//! may (root), else listed in [`UnpackReport::skipped_devices`].
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -22,6 +31,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::entry::path_components;
+use super::tar::TarGuard;
 use super::Error;
 
 /// How to apply a layer.
@@ -51,16 +61,30 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// A member's path for an error message: lossily decoded, and cut after 512 bytes (a hostile
+/// path may be a megabyte long).
+fn shown(member: &[u8]) -> String {
+    const MAX: usize = 512;
+    if member.len() <= MAX {
+        return String::from_utf8_lossy(member).into_owned();
+    }
+    format!(
+        "{}…({} bytes)",
+        String::from_utf8_lossy(&member[..MAX]),
+        member.len()
+    )
+}
+
 fn bad(member: &[u8], reason: impl Into<String>) -> Error {
     Error::Unpack {
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: shown(member),
         reason: reason.into(),
     }
 }
 
 fn io(member: &[u8], e: impl Into<io::Error>) -> Error {
     Error::UnpackIo {
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: shown(member),
         source: e.into(),
     }
 }
@@ -177,14 +201,26 @@ pub fn apply_layer(
         .into();
     let mut report = UnpackReport::default();
     let mut created: HashSet<Vec<u8>> = HashSet::new();
-    let mut dirs: Vec<DirMeta> = Vec::new();
-    let mut archive = tar::Archive::new(layer);
-    let entries = archive
-        .entries()
-        .map_err(|e| bad(b"", format!("not a tar stream: {e}")))?;
+    // One record per directory path (a later entry for the same path wins), so a stream that
+    // repeats one member cannot grow these without bound.
+    let mut dirs: HashMap<Vec<u8>, DirMeta> = HashMap::new();
+    let mut owners: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut archive = tar::Archive::new(TarGuard::new(layer));
+    let entries = archive.entries().map_err(|e| Error::InvalidTar {
+        position: "at its start".into(),
+        reason: e.to_string(),
+    })?;
+    let mut last: Option<Vec<u8>> = None;
     for entry in entries {
-        let mut entry = entry.map_err(|e| bad(b"", format!("corrupt tar stream: {e}")))?;
+        let mut entry = entry.map_err(|e| Error::InvalidTar {
+            position: match &last {
+                Some(m) => format!("after member `{}`", shown(m)),
+                None => "at its start".into(),
+            },
+            reason: e.to_string(),
+        })?;
         let member = entry.path_bytes().into_owned();
+        last = Some(member.clone());
         let comps = path_components(&member)
             .ok_or_else(|| bad(&member, "path climbs out of the root (`..`)"))?;
         let Some((name, parents)) = comps.split_last() else {
@@ -208,11 +244,33 @@ pub fn apply_layer(
         }
 
         let h = entry.header().clone();
+        let et = h.entry_type();
+        match et {
+            tar::EntryType::Regular
+            | tar::EntryType::Continuous
+            | tar::EntryType::GNUSparse
+            | tar::EntryType::Directory
+            | tar::EntryType::Symlink
+            | tar::EntryType::Link
+            | tar::EntryType::Fifo
+            | tar::EntryType::Char
+            | tar::EntryType::Block => {}
+            // A global PAX header (`git archive` writes one) describes no file.
+            tar::EntryType::XGlobalHeader => continue,
+            other => {
+                return Err(bad(
+                    &member,
+                    format!(
+                        "unsupported member type `{}`",
+                        (other.as_byte() as char).escape_default()
+                    ),
+                ))
+            }
+        }
         let mode = h.mode().map_err(|e| bad(&member, e.to_string()))? & 0o7777;
         let uid = h.uid().map_err(|e| bad(&member, e.to_string()))? as u32;
         let gid = h.gid().map_err(|e| bad(&member, e.to_string()))? as u32;
         let mtime = h.mtime().map_err(|e| bad(&member, e.to_string()))? as i64;
-        let et = h.entry_type();
         let os_name = OsStr::from_bytes(&name);
 
         // What is there already: a directory stays when a directory is applied over it.
@@ -226,12 +284,20 @@ pub fn apply_layer(
             remove_all(&parent, os_name).map_err(|e| io(&member, e))?;
         }
         created.insert(clean.clone());
-        if !opts.ownership && (uid, gid) != (0, 0) && et != tar::EntryType::Link {
-            report.owners.push((clean.clone(), uid, gid));
+        if !opts.ownership && et != tar::EntryType::Link {
+            // The last member for a path decides its owner.
+            match owners.get(&clean) {
+                Some(&i) => report.owners[i] = (clean.clone(), uid, gid),
+                None if (uid, gid) != (0, 0) => {
+                    owners.insert(clean.clone(), report.owners.len());
+                    report.owners.push((clean.clone(), uid, gid));
+                }
+                None => {}
+            }
         }
 
         match et {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let fd = rustix::fs::openat(
                     &parent,
                     os_name,
@@ -244,7 +310,23 @@ pub fn apply_layer(
                 )
                 .map_err(|e| io(&member, e))?;
                 let mut f = File::from(fd);
-                io::copy(&mut entry, &mut f).map_err(|e| io(&member, e))?;
+                let want = entry.size();
+                let copied = copy_sparse(&mut entry, &mut f).and_then(|n| {
+                    if n == want {
+                        Ok(())
+                    } else {
+                        Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the layer ends inside this file ({n} of {want} bytes)"),
+                        ))
+                    }
+                });
+                if let Err(e) = copied {
+                    // Nothing half-written: the partial file goes.
+                    drop(f);
+                    let _ = rustix::fs::unlinkat(&parent, os_name, AtFlags::empty());
+                    return Err(io(&member, e));
+                }
                 finish_attrs(&parent, os_name, &f, mode, uid, gid, mtime, opts, &member)?;
                 set_xattrs(&mut entry, &f);
             }
@@ -261,13 +343,16 @@ pub fn apply_layer(
                 )
                 .map_err(|e| io(&member, e))?;
                 set_xattrs(&mut entry, &File::from(d));
-                dirs.push(DirMeta {
-                    path: clean,
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                });
+                dirs.insert(
+                    clean.clone(),
+                    DirMeta {
+                        path: clean,
+                        mode,
+                        uid,
+                        gid,
+                        mtime,
+                    },
+                );
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -354,9 +439,10 @@ pub fn apply_layer(
                 ) {
                     Ok(()) => {}
                     Err(Errno::PERM) if ft != FileType::Fifo => {
-                        report
-                            .skipped_devices
-                            .push(String::from_utf8_lossy(&clean).into_owned());
+                        let p = String::from_utf8_lossy(&clean).into_owned();
+                        if !report.skipped_devices.contains(&p) {
+                            report.skipped_devices.push(p);
+                        }
                         continue;
                     }
                     Err(e) => return Err(io(&member, e)),
@@ -388,40 +474,103 @@ pub fn apply_layer(
                 .map_err(|e| io(&member, e))?;
                 set_time(&parent, os_name, mtime, &member)?;
             }
-            _ => {} // PAX and GNU metadata members are consumed by the reader
+            _ => {} // refused or skipped above
         }
     }
     // Directories last, deepest first: modes may remove our write permission, and adding
-    // children changed their mtimes.
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
+    // children changed their mtimes. Each is opened without following links: a directory that a
+    // later member replaced (by a symlink to anywhere, a file) or removed is left alone.
+    let mut dirs: Vec<DirMeta> = dirs.into_values().collect();
+    dirs.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
     for d in dirs {
-        let comps = path_components(&d.path).unwrap_or_default();
-        let (name, parents) = comps
-            .split_last()
-            .map(|(n, p)| (n.to_vec(), p.to_vec()))
-            .unwrap_or_default();
-        let parent = open_dir(&root_fd, &parents, &d.path, &mut created)?;
-        let os_name = OsStr::from_bytes(&name);
+        let Some(fd) = open_existing_dir(&root_fd, &d.path).map_err(|e| io(&d.path, e))? else {
+            continue;
+        };
         if opts.ownership {
-            rustix::fs::chownat(
-                &parent,
-                os_name,
-                Some(uid_of(d.uid)),
-                Some(gid_of(d.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io(&d.path, e))?;
+            rustix::fs::fchown(&fd, Some(uid_of(d.uid)), Some(gid_of(d.gid)))
+                .map_err(|e| io(&d.path, e))?;
         }
-        rustix::fs::chmodat(
-            &parent,
-            os_name,
-            Mode::from_raw_mode(d.mode as RawMode),
-            AtFlags::empty(),
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(d.mode as RawMode))
+            .map_err(|e| io(&d.path, e))?;
+        let t = Timespec {
+            tv_sec: d.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            &fd,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
         )
         .map_err(|e| io(&d.path, e))?;
-        set_time(&parent, os_name, d.mtime, &d.path)?;
     }
     Ok(report)
+}
+
+/// Opens the directory at `path` below `root` (parents resolved inside the root, the last
+/// component not followed); `None` if it is missing or no longer a directory.
+fn open_existing_dir(root: &OwnedFd, path: &[u8]) -> io::Result<Option<OwnedFd>> {
+    let comps = path_components(path).unwrap_or_default();
+    let Some((name, parents)) = comps.split_last() else {
+        return Ok(None);
+    };
+    let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut parent_path = parents.join(&b'/');
+    if parent_path.is_empty() {
+        parent_path.push(b'.');
+    }
+    let parent = match rustix::fs::openat2(
+        root,
+        OsStr::from_bytes(&parent_path),
+        dir,
+        Mode::empty(),
+        resolve(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match rustix::fs::openat(
+        &parent,
+        OsStr::from_bytes(name),
+        dir | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies a member's data, leaving holes where whole chunks are zeros (the file is sized at the
+/// end). Returns the bytes copied.
+fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    let mut hole = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        if chunk.iter().all(|&b| b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+            hole = true;
+        } else {
+            to.write_all(chunk)?;
+            hole = false;
+        }
+        total += n as u64;
+    }
+    if hole {
+        to.set_len(total)?;
+    }
+    Ok(total)
 }
 
 #[allow(clippy::too_many_arguments)]

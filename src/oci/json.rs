@@ -77,4 +77,19 @@ mod tests {
             r#"{"a":[{"x":"é\n","y":1}],"b":{"B":1,"a":1,"m":1,"z":1}}"#
         );
     }
+
+    /// Found by the `oci_json` fuzz target: a float in a field kiln does not model (a base
+    /// image's config) changed in its last digit when the config was parsed and written again,
+    /// because serde_json parses floats exactly only with `float_roundtrip`.
+    #[test]
+    fn floats_survive_a_parse_and_write() {
+        let raw = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"x-size":4.444444404444445e+115,"y":[0.1,1e-300,123456789.12345679]}"#;
+        let c: crate::oci::ImageConfig = from_json("image config", raw).unwrap();
+        let out = to_canonical_json(&c);
+        let again: crate::oci::ImageConfig = from_json("image config", &out).unwrap();
+        assert_eq!(to_canonical_json(&again), out);
+        assert_eq!(again, c);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("4.444444404444445e+115"), "{text}");
+    }
 }

@@ -127,7 +127,7 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
         m if m.len() >= 262 && &m[257..262] == b"ustar" => Box::new(r),
         _ => return Err(bad("not a tar archive (plain, gzip or zstd)".into())),
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(crate::layer::TarGuard::new(reader));
     let entries = archive
         .entries()
         .map_err(|e| bad(format!("not a tar archive: {e}")))?;

@@ -110,14 +110,23 @@ impl Reference {
         Reference::new(&self.registry, repository)
     }
 
-    /// The short form Docker prints: Hub names without `docker.io/` and `library/`.
+    /// The short form Docker prints: Hub names without `docker.io/` and `library/`. A Hub
+    /// repository whose first component would read as a registry (`docker.io/a.b/c`,
+    /// `docker.io/localhost/c`) keeps `docker.io/`, so the short form parses back to the same
+    /// reference.
     pub fn familiar(&self) -> String {
-        let mut s = if self.registry == DOCKER_HUB {
-            self.repository
-                .strip_prefix("library/")
-                .filter(|r| !r.contains('/'))
-                .unwrap_or(&self.repository)
-                .to_string()
+        let first = self.repository.split('/').next().unwrap_or("");
+        let looks_like_a_host =
+            self.repository.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+        let short = self
+            .repository
+            .strip_prefix("library/")
+            .filter(|r| !r.contains('/'))
+            .unwrap_or(&self.repository);
+        // A bare 64-digit hex name reads as an image ID, which a reference may not be.
+        let looks_like_an_id = short.len() == 64 && short.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut s = if self.registry == DOCKER_HUB && !looks_like_a_host && !looks_like_an_id {
+            short.to_string()
         } else {
             self.name()
         };
@@ -219,6 +228,13 @@ fn parse(input: &str) -> std::result::Result<Reference, String> {
     };
     if registry == DOCKER_HUB && !repository.contains('/') {
         repository = format!("library/{repository}");
+    }
+    // distribution checks the length of the normalised name (`docker.io/library/…`), so a
+    // short form that fits can still be too long.
+    if registry.len() + 1 + repository.len() > NAME_MAX {
+        return Err(format!(
+            "repository name longer than {NAME_MAX} characters once normalised to `{registry}/…`"
+        ));
     }
     let tag = match (&tag, &digest) {
         (None, None) => Some(DEFAULT_TAG.to_string()),
@@ -353,6 +369,46 @@ mod tests {
         let r = Reference::parse("debian").unwrap();
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(r.familiar(), "debian:latest");
+    }
+
+    /// Found by the `reference` fuzz target: the familiar form of a Hub repository whose first
+    /// component holds a `.` parsed back as that registry.
+    #[test]
+    fn the_familiar_form_parses_back_to_the_same_reference() {
+        for s in [
+            "docker.io/ldocker.io/lirbary/stb",
+            "docker.io/localhost/app:1",
+            "docker.io/a.b/c",
+            "docker.io/library/a.b",
+            "debian",
+            "user/app:2",
+            "ghcr.io/o/r:v1",
+            // found by the fuzz target too: the short form is an image ID
+            "docker.io/2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+        ] {
+            let r = Reference::parse(s).unwrap();
+            assert_eq!(Reference::parse(&r.familiar()).unwrap(), r, "{s}");
+        }
+        assert_eq!(
+            Reference::parse("docker.io/a.b/c").unwrap().familiar(),
+            "docker.io/a.b/c:latest"
+        );
+    }
+
+    /// Found by the `reference` fuzz target: a 255-character short name was accepted, but its
+    /// normalised form (`docker.io/…`) is longer than 255 and did not parse back.
+    #[test]
+    fn the_name_length_limit_applies_to_the_normalised_name() {
+        let short = format!("{}/a", "j".repeat(253));
+        assert_eq!(short.len(), 255);
+        let e = Reference::parse(&short).unwrap_err().to_string();
+        assert!(e.contains("once normalised"), "{e}");
+        let fits = format!("{}/a", "j".repeat(255 - "docker.io/".len() - 2));
+        let r = Reference::parse(&fits).unwrap();
+        assert_eq!(r.name().len(), 255);
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        // `library/` counts too.
+        assert!(Reference::parse(&"k".repeat(240)).is_err());
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub use select::load_image;
 /// A reader of the uncompressed tar of `layer`, whose blob is in the store.
 pub fn open_layer(store: &Store, layer: &Descriptor) -> Result<Box<dyn std::io::Read>> {
     let blob = store.open_blob(&layer.digest)?;
-    docker_archive::decompress(blob, &layer.media_type, &store.blob_path(&layer.digest))
+    let r = docker_archive::decompress(blob, &layer.media_type, &store.blob_path(&layer.digest))?;
+    // Whoever reads the tar (index, unpack, whiteout scan) reads it with bounded memory.
+    Ok(Box::new(crate::layer::TarGuard::new(r)))
 }
 
 /// Errors from transports.

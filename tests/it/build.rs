@@ -359,4 +359,176 @@ fn the_metadata_file_has_per_stage_counters_for_written_layers() {
         again["layers"][1].get("stats").is_none(),
         "a cache hit wrote nothing"
     );
+
+/// COPY and ADD read only the context: a source is resolved through symlinks inside it (an
+/// absolute or climbing target stays inside, as in a chroot), `..` and absolute sources are
+/// context-relative, `.dockerignore`d files stay out even through a link, and symlinks inside the
+/// context are copied as symlinks, never as what they point at outside.
+#[test]
+fn copy_and_add_never_read_outside_the_context_even_through_symlinks() {
+    use std::os::unix::fs::symlink;
+    let k = Kiln::new();
+    let outside = k.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep-outside\n").unwrap();
+    {
+        // A real archive outside, for ADD through a link.
+        let mut b = tar::Builder::new(std::fs::File::create(outside.join("a.tar")).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(13);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "fromtar", &b"keep-outside\n"[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let c = k.path("ctx-links");
+    std::fs::create_dir_all(c.join("etc")).unwrap();
+    std::fs::write(c.join("etc/passwd"), b"ctx passwd\n").unwrap();
+    std::fs::write(c.join("secret.txt"), b"ignored-secret\n").unwrap();
+    std::fs::write(c.join(".dockerignore"), b"secret.txt\n").unwrap();
+    let out = outside.to_str().unwrap();
+    symlink("/etc/passwd", c.join("passwd-link")).unwrap();
+    symlink(format!("{out}/precious"), c.join("host-link")).unwrap();
+    symlink(out, c.join("outdir")).unwrap();
+    symlink("../outside", c.join("reldir")).unwrap();
+    symlink(format!("{out}/a.tar"), c.join("evil.tar")).unwrap();
+    symlink("secret.txt", c.join("secret-link")).unwrap();
+
+    for (copy, why) in [
+        ("COPY host-link /x", "not found in the build context"),
+        ("COPY outdir/precious /x", "not found in the build context"),
+        ("COPY reldir/precious /x", "not found in the build context"),
+        ("COPY outdir /x", "not found in the build context"),
+        ("COPY ../outside/precious /x", "outside the build context"),
+        ("ADD evil.tar /x/", "not found in the build context"),
+        ("ADD outdir/a.tar /x/", "not found in the build context"),
+        ("COPY secret.txt /x", "not found in the build context"),
+        ("COPY secret-link /x", "not found in the build context"),
+    ] {
+        std::fs::write(c.join("Dockerfile"), format!("FROM scratch\n{copy}\n")).unwrap();
+        let (code, err) = k.fails(&["build", c.to_str().unwrap(), "-t", "it/ctx:bad"]);
+        assert_eq!(code, 1, "{copy}: {err}");
+        assert!(err.contains(why), "{copy}: {err}");
+    }
+
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM scratch\nCOPY passwd-link /p1\nCOPY /etc/passwd /p2\nCOPY . /all/\n",
+    )
+    .unwrap();
+    let dest = k.path("img-links");
+    k.ok(&[
+        "build",
+        c.to_str().unwrap(),
+        "-t",
+        "it/ctx:ok",
+        "-o",
+        &format!("oci:{}:out", dest.display()),
+    ]);
+    let files = crate::hostile::layout_files(&dest);
+    // A link's target is resolved inside the context: the context's own etc/passwd.
+    assert_eq!(files["p1"], b"ctx passwd\n");
+    assert_eq!(files["p2"], b"ctx passwd\n");
+    // Links inside the context are copied as links, as written.
+    for (link, target) in [
+        ("all/passwd-link", "/etc/passwd".to_string()),
+        ("all/host-link", format!("{out}/precious")),
+        ("all/outdir", out.to_string()),
+        ("all/reldir", "../outside".into()),
+        ("all/evil.tar", format!("{out}/a.tar")),
+        ("all/secret-link", "secret.txt".into()),
+    ] {
+        let key = format!("{link} -> {target}");
+        assert!(
+            files.contains_key(&key),
+            "{key} missing: {:?}",
+            files.keys()
+        );
+    }
+    assert!(!files.contains_key("all/secret.txt"), "{:?}", files.keys());
+    for (p, data) in &files {
+        for needle in [&b"keep-outside"[..], b"ignored-secret"] {
+            assert!(
+                !data.windows(needle.len()).any(|w| w == needle),
+                "`{p}` holds bytes from outside the context or an ignored file"
+            );
+        }
+    }
+}
+
+/// ADD extracts a local archive inside its destination: members that climb out are refused,
+/// naming the archive and the member; a member written under a symlink the archive made stays a
+/// path inside the image (it is applied in the image's root, never on the host).
+#[test]
+fn add_refuses_archive_members_that_climb_out_of_the_destination() {
+    let k = Kiln::new();
+    let c = k.path("ctx-add");
+    std::fs::create_dir_all(&c).unwrap();
+    let tar_of = |members: &[(&str, u8, &str, &[u8])]| {
+        let mut out = Vec::new();
+        for (name, kind, link, data) in members {
+            let mut h = tar::Header::new_ustar();
+            h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(tar::EntryType::new(*kind));
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    };
+    std::fs::write(
+        c.join("climb.tar"),
+        tar_of(&[
+            ("ok", b'0', "", b"ok"),
+            ("../../../etc/evil", b'0', "", b"x"),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("hardlink.tar"),
+        tar_of(&[("hl", b'1', "../../../etc/shadow", b"")]),
+    )
+    .unwrap();
+    for (archive, member) in [
+        ("climb.tar", "../../../etc/evil"),
+        ("hardlink.tar", "hard link climbs out"),
+    ] {
+        std::fs::write(
+            c.join("Dockerfile"),
+            format!("FROM scratch\nADD {archive} /d/\n"),
+        )
+        .unwrap();
+        let (code, err) = k.fails(&["build", c.to_str().unwrap(), "-t", "it/add:bad"]);
+        assert_eq!(code, 1, "{archive}: {err}");
+        assert!(
+            err.contains(archive) && err.contains(member),
+            "{archive}: {err}"
+        );
+    }
+    std::fs::write(
+        c.join("through.tar"),
+        tar_of(&[("l", b'2', "/etc", b""), ("l/passwd", b'0', "", b"mine\n")]),
+    )
+    .unwrap();
+    std::fs::write(c.join("Dockerfile"), "FROM scratch\nADD through.tar /d/\n").unwrap();
+    let dest = k.path("img-add");
+    k.ok(&[
+        "build",
+        c.to_str().unwrap(),
+        "-t",
+        "it/add:ok",
+        "-o",
+        &format!("oci:{}:out", dest.display()),
+    ]);
+    let files = crate::hostile::layout_files(&dest);
+    assert_eq!(files["d/l/passwd"], b"mine\n", "{:?}", files.keys());
+    assert!(files.contains_key("d/l -> /etc"));
 }

@@ -7,6 +7,7 @@ mod build_diff;
 mod dockerfile;
 mod export;
 mod hardening;
+mod hostile;
 mod plan;
 mod registry;
 mod registry_cli;
