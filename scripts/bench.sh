@@ -78,8 +78,25 @@ mkdir -p "$OUT"; OUT=$(readlink -f "$OUT")
 KEPT=
 if [ -n "$KEEP" ] && [ -n "$ONLY" ] && [ -s "$OUT/runs.tsv" ]; then
   # --keep: re-measure the --only sections, keep the other sections' results of the last run.
-  KEPT="$(awk -F'\t' '$1 == "started" {print $2}' "$OUT/meta.tsv" 2>/dev/null) ($(awk -F'\t' '$1 == "git" {print $2}' "$OUT/meta.tsv" 2>/dev/null))"
-  log "keeping the results of sections other than $ONLY (from the run started $KEPT)"
+  # Where each kept section was measured: its `measured` line of the last run's meta, else
+  # (older results) that run's start time and commit.
+  KEPT=$(python3 - "$OUT/meta.tsv" "$ONLY" <<'PY'
+import sys
+meta = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if "\t" in l]
+only = set(sys.argv[2].split(","))
+get = lambda k: next((r[1] for r in meta if r[0] == k), "?")
+measured = {r[1]: r[2] for r in meta if r[0] == "measured" and len(r) > 2}
+for sec in ["layer", "ceiling", "build", "push", "run", "minimal", "scale"]:
+    if sec not in only:
+        print(f"measured\t{sec}\t{measured.get(sec, get('started') + ' (' + get('git') + ')')}")
+# The sizes the kept ceiling results were measured on.
+if "ceiling" not in only:
+    for r in meta:
+        if r[0] in ("tar_bytes", "sample_bytes"):
+            print("\t".join(r))
+PY
+)
+  log "keeping the results of sections other than $ONLY"
   python3 - "$OUT" "$ONLY" <<'PY'
 import os, re, sys
 out, only = sys.argv[1], set(sys.argv[2].split(","))
@@ -107,7 +124,10 @@ mkdir -p "$OUT/json"
 RES=$OUT/runs.tsv
 LOAD_START=$(load)
 { echo "load_start	$LOAD_START"; echo "started	$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "runs	$RUNS"
-  [ -n "$KEPT" ] && echo "kept	sections other than $ONLY from the run started $KEPT"
+  [ -n "$KEPT" ] && echo "$KEPT"
+  for sec in layer ceiling build push run minimal scale; do
+    want "$sec" && echo "measured	$sec	$(date -u +%Y-%m-%dT%H:%M:%SZ) ($(git rev-parse --short HEAD 2>/dev/null || echo ?))"
+  done
   echo "quick	$QUICK"; echo "kernel	$(uname -r)"; echo "git	$(git rev-parse --short HEAD 2>/dev/null || echo ?)"
   echo "nproc	$(nproc)"; echo "mem	$(free -g | awk '/^Mem:/{print $2 " GiB"}')"
   for t in umoci buildah skopeo pigz zstd openssl docker-registry runc; do
