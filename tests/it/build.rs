@@ -359,6 +359,7 @@ fn the_metadata_file_has_per_stage_counters_for_written_layers() {
         again["layers"][1].get("stats").is_none(),
         "a cache hit wrote nothing"
     );
+}
 
 /// COPY and ADD read only the context: a source is resolved through symlinks inside it (an
 /// absolute or climbing target stays inside, as in a chroot), `..` and absolute sources are
