@@ -264,25 +264,7 @@ pub(crate) fn pull(
                 .cloned(),
         );
     }
-    wanted.retain(|d| !store.contains(&d.digest));
-    wanted.dedup_by(|a, b| a.digest == b.digest);
-    let root = store.root().to_path_buf();
-    let open = move |d: &Descriptor| -> std::io::Result<Box<dyn BlobSink>> {
-        Ok(Box::new(StoreSink {
-            w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
-            digest: d.digest.clone(),
-            size: Some(d.size),
-        }))
-    };
-    pull_blobs(
-        client,
-        &source,
-        &wanted,
-        remote.jobs.max(1),
-        &NoProgress,
-        &open,
-    )
-    .map_err(reg)?;
+    pull_missing(store, client, &source, wanted, remote.jobs)?;
     let raw_config = store.read_blob(&m.config.digest)?;
     let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
     image.descriptor.media_type = manifest.media_type.clone();
@@ -344,26 +326,7 @@ pub(crate) fn pull_all(
             );
         }
     }
-    wanted.retain(|d| !store.contains(&d.digest));
-    wanted.sort_by(|a, b| a.digest.cmp(&b.digest));
-    wanted.dedup_by(|a, b| a.digest == b.digest);
-    let root = store.root().to_path_buf();
-    let open = move |d: &Descriptor| -> std::io::Result<Box<dyn BlobSink>> {
-        Ok(Box::new(StoreSink {
-            w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
-            digest: d.digest.clone(),
-            size: Some(d.size),
-        }))
-    };
-    pull_blobs(
-        client,
-        &source,
-        &wanted,
-        remote.jobs.max(1),
-        &NoProgress,
-        &open,
-    )
-    .map_err(reg)?;
+    pull_missing(store, client, &source, wanted, remote.jobs)?;
     // Manifests after their blobs, the index last: what is named is complete.
     for m in &manifests {
         store_manifest(store, m)?;
@@ -516,6 +479,29 @@ pub(crate) fn docker_manifest(image: &Image) -> Option<Vec<u8>> {
     }
     m.annotations.clear();
     Some(crate::oci::to_canonical_json(&m))
+}
+
+/// Downloads into the store those of `wanted` it lacks (each once, `jobs` at a time), each
+/// verified against its digest before it is renamed into place.
+fn pull_missing(
+    store: &Store,
+    client: &registry::Client,
+    source: &Reference,
+    mut wanted: Vec<Descriptor>,
+    jobs: usize,
+) -> Result<()> {
+    wanted.retain(|d| !store.contains(&d.digest));
+    wanted.sort_by(|a, b| a.digest.cmp(&b.digest));
+    wanted.dedup_by(|a, b| a.digest == b.digest);
+    let root = store.root().to_path_buf();
+    let open = move |d: &Descriptor| -> std::io::Result<Box<dyn BlobSink>> {
+        Ok(Box::new(StoreSink {
+            w: BlobWriter::new_in(&root).map_err(std::io::Error::other)?,
+            digest: d.digest.clone(),
+            size: Some(d.size),
+        }))
+    };
+    pull_blobs(client, source, &wanted, jobs.max(1), &NoProgress, &open).map_err(reg)
 }
 
 #[cfg(test)]

@@ -57,12 +57,9 @@ pub(crate) fn find_entry<'a>(
     }
 }
 
-pub(crate) fn read(
-    store: &Store,
-    dir: &Path,
-    reference: Option<&str>,
-    platform: Option<&Platform>,
-) -> Result<Image> {
+/// The layout's location (for errors) and its `index.json`; a directory without `oci-layout` is
+/// not a layout.
+fn read_layout_index(dir: &Path) -> Result<(String, Index)> {
     let loc = location(dir);
     if !dir.join("oci-layout").is_file() {
         return Err(Error::Malformed {
@@ -76,6 +73,16 @@ pub(crate) fn read(
         location: loc.clone(),
         reason: e.to_string(),
     })?;
+    Ok((loc, index))
+}
+
+pub(crate) fn read(
+    store: &Store,
+    dir: &Path,
+    reference: Option<&str>,
+    platform: Option<&Platform>,
+) -> Result<Image> {
+    let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
     // Copy the chain of indexes down to the chosen manifest, then its config and layers.
     let import = |d: &Descriptor| -> Result<()> {
@@ -218,19 +225,7 @@ pub(crate) fn read_entry_all(
     dir: &Path,
     reference: Option<&str>,
 ) -> Result<Descriptor> {
-    let loc = location(dir);
-    if !dir.join("oci-layout").is_file() {
-        return Err(Error::Malformed {
-            location: loc,
-            reason: "no `oci-layout` file: not an OCI image layout".into(),
-        });
-    }
-    let index_path = dir.join("index.json");
-    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
-    let index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
-        location: loc.clone(),
-        reason: e.to_string(),
-    })?;
+    let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
     let import = |d: &Descriptor| -> Result<()> {
         let p = dir
