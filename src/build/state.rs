@@ -85,27 +85,11 @@ impl StageState {
     /// The metadata index, brought up to date with every layer.
     pub(super) fn index(&mut self, store: &Store) -> std::result::Result<&FsIndex, String> {
         if self.indexed == 0 && self.base_len > 0 {
-            let base = &self.layers[..self.base_len];
-            match snapshots::load_index(store, base) {
-                Some(index) => self.index = index,
-                None => {
-                    for l in base {
-                        let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-                        self.index
-                            .apply_tar(r)
-                            .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
-                    }
-                    snapshots::save_index(store, base, &self.index);
-                }
-            }
+            self.index = chain_index(store, &self.layers[..self.base_len])?;
             self.indexed = self.base_len;
         }
         while self.indexed < self.layers.len() {
-            let l = &self.layers[self.indexed];
-            let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-            self.index
-                .apply_tar(r)
-                .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
+            index_layer(store, &mut self.index, &self.layers[self.indexed])?;
             self.indexed += 1;
         }
         Ok(&self.index)
@@ -275,6 +259,28 @@ fn apply_into(
     Ok(())
 }
 
+/// Applies one layer's tar to `index`.
+fn index_layer(store: &Store, index: &mut FsIndex, layer: &Descriptor) -> Result<(), String> {
+    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
+    index
+        .apply_tar(r)
+        .map_err(|e| format!("cannot read layer `{}`: {e}", layer.digest))
+}
+
+/// The index of `layers` (bottom first): from the index cache, else read from their tars and
+/// cached for the next build.
+fn chain_index(store: &Store, layers: &[Descriptor]) -> Result<FsIndex, String> {
+    if let Some(index) = snapshots::load_index(store, layers) {
+        return Ok(index);
+    }
+    let mut index = FsIndex::default();
+    for l in layers {
+        index_layer(store, &mut index, l)?;
+    }
+    snapshots::save_index(store, layers, &index);
+    Ok(index)
+}
+
 /// Unpacks `layers` (bottom first) into the empty directory `dir`. Without real root, with a
 /// user namespace, every layer is unpacked as the caller and the owners are set once at the end,
 /// from the layers' index (so a later layer's replacements and whiteouts count): set layer by
@@ -296,20 +302,7 @@ fn unpack_stack(
         apply_layer(r, dir, &UnpackOptions { ownership })
             .map_err(|e| format!("layer `{}`: {e}", l.digest))?;
     }
-    let index = match snapshots::load_index(store, layers) {
-        Some(index) => index,
-        None => {
-            let mut index = FsIndex::default();
-            for l in layers {
-                let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-                index
-                    .apply_tar(r)
-                    .map_err(|e| format!("cannot read layer `{}`: {e}", l.digest))?;
-            }
-            snapshots::save_index(store, layers, &index);
-            index
-        }
-    };
+    let index = chain_index(store, layers)?;
     let owners: Vec<(Vec<u8>, u32, u32)> = index
         .iter()
         .filter(|(_, n)| (n.uid, n.gid) != (0, 0))

@@ -57,6 +57,21 @@ pub(crate) fn find_entry<'a>(
     }
 }
 
+/// Where the layout in `dir` keeps the blob `d` names.
+fn blob_path(dir: &Path, d: &Descriptor) -> std::path::PathBuf {
+    dir.join("blobs")
+        .join(d.digest.algorithm().as_str())
+        .join(d.digest.hex())
+}
+
+/// Copies the layout's blob `d` into the store, verified against its digest and size.
+fn import_blob(store: &Store, dir: &Path, d: &Descriptor) -> Result<()> {
+    let p = blob_path(dir, d);
+    let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
+    store.put_verified(&d.digest, Some(d.size), &mut f)?;
+    Ok(())
+}
+
 /// The layout's location (for errors) and its `index.json`; a directory without `oci-layout` is
 /// not a layout.
 fn read_layout_index(dir: &Path) -> Result<(String, Index)> {
@@ -85,15 +100,7 @@ pub(crate) fn read(
     let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
     // Copy the chain of indexes down to the chosen manifest, then its config and layers.
-    let import = |d: &Descriptor| -> Result<()> {
-        let p = dir
-            .join("blobs")
-            .join(d.digest.algorithm().as_str())
-            .join(d.digest.hex());
-        let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
-        store.put_verified(&d.digest, Some(d.size), &mut f)?;
-        Ok(())
-    };
+    let import = |d: &Descriptor| import_blob(store, dir, d);
     let mut d = entry.clone();
     for _ in 0..8 {
         import(&d)?;
@@ -227,17 +234,12 @@ pub(crate) fn read_entry_all(
 ) -> Result<Descriptor> {
     let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
-    let import = |d: &Descriptor| -> Result<()> {
-        let p = dir
-            .join("blobs")
-            .join(d.digest.algorithm().as_str())
-            .join(d.digest.hex());
-        if d.media_type.is_foreign_layer() && !p.exists() {
+    // A foreign layer the layout does not hold stays at its URLs.
+    let import = |d: &Descriptor| {
+        if d.media_type.is_foreign_layer() && !blob_path(dir, d).exists() {
             return Ok(());
         }
-        let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
-        store.put_verified(&d.digest, Some(d.size), &mut f)?;
-        Ok(())
+        import_blob(store, dir, d)
     };
     let mut todo = vec![(entry.clone(), 0)];
     while let Some((d, depth)) = todo.pop() {
