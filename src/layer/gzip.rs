@@ -14,6 +14,13 @@
 //! 275.3 MB); the 32 KiB window lost at each member boundary costs about 0.3%. libdeflate cannot
 //! stream or take a dictionary, which is why blocks are independent.
 //!
+//! # Buffers
+//! Block buffers, in and out, go back to a pool once used, so each is allocated (and zero-filled
+//! by the kernel) once per layer rather than once per block, and [`ParallelGzipWriter::read_from`]
+//! lets the layer writer read file data straight into the block being filled and hash it there:
+//! the file's bytes are copied once, by the kernel, on their way to the compressor. Measured on
+//! the 1 GiB corpus this took 2% off the layer's CPU time and 90% of its page faults (40k to 4k).
+//!
 //! # Levels
 //! A gzip level is a zlib notion: users pick `gzip:6` expecting what `gzip -6` gives. libdeflate
 //! searches harder than zlib at the same number, so kiln's level N is libdeflate's level N−1
@@ -35,7 +42,7 @@
 //! kiln's 1 MiB members add about 0.1% to these. At the default, level 6, this is 13% less
 //! compression CPU than libdeflate's level 6 for 1.1% more bytes.
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,21 +53,65 @@ use libdeflater::{CompressionLvl, Compressor};
 /// Input bytes per gzip member.
 pub const BLOCK_SIZE: usize = 1 << 20;
 
+/// Buffers handed back for reuse, so a layer allocates (and the kernel zero-fills) each block
+/// buffer once rather than once per block: the number in flight is bounded by the channels, so
+/// the pool never holds more than a few.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    /// A buffer of exactly `len` initialised bytes (contents unspecified).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut v| v.pop());
+        match reused {
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => vec![0; len],
+        }
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(buf);
+        }
+    }
+}
+
+/// Which side of [`ParallelGzipWriter::read_from`] failed: reading the source, or compressing
+/// and writing to the sink.
+#[derive(Debug)]
+pub enum Side {
+    /// The source's `read` failed.
+    Read(io::Error),
+    /// A compression thread or the sink failed.
+    Write(io::Error),
+}
+
 struct Job {
     seq: u64,
+    /// A [`BLOCK_SIZE`] buffer whose first `len` bytes are the block.
     data: Vec<u8>,
+    len: usize,
 }
 
 enum Done {
-    Block(u64, Vec<u8>),
-    End { blocks: u64 },
+    /// Block `seq`, compressed into the first `len` bytes of the buffer.
+    Block(u64, Vec<u8>, usize),
+    End {
+        blocks: u64,
+    },
 }
 
 /// A `Write` that gzips into `W` using `threads` compression threads, deterministically.
 pub struct ParallelGzipWriter<W: Write + Send + 'static> {
     level: u32,
+    /// The block being filled: always [`BLOCK_SIZE`] long, `fill` bytes of it used.
     cur: Vec<u8>,
+    fill: usize,
     seq: u64,
+    inputs: Arc<Pool>,
     jobs: Option<SyncSender<Job>>,
     done_tx: Option<SyncSender<Done>>,
     workers: Vec<JoinHandle<Duration>>,
@@ -75,18 +126,23 @@ impl<W: Write + Send + 'static> ParallelGzipWriter<W> {
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(threads);
         let (done_tx, done_rx) = sync_channel::<Done>(threads * 2 + 2);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let inputs = Arc::new(Pool::default());
+        let outputs = Arc::new(Pool::default());
         let workers = (0..threads)
             .map(|_| {
                 let rx = Arc::clone(&jobs_rx);
                 let tx = done_tx.clone();
-                std::thread::spawn(move || worker(level, &rx, &tx))
+                let (inputs, outputs) = (Arc::clone(&inputs), Arc::clone(&outputs));
+                std::thread::spawn(move || worker(level, &rx, &tx, &inputs, &outputs))
             })
             .collect();
-        let writer = std::thread::spawn(move || write_in_order(sink, done_rx));
+        let writer = std::thread::spawn(move || write_in_order(sink, done_rx, &outputs));
         ParallelGzipWriter {
             level,
-            cur: Vec::with_capacity(BLOCK_SIZE),
+            cur: inputs.take(BLOCK_SIZE),
+            fill: 0,
             seq: 0,
+            inputs,
             jobs: Some(jobs_tx),
             done_tx: Some(done_tx),
             workers,
@@ -99,11 +155,34 @@ impl<W: Write + Send + 'static> ParallelGzipWriter<W> {
         self.level
     }
 
+    /// Reads at most `max` bytes from `src` straight into the block being filled (no copy
+    /// through another buffer), shows them to `seen` (the diff_id hasher) before they are
+    /// compressed, and returns how many were read: 0 at the end of `src` or when `max` is 0.
+    pub fn read_from(
+        &mut self,
+        src: &mut dyn Read,
+        max: usize,
+        seen: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, Side> {
+        let room = (BLOCK_SIZE - self.fill).min(max);
+        let n = src
+            .read(&mut self.cur[self.fill..self.fill + room])
+            .map_err(Side::Read)?;
+        let n = n.min(room); // a Read that claims more than it was given is not trusted
+        seen(&self.cur[self.fill..self.fill + n]);
+        self.fill += n;
+        if self.fill == BLOCK_SIZE {
+            self.submit().map_err(Side::Write)?;
+        }
+        Ok(n)
+    }
+
     fn submit(&mut self) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.cur, Vec::with_capacity(BLOCK_SIZE));
+        let data = std::mem::replace(&mut self.cur, self.inputs.take(BLOCK_SIZE));
         let job = Job {
             seq: self.seq,
             data,
+            len: std::mem::take(&mut self.fill),
         };
         self.seq += 1;
         let sent = self.jobs.as_ref().map(|tx| tx.send(job).is_ok());
@@ -127,7 +206,7 @@ impl<W: Write + Send + 'static> ParallelGzipWriter<W> {
     /// compression threads were busy in total.
     pub fn finish(mut self) -> io::Result<(W, u64, Duration)> {
         // An empty input still needs one (empty) member to be a valid gzip file.
-        if !self.cur.is_empty() || self.seq == 0 {
+        if self.fill > 0 || self.seq == 0 {
             self.submit()?;
         }
         let blocks = self.seq;
@@ -155,10 +234,11 @@ impl<W: Write + Send + 'static> Write for ParallelGzipWriter<W> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let n = buf.len();
         while !buf.is_empty() {
-            let take = (BLOCK_SIZE - self.cur.len()).min(buf.len());
-            self.cur.extend_from_slice(&buf[..take]);
+            let take = (BLOCK_SIZE - self.fill).min(buf.len());
+            self.cur[self.fill..self.fill + take].copy_from_slice(&buf[..take]);
+            self.fill += take;
             buf = &buf[take..];
-            if self.cur.len() == BLOCK_SIZE {
+            if self.fill == BLOCK_SIZE {
                 self.submit()?;
             }
         }
@@ -190,9 +270,17 @@ pub fn libdeflate_level(level: u32) -> i32 {
     (level.clamp(1, 9) as i32 - 1).max(1)
 }
 
-fn worker(level: u32, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -> Duration {
+fn worker(
+    level: u32,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &SyncSender<Done>,
+    inputs: &Pool,
+    outputs: &Pool,
+) -> Duration {
     let lvl = CompressionLvl::new(libdeflate_level(level)).unwrap_or_default();
     let mut c = Compressor::new(lvl);
+    // libdeflate's own worst case for a whole block, so no output buffer can run out of room.
+    let bound = c.gzip_compress_bound(BLOCK_SIZE);
     let mut busy = Duration::ZERO;
     loop {
         // The lock is held only to receive; a poisoned lock means another worker panicked.
@@ -202,35 +290,39 @@ fn worker(level: u32, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -> D
         };
         let Ok(job) = job else { return busy };
         let start = Instant::now();
-        let mut out = vec![0u8; c.gzip_compress_bound(job.data.len())];
-        // The bound is libdeflate's own worst case for this input, so this cannot run out of room.
+        let mut out = outputs.take(bound);
         let n = c
-            .gzip_compress(&job.data, &mut out)
+            .gzip_compress(&job.data[..job.len], &mut out)
             .expect("output buffer sized by gzip_compress_bound");
-        out.truncate(n);
         busy += start.elapsed();
-        if done.send(Done::Block(job.seq, out)).is_err() {
+        inputs.give(job.data);
+        if done.send(Done::Block(job.seq, out, n)).is_err() {
             return busy;
         }
     }
 }
 
-fn write_in_order<W: Write>(mut sink: W, done: Receiver<Done>) -> io::Result<(W, u64)> {
+fn write_in_order<W: Write>(
+    mut sink: W,
+    done: Receiver<Done>,
+    outputs: &Pool,
+) -> io::Result<(W, u64)> {
     let mut written = 0u64;
     let mut next = 0u64;
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (Vec<u8>, usize)> = BTreeMap::new();
     let mut end: Option<u64> = None;
     for msg in done {
         match msg {
-            Done::Block(seq, bytes) => {
-                pending.insert(seq, bytes);
+            Done::Block(seq, bytes, len) => {
+                pending.insert(seq, (bytes, len));
             }
             Done::End { blocks } => end = Some(blocks),
         }
-        while let Some(bytes) = pending.remove(&next) {
-            sink.write_all(&bytes)?;
-            written += bytes.len() as u64;
+        while let Some((bytes, len)) = pending.remove(&next) {
+            sink.write_all(&bytes[..len])?;
+            written += len as u64;
             next += 1;
+            outputs.give(bytes);
         }
         if end == Some(next) {
             sink.flush()?;

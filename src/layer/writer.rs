@@ -10,7 +10,7 @@ use crate::oci::{Digest, MediaType};
 
 use super::compress::Compression;
 use super::entry::{validate_path, Entry, EntryKind, FileSource};
-use super::gzip::ParallelGzipWriter;
+use super::gzip::{ParallelGzipWriter, Side};
 use super::stats::LayerStats;
 use super::tar::{header_bytes, pad, END_OF_ARCHIVE};
 use super::walk::{walk, WalkOptions};
@@ -232,38 +232,80 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
         self.copy_reader(&mut f, size, path)
     }
 
-    /// Copies exactly `size` bytes from `src` into the tar stream.
+    /// Copies exactly `size` bytes from `src` into the tar stream. With gzip the bytes are read
+    /// straight into the compressor's block buffer and hashed there; otherwise through `buf`.
     fn copy_reader(&mut self, src: &mut dyn Read, size: u64, path: &Path) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         let mut total = 0u64;
         let result = loop {
+            let want = usize::try_from(size - total).unwrap_or(usize::MAX);
+            if want == 0 {
+                break Ok(());
+            }
             let t = Instant::now();
-            let n = match src.read(&mut buf) {
+            let (hasher, stats) = (&mut self.hasher, &mut self.stats);
+            let mut hashed = Duration::ZERO;
+            let mut seen = |bytes: &[u8]| {
+                let h = Instant::now();
+                let cpu = super::stats::thread_cpu_seconds();
+                hasher.update(bytes);
+                stats.hash_cpu_seconds += super::stats::thread_cpu_seconds() - cpu;
+                hashed = h.elapsed();
+            };
+            let read = match &mut self.enc {
+                Encoder::Gzip(w) => w.read_from(src, want, &mut seen),
+                other => match src.read(&mut buf[..want.min(READ_BUF)]) {
+                    Ok(n) => {
+                        seen(&buf[..n]);
+                        other.write_all(&buf[..n]).map(|()| n).map_err(Side::Write)
+                    }
+                    Err(e) => Err(Side::Read(e)),
+                },
+            };
+            let n = match read {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
+                Err(Side::Read(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(Side::Read(source)) => {
                     break Err(Error::Read {
                         path: path.to_path_buf(),
                         source,
                     })
                 }
+                Err(Side::Write(e)) => break Err(Error::Write(e)),
             };
-            self.stats.read_seconds += t.elapsed().as_secs_f64();
+            // Read and compressor hand-off share one call here; the hash is timed on its own.
+            let spent = t.elapsed();
+            self.stats.hash_seconds += hashed.as_secs_f64();
+            self.stats.read_seconds += (spent - hashed).as_secs_f64();
+            self.stats.bytes_tarred += n as u64;
             total += n as u64;
-            if total > size {
-                break Err(Error::FileChanged {
-                    path: path.to_path_buf(),
-                    expected: size,
-                    actual: total,
-                });
-            }
-            if let Err(e) = self.emit(&buf[..n]) {
-                break Err(e);
-            }
         };
         self.buf = buf;
         result?;
+        // A file that grew since it was listed: one more byte is there to read.
+        if total == size {
+            let mut probe = [0u8; 1];
+            loop {
+                match src.read(&mut probe) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        return Err(Error::FileChanged {
+                            path: path.to_path_buf(),
+                            expected: size,
+                            actual: size + 1,
+                        })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(Error::Read {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
+                }
+            }
+        }
         self.stats.bytes_read += total;
         if total != size {
             return Err(Error::FileChanged {
@@ -450,6 +492,119 @@ mod tests {
                 }
             }
             assert_eq!(back, plain);
+        }
+    }
+
+    #[test]
+    fn file_data_read_from_disk_gives_the_same_layer_as_from_memory() {
+        // Files go through `copy_reader` (read straight into the gzip block buffer), bytes
+        // through `emit`: the layer must not depend on which. Sizes straddle block boundaries.
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [
+            0usize,
+            1,
+            4095,
+            super::super::gzip::BLOCK_SIZE - 3,
+            3 << 20,
+            77,
+        ];
+        let mut on_disk = Vec::new();
+        let mut in_memory = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|j| (j * 7 % 251 + i) as u8).collect();
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, &data).unwrap();
+            let mut e = Entry::file(format!("f{i}"), 0o644, data);
+            in_memory.push(e.clone());
+            e.kind = EntryKind::File {
+                size: len as u64,
+                source: FileSource::Path(p),
+            };
+            on_disk.push(e);
+        }
+        for c in [
+            Compression::None,
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let (a, sa) = build(&on_disk, c, 2);
+            let (b, sb) = build(&in_memory, c, 1);
+            assert!(a == b, "{c}: layers differ");
+            assert_eq!(sa.diff_id, sb.diff_id);
+            assert_eq!(sa.stats.bytes_tarred, sb.stats.bytes_tarred);
+            assert_eq!(sa.stats.bytes_read, sizes.iter().sum::<usize>() as u64);
+        }
+    }
+
+    #[test]
+    fn read_and_write_failures_are_told_apart() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("bad sector"))
+            }
+        }
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let opts = LayerOptions {
+            compression: Compression::Gzip { level: 6 },
+            threads: 2,
+            epoch: 0,
+        };
+        let e = Entry::file("f", 0o644, vec![0u8; 10]);
+        let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+        let err = w.append_from(&e, &mut Broken, Path::new("archive.tar:f"));
+        assert!(
+            matches!(&err, Err(Error::Read { path, .. }) if path == Path::new("archive.tar:f")),
+            "{err:?}"
+        );
+        // The sink fails once a block is compressed: reported as a write error, not a read one.
+        let big = vec![7u8; 16 << 20];
+        let e = Entry::file("big", 0o644, Vec::new());
+        let e = Entry {
+            kind: EntryKind::File {
+                size: big.len() as u64,
+                source: FileSource::Bytes(Vec::new().into()),
+            },
+            ..e
+        };
+        let mut w = LayerWriter::new(Full, opts).unwrap();
+        let err = w
+            .append_from(&e, &mut &big[..], Path::new("big"))
+            .and_then(|()| w.finish().map(|_| ()));
+        assert!(matches!(&err, Err(Error::Write(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_that_shrank_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12").unwrap();
+        let mut e = Entry::file("f", 0o644, Vec::new());
+        e.kind = EntryKind::File {
+            size: 5,
+            source: FileSource::Path(p),
+        };
+        let opts = LayerOptions {
+            compression: Compression::Gzip { level: 6 },
+            threads: 2,
+            epoch: 0,
+        };
+        let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+        match w.append(&e).unwrap_err() {
+            Error::FileChanged {
+                path,
+                expected: 5,
+                actual: 2,
+            } => assert!(path.ends_with("f")),
+            other => panic!("{other}"),
         }
     }
 
