@@ -31,7 +31,8 @@ pub struct LayerStats {
     pub compress_seconds: f64,
     /// Compression threads used.
     pub compress_threads: usize,
-    /// Wall-clock seconds from the first entry to the last byte written.
+    /// Wall-clock seconds from the start of the layer (its walk included) to the last byte
+    /// written.
     pub wall_seconds: f64,
 }
 

@@ -1,5 +1,7 @@
-//! Walking a directory into layer entries: sorted by path bytes, hardlinks detected, sockets refused.
-use std::collections::HashMap;
+//! Walking a directory into layer entries: sorted by path bytes, hardlinks detected, sockets
+//! refused; [`SortedWalk`] hands them out in that order while it walks.
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -26,26 +28,104 @@ impl Default for WalkOptions {
 /// Returns the entries and the seconds spent.
 pub fn walk(root: &Path, opts: &WalkOptions) -> Result<(Vec<Entry>, f64)> {
     let start = Instant::now();
-    let meta = std::fs::metadata(root).map_err(|source| Error::Read {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Read {
-            path: root.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        });
+    let mut w = SortedWalk::new(root, opts.clone())?;
+    let mut entries = Vec::new();
+    while let Some(batch) = w.next_batch()? {
+        entries.extend(batch);
     }
-    let mut raw: Vec<(Entry, u64, u64, u64)> = Vec::new();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|source| Error::Read {
-            path: dir.clone(),
+    Ok((entries, start.elapsed().as_secs_f64()))
+}
+
+/// An entry found but not yet handed out, with what hardlink detection needs.
+struct Found {
+    entry: Entry,
+    dev: u64,
+    ino: u64,
+    links: u64,
+}
+
+/// A walk that hands out entries in sorted order *while* it walks, so a layer can be tarred
+/// (and compressed) from the first directories read on, instead of after the whole tree is
+/// listed.
+///
+/// Directories wait in a heap keyed by their path plus `/`. Every path not yet found lies below
+/// a waiting directory, so it sorts at or after the smallest key: whatever was found below that
+/// key is final and goes out. (`a`, `a.txt`, `a/b` is byte order: the directory `a` goes out at
+/// once, its contents only after `a.txt`.) Hardlinks are resolved in that order, so the first
+/// path of an inode carries its data, as in the sorted list.
+pub struct SortedWalk {
+    opts: WalkOptions,
+    /// Directories still to read: (relative path + `/`, absolute path).
+    waiting: BinaryHeap<Reverse<(Vec<u8>, PathBuf)>>,
+    found: BTreeMap<Vec<u8>, Found>,
+    first: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl SortedWalk {
+    /// Starts a walk of `root`, which must be a directory.
+    pub fn new(root: &Path, opts: WalkOptions) -> Result<SortedWalk> {
+        let meta = std::fs::metadata(root).map_err(|source| Error::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::Read {
+                path: root.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Ok(SortedWalk {
+            opts,
+            waiting: BinaryHeap::from([Reverse((Vec::new(), root.to_path_buf()))]),
+            found: BTreeMap::new(),
+            first: HashMap::new(),
+        })
+    }
+
+    /// The next entries in sorted order (never an empty batch), or `None` when the walk is done.
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Entry>>> {
+        loop {
+            let ready = match self.waiting.peek() {
+                None => std::mem::take(&mut self.found),
+                Some(Reverse((key, _))) => {
+                    let later = self.found.split_off(key);
+                    std::mem::replace(&mut self.found, later)
+                }
+            };
+            if !ready.is_empty() {
+                let batch = ready.into_values().map(|f| self.resolve(f)).collect();
+                return Ok(Some(batch));
+            }
+            let Some(Reverse((key, dir))) = self.waiting.pop() else {
+                return Ok(None);
+            };
+            self.read_dir(&key, &dir)?;
+        }
+    }
+
+    /// The first path of an inode in sorted order carries the data; later ones link to it.
+    fn resolve(&mut self, f: Found) -> Entry {
+        let mut e = f.entry;
+        if f.links > 1 {
+            match self.first.get(&(f.dev, f.ino)) {
+                Some(target) => e.kind = EntryKind::Hardlink(target.clone()),
+                None => {
+                    self.first.insert((f.dev, f.ino), e.path.clone());
+                }
+            }
+        }
+        e
+    }
+
+    /// Lists one directory; `prefix` is its relative path plus `/` (empty for the root).
+    fn read_dir(&mut self, prefix: &[u8], dir: &Path) -> Result<()> {
+        let rd = std::fs::read_dir(dir).map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
             source,
         })?;
         for item in rd {
             let item = item.map_err(|source| Error::Read {
-                path: dir.clone(),
+                path: dir.to_path_buf(),
                 source,
             })?;
             let path = item.path();
@@ -53,14 +133,13 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<(Vec<Entry>, f64)> {
                 path: path.clone(),
                 source,
             })?;
-            let mut rel_path = rel.clone();
-            if !rel_path.is_empty() {
-                rel_path.push(b'/');
-            }
+            let mut rel_path = prefix.to_vec();
             rel_path.extend_from_slice(item.file_name().as_bytes());
             let ft = md.file_type();
             let kind = if ft.is_dir() {
-                stack.push((path.clone(), rel_path.clone()));
+                let mut key = rel_path.clone();
+                key.push(b'/');
+                self.waiting.push(Reverse((key, path.clone())));
                 EntryKind::Dir
             } else if ft.is_file() {
                 EntryKind::File {
@@ -84,46 +163,31 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<(Vec<Entry>, f64)> {
             } else {
                 return Err(Error::Socket { path });
             };
-            let xattrs = if opts.xattrs {
+            let xattrs = if self.opts.xattrs {
                 read_xattrs(&path)?
             } else {
                 Vec::new()
             };
             let links = if ft.is_dir() { 1 } else { md.nlink() };
-            raw.push((
-                Entry {
-                    path: rel_path,
-                    kind,
-                    mode: md.mode() & 0o7777,
-                    uid: md.uid(),
-                    gid: md.gid(),
-                    mtime: md.mtime(),
-                    xattrs,
-                },
-                md.dev(),
-                md.ino(),
+            let entry = Entry {
+                path: rel_path.clone(),
+                kind,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: md.mtime(),
+                xattrs,
+            };
+            let f = Found {
+                entry,
+                dev: md.dev(),
+                ino: md.ino(),
                 links,
-            ));
+            };
+            self.found.insert(rel_path, f);
         }
+        Ok(())
     }
-    raw.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
-    // The first path of an inode in sorted order carries the data; later ones link to it.
-    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let entries = raw
-        .into_iter()
-        .map(|(mut e, dev, ino, links)| {
-            if links > 1 {
-                match first.get(&(dev, ino)) {
-                    Some(target) => e.kind = EntryKind::Hardlink(target.clone()),
-                    None => {
-                        first.insert((dev, ino), e.path.clone());
-                    }
-                }
-            }
-            e
-        })
-        .collect();
-    Ok((entries, start.elapsed().as_secs_f64()))
 }
 
 fn dev_numbers(rdev: u64) -> (u32, u32) {
@@ -201,6 +265,62 @@ mod tests {
         );
         assert_eq!(entries[5].kind, EntryKind::Hardlink(b"a/b/f".to_vec()));
         assert_eq!(entries[4].kind, EntryKind::Symlink(b"a/b/f".to_vec()));
+    }
+
+    #[test]
+    fn the_streaming_walk_hands_out_byte_order_while_walking() {
+        // Names around '/' (0x2f) in byte order: '!' '-' '.' sort before it, '0' 'b' after, so a
+        // directory's contents must wait for its siblings `a!`, `a-b`, `a.txt`.
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["a/b/c", "a/b.d", "a0", "ab/x", "z/y/x/w"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in [
+            "a!",
+            "a-b",
+            "a.txt",
+            "a/b/c/f",
+            "a/b.d/g",
+            "a/b!",
+            "ab/x.1",
+            "z/y/x/w/h",
+        ] {
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        std::fs::hard_link(r.join("z/y/x/w/h"), r.join("a/b/c/early")).unwrap();
+        // The order every consumer expects, from an independent listing.
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        let mut stack = vec![r.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                expected.push(p.strip_prefix(r).unwrap().as_os_str().as_bytes().to_vec());
+            }
+        }
+        expected.sort();
+        let mut w = SortedWalk::new(r, WalkOptions::default()).unwrap();
+        let mut got = Vec::new();
+        let mut batches = 0;
+        while let Some(b) = w.next_batch().unwrap() {
+            assert!(!b.is_empty());
+            batches += 1;
+            got.extend(b);
+        }
+        let paths: Vec<Vec<u8>> = got.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(paths, expected);
+        assert!(
+            batches > 3,
+            "entries came in {batches} batches: not streamed"
+        );
+        // The hardlink's first path in byte order carries the data, whatever the walk order.
+        let early = got.iter().find(|e| e.path == b"a/b/c/early").unwrap();
+        assert!(matches!(early.kind, EntryKind::File { .. }));
+        let late = got.iter().find(|e| e.path == b"z/y/x/w/h").unwrap();
+        assert_eq!(late.kind, EntryKind::Hardlink(b"a/b/c/early".to_vec()));
     }
 
     #[test]

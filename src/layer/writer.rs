@@ -2,6 +2,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
@@ -13,10 +14,12 @@ use super::entry::{validate_path, Entry, EntryKind, FileSource};
 use super::gzip::{ParallelGzipWriter, Side};
 use super::stats::LayerStats;
 use super::tar::{header_bytes, pad, END_OF_ARCHIVE};
-use super::walk::{walk, WalkOptions};
+use super::walk::{SortedWalk, WalkOptions};
 use super::{Error, Result};
 
 const READ_BUF: usize = 1 << 20;
+/// Batches of walked entries (one per directory read, about) the walk may run ahead of the tar.
+const WALK_BATCHES_AHEAD: usize = 64;
 /// Bytes per zstd worker job.
 #[cfg(feature = "zstd")]
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
@@ -351,14 +354,39 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
         r
     }
 
-    /// Walks `root` and appends everything below it.
+    /// Walks `root` and appends everything below it. The walk runs on its own thread and hands
+    /// entries over in sorted order as it finds them ([`SortedWalk`]), so tarring and compressing
+    /// start with the first directories rather than after the whole tree is listed.
     pub fn append_dir(&mut self, root: &Path, walk_opts: &WalkOptions) -> Result<()> {
-        let (entries, secs) = walk(root, walk_opts)?;
-        self.stats.walk_seconds += secs;
-        for e in &entries {
-            self.append(e)?;
-        }
-        Ok(())
+        let mut walker = SortedWalk::new(root, walk_opts.clone())?;
+        let (tx, rx) = sync_channel::<Result<Vec<Entry>>>(WALK_BATCHES_AHEAD);
+        std::thread::scope(|scope| {
+            let walking = scope.spawn(move || {
+                let mut busy = Duration::ZERO;
+                loop {
+                    let t = Instant::now();
+                    let batch = walker.next_batch().transpose();
+                    busy += t.elapsed();
+                    let Some(batch) = batch else { break };
+                    let failed = batch.is_err();
+                    // A closed channel means the writer failed and stopped listening.
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+                busy
+            });
+            let mut result = Ok(());
+            for batch in &rx {
+                result = batch.and_then(|entries| entries.iter().try_for_each(|e| self.append(e)));
+                if result.is_err() {
+                    break;
+                }
+            }
+            drop(rx);
+            self.stats.walk_seconds += walking.join().unwrap_or_default().as_secs_f64();
+            result
+        })
     }
 
     /// Ends the archive and the compressed stream; returns the sink and the summary.
@@ -380,7 +408,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             (_, None) => self.encode_time.as_secs_f64(),
         };
         stats.bytes_written = size;
-        stats.wall_seconds = self.start.elapsed().as_secs_f64() + stats.walk_seconds;
+        stats.wall_seconds = self.start.elapsed().as_secs_f64();
         let summary = LayerSummary {
             diff_id: Digest::from_sha256_bytes(&self.hasher.finalize()),
             uncompressed_size: stats.bytes_tarred,
