@@ -8,10 +8,11 @@
 //! Start at [`LayerWriter`]. Its pipeline, on 2 cores:
 //!
 //! ```text
-//!  caller thread: walk (sorted) → read file → tar header/data → SHA-256 (diff_id) ─┐
-//!  gzip: 1 MiB blocks → N worker threads (libdeflate, one gzip member per block)   │
-//!        → writer thread puts members back in order → sink                         │
-//!  zstd: libzstd with N ≥ 1 worker threads → sink                                  │
+//!  walk thread (append_dir): SortedWalk hands entries over as they become final ──────┐
+//!  caller thread: tar header → file read straight into the gzip block → SHA-256 ───────┤
+//!  gzip: 1 MiB blocks → N worker threads (libdeflate, one gzip member per block)       │
+//!        → writer thread puts members back in order → sink                             │
+//!  zstd: libzstd with N ≥ 1 worker threads → sink                                      │
 //! ```
 //!
 //! Determinism rules (design notes; change them only with a new expected digest):
