@@ -384,7 +384,16 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 }
             }
             drop(rx);
-            self.stats.walk_seconds += walking.join().unwrap_or_default().as_secs_f64();
+            match walking.join() {
+                Ok(busy) => self.stats.walk_seconds += busy.as_secs_f64(),
+                // Its channel closed early, so `result` may look fine: the layer is incomplete.
+                Err(_) => {
+                    return Err(Error::Read {
+                        path: root.to_path_buf(),
+                        source: io::Error::other("the walk stopped unexpectedly"),
+                    })
+                }
+            }
             result
         })
     }
