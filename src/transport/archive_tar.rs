@@ -1,4 +1,5 @@
-//! Writing the tar files of OCI and docker archives: deterministic headers, streamed members.
+//! The tar files of OCI and docker archives: written with deterministic headers and streamed
+//! members; read through [`TarGuard`](crate::layer::TarGuard) with bounded metadata members.
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,34 @@ use crate::layer::tar::{header_bytes, pad, END_OF_ARCHIVE};
 use crate::layer::{Entry, EntryKind, FileSource};
 
 use super::{io_err, Error, Result};
+
+/// The most a metadata member (`index.json`, `manifest.json`) of an archive may hold: the
+/// registry's manifest limit, so an archive cannot make kiln buffer more than a registry could.
+pub(crate) const MAX_METADATA_MEMBER: u64 = crate::registry::MAX_MANIFEST_SIZE;
+
+/// An archive opened for reading: buffered, and guarded like a layer, so hostile PAX or GNU
+/// long-name members cannot make the reader buffer without bound.
+pub(crate) fn open_archive(
+    file: &Path,
+) -> Result<tar::Archive<crate::layer::TarGuard<io::BufReader<File>>>> {
+    let f = File::open(file).map_err(io_err("cannot read", file))?;
+    Ok(tar::Archive::new(crate::layer::TarGuard::new(
+        io::BufReader::with_capacity(1 << 20, f),
+    )))
+}
+
+/// Reads a metadata member whole, refusing one larger than [`MAX_METADATA_MEMBER`].
+pub(crate) fn read_metadata_member(member: &mut dyn Read, name: &str) -> io::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    member.take(MAX_METADATA_MEMBER + 1).read_to_end(&mut b)?;
+    if b.len() as u64 > MAX_METADATA_MEMBER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("`{name}` is larger than {MAX_METADATA_MEMBER} bytes"),
+        ));
+    }
+    Ok(b)
+}
 
 /// A tar file being written to a temp file beside its destination; `finish` renames it.
 pub(crate) struct ArchiveWriter {

@@ -14,7 +14,7 @@ use crate::image::Image;
 use crate::oci::{self, Descriptor, Digest, ImageConfig, Manifest, MediaType};
 use crate::store::Store;
 
-use super::archive_tar::{clean_member, ArchiveWriter};
+use super::archive_tar::{clean_member, open_archive, read_metadata_member, ArchiveWriter};
 use super::{io_err, Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,8 +36,7 @@ pub(crate) fn read(store: &Store, file: &Path, reference: Option<&str>) -> Resul
         location: location(file),
         reason,
     };
-    let f = File::open(file).map_err(io_err("cannot read", file))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
+    let mut archive = open_archive(file)?;
     let mut manifest_json = None;
     // Every member goes into the store as a blob; members are found again by path.
     let mut members: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
@@ -63,10 +62,8 @@ pub(crate) fn read(store: &Store, file: &Path, reference: Option<&str>) -> Resul
             continue;
         }
         if path == "manifest.json" {
-            let mut b = Vec::new();
-            entry
-                .read_to_end(&mut b)
-                .map_err(|e| malformed(e.to_string()))?;
+            let b =
+                read_metadata_member(&mut entry, &path).map_err(|e| malformed(e.to_string()))?;
             manifest_json = Some(b);
             continue;
         }

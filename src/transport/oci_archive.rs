@@ -1,16 +1,14 @@
 //! `oci-archive:FILE[:REF]`: an OCI image layout in a tar file.
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use crate::image::Image;
 use crate::oci::{self, Descriptor, Digest, Index, Platform, ANNOTATION_REF_NAME};
 use crate::store::Store;
 
-use super::archive_tar::{clean_member, ArchiveWriter};
+use super::archive_tar::{clean_member, open_archive, read_metadata_member, ArchiveWriter};
 use super::oci_dir::find_entry;
 use super::select::load_image;
-use super::{io_err, Error, Result};
+use super::{Error, Result};
 
 fn location(file: &Path) -> String {
     format!("oci-archive:{}", file.display())
@@ -37,8 +35,7 @@ pub(crate) fn read_entry(
     reference: Option<&str>,
 ) -> Result<Descriptor> {
     let loc = location(file);
-    let f = File::open(file).map_err(io_err("cannot read", file))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
+    let mut archive = open_archive(file)?;
     let malformed = |reason: String| Error::Malformed {
         location: location(file),
         reason,
@@ -55,10 +52,8 @@ pub(crate) fn read_entry(
         }
         let path = clean_member(&entry.path_bytes());
         if path == "index.json" {
-            let mut b = Vec::new();
-            entry
-                .read_to_end(&mut b)
-                .map_err(|e| malformed(e.to_string()))?;
+            let b =
+                read_metadata_member(&mut entry, &path).map_err(|e| malformed(e.to_string()))?;
             index_bytes = Some(b);
         } else if path == "oci-layout" {
             saw_layout = true;

@@ -1073,3 +1073,55 @@ fn copy_from_a_hostile_base_never_reads_host_files_through_its_symlinks() {
     // The source path is resolved through the link inside the base: the base's own file.
     assert_eq!(files["via-link"], b"fake");
 }
+
+#[test]
+fn outer_archives_with_huge_metadata_are_refused_naming_them() {
+    // The archives themselves (not their layers) are read through the same guard, and their
+    // metadata members are bounded: an archive cannot make kiln buffer more than a registry's
+    // manifest limit.
+    let k = Kiln::new();
+    let huge_path = vec![b'a'; 10 << 20];
+    let big_json = vec![b' '; 5 << 20];
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    let cases: [(&str, &str, Vec<u8>, &str); 3] = [
+        (
+            "pax.tar",
+            "oci-archive",
+            Tar::default()
+                .pax(&[("path", &huge_path)])
+                .file("oci-layout", layout)
+                .end(),
+            "PAX extended header",
+        ),
+        (
+            "index.tar",
+            "oci-archive",
+            Tar::default()
+                .file("oci-layout", layout)
+                .file("index.json", &big_json)
+                .end(),
+            "`index.json` is larger than 4194304 bytes",
+        ),
+        (
+            "manifest.tar",
+            "docker-archive",
+            Tar::default().file("manifest.json", &big_json).end(),
+            "`manifest.json` is larger than 4194304 bytes",
+        ),
+    ];
+    for (file, transport, bytes, expect) in cases {
+        let p = k.path(file);
+        std::fs::write(&p, bytes).unwrap();
+        let src = format!("{transport}:{}", p.display());
+        let (code, err) = k.fails(&["copy", &src, "it/outer:1"]);
+        assert_eq!(code, 2, "{file}: {err}");
+        assert!(err.contains(expect), "{file}: no `{expect}` in:\n{err}");
+        assert!(
+            err.contains(file),
+            "{file}: the error does not name the archive:\n{err}"
+        );
+    }
+    k.ok(&["store", "fsck"]);
+    let tmp: Vec<_> = std::fs::read_dir(k.root().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
+}
