@@ -401,16 +401,7 @@ mod tests {
 
     #[test]
     fn a_failing_sink_reports_its_error() {
-        struct Full;
-        impl Write for Full {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut w = ParallelGzipWriter::new(Full, 6, 2);
+        let mut w = ParallelGzipWriter::new(crate::layer::FullSink, 6, 2);
         let data = sample(BLOCK_SIZE * 12);
         let mut err = None;
         for c in data.chunks(65536) {

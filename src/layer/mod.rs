@@ -125,3 +125,20 @@ pub enum Error {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A sink whose every write fails with "disk full", for the pipeline's error-path tests.
+#[cfg(test)]
+pub(crate) struct FullSink;
+
+#[cfg(test)]
+impl std::io::Write for FullSink {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "disk full",
+        ))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -581,15 +581,6 @@ mod tests {
                 Err(io::Error::other("bad sector"))
             }
         }
-        struct Full;
-        impl Write for Full {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let opts = LayerOptions {
             compression: Compression::Gzip { level: 6 },
             threads: 2,
@@ -612,7 +603,7 @@ mod tests {
             },
             ..e
         };
-        let mut w = LayerWriter::new(Full, opts).unwrap();
+        let mut w = LayerWriter::new(crate::layer::FullSink, opts).unwrap();
         let err = w
             .append_from(&e, &mut &big[..], Path::new("big"))
             .and_then(|()| w.finish().map(|_| ()));
