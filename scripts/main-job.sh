@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v busybox >/dev/null || scripts/install-peers.sh
 cargo build --release --locked
-KILN=target/release/kiln
+KILN=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 export KILN_ROOT=${KILN_ROOT:-$PWD/out/store}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
