@@ -206,6 +206,36 @@ fn podman_runs_what_kiln_built() {
 }
 
 #[test]
+fn the_main_jobs_example_builds_from_its_committed_fixture_and_serves_its_page() {
+    // scripts/main-job.sh builds fixtures/example as committed. Its `site/` once existed only in
+    // a working tree (git keeps no empty directory), so the main job failed on a fresh clone.
+    let k = Kiln::new();
+    if busybox::import(&k, "kiln.local/busybox:latest").is_none() || !need("podman") {
+        return;
+    }
+    let ctx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/example");
+    let out = k.path("example.oci.tar");
+    k.ok(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "-t",
+        "kiln.local/example:latest",
+        "-o",
+        &format!("oci-archive:{}", out.display()),
+    ]);
+    let image = format!("oci-archive:{}", out.display());
+    let page = crate::support::podman(
+        &k.path("podman"),
+        &[
+            &crate::support::PODMAN_RUN[..],
+            &["--entrypoint", "cat", image.as_str(), "/srv/www/index.html"],
+        ]
+        .concat(),
+    );
+    assert!(page.contains("Built by kiln"), "{page}");
+}
+
+#[test]
 fn failed_builds_name_the_location_exit_1_and_leave_no_image() {
     let k = Kiln::new();
     if busybox::import(&k, "busybox").is_none() {
