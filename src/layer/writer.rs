@@ -257,14 +257,17 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             };
             let read = match &mut self.enc {
                 Encoder::Gzip(w) => w.read_from(src, want, &mut seen),
-                other => match src.read(&mut buf[..want.min(READ_BUF)]) {
+                _ => match src.read(&mut buf[..want.min(READ_BUF)]) {
+                    // A Read that claims more than it was given is not trusted.
                     Ok(n) => {
+                        let n = n.min(want.min(READ_BUF));
                         seen(&buf[..n]);
-                        other.write_all(&buf[..n]).map(|()| n).map_err(Side::Write)
+                        Ok(n)
                     }
                     Err(e) => Err(Side::Read(e)),
                 },
             };
+            let read_end = Instant::now();
             let n = match read {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
@@ -277,10 +280,17 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 }
                 Err(Side::Write(e)) => break Err(Error::Write(e)),
             };
-            // Read and compressor hand-off share one call here; the hash is timed on its own.
-            let spent = t.elapsed();
             self.stats.hash_seconds += hashed.as_secs_f64();
-            self.stats.read_seconds += (spent - hashed).as_secs_f64();
+            self.stats.read_seconds += ((read_end - t).saturating_sub(hashed)).as_secs_f64();
+            // Handing the bytes on (and waiting for a free block or the encoder) is encode time.
+            let handed = match &mut self.enc {
+                Encoder::Gzip(w) => w.submit_full(),
+                other => other.write_all(&buf[..n]),
+            };
+            self.encode_time += read_end.elapsed();
+            if let Err(e) = handed {
+                break Err(Error::Write(e));
+            }
             self.stats.bytes_tarred += n as u64;
             total += n as u64;
         };
@@ -376,6 +386,9 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 }
                 busy
             });
+            // Owned here, so a panic below drops it while unwinding and a walk blocked on a full
+            // channel wakes up; the scope would otherwise wait for that walk for ever.
+            let rx = rx;
             let mut result = Ok(());
             for batch in &rx {
                 result = batch.and_then(|entries| entries.iter().try_for_each(|e| self.append(e)));
@@ -387,12 +400,13 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             match walking.join() {
                 Ok(busy) => self.stats.walk_seconds += busy.as_secs_f64(),
                 // Its channel closed early, so `result` may look fine: the layer is incomplete.
-                Err(_) => {
+                Err(_) if result.is_ok() => {
                     return Err(Error::Read {
                         path: root.to_path_buf(),
                         source: io::Error::other("the walk stopped unexpectedly"),
                     })
                 }
+                Err(_) => {}
             }
             result
         })
@@ -571,6 +585,85 @@ mod tests {
             assert_eq!(sa.stats.bytes_tarred, sb.stats.bytes_tarred);
             assert_eq!(sa.stats.bytes_read, sizes.iter().sum::<usize>() as u64);
         }
+    }
+
+    /// Hands out its data in odd-sized pieces, with an `Interrupted` now and then.
+    struct Choppy<'a> {
+        data: &'a [u8],
+        calls: usize,
+    }
+
+    impl Read for Choppy<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 5 == 0 {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            let n = [1, 7, 4099, 65_537, 300_001][self.calls % 5]
+                .min(buf.len())
+                .min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_and_interruptions_do_not_change_the_layer() {
+        let data: Vec<u8> = (0..3 * super::super::gzip::BLOCK_SIZE + 12_345)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        let from_memory = Entry::file("f", 0o644, data.clone());
+        for c in [
+            Compression::None,
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let (expected, _) = build(std::slice::from_ref(&from_memory), c, 1);
+            for threads in [1, 3] {
+                let opts = LayerOptions {
+                    compression: c,
+                    threads,
+                    epoch: 100,
+                };
+                let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+                let mut src = Choppy {
+                    data: &data,
+                    calls: 0,
+                };
+                w.append_from(&from_memory, &mut src, Path::new("f"))
+                    .unwrap();
+                let (got, _) = w.finish().unwrap();
+                assert!(got == expected, "{c}, {threads} threads: layers differ");
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_error_after_entries_were_written_fails_the_layer() {
+        // 100 directories come out in batches before the socket in the last one is found.
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..100 {
+            let d = dir.path().join(format!("d{i:03}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), vec![b'x'; 40_000]).unwrap();
+        }
+        let sock = dir.path().join("d099/s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let opts = LayerOptions {
+            compression: Compression::Gzip { level: 1 },
+            threads: 2,
+            epoch: 0,
+        };
+        let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+        match w.append_dir(dir.path(), &WalkOptions::default()) {
+            Err(Error::Socket { path }) => assert_eq!(path, sock),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            w.stats.files_walked > 100,
+            "the error came before any entry was written"
+        );
     }
 
     #[test]
