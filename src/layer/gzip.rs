@@ -119,6 +119,8 @@ pub struct ParallelGzipWriter<W: Write + Send + 'static> {
     fill: usize,
     seq: u64,
     inputs: Arc<Pool>,
+    /// The workers' output pool, kept here for the tests of the bound.
+    #[cfg(test)]
     outputs: Arc<Pool>,
     /// One token per block allowed in flight; the writer thread returns a token per block written.
     free: Receiver<()>,
@@ -158,6 +160,7 @@ impl<W: Write + Send + 'static> ParallelGzipWriter<W> {
             fill: 0,
             seq: 0,
             inputs,
+            #[cfg(test)]
             outputs,
             free,
             jobs: Some(jobs_tx),
