@@ -112,6 +112,19 @@ impl<W: Write + Send + 'static> Encoder<W> {
     }
 }
 
+/// Hashes `bytes` into the diff_id and adds the time it took, wall and the thread's CPU, to the
+/// stats; returns the wall time.
+fn hash_timed(hasher: &mut Sha256, stats: &mut LayerStats, bytes: &[u8]) -> Duration {
+    let t = Instant::now();
+    // Thread CPU time is a system call (~0.2 µs), counted in the hash's cost.
+    let cpu = super::stats::thread_cpu_seconds();
+    hasher.update(bytes);
+    stats.hash_cpu_seconds += super::stats::thread_cpu_seconds() - cpu;
+    let wall = t.elapsed();
+    stats.hash_seconds += wall.as_secs_f64();
+    wall
+}
+
 /// Writes a deterministic layer into `W`. See the module doc for the rules.
 pub struct LayerWriter<W: Write + Send + 'static> {
     enc: Encoder<W>,
@@ -182,15 +195,10 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+        hash_timed(&mut self.hasher, &mut self.stats, bytes);
         let t = Instant::now();
-        // Thread CPU time is a system call (~0.2 µs), counted in the hash's cost.
-        let cpu = super::stats::thread_cpu_seconds();
-        self.hasher.update(bytes);
-        self.stats.hash_cpu_seconds += super::stats::thread_cpu_seconds() - cpu;
-        let t2 = Instant::now();
-        self.stats.hash_seconds += (t2 - t).as_secs_f64();
         self.enc.write_all(bytes).map_err(Error::Write)?;
-        self.encode_time += t2.elapsed();
+        self.encode_time += t.elapsed();
         self.stats.bytes_tarred += bytes.len() as u64;
         Ok(())
     }
@@ -248,13 +256,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             let t = Instant::now();
             let (hasher, stats) = (&mut self.hasher, &mut self.stats);
             let mut hashed = Duration::ZERO;
-            let mut seen = |bytes: &[u8]| {
-                let h = Instant::now();
-                let cpu = super::stats::thread_cpu_seconds();
-                hasher.update(bytes);
-                stats.hash_cpu_seconds += super::stats::thread_cpu_seconds() - cpu;
-                hashed = h.elapsed();
-            };
+            let mut seen = |bytes: &[u8]| hashed = hash_timed(hasher, stats, bytes);
             let read = match &mut self.enc {
                 Encoder::Gzip(w) => w.read_from(src, want, &mut seen),
                 _ => match src.read(&mut buf[..want.min(READ_BUF)]) {
@@ -280,7 +282,6 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 }
                 Err(Side::Write(e)) => break Err(Error::Write(e)),
             };
-            self.stats.hash_seconds += hashed.as_secs_f64();
             self.stats.read_seconds += ((read_end - t).saturating_sub(hashed)).as_secs_f64();
             // Handing the bytes on (and waiting for a free block or the encoder) is encode time.
             let handed = match &mut self.enc {
