@@ -289,6 +289,16 @@ fn read(
     }
 }
 
+/// What `index.json` names when a layout or archive holds one image: its manifest's media type,
+/// digest and size (not the platform or names the store's own index records).
+fn index_entry(image: &Image) -> Descriptor {
+    Descriptor::new(
+        image.descriptor.media_type.clone(),
+        image.digest().clone(),
+        image.descriptor.size,
+    )
+}
+
 /// Writes `image` (whose blobs are in the store) to `dest`. `name` is the image's name, used
 /// for docker-archive `RepoTags` when `dest` does not give one. Returns the manifest descriptor.
 pub fn write_from_store(
@@ -301,14 +311,19 @@ pub fn write_from_store(
     if let Some(remote) = remote {
         docker::fetch_lazily_through(store, remote);
     }
+    let one = std::slice::from_ref(image);
     match dest {
         Target::Store(n) => {
             store.put_bytes(&image.raw_config)?;
             store.put_bytes(&image.raw_manifest)?;
             store.tag(n, &image.descriptor)?;
         }
-        Target::OciDir(dir, r) => oci_dir::write(store, image, dir, r.as_deref())?,
-        Target::OciArchive(file, r) => oci_archive::write(store, image, file, r.as_deref())?,
+        Target::OciDir(dir, r) => {
+            oci_dir::write_tree(store, one, None, &index_entry(image), dir, r.as_deref())?
+        }
+        Target::OciArchive(file, r) => {
+            oci_archive::write_tree(store, one, None, &index_entry(image), file, r.as_deref())?
+        }
         Target::DockerArchive(file, r) => {
             let tag = match r.as_deref() {
                 Some(r) if r.starts_with('@') => {

@@ -76,27 +76,6 @@ pub(crate) fn read_entry(
     Ok(find_entry(&index, reference, &loc)?.clone())
 }
 
-pub(crate) fn write(
-    store: &Store,
-    image: &Image,
-    file: &Path,
-    reference: Option<&str>,
-) -> Result<()> {
-    let top = Descriptor::new(
-        image.descriptor.media_type.clone(),
-        image.digest().clone(),
-        image.descriptor.size,
-    );
-    write_tree(
-        store,
-        std::slice::from_ref(image),
-        None,
-        &top,
-        file,
-        reference,
-    )
-}
-
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
 /// them; `index.json` names `top`.
 pub(crate) fn write_tree(

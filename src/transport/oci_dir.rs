@@ -132,27 +132,6 @@ pub(crate) fn read(
     load_image(store, &entry, platform, &loc)
 }
 
-pub(crate) fn write(
-    store: &Store,
-    image: &Image,
-    dir: &Path,
-    reference: Option<&str>,
-) -> Result<()> {
-    let top = Descriptor::new(
-        image.descriptor.media_type.clone(),
-        image.digest().clone(),
-        image.descriptor.size,
-    );
-    write_tree(
-        store,
-        std::slice::from_ref(image),
-        None,
-        &top,
-        dir,
-        reference,
-    )
-}
-
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
 /// them, then names `top` in `index.json`.
 pub(crate) fn write_tree(
