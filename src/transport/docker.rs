@@ -62,13 +62,11 @@ fn location(r: &Reference) -> String {
     format!("{}/{}", r.registry(), r.repository())
 }
 
-/// Repositories of `registry` a blob is known to be in.
-fn origins(store: &Store, d: &Digest, registry: &str) -> Vec<String> {
-    crate::store::origins(store, d)
+/// The repositories of `registry` among a blob's origin record lines.
+fn repositories_in<'a>(origins: &'a [String], registry: &'a str) -> impl Iterator<Item = &'a str> {
+    origins
         .iter()
-        .filter_map(|l| l.strip_prefix(registry).and_then(|r| r.strip_prefix('/')))
-        .map(str::to_string)
-        .collect()
+        .filter_map(move |l| l.strip_prefix(registry).and_then(|r| r.strip_prefix('/')))
 }
 
 /// The reference of an origin record line (`registry/repository`).
@@ -126,13 +124,14 @@ impl RegistryFetcher {
 }
 
 /// The other lazy layers (missing, with an origin) of the images named in the store whose
-/// manifests list `digest`.
-fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<Digest> {
+/// manifests list `digest`, each with its origins.
+fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<(Digest, Vec<String>)> {
     let mut manifests = Vec::new();
     let mut todo: Vec<Descriptor> = store.index().map(|i| i.manifests).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
     while let Some(d) = todo.pop() {
         // Only what is present: reading a missing manifest must not fetch anything.
-        if !store.contains(&d.digest) {
+        if !seen.insert(d.digest.clone()) || !store.contains(&d.digest) {
             continue;
         }
         let Ok(bytes) = store.read_blob(&d.digest) else {
@@ -148,18 +147,21 @@ fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<Digest> {
             }
         }
     }
-    let mut out: Vec<Digest> = Vec::new();
+    let mut out: Vec<(Digest, Vec<String>)> = Vec::new();
     for m in manifests {
         if !m.layers.iter().any(|l| &l.digest == digest) {
             continue;
         }
         for l in m.layers {
-            if &l.digest != digest
-                && !out.contains(&l.digest)
-                && !store.contains(&l.digest)
-                && !crate::store::origins(store, &l.digest).is_empty()
+            if &l.digest == digest
+                || out.iter().any(|(d, _)| d == &l.digest)
+                || store.contains(&l.digest)
             {
-                out.push(l.digest);
+                continue;
+            }
+            let origins = crate::store::origins(store, &l.digest);
+            if !origins.is_empty() {
+                out.push((l.digest, origins));
             }
         }
     }
@@ -173,8 +175,12 @@ impl crate::store::BlobFetcher for RegistryFetcher {
         digest: &Digest,
         origins: &[String],
     ) -> std::result::Result<(), String> {
-        let siblings = lazy_siblings(store, digest);
-        if siblings.is_empty() || self.jobs <= 1 {
+        // One job at a time fetches only what was asked for: no need to look for siblings.
+        let siblings = match self.jobs {
+            0 | 1 => Vec::new(),
+            _ => lazy_siblings(store, digest),
+        };
+        if siblings.is_empty() {
             return self.fetch_one(store, digest, origins);
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -184,8 +190,10 @@ impl crate::store::BlobFetcher for RegistryFetcher {
                 .map(|_| {
                     s.spawn(|| loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(d) = siblings.get(i) else { return };
-                        let _ = self.fetch_one(store, d, &crate::store::origins(store, d));
+                        let Some((d, from)) = siblings.get(i) else {
+                            return;
+                        };
+                        let _ = self.fetch_one(store, d, from);
                     })
                 })
                 .collect();
@@ -387,19 +395,17 @@ pub(crate) fn push(
             continue;
         }
         let path = store.blob_path(&d.digest);
-        let mount_from = origins(store, &d.digest, r.registry())
-            .into_iter()
-            .filter(|repo| repo != r.repository())
+        let origins = crate::store::origins(store, &d.digest);
+        let mount_from = repositories_in(&origins, r.registry())
+            .filter(|repo| *repo != r.repository())
+            .map(str::to_string)
             .collect();
         // A lazy layer that must be uploaded after all is read from its origin, verified as it
         // streams (the registry checks the digest of what we PUT, too).
         let lazy_from: Vec<Reference> = if store.contains(&d.digest) {
             Vec::new()
         } else {
-            crate::store::origins(store, &d.digest)
-                .iter()
-                .filter_map(|l| origin_reference(l))
-                .collect()
+            origins.iter().filter_map(|l| origin_reference(l)).collect()
         };
         let client = remote.client.clone();
         let (digest, size) = (d.digest.clone(), d.size);

@@ -105,12 +105,9 @@ pub(crate) fn write_tree(
                 continue;
             }
             if done.insert(l.digest.clone()) {
-                // Downloads a lazy layer before its path is read.
-                drop(store.open_blob(&l.digest)?);
-                w.file(
-                    &format!("blobs/sha256/{}", l.digest.hex()),
-                    &store.blob_path(&l.digest),
-                )?;
+                // Opening the blob downloads it first when it is lazy.
+                let mut blob = store.open_blob(&l.digest)?;
+                w.stream(&format!("blobs/sha256/{}", l.digest.hex()), &mut blob)?;
             }
         }
         if done.insert(image.manifest.config.digest.clone()) {

@@ -64,6 +64,15 @@ fn blob_path(dir: &Path, d: &Descriptor) -> std::path::PathBuf {
         .join(d.digest.hex())
 }
 
+/// Imports `d`'s blob from the layout, except a foreign layer the layout does not hold: that
+/// one stays at its URLs.
+fn import_unless_foreign(store: &Store, dir: &Path, d: &Descriptor) -> Result<()> {
+    if d.media_type.is_foreign_layer() && !blob_path(dir, d).exists() {
+        return Ok(());
+    }
+    import_blob(store, dir, d)
+}
+
 /// Copies the layout's blob `d` into the store, verified against its digest and size.
 fn import_blob(store: &Store, dir: &Path, d: &Descriptor) -> Result<()> {
     let p = blob_path(dir, d);
@@ -100,7 +109,7 @@ pub(crate) fn read(
     let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
     // Copy the chain of indexes down to the chosen manifest, then its config and layers.
-    let import = |d: &Descriptor| import_blob(store, dir, d);
+    let import = |d: &Descriptor| import_unless_foreign(store, dir, d);
     let mut d = entry.clone();
     for _ in 0..8 {
         import(&d)?;
@@ -122,11 +131,6 @@ pub(crate) fn read(
         })?;
     import(&manifest.config)?;
     for l in &manifest.layers {
-        if l.media_type.is_foreign_layer()
-            && !dir.join("blobs/sha256").join(l.digest.hex()).exists()
-        {
-            continue;
-        }
         import(l)?;
     }
     load_image(store, &entry, platform, &loc)
@@ -213,13 +217,7 @@ pub(crate) fn read_entry_all(
 ) -> Result<Descriptor> {
     let (loc, index) = read_layout_index(dir)?;
     let entry = find_entry(&index, reference, &loc)?.clone();
-    // A foreign layer the layout does not hold stays at its URLs.
-    let import = |d: &Descriptor| {
-        if d.media_type.is_foreign_layer() && !blob_path(dir, d).exists() {
-            return Ok(());
-        }
-        import_blob(store, dir, d)
-    };
+    let import = |d: &Descriptor| import_unless_foreign(store, dir, d);
     let mut todo = vec![(entry.clone(), 0)];
     while let Some((d, depth)) = todo.pop() {
         import(&d)?;
