@@ -100,11 +100,7 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
                 report.temp_dirs_left.push(p);
             }
         } else {
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if std::fs::remove_file(&p).is_ok() {
-                report.temp_files_removed += 1;
-                report.bytes_freed += size;
-            }
+            remove_temp_file(&entry, &mut report);
         }
     }
     // The first open of a store writes `oci-layout` and `index.json` through temp files in the
@@ -118,14 +114,19 @@ pub(super) fn gc(store: &Store, extra_roots: &[Digest]) -> Result<GcReport> {
         let name = entry.file_name();
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
         if is_file && name.to_string_lossy().starts_with(ATOMIC_TMP_PREFIX) {
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if std::fs::remove_file(entry.path()).is_ok() {
-                report.temp_files_removed += 1;
-                report.bytes_freed += size;
-            }
+            remove_temp_file(&entry, &mut report);
         }
     }
     Ok(report)
+}
+
+/// Removes a stale temp file and counts it, with its bytes, in the report.
+fn remove_temp_file(entry: &std::fs::DirEntry, report: &mut GcReport) {
+    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+    if std::fs::remove_file(entry.path()).is_ok() {
+        report.temp_files_removed += 1;
+        report.bytes_freed += size;
+    }
 }
 
 /// Mount points of this process's mount namespace.

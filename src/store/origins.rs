@@ -63,7 +63,7 @@ pub(super) fn sweep(store: &Store, live: &BTreeSet<Digest>) -> u64 {
         let keep = match format!("sha256:{name}").parse::<Digest>() {
             Ok(d) => live.contains(&d),
             // Temp files of an interrupted write (gc runs alone, so they are stale).
-            Err(_) => !name.starts_with(".tmp-"),
+            Err(_) => !name.starts_with(super::ATOMIC_TMP_PREFIX),
         };
         if !keep && std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
