@@ -259,11 +259,30 @@ pub(crate) fn pull(
     let m = manifest.manifest().map_err(reg)?;
     // Origins first: a layer that is not downloaded now must be findable later.
     let here = location(&source);
-    for l in &m.layers {
-        crate::store::record_origin(store, &l.digest, &here);
-    }
     crate::store::record_origin(store, &m.config.digest, &here);
-    let mut wanted: Vec<Descriptor> = vec![m.config.clone()];
+    let mut wanted = Vec::new();
+    plan_pull(store, &m, &here, lazy, &mut wanted);
+    pull_missing(store, client, &source, wanted, remote.jobs)?;
+    let raw_config = store.read_blob(&m.config.digest)?;
+    let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
+    image.descriptor.media_type = manifest.media_type.clone();
+    Ok(image)
+}
+
+/// Records where `m`'s layers come from (`here`, so a layer not downloaded now can be found
+/// later) and adds what a pull downloads to `wanted`: the config and, unless `lazy`, the layers
+/// that are not foreign.
+fn plan_pull(
+    store: &Store,
+    m: &crate::oci::Manifest,
+    here: &str,
+    lazy: bool,
+    wanted: &mut Vec<Descriptor>,
+) {
+    for l in &m.layers {
+        crate::store::record_origin(store, &l.digest, here);
+    }
+    wanted.push(m.config.clone());
     if !lazy {
         wanted.extend(
             m.layers
@@ -272,11 +291,6 @@ pub(crate) fn pull(
                 .cloned(),
         );
     }
-    pull_missing(store, client, &source, wanted, remote.jobs)?;
-    let raw_config = store.read_blob(&m.config.digest)?;
-    let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
-    image.descriptor.media_type = manifest.media_type.clone();
-    Ok(image)
 }
 
 /// Pulls what `reference` names with everything below it (`kiln copy --all`): an index, every
@@ -319,20 +333,7 @@ pub(crate) fn pull_all(
     }
     let mut wanted: Vec<Descriptor> = Vec::new();
     for m in &manifests {
-        let parsed = m.manifest().map_err(reg)?;
-        for l in &parsed.layers {
-            crate::store::record_origin(store, &l.digest, &here);
-        }
-        wanted.push(parsed.config.clone());
-        if !lazy {
-            wanted.extend(
-                parsed
-                    .layers
-                    .iter()
-                    .filter(|l| !l.media_type.is_foreign_layer())
-                    .cloned(),
-            );
-        }
+        plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted);
     }
     pull_missing(store, client, &source, wanted, remote.jobs)?;
     // Manifests after their blobs, the index last: what is named is complete.

@@ -281,11 +281,16 @@ fn read(
                 &platform.cloned().unwrap_or_else(Platform::host),
                 lazy,
             ),
-            None => Err(Error::Unsupported {
-                value: source.to_string(),
-                transport: "docker (registry, not configured here)".into(),
-            }),
+            None => Err(no_registry(source)),
         },
+    }
+}
+
+/// A registry reference where no registry client was configured.
+fn no_registry(what: &dyn std::fmt::Display) -> Error {
+    Error::Unsupported {
+        value: what.to_string(),
+        transport: "docker (registry, not configured here)".into(),
     }
 }
 
@@ -340,10 +345,7 @@ pub fn write_from_store(
         Target::Registry(r) => {
             return match remote {
                 Some(remote) => docker::push(store, remote, image, r),
-                None => Err(Error::Unsupported {
-                    value: dest.to_string(),
-                    transport: "docker (registry, not configured here)".into(),
-                }),
+                None => Err(no_registry(dest)),
             }
         }
     }
@@ -394,12 +396,7 @@ pub fn read_all_into_store(
         }
         Target::Registry(r) => match remote {
             Some(remote) => docker::pull_all(store, remote, r, lazy)?,
-            None => {
-                return Err(Error::Unsupported {
-                    value: location,
-                    transport: "docker (registry, not configured here)".into(),
-                })
-            }
+            None => return Err(no_registry(&location)),
         },
     };
     let entries = if top.media_type.is_index() {
@@ -475,10 +472,7 @@ pub fn write_all_from_store(
         Target::Registry(r) => {
             return match remote {
                 Some(remote) => docker::push_all(store, remote, &tree.images, &top, r),
-                None => Err(Error::Unsupported {
-                    value: dest.to_string(),
-                    transport: "docker (registry, not configured here)".into(),
-                }),
+                None => Err(no_registry(dest)),
             }
         }
     }
