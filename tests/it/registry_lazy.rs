@@ -27,6 +27,18 @@ fn context(k: &Kiln, dockerfile: &str) -> std::path::PathBuf {
 }
 
 /// GETs of any of `blobs` among `log`.
+/// A build on the registry's base that needs nothing of it: `COPY --link` (a plain COPY reads
+/// the base's file metadata).
+fn link_only_context(k: &Kiln, reg: &Registry) -> std::path::PathBuf {
+    context(
+        k,
+        &format!(
+            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
+            reg.addr
+        ),
+    )
+}
+
 fn blob_gets<'a>(log: &'a [Access], blobs: &[String]) -> Vec<&'a Access> {
     log.iter()
         .filter(|a| {
@@ -59,14 +71,7 @@ fn a_build_that_never_opens_the_base_pushes_it_by_mount_and_head_without_downloa
         return;
     };
     let k = Kiln::new();
-    // `COPY --link` needs nothing of the base (a plain COPY reads the base's file metadata).
-    let c = context(
-        &k,
-        &format!(
-            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
-            reg.addr
-        ),
-    );
+    let c = link_only_context(&k, &reg);
     let before = reg.accesses().len();
     let app = format!("{}/app:1", reg.addr);
     k.ok(&["build", c.to_str().unwrap(), "-t", &app, "--push"]);
@@ -153,13 +158,7 @@ fn a_lazy_base_is_fetched_when_run_or_an_export_opens_it() {
     };
     // `-o oci:DIR` of a build on a lazy base: the layers are fetched for the export.
     let k = Kiln::new();
-    let c = context(
-        &k,
-        &format!(
-            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
-            reg.addr
-        ),
-    );
+    let c = link_only_context(&k, &reg);
     let layout = k.path("out");
     let before = reg.accesses().len();
     k.ok(&[
@@ -217,13 +216,7 @@ fn a_lazy_layer_whose_registry_is_gone_is_a_clear_error_naming_digest_and_regist
         return;
     };
     let k = Kiln::new();
-    let c = context(
-        &k,
-        &format!(
-            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
-            reg.addr
-        ),
-    );
+    let c = link_only_context(&k, &reg);
     k.ok(&["build", c.to_str().unwrap(), "-t", "offline:1"]);
     let addr = reg.addr.clone();
     drop(reg);
@@ -265,13 +258,7 @@ fn a_lazy_layer_pushed_to_another_registry_streams_from_its_origin_and_stays_laz
         return;
     };
     let k = Kiln::new();
-    let c = context(
-        &k,
-        &format!(
-            "FROM {}/base:1\nCOPY --link hello.txt /hello.txt\n",
-            reg.addr
-        ),
-    );
+    let c = link_only_context(&k, &reg);
     let before = reg.accesses().len();
     let app = format!("{}/elsewhere/app:1", other.addr);
     let digest = k
