@@ -286,22 +286,16 @@ def loglog_svg(series, title, xlabel, ylabel, xfmt=None):
     x1 = max(x1, x0 + 1); y1 = max(y1, y0 + 1)
     def X(v): return left + (w - left - right) * (math.log10(v) - x0) / (x1 - x0)
     def Y(v): return h - bottom - (h - top - bottom) * (math.log10(v) - y0) / (y1 - y0)
+    def ticks(e0, e1):  # 1, 2, 5 × each power of ten from 10^e0 up to 10^e1, as (value, m)
+        return [(m * 10 ** e, m) for e in range(e0, e1 + 1) for m in (1, 2, 5) if m * 10 ** e <= 10 ** e1]
     body = []
-    for e in range(x0, x1 + 1):
-        for m in (1, 2, 5):
-            v = m * 10 ** e
-            if v > 10 ** x1:
-                break
-            body.append(f'<line x1="{X(v):.1f}" y1="{top}" x2="{X(v):.1f}" y2="{h - bottom}" stroke="{GRID}"/>')
-            if m == 1:
-                body.append(f'<text x="{X(v):.1f}" y="{h - bottom + 16}" text-anchor="middle" fill="#495057">{escape((xfmt or fmt)(v))}</text>')
-    for e in range(y0, y1 + 1):
-        for m in (1, 2, 5):
-            v = m * 10 ** e
-            if v > 10 ** y1:
-                break
-            body.append(f'<line x1="{left}" y1="{Y(v):.1f}" x2="{w - right}" y2="{Y(v):.1f}" stroke="{GRID}"/>')
-            body.append(f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" fill="#495057" font-size="{11 if m == 1 else 9}">{v:g}</text>')
+    for v, m in ticks(x0, x1):
+        body.append(f'<line x1="{X(v):.1f}" y1="{top}" x2="{X(v):.1f}" y2="{h - bottom}" stroke="{GRID}"/>')
+        if m == 1:
+            body.append(f'<text x="{X(v):.1f}" y="{h - bottom + 16}" text-anchor="middle" fill="#495057">{escape((xfmt or fmt)(v))}</text>')
+    for v, m in ticks(y0, y1):
+        body.append(f'<line x1="{left}" y1="{Y(v):.1f}" x2="{w - right}" y2="{Y(v):.1f}" stroke="{GRID}"/>')
+        body.append(f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" fill="#495057" font-size="{11 if m == 1 else 9}">{v:g}</text>')
     body.append(f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" stroke="#868e96"/>')
     body.append(f'<text x="{left + (w - left - right) / 2}" y="{h - 18}" text-anchor="middle">{escape(xlabel)}</text>')
     body.append(f'<text transform="translate(18 {top + (h - top - bottom) / 2}) rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
