@@ -602,7 +602,7 @@ fn run_stage(
             &format!("[{stage_name} {}/{total}]", i + 1),
             &step.created_by,
         );
-        let key = cache::layer_key(&step.cache_key, &opts.compression.to_string(), opts.epoch);
+        let key = step_layer_key(step, opts);
         let err = |m: String| cx.step_err(step.position, &step.created_by, m);
         let mut cached = false;
         if let StepKind::Workdir { path } = &step.kind {
@@ -943,6 +943,11 @@ fn run_step(
     Ok(run::diff_entries(&outcome.diff, state.index(store)?))
 }
 
+/// The key `step`'s layer is cached under with these options.
+fn step_layer_key(step: &plan::Step, opts: &BuildOptions) -> String {
+    cache::layer_key(&step.cache_key, &opts.compression.to_string(), opts.epoch)
+}
+
 /// The error for a RUN whose program (`argv[0]`, absolute: the shell of a shell-form RUN) is
 /// not in the image, or `None` when it is.
 fn missing_program(index: &FsIndex, a0: &str) -> Option<String> {
@@ -984,11 +989,7 @@ fn check_programs(
         let StepKind::Run(r) = &step.kind else {
             continue;
         };
-        let key = cache::layer_key(
-            &step.cache_key,
-            &cx.opts.compression.to_string(),
-            cx.opts.epoch,
-        );
+        let key = step_layer_key(step, cx.opts);
         if !cx.opts.no_cache && cache.get(cx.store, &key).is_some() {
             continue;
         }
