@@ -26,24 +26,6 @@ use super::state::{comment, StageState};
 use super::user::resolve_owner;
 use super::{BuildOptions, BuildOutcome, Error, Result, StepRecord};
 
-fn to_plan_platform(p: &Platform) -> plan::Platform {
-    plan::Platform {
-        os: p.os.clone(),
-        arch: p.architecture.clone(),
-        variant: p.variant.clone().unwrap_or_default(),
-    }
-}
-
-fn to_oci_platform(p: &plan::Platform) -> Platform {
-    Platform {
-        architecture: p.arch.clone(),
-        os: p.os.clone(),
-        os_version: None,
-        os_features: Vec::new(),
-        variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
-    }
-}
-
 struct Ctx<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
@@ -132,11 +114,11 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     let df = dockerfile::instructions(&ast).map_err(|e| Error::Frontend {
         rendered: e.with_file(&file).render(&ast.source),
     })?;
-    let build_platform = to_plan_platform(&Platform::host());
+    let build_platform = plan::Platform::host();
     let mut popts = PlanOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
-        target_platform: to_plan_platform(&opts.platform),
+        target_platform: plan::Platform::from(&opts.platform),
         build_platform,
         base_configs: BTreeMap::new(),
     };
@@ -154,7 +136,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     // Bases and `--from` images, fetched once; their configs feed a second planning pass.
     let mut images: BTreeMap<String, Image> = BTreeMap::new();
     for stage in &plan.stages {
-        let platform = to_oci_platform(&stage.platform);
+        let platform = stage.platform.to_oci();
         let mut refs: Vec<(String, Position)> = Vec::new();
         if let Base::Image { reference } = &stage.base {
             refs.push((reference.clone(), stage_position(stage)));
@@ -571,7 +553,7 @@ fn run_stage(
         .name
         .clone()
         .unwrap_or_else(|| format!("stage-{}", stage.id));
-    let platform = to_oci_platform(&stage.platform);
+    let platform = stage.platform.to_oci();
     let mut state = match &stage.base {
         Base::Scratch => StageState::scratch(&platform),
         Base::Image { reference } => StageState::from_image(&images[reference]),
@@ -976,7 +958,7 @@ fn check_programs(
                 Some(img) => StageState::from_image(img),
                 None => continue,
             },
-            Base::Scratch => StageState::scratch(&to_oci_platform(&stage.platform)),
+            Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
             Base::Stage { .. } => continue,
         };
         let Some(step) = stage

@@ -29,22 +29,6 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-/// The platform of the machine running kiln, from the compile-time target.
-fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        other => other,
-    };
-    Platform {
-        os: std::env::consts::OS.to_string(),
-        arch: arch.to_string(),
-        variant: String::new(),
-    }
-}
-
 /// Runs `kiln plan`; returns the exit code.
 pub fn run(args: &PlanArgs) -> i32 {
     let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -54,7 +38,7 @@ pub fn run(args: &PlanArgs) -> i32 {
         .unwrap_or_else(|| context.join("Dockerfile"));
     let name = file.display().to_string();
     let mut opts = PlanOptions {
-        build_platform: host_platform(),
+        build_platform: Platform::host(),
         target: args.target.clone(),
         ..PlanOptions::default()
     };

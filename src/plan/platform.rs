@@ -1,5 +1,7 @@
 //! A minimal `os/arch[/variant]` platform for the planner. Kept isolated so the shared
-//! `oci::Platform` can replace it.
+//! `oci::Platform` can replace it; until then the conversions between the two live here, so
+//! `kiln plan` and `kiln build` derive `BUILDPLATFORM` (and the cache keys) from one host platform.
+use crate::oci;
 use serde::Serialize;
 use std::fmt;
 
@@ -48,9 +50,35 @@ impl Platform {
         }
     }
 
+    /// The platform this kiln binary runs on: [`oci::Platform::host`], converted.
+    pub fn host() -> Platform {
+        Platform::from(&oci::Platform::host())
+    }
+
+    /// The same platform as an [`oci::Platform`] (no os version or features).
+    pub fn to_oci(&self) -> oci::Platform {
+        oci::Platform {
+            architecture: self.arch.clone(),
+            os: self.os.clone(),
+            os_version: None,
+            os_features: Vec::new(),
+            variant: (!self.variant.is_empty()).then(|| self.variant.clone()),
+        }
+    }
+
     /// Whether this is a Windows platform (default shell `cmd /S /C`, case-insensitive env).
     pub fn is_windows(&self) -> bool {
         self.os == "windows"
+    }
+}
+
+impl From<&oci::Platform> for Platform {
+    fn from(p: &oci::Platform) -> Platform {
+        Platform {
+            os: p.os.clone(),
+            arch: p.architecture.clone(),
+            variant: p.variant.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -67,6 +95,31 @@ impl fmt::Display for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `kiln plan` had its own host platform (arm64 without `v8`, powerpc64 not
+    /// mapped to ppc64le), so on those hosts it computed another `BUILDPLATFORM` and other cache
+    /// keys than `kiln build`. Both now take the one in `oci::Platform::host`.
+    #[test]
+    fn the_host_platform_is_the_oci_host_platform() {
+        let oci_host = oci::Platform::host();
+        let host = Platform::host();
+        assert_eq!(host.to_oci(), oci_host);
+        assert_eq!(host.os, oci_host.os);
+        assert_eq!(host.arch, oci_host.architecture);
+        assert_eq!(
+            Some(host.variant.as_str()).filter(|v| !v.is_empty()),
+            oci_host.variant.as_deref()
+        );
+        for s in [
+            "linux/arm64/v8",
+            "linux/amd64",
+            "linux/ppc64le",
+            "windows/amd64",
+        ] {
+            let p = Platform::parse(s).unwrap();
+            assert_eq!(Platform::from(&p.to_oci()), p, "{s}");
+        }
+    }
 
     #[test]
     fn parses_and_prints() {
