@@ -261,7 +261,7 @@ pub(crate) fn pull(
     let here = location(&source);
     crate::store::record_origin(store, &m.config.digest, &here);
     let mut wanted = Vec::new();
-    plan_pull(store, &m, &here, lazy, &mut wanted);
+    plan_pull(store, &m, &here, lazy, &mut wanted)?;
     pull_missing(store, client, &source, wanted, remote.jobs)?;
     let raw_config = store.read_blob(&m.config.digest)?;
     let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
@@ -271,14 +271,16 @@ pub(crate) fn pull(
 
 /// Records where `m`'s layers come from (`here`, so a layer not downloaded now can be found
 /// later) and adds what a pull downloads to `wanted`: the config and, unless `lazy`, the layers
-/// that are not foreign.
+/// that are not foreign. A config declared over [`crate::oci::limits::MAX_CONFIG_SIZE`] is
+/// refused before anything is fetched: configs are read whole into memory.
 fn plan_pull(
     store: &Store,
     m: &crate::oci::Manifest,
     here: &str,
     lazy: bool,
     wanted: &mut Vec<Descriptor>,
-) {
+) -> Result<()> {
+    super::check_document(&m.config, true, &format!("docker://{here}"))?;
     for l in &m.layers {
         crate::store::record_origin(store, &l.digest, here);
     }
@@ -291,6 +293,7 @@ fn plan_pull(
                 .cloned(),
         );
     }
+    Ok(())
 }
 
 /// Pulls what `reference` names with everything below it (`kiln copy --all`): an index, every
@@ -333,7 +336,7 @@ pub(crate) fn pull_all(
     }
     let mut wanted: Vec<Descriptor> = Vec::new();
     for m in &manifests {
-        plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted);
+        plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted)?;
     }
     pull_missing(store, client, &source, wanted, remote.jobs)?;
     // Manifests after their blobs, the index last: what is named is complete.
