@@ -5,15 +5,15 @@
 //! a host it must not reach.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln::oci::Digest;
 use kiln::registry::{BlobUpload, Client, ClientOptions, Credential, NoProgress, Reference};
 
 use super::fast_retry;
+use crate::support::measured::{disk_usage, kiln_measured};
 use crate::support::Kiln;
 
 const USER: &str = "kiln-user";
@@ -360,95 +360,6 @@ fn registry_for(
     })
 }
 
-/// Runs `kiln` with `args` and a deadline; returns (success, stderr, peak RSS in KiB, elapsed).
-/// The child runs under `prlimit --fsize` (64 MiB) so that a regression cannot fill the disk.
-/// The peak RSS is kiln's own `VmHWM`, polled from `/proc` until it exits: `wait4`'s
-/// `ru_maxrss` would include this test process's RSS, which the child had before its `exec`
-/// (the kernel keeps the old address space's high-water mark across `exec`).
-fn kiln_measured(k: &Kiln, args: &[&str], deadline: Duration) -> (bool, String, i64, Duration) {
-    let err = k.path("stderr.txt");
-    let mut cmd = std::process::Command::new("prlimit");
-    cmd.arg(format!("--fsize={}", 64 << 20))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(k.root())
-        .args(["--progress", "quiet"])
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_ROOT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap());
-    let start = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    // Reaped by `waitpid` below, after the killer thread is told it is done.
-    std::mem::forget(child);
-    // The killer may signal the child only while it is unreaped (a zombie at worst): the main
-    // thread waits with WNOWAIT, marks it done under the lock, and only then reaps it.
-    let done = Arc::new(Mutex::new(false));
-    let d2 = done.clone();
-    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let p2 = peak.clone();
-    let killer = std::thread::spawn(move || {
-        let stop = Instant::now() + deadline;
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            let done = d2.lock().unwrap();
-            if *done {
-                return;
-            }
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-            {
-                p2.fetch_max(kib, Ordering::SeqCst);
-            }
-            if Instant::now() >= stop {
-                // SAFETY: our own child, not yet reaped (`done` is false).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                return;
-            }
-        }
-    });
-    // SAFETY: a valid pid of our own child and a valid out-pointer.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOWAIT,
-        );
-    }
-    *done.lock().unwrap() = true;
-    let mut status = 0;
-    // SAFETY: a valid pid of our own child and a valid out-pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    let elapsed = start.elapsed();
-    let _ = killer.join();
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    (ok, stderr, peak.load(Ordering::SeqCst), elapsed)
-}
-
-/// Bytes the store's directory takes on disk.
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| {
-            let m = e.path().symlink_metadata().unwrap();
-            m.blocks() * 512 + if m.is_dir() { disk_usage(&e.path()) } else { 0 }
-        })
-        .sum()
-}
-
 /// The attack: a layer of 1 MiB whose GET never ends (no `Content-Length`, bytes until the
 /// client goes; the server gives up after 256 MiB). kiln reads at most size + 1 bytes, fails
 /// naming the blob and its URL, and leaves nothing in the store.
@@ -476,7 +387,7 @@ fn an_endless_blob_fails_at_its_declared_size() {
     let k = Kiln::new();
     let image_ref = format!("{}/app:v1", reg.addr);
     let (ok, err, rss_kib, elapsed) =
-        kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120));
+        kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120), &[]);
     assert!(!ok, "the pull of an endless blob succeeded");
     assert!(
         err.contains(&layer) && err.contains(&format!("/v2/app/blobs/{layer}")),
@@ -516,7 +427,8 @@ fn a_256_mib_config_is_refused_before_it_is_fetched() {
     let reg = registry_for(img, |_, _, _| false);
     let k = Kiln::new();
     let image_ref = format!("{}/app:v1", reg.addr);
-    let (ok, err, rss_kib, _) = kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120));
+    let (ok, err, rss_kib, _) =
+        kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120), &[]);
     assert!(!ok, "a 256 MiB config was accepted");
     assert!(
         err.contains(&config_digest) && err.contains("4194304") && err.contains(&reg.addr),
@@ -568,7 +480,7 @@ fn a_registry_sending_one_byte_per_second_is_dropped() {
         "pull",
         &image_ref,
     ];
-    let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120));
+    let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120), &[]);
     assert!(!ok, "the trickling pull succeeded");
     assert!(
         elapsed < Duration::from_secs(60),
@@ -620,7 +532,7 @@ fn add_url_from_a_server_sending_one_byte_per_second_fails() {
         "-t",
         "it/slow:1",
     ];
-    let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120));
+    let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120), &[]);
     assert!(!ok, "the trickling ADD succeeded");
     assert!(
         elapsed < Duration::from_secs(30),
