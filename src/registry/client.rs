@@ -5,9 +5,15 @@
 //! once per registry, falling back from HTTPS to HTTP only where allowed), attaches the
 //! `Authorization` the registry's challenge calls for (fetching and caching a token for the
 //! request's scope), follows redirects for GET and HEAD itself (blob GETs redirect to storage;
-//! `Authorization` is dropped when the host changes, as Docker does), answers one 401 by
+//! `Authorization` is dropped when the origin changes, as Docker does), answers one 401 by
 //! re-authenticating with the scope the challenge names, and retries temporary failures when the
 //! body can be sent again.
+//!
+//! Credentials are scoped to the registry: `Authorization` goes only to URLs of the registry's
+//! own origin (scheme, host, port; see [`same_origin`]), and only a 401 from that origin is a
+//! challenge. Upload `Location`s and redirects elsewhere get no credentials, and their 401s are
+//! answers (go-containerregistry's `matchesHost`, containerd's per-host authorizer). Every
+//! response body is read through the speed meter ([`Response::reader`], [`SpeedLimit`]).
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
