@@ -519,9 +519,10 @@ impl Client {
         // Credentials are scoped to the registry they are for: an `Authorization` header goes
         // only to the registry's own origin (scheme, host and port), never to an upload
         // `Location` or a redirect on another one. go-containerregistry does the same
-        // (`pkg/v1/remote/transport/bearer.go` and `basic.go` set the header only when
-        // `matchesHost(registry, request)`), and so does containerd (`remotes/docker/
-        // authorizer.go` keys its auth handlers by the request's host).
+        // (`pkg/v1/remote/transport/bearer.go` sets the header only when `matchesHost`, and
+        // `basic.go` only when the request's host is the target), and so does containerd
+        // (`core/remotes/docker/authorizer.go` keys auth handlers, challenges and the
+        // credentials it looks up by the host of the request or of the 401 response).
         let ours = same_origin(&url, &base);
         let replayable = !matches!(body, Body::Reader { .. });
         let policy = self.inner.opts.retry.clone();
