@@ -191,13 +191,12 @@ impl Read for BlobReader {
 }
 
 impl BlobReader {
-    fn finish_oversized(&mut self, n: usize) -> io::Result<usize> {
+    fn finish_oversized(&mut self, _n: usize) -> io::Result<usize> {
         self.done = true;
-        Err(invalid(Error::SizeMismatch {
+        Err(invalid(Error::BlobTooLong {
             digest: self.digest.clone(),
             url: self.url.clone(),
             expected: self.size.unwrap_or(0),
-            actual: self.read + n as u64,
         }))
     }
 }

@@ -209,11 +209,10 @@ impl Client {
                     })
                 }
                 Err(CopyError::TooLong) => {
-                    return Err(Error::SizeMismatch {
+                    return Err(Error::BlobTooLong {
                         digest: digest.clone(),
                         url: last_url,
                         expected: size.unwrap_or(0),
-                        actual: hasher.written() + 1,
                     })
                 }
                 Err(CopyError::Read(e)) => {
@@ -325,11 +324,10 @@ impl Client {
                     })
                 }
                 Err(CopyError::TooLong) => {
-                    return Err(Error::SizeMismatch {
+                    return Err(Error::BlobTooLong {
                         digest: desc.digest.clone(),
                         url: shown,
                         expected: desc.size,
-                        actual: hasher.written() + 1,
                     })
                 }
                 Err(CopyError::Read(e)) => {

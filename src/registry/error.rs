@@ -121,22 +121,18 @@ pub enum Error {
         #[source]
         source: super::speed::SlowTransfer,
     },
-    /// A document's descriptor declares more bytes than kiln reads for such a document (see
-    /// [`crate::oci::limits`]); nothing was fetched.
+    /// A blob body went on past the size its descriptor declares; kiln stopped reading at the
+    /// first byte too many.
     #[error(
-        "{what} `{digest}` from {url} declares {size} bytes, more than the {limit}-byte limit"
+        "blob `{digest}` from {url} is longer than the {expected} bytes its descriptor declares"
     )]
-    TooLarge {
-        /// Which document ("image config", …).
-        what: &'static str,
-        /// Its digest.
+    BlobTooLong {
+        /// The blob.
         digest: Digest,
-        /// Where it would come from (redacted).
+        /// The redacted URL.
         url: String,
         /// The declared size.
-        size: u64,
-        /// The limit.
-        limit: u64,
+        expected: u64,
     },
     /// The registry answered with an unexpected status.
     #[error("registry `{registry}` answered {status} to {method} {url}{}", fmt_api_errors(.errors))]

@@ -149,8 +149,12 @@ fn read_request(stream: &TcpStream) -> Option<Seen> {
         }
         raw.push_str(&h);
     }
+    // At most 64 KiB of the body: a handler may read the rest itself (slowly).
     let mut body = Vec::new();
-    r.by_ref().take(len).read_to_end(&mut body).ok()?;
+    r.by_ref()
+        .take(len.min(64 << 10))
+        .read_to_end(&mut body)
+        .ok()?;
     raw.push_str(&String::from_utf8_lossy(&body[..body.len().min(1024)]));
     Some(Seen {
         method,
@@ -298,6 +302,56 @@ fn a_redirect_target_answering_401_with_its_own_realm_gets_no_credentials() {
     thief.assert_got_no_credentials();
 }
 
+/// The attack on uploads: a registry that reads a pushed blob one byte per second. With a
+/// 1000 bytes/s minimum over 1 s, the upload fails within seconds (each retry too), naming the
+/// upload URL, instead of waiting `io_timeout` (300 s) per write.
+#[test]
+fn an_upload_drained_one_byte_per_second_is_dropped() {
+    let registry = Server::start(|req, c| match req.method.as_str() {
+        "GET" if req.target == "/v2/" => c.respond(200, &[], b"{}"),
+        "POST" => c.respond(202, &[("Location", "/upload/slow".to_string())], b""),
+        "PUT" => {
+            let mut byte = [0u8; 1];
+            for _ in 0..120 {
+                std::thread::sleep(Duration::from_secs(1));
+                if c.stream.read(&mut byte).map_or(true, |n| n == 0) {
+                    return;
+                }
+            }
+        }
+        _ => c.respond(404, &[], b""),
+    });
+    let client = Client::new(ClientOptions {
+        retry: fast_retry(),
+        speed: kiln::registry::SpeedLimit {
+            bytes_per_sec: 1000,
+            window: Duration::from_secs(1),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let r = Reference::parse(&format!("{}/app:v1", registry.addr)).unwrap();
+    let blob = Arc::new(vec![5u8; 32 << 20]);
+    let upload = BlobUpload {
+        digest: Digest::sha256(&blob),
+        size: blob.len() as u64,
+        open: Box::new(move || Ok(Box::new(std::io::Cursor::new(blob.to_vec())) as _)),
+        mount_from: vec![],
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(client.push_blob(&r, &upload, &NoProgress));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the upload was held for 90 s");
+    let e = result.unwrap_err();
+    assert!(
+        format!("{e}").contains(&registry.url("/upload/slow")),
+        "the error does not name the upload URL: {e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through `kiln pull`: an image whose manifest is honest and whose blobs are the attack.
 
@@ -388,6 +442,7 @@ fn an_endless_blob_fails_at_its_declared_size() {
     let image_ref = format!("{}/app:v1", reg.addr);
     let (ok, err, rss_kib, elapsed) =
         kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120), &[]);
+    eprintln!("kiln pull of an endless blob: {err}");
     assert!(!ok, "the pull of an endless blob succeeded");
     assert!(
         err.contains(&layer) && err.contains(&format!("/v2/app/blobs/{layer}")),
@@ -429,6 +484,7 @@ fn a_256_mib_config_is_refused_before_it_is_fetched() {
     let image_ref = format!("{}/app:v1", reg.addr);
     let (ok, err, rss_kib, _) =
         kiln_measured(&k, &["pull", &image_ref], Duration::from_secs(120), &[]);
+    eprintln!("kiln pull of a 256 MiB config: {err}");
     assert!(!ok, "a 256 MiB config was accepted");
     assert!(
         err.contains(&config_digest) && err.contains("4194304") && err.contains(&reg.addr),
@@ -481,6 +537,7 @@ fn a_registry_sending_one_byte_per_second_is_dropped() {
         &image_ref,
     ];
     let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120), &[]);
+    eprintln!("kiln pull at one byte per second ({elapsed:?}): {err}");
     assert!(!ok, "the trickling pull succeeded");
     assert!(
         elapsed < Duration::from_secs(60),
@@ -533,6 +590,7 @@ fn add_url_from_a_server_sending_one_byte_per_second_fails() {
         "it/slow:1",
     ];
     let (ok, err, _, elapsed) = kiln_measured(&k, &args, Duration::from_secs(120), &[]);
+    eprintln!("ADD URL at one byte per second ({elapsed:?}): {err}");
     assert!(!ok, "the trickling ADD succeeded");
     assert!(
         elapsed < Duration::from_secs(30),
