@@ -380,6 +380,16 @@ fn image(config: Vec<u8>, layer_size: usize) -> Image {
     }
 }
 
+/// An image whose config lists its one (uncompressed) layer's diff_id, as a build needs.
+fn consistent_image(layer_size: usize) -> Image {
+    let layer = vec![7u8; layer_size];
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(&layer).to_string()]}})
+    .to_string()
+    .into_bytes();
+    image(config, layer_size)
+}
+
 fn small_config() -> Vec<u8> {
     serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
                        "rootfs": {"type": "layers", "diff_ids": []}})
@@ -414,16 +424,11 @@ fn registry_for(
     })
 }
 
-/// The attack: a layer of 1 MiB whose GET never ends (no `Content-Length`, bytes until the
-/// client goes; the server gives up after 256 MiB). kiln reads at most size + 1 bytes, fails
-/// naming the blob and its URL, and leaves nothing in the store.
-#[test]
-fn an_endless_blob_fails_at_its_declared_size() {
-    let img = Arc::new(image(small_config(), 1 << 20));
-    let layer = Digest::sha256(&img.layer).to_string();
-    let l2 = layer.clone();
-    let reg = registry_for(img.clone(), move |req, c, _| {
-        if !req.target.ends_with(&l2) {
+/// A blob handler that answers GETs of `digest` with a body without end (no `Content-Length`;
+/// it gives up after 256 MiB).
+fn endless(digest: String) -> impl Fn(&Seen, &mut Conn, &Image) -> bool + Send + Sync + 'static {
+    move |req, c, _| {
+        if !req.target.ends_with(&digest) {
             return false;
         }
         let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
@@ -437,7 +442,17 @@ fn an_endless_blob_fails_at_its_declared_size() {
             }
         }
         true
-    });
+    }
+}
+
+/// The attack: a layer of 1 MiB whose GET never ends (no `Content-Length`, bytes until the
+/// client goes; the server gives up after 256 MiB). kiln reads at most size + 1 bytes, fails
+/// naming the blob and its URL, and leaves nothing in the store.
+#[test]
+fn an_endless_blob_fails_at_its_declared_size() {
+    let img = Arc::new(image(small_config(), 1 << 20));
+    let layer = Digest::sha256(&img.layer).to_string();
+    let reg = registry_for(img.clone(), endless(layer.clone()));
     let k = Kiln::new();
     let image_ref = format!("{}/app:v1", reg.addr);
     let (ok, err, rss_kib, elapsed) =
@@ -464,6 +479,43 @@ fn an_endless_blob_fails_at_its_declared_size() {
         "the store holds {du} bytes after the failed pull"
     );
     assert!(!k.ok(&["images"]).contains("app"));
+}
+
+/// The same endless layer as a build's lazy base (`FROM` stores the manifest unnamed; the layer
+/// is downloaded when `COPY --from` opens it): the download is bounded by the size the pulled
+/// manifest declares.
+#[test]
+fn a_lazy_base_layer_that_never_ends_fails_at_its_declared_size() {
+    let img = Arc::new(consistent_image(1 << 20));
+    let layer = Digest::sha256(&img.layer).to_string();
+    let reg = registry_for(img.clone(), endless(layer.clone()));
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/app:v1 AS base\nFROM scratch\nCOPY --from=base /a /a\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let args = ["build", ctx.to_str().unwrap(), "-t", "it/lazy:1"];
+    let (ok, err, rss_kib, _) = kiln_measured(&k, &args, Duration::from_secs(120), &[]);
+    eprintln!("kiln build from a lazy endless layer: {err}");
+    assert!(!ok, "the build from an endless layer succeeded");
+    assert!(
+        err.contains(&layer) && err.contains("1048576"),
+        "the error names neither the layer nor its size:\n{err}"
+    );
+    let sent = reg.sent.load(Ordering::SeqCst);
+    assert!(sent < 32 << 20, "kiln read {sent} bytes of a 1 MiB layer");
+    assert!(rss_kib < 100 * 1024, "kiln held {rss_kib} KiB");
+    let du = disk_usage(&k.root());
+    assert!(
+        du < 8 << 20,
+        "the store holds {du} bytes after the failed build"
+    );
 }
 
 /// The attack: a manifest whose config is 256 MiB (real bytes, the right digest). Configs are
