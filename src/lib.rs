@@ -4,7 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON |
+//! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |

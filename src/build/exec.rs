@@ -206,7 +206,11 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
                             .map_err(|m| cx.step_err(step.position, &step.created_by, m))?
                     }
                     Input::Url { url } => {
-                        let f = super::fetch::fetch(store, url)
+                        let speed = opts
+                            .remote
+                            .as_ref()
+                            .map_or_else(Default::default, |r| r.client.options().speed);
+                        let f = super::fetch::fetch(store, url, speed)
                             .map_err(|m| cx.step_err(step.position, &step.created_by, m))?;
                         let d = f.digest.to_string();
                         urls.insert(url.clone(), (store.blob_path(&f.digest), f));

@@ -1,6 +1,12 @@
 //! ADD of `http(s)://` URLs: the download goes straight into the store as a blob, so its digest
 //! is known before the step runs (it is the step's cache input) and `--checksum` is a compare.
+//! The download keeps the minimum rate of `--speed-limit`/`--speed-time` (see
+//! [`SpeedLimit`]), as registry transfers do: a server trickling bytes fails the step, naming
+//! the URL, instead of holding the build.
+use std::io::Read;
 use std::time::Duration;
+
+use crate::registry::{redact_url, SlowTransfer, SpeedLimit};
 
 use crate::oci::Digest;
 use crate::store::Store;
@@ -16,13 +22,13 @@ pub struct Fetched {
     pub mtime: Option<i64>,
 }
 
-/// Downloads `url` into the store. Errors name the URL and the status.
-pub fn fetch(store: &Store, url: &str) -> Result<Fetched, String> {
+/// Downloads `url` into the store. Errors name the URL and the status, or the rate.
+pub fn fetch(store: &Store, url: &str, speed: SpeedLimit) -> Result<Fetched, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .max_redirects(10)
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(300)))
+        .timeout_per_read(speed.read_timeout(Some(Duration::from_secs(300))))
         .user_agent(format!("kiln/{}", env!("CARGO_PKG_VERSION")).as_str())
         .build()
         .new_agent();
@@ -44,8 +50,14 @@ pub fn fetch(store: &Store, url: &str) -> Result<Fetched, String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64);
     let mut w = store.blob_writer().map_err(|e| e.to_string())?;
-    std::io::copy(&mut resp.body_mut().as_reader(), &mut w)
-        .map_err(|e| format!("cannot download `{url}`: {e}"))?;
+    let shown = redact_url(url);
+    let mut body = speed.meter(&shown).download(resp.body_mut().as_reader());
+    std::io::copy(&mut body as &mut dyn Read, &mut w).map_err(|e| {
+        match SlowTransfer::from_io(&e) {
+            Some(slow) => format!("cannot download `{shown}`: {slow}"),
+            None => format!("cannot download `{url}`: {e}"),
+        }
+    })?;
     let (digest, size) = w.finish().map_err(|e| e.to_string())?;
     Ok(Fetched {
         digest,

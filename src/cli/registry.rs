@@ -9,12 +9,14 @@ use crate::oci::Platform;
 use crate::ops::{self, CopyOptions};
 use crate::registry::{
     self, Client, ClientOptions, CredentialEnv, Credentials, Reference, RegistriesConfig,
+    SpeedLimit,
 };
 use crate::transport::{Remote, Target};
 
 use super::{out, out_json, CliResult, Context};
 
-/// Registry settings shared by every command (`--tls-verify`, `--cert-dir`, `--jobs`, config).
+/// Registry settings shared by every command (`--tls-verify`, `--cert-dir`, `--jobs`, config,
+/// `--speed-limit`/`--speed-time`).
 #[derive(Debug, Clone, Args)]
 pub struct RegistryFlags {
     /// Verify TLS certificates of registries; `false` also allows plain HTTP [default: true].
@@ -33,6 +35,14 @@ pub struct RegistryFlags {
     /// else ~/.config/kiln/config.toml].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Fail a registry transfer or an `ADD URL` download that moves fewer than BYTES per second
+    /// over a whole `--speed-time` window (curl's option of the same name); 0 turns it off.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = SpeedLimit::DEFAULT_BYTES_PER_SEC)]
+    pub speed_limit: u64,
+    /// The window of `--speed-limit`, in seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = SpeedLimit::DEFAULT_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub speed_time: u64,
 }
 
 /// The config file kiln reads registry settings from (only its `[[registry]]` tables here).
@@ -84,6 +94,10 @@ impl RegistryFlags {
                 env: Some(CredentialEnv::from_process_env()),
             },
             registries: registries(self.config.as_ref())?,
+            speed: SpeedLimit {
+                bytes_per_sec: self.speed_limit,
+                window: std::time::Duration::from_secs(self.speed_time),
+            },
             ..ClientOptions::default()
         };
         if let Some(n) = self.chunk_size {

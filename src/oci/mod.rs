@@ -1,5 +1,6 @@
 //! OCI data types: [`Digest`], [`MediaType`], [`Descriptor`], [`Platform`], [`Manifest`],
-//! [`Index`], our own [`ImageConfig`], and canonical JSON.
+//! [`Index`], our own [`ImageConfig`], canonical JSON, and the size caps on untrusted documents
+//! ([`limits`]).
 //!
 //! What it owns: parsing, validating and serialising the JSON documents of the OCI image spec
 //! (and their Docker v2 counterparts). What it does not: any I/O. `digest` always means the hash
@@ -14,6 +15,7 @@
 mod config;
 mod digest;
 mod json;
+pub mod limits;
 mod manifest;
 mod media_type;
 mod platform;

@@ -5,7 +5,8 @@
 //! `InvalidData` (wrapping [`Error::DigestMismatch`] or [`Error::SizeMismatch`]) if the bytes do
 //! not match: a consumer must treat everything it read as unverified until it sees `Ok(0)`. A
 //! connection that breaks mid-body is resumed with a `Range` request, as in
-//! [`Client::get_blob`].
+//! [`Client::get_blob`]. With a size, a body longer than it fails at the first byte too many, and
+//! every body is read through the speed meter ([`super::SpeedLimit`]).
 use std::io::{self, Read};
 
 use sha2::Digest as _;
@@ -22,7 +23,7 @@ pub struct BlobReader {
     reference: Reference,
     digest: Digest,
     size: Option<u64>,
-    body: Option<ureq::BodyReader<'static>>,
+    body: Option<Box<dyn Read + Send>>,
     hasher: sha2::Sha256,
     read: u64,
     skip: u64,
@@ -95,7 +96,7 @@ impl BlobReader {
         // A registry that ignores `Range` sends everything again: drop what we already have.
         self.skip = if offset > 0 && !resumed { offset } else { 0 };
         self.url = redact_url(&resp.url);
-        self.body = Some(resp.body.into_reader());
+        self.body = Some(Box::new(resp.reader()));
         Ok(())
     }
 
@@ -190,13 +191,12 @@ impl Read for BlobReader {
 }
 
 impl BlobReader {
-    fn finish_oversized(&mut self, n: usize) -> io::Result<usize> {
+    fn finish_oversized(&mut self, _n: usize) -> io::Result<usize> {
         self.done = true;
-        Err(invalid(Error::SizeMismatch {
+        Err(invalid(Error::BlobTooLong {
             digest: self.digest.clone(),
             url: self.url.clone(),
             expected: self.size.unwrap_or(0),
-            actual: self.read + n as u64,
         }))
     }
 }

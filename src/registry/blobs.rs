@@ -196,8 +196,11 @@ impl Client {
                     skip = offset;
                 }
             }
-            let mut reader = resp.body.into_reader();
-            match copy_body(&mut reader, &mut hasher, skip, digest, progress) {
+            let mut reader = resp.reader();
+            // Never more than the descriptor says (plus one byte, to see that there is more):
+            // an endless body fails here instead of filling the disk.
+            let bound = size.map(|want| want.saturating_sub(offset) + skip + 1);
+            match copy_body(&mut reader, &mut hasher, skip, bound, digest, progress) {
                 Ok(()) => {}
                 Err(CopyError::Write(source)) => {
                     return Err(Error::WriteBlob {
@@ -205,13 +208,15 @@ impl Client {
                         source,
                     })
                 }
+                Err(CopyError::TooLong) => {
+                    return Err(Error::BlobTooLong {
+                        digest: digest.clone(),
+                        url: last_url,
+                        expected: size.unwrap_or(0),
+                    })
+                }
                 Err(CopyError::Read(e)) => {
-                    let err = Error::Transport {
-                        registry: r.registry().to_string(),
-                        method: "GET",
-                        url: last_url.clone(),
-                        source: Box::new(ureq::Error::Io(e)),
-                    };
+                    let err = Error::from_body_io(r.registry(), "GET", &last_url, e);
                     if attempt < policy.max_retries {
                         progress.on_retry(digest, &err);
                         std::thread::sleep(policy.delay(attempt, None));
@@ -304,9 +309,10 @@ impl Client {
             };
             let shown = redact_url(url);
             match copy_body(
-                &mut resp.body.into_reader(),
+                &mut resp.reader(),
                 &mut hasher,
                 0,
+                Some(desc.size + 1),
                 &desc.digest,
                 progress,
             ) {
@@ -317,13 +323,15 @@ impl Client {
                         source,
                     })
                 }
-                Err(CopyError::Read(e)) => {
-                    let err = Error::Transport {
-                        registry: host,
-                        method: "GET",
+                Err(CopyError::TooLong) => {
+                    return Err(Error::BlobTooLong {
+                        digest: desc.digest.clone(),
                         url: shown,
-                        source: Box::new(ureq::Error::Io(e)),
-                    };
+                        expected: desc.size,
+                    })
+                }
+                Err(CopyError::Read(e)) => {
+                    let err = Error::from_body_io(&host, "GET", &shown, e);
                     if hasher.written() > 0 {
                         return Err(err);
                     }
@@ -594,17 +602,24 @@ fn location(resp: &super::client::Response) -> Result<String> {
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
+    /// The body reached `bound` bytes: longer than its descriptor says.
+    TooLong,
 }
 
-/// Copies a response body into the hashing writer, dropping the first `skip` bytes.
+/// Copies a response body into the hashing writer, dropping the first `skip` bytes. With a
+/// `bound`, reading that many bytes is [`CopyError::TooLong`] (pass the expected length plus
+/// one): the bytes past the end are never written.
 fn copy_body(
     reader: &mut dyn Read,
     out: &mut dyn Write,
     mut skip: u64,
+    bound: Option<u64>,
     digest: &Digest,
     progress: &dyn TransferProgress,
 ) -> std::result::Result<(), CopyError> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut reader = reader.take(bound.unwrap_or(u64::MAX));
+    let mut seen = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -612,6 +627,15 @@ fn copy_body(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Read(e)),
         };
+        seen += n as u64;
+        let mut n = n;
+        if bound.is_some_and(|b| seen >= b) {
+            // Keep what fits (the last byte read is the one too many), then stop.
+            n -= 1;
+            if n == 0 {
+                return Err(CopyError::TooLong);
+            }
+        }
         let mut chunk = &buf[..n];
         if skip > 0 {
             let drop = skip.min(n as u64) as usize;
@@ -621,6 +645,9 @@ fn copy_body(
         if !chunk.is_empty() {
             out.write_all(chunk).map_err(CopyError::Write)?;
             progress.on_bytes(digest, chunk.len() as u64);
+        }
+        if bound.is_some_and(|b| seen >= b) {
+            return Err(CopyError::TooLong);
         }
     }
 }

@@ -5,9 +5,15 @@
 //! once per registry, falling back from HTTPS to HTTP only where allowed), attaches the
 //! `Authorization` the registry's challenge calls for (fetching and caching a token for the
 //! request's scope), follows redirects for GET and HEAD itself (blob GETs redirect to storage;
-//! `Authorization` is dropped when the host changes, as Docker does), answers one 401 by
+//! `Authorization` is dropped when the origin changes, as Docker does), answers one 401 by
 //! re-authenticating with the scope the challenge names, and retries temporary failures when the
 //! body can be sent again.
+//!
+//! Credentials are scoped to the registry: `Authorization` goes only to URLs of the registry's
+//! own origin (scheme, host, port; see [`same_origin`]), and only a 401 from that origin is a
+//! challenge. Upload `Location`s and redirects elsewhere get no credentials, and their 401s are
+//! answers (go-containerregistry's `matchesHost`, containerd's per-host authorizer). Every
+//! response body is read through the speed meter ([`Response::reader`], [`SpeedLimit`]).
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
@@ -24,6 +30,7 @@ use super::error::{parse_envelope, redact_url, Error, Result};
 use super::mirrors::RegistriesConfig;
 use super::reference::api_host;
 use super::retry::{parse_retry_after, RetryPolicy};
+use super::speed::{SlowTransfer, SpeedLimit};
 
 /// How blobs are uploaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +89,10 @@ pub struct ClientOptions {
     /// (and is retried) instead of hanging. It also bounds the wait for the answer to a blob
     /// PUT, which some storage back ends take long to give, so keep it generous.
     pub io_timeout: Option<Duration>,
+    /// The minimum rate of every transfer (`--speed-limit`, `--speed-time`); see
+    /// [`SpeedLimit`]. It also shortens the per-read timeout of GET and HEAD requests, and the
+    /// per-write timeout of uploads, to one window.
+    pub speed: SpeedLimit,
 }
 
 impl Default for ClientOptions {
@@ -100,6 +111,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             max_redirects: 10,
             io_timeout: Some(Duration::from_secs(300)),
+            speed: SpeedLimit::default(),
         }
     }
 }
@@ -132,6 +144,8 @@ pub(crate) struct Response {
     pub url: String,
     pub method: &'static str,
     pub registry: String,
+    /// The minimum rate its body must keep.
+    pub speed: SpeedLimit,
 }
 
 impl Response {
@@ -140,22 +154,37 @@ impl Response {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Turns this response into the error it stands for, reading at most 64 KiB of its body.
-    pub fn into_error(mut self) -> Error {
-        let body = self
-            .body
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .unwrap_or_default();
+    /// The body, read through the speed meter (see [`SpeedLimit`]). Read errors carry a
+    /// [`SlowTransfer`] when the meter stopped the transfer; map them with
+    /// [`Error::from_body_io`].
+    pub fn reader(self) -> impl Read + Send + 'static {
+        self.speed
+            .meter(&redact_url(&self.url))
+            .download(self.body.into_reader())
+    }
+
+    /// Turns this response into the error it stands for, reading at most
+    /// [`MAX_ERROR_BODY_SIZE`](crate::oci::limits::MAX_ERROR_BODY_SIZE) of its body.
+    pub fn into_error(self) -> Error {
+        let (registry, method, url, status) = (
+            self.registry.clone(),
+            self.method,
+            self.url.clone(),
+            self.status,
+        );
         let retry_after = self
             .header("retry-after")
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        let _ = self
+            .reader()
+            .take(crate::oci::limits::MAX_ERROR_BODY_SIZE)
+            .read_to_end(&mut body);
         Error::Status {
-            registry: self.registry,
-            method: self.method,
-            url: redact_url(&self.url),
-            status: self.status,
+            registry,
+            method,
+            url: redact_url(&url),
+            status,
             errors: parse_envelope(&body),
             retry_after,
         }
@@ -171,11 +200,8 @@ impl Response {
     }
 
     /// Reads and drops the rest of the body so the connection can be reused.
-    pub fn drain(mut self) {
-        let _ = std::io::copy(
-            &mut self.body.with_config().limit(1 << 20).reader(),
-            &mut std::io::sink(),
-        );
+    pub fn drain(self) {
+        let _ = std::io::copy(&mut self.reader().take(1 << 20), &mut std::io::sink());
     }
 }
 
@@ -312,6 +338,11 @@ impl Client {
         let url = format!("{base}/v2/");
         let resp = self.raw_send(registry, "GET", &url, &[], Body::Empty, None)?;
         let status = resp.status;
+        if status == 401 && !same_origin(&resp.url, base) {
+            // `/v2/` redirected elsewhere and that host wants credentials: it is not the
+            // registry, so its challenge must not become the registry's.
+            return Err(resp.into_error());
+        }
         let challenge = resp
             .header("www-authenticate")
             .map(parse_challenges)
@@ -439,6 +470,7 @@ impl Client {
                         service.as_deref(),
                         scope,
                         cred.as_ref(),
+                        self.inner.opts.speed,
                     )
                 })?;
                 let header = format!("Bearer {}", token.value);
@@ -478,18 +510,31 @@ impl Client {
         mut body: Body<'_>,
         scope: &Scope,
     ) -> Result<Response> {
+        let base = self.base_url(registry)?;
         let url = if url.starts_with('/') {
-            format!("{}{url}", self.base_url(registry)?)
+            format!("{base}{url}")
         } else {
             url.to_string()
         };
+        // Credentials are scoped to the registry they are for: an `Authorization` header goes
+        // only to the registry's own origin (scheme, host and port), never to an upload
+        // `Location` or a redirect on another one. go-containerregistry does the same
+        // (`pkg/v1/remote/transport/bearer.go` sets the header only when `matchesHost`, and
+        // `basic.go` only when the request's host is the target), and so does containerd
+        // (`core/remotes/docker/authorizer.go` keys auth handlers, challenges and the
+        // credentials it looks up by the host of the request or of the 401 response).
+        let ours = same_origin(&url, &base);
         let replayable = !matches!(body, Body::Reader { .. });
         let policy = self.inner.opts.retry.clone();
         let mut attempt = 0;
         let mut reauthed = false;
         let mut scope = scope.clone();
         loop {
-            let auth = self.authorization(registry, &scope, reauthed)?;
+            let auth = if ours {
+                self.authorization(registry, &scope, reauthed)?
+            } else {
+                None
+            };
             let this_body = match &mut body {
                 Body::Empty => Body::Empty,
                 Body::Bytes(b) => Body::Bytes(b),
@@ -499,6 +544,14 @@ impl Client {
                 },
             };
             match self.raw_send(registry, method, &url, headers, this_body, auth.as_deref()) {
+                // Only the registry itself may tell us how to authenticate to it: a 401 from
+                // another origin (an upload `Location` or a redirect target elsewhere) is an
+                // answer, not a challenge. Taking its `WWW-Authenticate` would send the
+                // registry's credentials to a token realm that host names (containerd keys
+                // challenges by the host that sent them for the same reason).
+                Ok(resp) if resp.status == 401 && !same_origin(&resp.url, &base) => {
+                    return Ok(resp)
+                }
                 Ok(resp) if resp.status == 401 && !reauthed => {
                     // The token lacks a scope (or expired), or the registry wants auth only
                     // now (a ping that answered 200 to anonymous): learn the challenge, widen
@@ -569,6 +622,9 @@ impl Client {
                     method,
                     url: redact_url(&url),
                 },
+                ureq::Error::Io(e) if SlowTransfer::from_io(&e).is_some() => {
+                    Error::from_body_io(registry, method, &redact_url(&url), e)
+                }
                 ureq::Error::Io(ref e) if e.to_string().contains("failed to lookup address") => {
                     Error::HostNotFound {
                         registry: registry.to_string(),
@@ -583,6 +639,14 @@ impl Client {
                     source: Box::new(source),
                 },
             };
+            // GET and HEAD answers come at once, so one window of silence is too slow; an upload's
+            // answer may take the storage back end a while, so it waits for `io_timeout`.
+            let o = &self.inner.opts;
+            let (per_read, per_write) = if matches!(method, "GET" | "HEAD") {
+                (o.speed.read_timeout(o.io_timeout), o.io_timeout)
+            } else {
+                (o.io_timeout, o.speed.read_timeout(o.io_timeout))
+            };
             let mut builder = http::Request::builder().method(method).uri(url.as_str());
             for (k, v) in headers {
                 builder = builder.header(*k, v.as_str());
@@ -594,20 +658,23 @@ impl Client {
                 Body::Empty if matches!(method, "POST" | "PUT" | "PATCH") => builder
                     .body(&b""[..])
                     .map_err(|e| transport(ureq::Error::Http(e)))
-                    .and_then(|r| agent.run(r).map_err(transport)),
+                    .and_then(|r| run(agent, r, per_read, per_write).map_err(transport)),
                 Body::Empty => builder
                     .body(())
                     .map_err(|e| transport(ureq::Error::Http(e)))
-                    .and_then(|r| agent.run(r).map_err(transport)),
+                    .and_then(|r| run(agent, r, per_read, per_write).map_err(transport)),
                 Body::Bytes(b) => builder
                     .body(b)
                     .map_err(|e| transport(ureq::Error::Http(e)))
-                    .and_then(|r| agent.run(r).map_err(transport)),
-                Body::Reader { reader, len } => builder
-                    .header("Content-Length", len.to_string())
-                    .body(ureq::SendBody::from_reader(reader))
-                    .map_err(|e| transport(ureq::Error::Http(e)))
-                    .and_then(|r| agent.run(r).map_err(transport)),
+                    .and_then(|r| run(agent, r, per_read, per_write).map_err(transport)),
+                Body::Reader { reader, len } => {
+                    let mut metered = o.speed.meter(&redact_url(&url)).upload(reader);
+                    builder
+                        .header("Content-Length", len.to_string())
+                        .body(ureq::SendBody::from_reader(&mut metered))
+                        .map_err(|e| transport(ureq::Error::Http(e)))
+                        .and_then(|r| run(agent, r, per_read, per_write).map_err(transport))
+                }
             };
             let resp = result?;
             let status = resp.status().as_u16();
@@ -622,6 +689,7 @@ impl Client {
                     url,
                     method,
                     registry: registry.to_string(),
+                    speed: self.inner.opts.speed,
                 });
             }
             let Some(location) = parts.headers.get("location").and_then(|v| v.to_str().ok()) else {
@@ -633,8 +701,10 @@ impl Client {
                 });
             };
             let next = resolve_url(&url, location);
-            // Storage back ends (S3, GCS) get a pre-signed URL; our token must not follow.
-            if authority(&next) != authority(&url) {
+            // Storage back ends (S3, GCS) get a pre-signed URL; our token must not follow, nor
+            // come back if a later hop returns to the registry (go-containerregistry's
+            // `matchesHost` and Go's `http.Client` drop it on a host change too).
+            if !same_origin(&next, &url) {
                 auth = None;
             }
             url = next;
@@ -645,6 +715,21 @@ impl Client {
             limit,
         })
     }
+}
+
+/// Runs `r` on `agent` with these per-read and per-write timeouts.
+fn run<B: ureq::AsSendBody>(
+    agent: &ureq::Agent,
+    r: http::Request<B>,
+    per_read: Option<Duration>,
+    per_write: Option<Duration>,
+) -> std::result::Result<http::Response<ureq::Body>, ureq::Error> {
+    let r = agent
+        .configure_request(r)
+        .timeout_per_read(per_read)
+        .timeout_per_write(per_write)
+        .build();
+    agent.run(r)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -684,6 +769,38 @@ fn is_loopback(registry: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether two absolute URLs have the same origin: scheme, host (case-insensitive) and port,
+/// the default port filled in (go-containerregistry's `canonicalAddress` does the same).
+pub(crate) fn same_origin(a: &str, b: &str) -> bool {
+    fn origin(url: &str) -> Option<(String, String, u16)> {
+        let (scheme, rest) = authority(url).split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        // Drop user info, which never carries into an origin.
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let default = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6.split_once(']')?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match host_port.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (host_port, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        Some((scheme, host.to_ascii_lowercase(), port))
+    }
+    matches!((origin(a), origin(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// `scheme://authority` of an absolute URL.
@@ -737,6 +854,15 @@ mod tests {
         assert_eq!(resolve_url(base, "//cdn/x"), "http://cdn/x");
         assert_eq!(resolve_url(base, "x"), "http://r:5000/v2/a/blobs/uploads/x");
         assert_eq!(authority("https://h:1/p?q"), "https://h:1");
+        assert!(same_origin("https://H:443/v2/", "https://h"));
+        assert!(same_origin("http://[::1]:80/x", "http://[::1]/y"));
+        assert!(!same_origin(
+            "http://127.0.0.1:5000/x",
+            "http://127.0.0.1:5001/x"
+        ));
+        assert!(!same_origin("http://r/x", "https://r/x"));
+        assert!(!same_origin("http://r.evil/x", "http://r/x"));
+        assert!(!same_origin("ftp://r/x", "ftp://r/x"));
         assert_eq!(
             add_query("http://h/p?a=1", "digest", "sha256:ab"),
             "http://h/p?a=1&digest=sha256%3Aab"

@@ -108,6 +108,32 @@ pub enum Error {
         #[source]
         source: Box<ureq::Error>,
     },
+    /// A transfer fell below the minimum rate (`--speed-limit`/`--speed-time`).
+    #[error("registry `{registry}` is too slow ({method} {url})")]
+    TooSlow {
+        /// The registry host.
+        registry: String,
+        /// The HTTP method.
+        method: &'static str,
+        /// The redacted URL.
+        url: String,
+        /// The rate, the window and what moved in it.
+        #[source]
+        source: super::speed::SlowTransfer,
+    },
+    /// A blob body went on past the size its descriptor declares; kiln stopped reading at the
+    /// first byte too many.
+    #[error(
+        "blob `{digest}` from {url} is longer than the {expected} bytes its descriptor declares"
+    )]
+    BlobTooLong {
+        /// The blob.
+        digest: Digest,
+        /// The redacted URL.
+        url: String,
+        /// The declared size.
+        expected: u64,
+    },
     /// The registry answered with an unexpected status.
     #[error("registry `{registry}` answered {status} to {method} {url}{}", fmt_api_errors(.errors))]
     Status {
@@ -295,6 +321,32 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The error for an I/O failure while moving a body: [`Error::TooSlow`] when the speed meter
+    /// stopped it, else [`Error::Transport`].
+    pub(crate) fn from_body_io(
+        registry: &str,
+        method: &'static str,
+        url: &str,
+        e: io::Error,
+    ) -> Error {
+        if let Some(slow) = super::speed::SlowTransfer::from_io(&e) {
+            return Error::TooSlow {
+                registry: registry.to_string(),
+                method,
+                url: url.to_string(),
+                source: slow.clone(),
+            };
+        }
+        Error::Transport {
+            registry: registry.to_string(),
+            method,
+            url: url.to_string(),
+            source: Box::new(ureq::Error::Io(e)),
+        }
+    }
+}
+
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -314,6 +366,9 @@ impl Error {
             Error::Token { status, .. } => {
                 status.is_none_or(|s| matches!(s, 408 | 429 | 500 | 502 | 503 | 504))
             }
+            // A stall or a trickle may be a dead connection: a new one (resuming) may be fine;
+            // each attempt is bounded by the window, so the retries are too.
+            Error::TooSlow { .. } => true,
             // A body cut short or corrupted in transit: a fresh download may be whole.
             Error::SizeMismatch { .. } | Error::DigestMismatch { .. } => true,
             _ => false,

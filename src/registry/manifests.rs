@@ -13,8 +13,8 @@ use super::error::{redact_url, Error, Result};
 use super::reference::Reference;
 use crate::oci::{from_json, Descriptor, Digest, Index, Manifest, MediaType, Platform};
 
-/// The largest manifest we accept.
-pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+/// The largest manifest we accept ([`crate::oci::limits::MAX_MANIFEST_SIZE`]).
+pub const MAX_MANIFEST_SIZE: u64 = crate::oci::limits::MAX_MANIFEST_SIZE;
 
 /// The media types we ask for, best first.
 pub const MANIFEST_MEDIA_TYPES: [MediaType; 4] = [
@@ -149,16 +149,10 @@ impl Client {
             .header("content-type")
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
         let mut bytes = Vec::new();
-        resp.body
-            .into_reader()
+        resp.reader()
             .take(MAX_MANIFEST_SIZE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| Error::Transport {
-                registry: r.registry().to_string(),
-                method: "GET",
-                url: url.clone(),
-                source: Box::new(ureq::Error::Io(e)),
-            })?;
+            .map_err(|e| Error::from_body_io(r.registry(), "GET", &url, e))?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge {
                 url,
@@ -425,16 +419,10 @@ fn read_json_body(resp: super::client::Response, _what: &'static str) -> Result<
     let url = redact_url(&resp.url);
     let registry = resp.registry.clone();
     let mut bytes = Vec::new();
-    resp.body
-        .into_reader()
+    resp.reader()
         .take(MAX_MANIFEST_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Error::Transport {
-            registry,
-            method: "GET",
-            url: url.clone(),
-            source: Box::new(ureq::Error::Io(e)),
-        })?;
+        .map_err(|e| Error::from_body_io(&registry, "GET", &url, e))?;
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
         return Err(Error::ManifestTooLarge {
             url,

@@ -62,8 +62,14 @@
 //! `reference.rs` (parsing, normalisation), `auth/` (challenges, scopes, tokens, credentials),
 //! `client.rs` (TLS/HTTP choice, ping, auth, redirects, retries), `manifests.rs` (manifests,
 //! platforms, tags, referrers), `blobs.rs` (HEAD/GET/mount/upload), `blob_reader.rs` (a blob as
-//! a verifying `Read`), `transfer.rs` (parallel blobs), `retry.rs`, `mirrors.rs`, `tls.rs`,
-//! `error.rs`.
+//! a verifying `Read`), `transfer.rs` (parallel blobs), `retry.rs`, `speed.rs` (the minimum
+//! transfer rate, `--speed-limit`/`--speed-time`), `mirrors.rs`, `tls.rs`, `error.rs`.
+//!
+//! ## Trust
+//! A registry is hostile until checked. Credentials go only to the registry's own origin and to
+//! the token realm its own challenge names (see [`Client`]'s `send`); every body is read with a
+//! cap (blobs: their descriptor's size; documents: [`crate::oci::limits`]) and a minimum rate
+//! ([`SpeedLimit`]).
 pub mod auth;
 mod blob_reader;
 mod blobs;
@@ -73,6 +79,7 @@ mod manifests;
 mod mirrors;
 mod reference;
 mod retry;
+mod speed;
 mod tls;
 mod transfer;
 
@@ -91,4 +98,5 @@ pub use manifests::{
 pub use mirrors::{Mirror, MirrorPolicy, PullSource, RegistriesConfig, RegistryEntry};
 pub use reference::{api_host, Reference, DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API};
 pub use retry::{parse_retry_after, RetryPolicy};
+pub use speed::{Meter, MeteredRead, MeteredUpload, SlowTransfer, SpeedLimit};
 pub use transfer::{pull_blobs, push_blobs, BlobSink, OpenSink};

@@ -55,14 +55,8 @@ impl BlobWriter {
     /// Like [`BlobWriter::finish`], but fails (and deletes the temp file) unless the content has
     /// `expected` as its digest and, when given, `size` bytes.
     pub fn finish_expecting(self, expected: &Digest, size: Option<u64>) -> Result<()> {
-        let actual = Digest::from_sha256_bytes(&self.hasher.clone().finalize());
-        if &actual != expected {
-            return Err(Error::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-                size: self.size,
-            });
-        }
+        // Size first: a source longer than its descriptor (read up to one byte past it) is
+        // reported as that, not as a digest mismatch.
         if let Some(s) = size {
             if s != self.size {
                 return Err(Error::SizeMismatch {
@@ -71,6 +65,14 @@ impl BlobWriter {
                     actual: self.size,
                 });
             }
+        }
+        let actual = Digest::from_sha256_bytes(&self.hasher.clone().finalize());
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+                size: self.size,
+            });
         }
         self.persist(expected)
     }

@@ -275,7 +275,9 @@ impl Store {
         Ok(digest)
     }
 
-    /// Copies `from` into the store, verifying it has `digest` and `size` before naming it.
+    /// Copies `from` into the store, verifying it has `digest` and `size` before naming it. With a
+    /// size, at most `size + 1` bytes are read: a source longer than it says (an endless one)
+    /// fails at the first extra byte instead of filling the disk.
     pub fn put_verified(
         &self,
         digest: &Digest,
@@ -286,7 +288,8 @@ impl Store {
             return Ok(());
         }
         let mut w = self.blob_writer()?;
-        std::io::copy(from, &mut w).map_err(io_err("cannot copy into", &self.root))?;
+        let mut from = from.take(size.map_or(u64::MAX, |s| s.saturating_add(1)));
+        std::io::copy(&mut from, &mut w).map_err(io_err("cannot copy into", &self.root))?;
         w.finish_expecting(digest, size)?;
         Ok(())
     }

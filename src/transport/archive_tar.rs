@@ -11,9 +11,9 @@ use crate::layer::{Entry, EntryKind, FileSource};
 
 use super::{io_err, Error, Result};
 
-/// The most a metadata member (`index.json`, `manifest.json`) of an archive may hold: the
-/// registry's manifest limit, so an archive cannot make kiln buffer more than a registry could.
-pub(crate) const MAX_METADATA_MEMBER: u64 = crate::registry::MAX_MANIFEST_SIZE;
+/// The most a metadata member (`index.json`, `manifest.json`) of an archive may hold
+/// ([`crate::oci::limits::MAX_LAYOUT_INDEX_SIZE`], as for an `oci:` layout's `index.json`).
+pub(crate) const MAX_METADATA_MEMBER: u64 = crate::oci::limits::MAX_LAYOUT_INDEX_SIZE;
 
 /// An archive opened for reading: buffered, and guarded like a layer, so hostile PAX or GNU
 /// long-name members cannot make the reader buffer without bound.

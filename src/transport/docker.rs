@@ -99,6 +99,7 @@ impl RegistryFetcher {
             return Ok(());
         }
         let mut tried = Vec::new();
+        let size = declared_size(store, digest);
         for line in origins {
             let Some(r) = origin_reference(line) else {
                 continue;
@@ -106,11 +107,11 @@ impl RegistryFetcher {
             let mut sink = StoreSink {
                 w: BlobWriter::new_in(store.root()).map_err(|e| e.to_string())?,
                 digest: digest.clone(),
-                size: None,
+                size,
             };
             match self
                 .client
-                .get_blob(&r, digest, None, &mut sink, &NoProgress)
+                .get_blob(&r, digest, size, &mut sink, &NoProgress)
             {
                 Ok(_) => return Box::new(sink).commit().map_err(|e| e.to_string()),
                 Err(e) => tried.push(format!("from `{line}`: {e}")),
@@ -123,9 +124,8 @@ impl RegistryFetcher {
     }
 }
 
-/// The other lazy layers (missing, with an origin) of the images named in the store whose
-/// manifests list `digest`, each with its origins.
-fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<(Digest, Vec<String>)> {
+/// The image manifests present in the store under its names (through indexes).
+fn named_manifests(store: &Store) -> Vec<crate::oci::Manifest> {
     let mut manifests = Vec::new();
     let mut todo: Vec<Descriptor> = store.index().map(|i| i.manifests).unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
@@ -147,6 +147,23 @@ fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<(Digest, Vec<String>)> {
             }
         }
     }
+    manifests
+}
+
+/// The size a named image's manifest declares for the layer `digest`: a lazy download is read
+/// through it (see [`Client::get_blob`]), so an endless body cannot fill the disk.
+fn declared_size(store: &Store, digest: &Digest) -> Option<u64> {
+    named_manifests(store)
+        .into_iter()
+        .flat_map(|m| m.layers)
+        .find(|l| &l.digest == digest)
+        .map(|l| l.size)
+}
+
+/// The other lazy layers (missing, with an origin) of the images named in the store whose
+/// manifests list `digest`, each with its origins.
+fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<(Digest, Vec<String>)> {
+    let manifests = named_manifests(store);
     let mut out: Vec<(Digest, Vec<String>)> = Vec::new();
     for m in manifests {
         if !m.layers.iter().any(|l| &l.digest == digest) {
@@ -261,7 +278,7 @@ pub(crate) fn pull(
     let here = location(&source);
     crate::store::record_origin(store, &m.config.digest, &here);
     let mut wanted = Vec::new();
-    plan_pull(store, &m, &here, lazy, &mut wanted);
+    plan_pull(store, &m, &here, lazy, &mut wanted)?;
     pull_missing(store, client, &source, wanted, remote.jobs)?;
     let raw_config = store.read_blob(&m.config.digest)?;
     let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
@@ -271,14 +288,16 @@ pub(crate) fn pull(
 
 /// Records where `m`'s layers come from (`here`, so a layer not downloaded now can be found
 /// later) and adds what a pull downloads to `wanted`: the config and, unless `lazy`, the layers
-/// that are not foreign.
+/// that are not foreign. A config declared over [`crate::oci::limits::MAX_CONFIG_SIZE`] is
+/// refused before anything is fetched: configs are read whole into memory.
 fn plan_pull(
     store: &Store,
     m: &crate::oci::Manifest,
     here: &str,
     lazy: bool,
     wanted: &mut Vec<Descriptor>,
-) {
+) -> Result<()> {
+    super::check_document(&m.config, true, &format!("docker://{here}"))?;
     for l in &m.layers {
         crate::store::record_origin(store, &l.digest, here);
     }
@@ -291,6 +310,7 @@ fn plan_pull(
                 .cloned(),
         );
     }
+    Ok(())
 }
 
 /// Pulls what `reference` names with everything below it (`kiln copy --all`): an index, every
@@ -333,7 +353,7 @@ pub(crate) fn pull_all(
     }
     let mut wanted: Vec<Descriptor> = Vec::new();
     for m in &manifests {
-        plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted);
+        plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted)?;
     }
     pull_missing(store, client, &source, wanted, remote.jobs)?;
     // Manifests after their blobs, the index last: what is named is complete.

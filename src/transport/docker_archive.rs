@@ -106,6 +106,13 @@ pub(crate) fn read(store: &Store, file: &Path, reference: Option<&str>) -> Resul
         })
     };
     let (config_digest, config_size) = find(&chosen.config)?;
+    // Configs are read whole: refuse one over the cap (its member is on disk, not in memory).
+    crate::oci::limits::check_size(
+        &format!("image config `{}`", chosen.config),
+        config_size,
+        crate::oci::limits::MAX_CONFIG_SIZE,
+    )
+    .map_err(malformed)?;
     let raw_config = store.read_blob(&config_digest)?;
     let config: ImageConfig =
         oci::from_json("image config", &raw_config).map_err(|e| malformed(e.to_string()))?;

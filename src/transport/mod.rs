@@ -124,6 +124,50 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Opens a file of an `oci:` layout for reading: with `O_NOFOLLOW`, so a symlink (to
+/// `/dev/zero`, to a host file) is refused, and `O_NONBLOCK`, so a FIFO cannot hang the open;
+/// anything but a regular file is refused. Errors name the file.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it is a symbolic link, not a regular file",
+            ),
+            _ => e,
+        })
+        .map_err(io_err("cannot read", path))?;
+    let meta = f.metadata().map_err(io_err("cannot read", path))?;
+    if !meta.is_file() {
+        return Err(io_err("cannot read", path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not a regular file",
+        )));
+    }
+    Ok(f)
+}
+
+/// Refuses a manifest, index or config descriptor that declares more bytes than
+/// [`crate::oci::limits`] allows for its kind, before anything is read.
+pub(crate) fn check_document(d: &Descriptor, config: bool, location: &str) -> Result<()> {
+    use crate::oci::limits::{check_size, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
+    let (what, cap) = if config {
+        ("image config", MAX_CONFIG_SIZE)
+    } else if d.media_type.is_index() {
+        ("index", MAX_MANIFEST_SIZE)
+    } else {
+        ("manifest", MAX_MANIFEST_SIZE)
+    };
+    check_size(&format!("{what} `{}`", d.digest), d.size, cap).map_err(|reason| Error::Malformed {
+        location: location.to_string(),
+        reason,
+    })
+}
+
 pub(crate) fn io_err<'a>(
     action: &'static str,
     path: &'a Path,

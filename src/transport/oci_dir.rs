@@ -1,5 +1,4 @@
 //! `oci:DIR[:REF]`: an OCI image layout directory.
-use std::fs::File;
 use std::path::Path;
 
 use crate::image::Image;
@@ -7,7 +6,8 @@ use crate::oci::{self, Descriptor, Index, Platform, ANNOTATION_REF_NAME};
 use crate::store::Store;
 
 use super::select::{load_image, pick};
-use super::{io_err, Error, Result};
+use super::{check_document, io_err, open_regular, Error, Result};
+use crate::oci::limits::{read_capped, MAX_LAYOUT_INDEX_SIZE};
 
 pub(crate) fn location(dir: &Path) -> String {
     format!("oci:{}", dir.display())
@@ -73,12 +73,29 @@ fn import_unless_foreign(store: &Store, dir: &Path, d: &Descriptor) -> Result<()
     import_blob(store, dir, d)
 }
 
-/// Copies the layout's blob `d` into the store, verified against its digest and size.
+/// Copies the layout's blob `d` into the store, verified against its digest and size. The file
+/// must be a regular file, not a symlink (to `/dev/zero`, to a host file); it is read through
+/// `take(size + 1)` by [`Store::put_verified`], so a longer file fails at the first extra byte.
 fn import_blob(store: &Store, dir: &Path, d: &Descriptor) -> Result<()> {
+    if store.contains(&d.digest) {
+        return Ok(());
+    }
     let p = blob_path(dir, d);
-    let mut f = File::open(&p).map_err(io_err("cannot read blob", &p))?;
-    store.put_verified(&d.digest, Some(d.size), &mut f)?;
+    let mut f = open_regular(&p)?;
+    store
+        .put_verified(&d.digest, Some(d.size), &mut f)
+        .map_err(|e| Error::Malformed {
+            location: format!("{} (blob `{}`)", location(dir), p.display()),
+            reason: e.to_string(),
+        })?;
     Ok(())
+}
+
+/// Reads a layout's `index.json`: a regular file (not a symlink), at most
+/// [`MAX_LAYOUT_INDEX_SIZE`] bytes.
+fn read_index_json(path: &Path) -> Result<Vec<u8>> {
+    let mut f = open_regular(path)?;
+    read_capped(&mut f, MAX_LAYOUT_INDEX_SIZE, "index.json").map_err(io_err("cannot read", path))
 }
 
 /// The layout's location (for errors) and its `index.json`; a directory without `oci-layout` is
@@ -92,7 +109,7 @@ fn read_layout_index(dir: &Path) -> Result<(String, Index)> {
         });
     }
     let index_path = dir.join("index.json");
-    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
+    let bytes = read_index_json(&index_path)?;
     let index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
         location: loc.clone(),
         reason: e.to_string(),
@@ -112,6 +129,7 @@ pub(crate) fn read(
     let import = |d: &Descriptor| import_unless_foreign(store, dir, d);
     let mut d = entry.clone();
     for _ in 0..8 {
+        check_document(&d, false, &loc)?;
         import(&d)?;
         if !d.media_type.is_index() {
             break;
@@ -129,6 +147,7 @@ pub(crate) fn read(
             location: loc.clone(),
             reason: e.to_string(),
         })?;
+    check_document(&manifest.config, true, &loc)?;
     import(&manifest.config)?;
     for l in &manifest.layers {
         import(l)?;
@@ -187,7 +206,7 @@ pub(crate) fn write_tree(
         copy(i)?;
     }
     let index_path = dir.join("index.json");
-    let bytes = std::fs::read(&index_path).map_err(io_err("cannot read", &index_path))?;
+    let bytes = read_index_json(&index_path)?;
     let mut index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
         location: loc,
         reason: e.to_string(),
@@ -220,6 +239,9 @@ pub(crate) fn read_entry_all(
     let import = |d: &Descriptor| import_unless_foreign(store, dir, d);
     let mut todo = vec![(entry.clone(), 0)];
     while let Some((d, depth)) = todo.pop() {
+        if d.media_type.is_index() || d.media_type.is_manifest() {
+            check_document(&d, false, &loc)?;
+        }
         import(&d)?;
         let malformed = |e: oci::Error| Error::Malformed {
             location: loc.clone(),
@@ -238,6 +260,7 @@ pub(crate) fn read_entry_all(
         } else if d.media_type.is_manifest() {
             let m: oci::Manifest =
                 oci::from_json("manifest", &store.read_blob(&d.digest)?).map_err(malformed)?;
+            check_document(&m.config, true, &loc)?;
             import(&m.config)?;
             for l in &m.layers {
                 import(l)?;

@@ -14,12 +14,15 @@ pub fn load_image(
     location: &str,
 ) -> Result<Image> {
     let desc = select_manifest(store, descriptor, platform, location)?;
+    super::check_document(&desc, false, location)?;
     let raw_manifest = store.read_blob(&desc.digest)?;
     let manifest: Manifest =
         oci::from_json("manifest", &raw_manifest).map_err(|e| Error::Malformed {
             location: location.to_string(),
             reason: format!("manifest `{}`: {e}", desc.digest),
         })?;
+    // Configs are read whole: refuse one whose descriptor declares more than the cap.
+    super::check_document(&manifest.config, true, location)?;
     let raw_config = store.read_blob(&manifest.config.digest)?;
     let mut image = Image::from_raw(raw_manifest, raw_config)?;
     image.descriptor.media_type = desc.media_type.clone();
@@ -38,6 +41,7 @@ pub(crate) fn select_manifest(
         if !d.media_type.is_index() {
             return Ok(d);
         }
+        super::check_document(&d, false, location)?;
         let bytes = store.read_blob(&d.digest)?;
         let index: Index = oci::from_json("index", &bytes).map_err(|e| Error::Malformed {
             location: location.to_string(),

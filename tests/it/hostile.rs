@@ -1125,3 +1125,121 @@ fn outer_archives_with_huge_metadata_are_refused_naming_them() {
     let tmp: Vec<_> = std::fs::read_dir(k.root().join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile `oci:` layouts and archives for ADD: files that never end, bombs.
+
+/// The blob paths of the layout's `hostile` image: (config, first layer).
+fn layout_blobs(layout: &Path) -> (PathBuf, PathBuf) {
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |d: &serde_json::Value| {
+        layout
+            .join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]));
+    (
+        blob(&manifest["config"]["digest"]),
+        blob(&manifest["layers"][0]["digest"]),
+    )
+}
+
+/// The attack: an `oci:` layout whose layer blob, config blob or `index.json` is a symlink to
+/// `/dev/zero`, an endless file (kiln used to copy it into the store until the disk was full, or
+/// read `index.json` into memory without end). Layout files are opened with `O_NOFOLLOW` and must
+/// be regular files: each is refused at once, naming the file; the store is left empty and
+/// kiln's memory stays small. (kiln runs under a 64 MiB file-size and a 1.5 GiB address-space
+/// limit, so a regression fails the test instead of the machine.)
+#[test]
+fn an_oci_layout_with_a_blob_or_index_json_symlinked_to_dev_zero_is_refused() {
+    let small = Tar::default().file("small", b"small\n").end();
+    for what in ["layer", "config", "index.json"] {
+        // A store of its own each time: a blob already in the store is never read again.
+        let k = Kiln::new();
+        let layout = layout_with(
+            &k,
+            &format!("layout-{what}"),
+            &[gzip(&small)],
+            &[diff_id(&small)],
+        );
+        let (config, layer) = layout_blobs(&layout);
+        let victim = match what {
+            "layer" => layer,
+            "config" => config,
+            _ => layout.join("index.json"),
+        };
+        std::fs::remove_file(&victim).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &victim).unwrap();
+        let source = format!("oci:{}:hostile", layout.display());
+        let (ok, err, rss_kib, elapsed) = crate::support::measured::kiln_measured(
+            &k,
+            &["copy", &source, "it/zero:1"],
+            std::time::Duration::from_secs(120),
+            &["--as=1610612736"],
+        );
+        assert!(!ok, "{what}: a layout file linked to /dev/zero was read");
+        assert!(
+            err.contains(&victim.display().to_string()) && err.contains("symbolic link"),
+            "{what}: the error does not name the file and say why:\n{err}"
+        );
+        assert!(
+            elapsed < std::time::Duration::from_secs(60),
+            "{what}: {elapsed:?}"
+        );
+        assert!(rss_kib < 100 * 1024, "{what}: kiln held {rss_kib} KiB");
+        let du = crate::support::measured::disk_usage(&k.root());
+        assert!(du < 8 << 20, "{what}: the store holds {du} bytes");
+        assert!(!k.ok(&["images"]).contains("it/zero"));
+    }
+}
+
+/// The attack: `ADD bomb.tar.xz /` where the archive is 512 MiB of zeros in a few dozen KiB of
+/// xz. lzma-rs decompressed the whole archive into memory (150 KiB of xz took 2 GiB of RSS);
+/// now xz streams like gzip and zstd, so the build's peak RSS stays under 100 MiB.
+#[test]
+fn add_of_an_xz_bomb_streams_with_bounded_memory() {
+    if !crate::support::require_tool("xz", &["--version"]) {
+        return;
+    }
+    let k = Kiln::new();
+    let c = ctx(&k, "FROM scratch\nADD bomb.tar.xz /\n");
+    let bomb = c.join("bomb.tar.xz");
+    let size: u64 = 512 << 20;
+    let mut xz = std::process::Command::new("xz")
+        .args(["-1", "-T1", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&bomb).unwrap())
+        .spawn()
+        .unwrap();
+    {
+        let mut w = xz.stdin.take().unwrap();
+        w.write_all(header(b"zeros", b'0', b"", size, 0o644).as_bytes())
+            .unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..size >> 20 {
+            w.write_all(&chunk).unwrap();
+        }
+        // The end-of-archive blocks.
+        w.write_all(&[0u8; 1024]).unwrap();
+    }
+    assert!(xz.wait().unwrap().success());
+    let packed = std::fs::metadata(&bomb).unwrap().len();
+    assert!(packed < 256 << 10, "the bomb is {packed} bytes");
+    let (ok, err, rss_kib, _) = crate::support::measured::kiln_measured(
+        &k,
+        &["build", c.to_str().unwrap(), "-t", "it/xz:1"],
+        std::time::Duration::from_secs(600),
+        &["--fsize=unlimited"],
+    );
+    assert!(ok, "the build failed:\n{err}");
+    eprintln!("peak RSS of kiln build with a {packed}-byte xz bomb: {rss_kib} KiB");
+    assert!(
+        rss_kib < 100 * 1024,
+        "kiln held {rss_kib} KiB for a {packed}-byte xz bomb"
+    );
+    let out = k.ok(&["inspect", "it/xz:1"]);
+    assert!(out.contains("sha256:"), "{out}");
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod credentials;
 mod faults;
+mod hostile;
 
 use std::io::Cursor;
 use std::sync::Arc;

@@ -1,10 +1,13 @@
 //! The token request (distribution `docs/spec/auth/token.md` and `oauth.md`).
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::{Credential, Scope};
+use crate::oci::limits::MAX_TOKEN_RESPONSE_SIZE;
 use crate::registry::error::{parse_envelope, redact_url, Error, Result};
+use crate::registry::speed::SpeedLimit;
 
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
@@ -45,7 +48,10 @@ pub(crate) fn fetch_token(
     service: Option<&str>,
     scope: &Scope,
     credential: Option<&Credential>,
+    speed: SpeedLimit,
 ) -> Result<Token> {
+    // One window of silence is too slow, as for any GET (see `SpeedLimit::read_timeout`).
+    let per_read = speed.read_timeout(agent.config().timeout_per_read());
     let fail = |status: Option<u16>, reason: String, errors| Error::Token {
         registry: registry.to_string(),
         realm: redact_url(realm),
@@ -83,6 +89,9 @@ pub(crate) fn fetch_token(
             agent
                 .post(realm)
                 .header("Content-Type", "application/x-www-form-urlencoded")
+                .config()
+                .timeout_per_read(per_read)
+                .build()
                 .send(body.join("&").as_bytes())
         }
         _ => {
@@ -108,7 +117,7 @@ pub(crate) fn fetch_token(
             if let Some(h) = credential.and_then(Credential::basic_header) {
                 req = req.header("Authorization", h);
             }
-            req.call()
+            req.config().timeout_per_read(per_read).build().call()
         }
     };
     let mut response = response.map_err(|e| {
@@ -119,18 +128,26 @@ pub(crate) fn fetch_token(
         )
     })?;
     let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 20)
-        .read_to_vec()
+    let mut body = Vec::new();
+    speed
+        .meter(&redact_url(realm))
+        .download(response.body_mut().as_reader())
+        .take(MAX_TOKEN_RESPONSE_SIZE + 1)
+        .read_to_end(&mut body)
         .map_err(|e| {
             fail(
                 Some(status),
-                format!("reading the answer failed: {}", describe_transport(&e)),
+                format!("reading the answer failed: {e}"),
                 vec![],
             )
         })?;
+    if body.len() as u64 > MAX_TOKEN_RESPONSE_SIZE {
+        return Err(fail(
+            Some(status),
+            format!("the answer is larger than {MAX_TOKEN_RESPONSE_SIZE} bytes"),
+            vec![],
+        ));
+    }
     if status != 200 {
         let reason = match status {
             401 | 403 => "credentials refused".to_string(),

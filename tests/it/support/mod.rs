@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 pub mod busybox;
 pub mod debian;
 pub mod fault_proxy;
+pub mod measured;
 pub mod registry;
 pub mod rootfs;
 pub mod runas;
