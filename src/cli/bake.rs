@@ -10,7 +10,7 @@ use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::{self, BakeOptions};
 
-use super::{epoch, out, out_json, CliResult, Context, Exit};
+use super::{epoch_or, out, out_json, CliResult, Context, Exit};
 
 /// Arguments of `kiln bake`.
 #[derive(Debug, Args)]
@@ -68,7 +68,7 @@ pub(crate) fn family_file(ctx: &Context) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kiln.toml"))
 }
 
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -146,7 +146,9 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
     for s in &a.sets {
         bake::plan::apply_set(&mut family, s)?;
     }
-    let epoch = epoch(a.source_date_epoch)?;
+    let epoch = epoch_or(a.source_date_epoch, || {
+        super::git_commit_time(&family.root).unwrap_or(0)
+    })?;
     let git = git_info(&family.root);
     let plan = bake::plan::resolve(&family, &a.targets, &git, epoch)?;
     if a.print {

@@ -7,7 +7,7 @@ use crate::layer::{Compression, LayerOptions};
 use crate::ops::{self, ImportOptions};
 use crate::transport::Target;
 
-use super::{epoch, out, CliResult, Context};
+use super::{given_epoch, out, CliResult, Context};
 
 /// Arguments of `kiln import`.
 #[derive(Debug, Args)]
@@ -44,9 +44,16 @@ pub struct ImportArgs {
     /// Compression threads [default: one per core].
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Timestamps in the layer and config [default: $SOURCE_DATE_EPOCH, else 0].
+    /// Clamp the layer's mtimes to this epoch, also the config's `created` [default:
+    /// $SOURCE_DATE_EPOCH, else mtimes are kept as they are and `created` is 0].
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
+    /// Owners of a directory's files: `auto` records them as a rootless container sees them
+    /// when kiln is not root (your uid/gid → 0, your /etc/subuid and /etc/subgid ranges → 1..,
+    /// any other id → 65534, as `podman unshare` shows them) and as they are when it is root;
+    /// `host` records the ids on disk as they are.
+    #[arg(long, value_name = "auto|host", default_value = "auto", value_parser = ["auto", "host"])]
+    pub userns: String,
 }
 
 /// Splits `s` as a JSON array if it is one, else into shell words.
@@ -100,6 +107,7 @@ pub(crate) fn run(ctx: &Context, a: ImportArgs) -> CliResult {
             return Err(anyhow::anyhow!("--env `{e}` is not KEY=value").into());
         }
     }
+    let given = given_epoch(a.source_date_epoch)?;
     let opts = ImportOptions {
         source: a.source,
         names: a.tags,
@@ -108,14 +116,27 @@ pub(crate) fn run(ctx: &Context, a: ImportArgs) -> CliResult {
         layer: LayerOptions {
             compression: a.compression,
             threads: a.threads,
-            epoch: epoch(a.source_date_epoch)?,
+            epoch: given.unwrap_or(i64::MAX),
         },
+        created: given.unwrap_or(0),
         cmd: a.cmd.as_deref().map(command_words).transpose()?,
         entrypoint: a.entrypoint.as_deref().map(command_words).transpose()?,
         env: a.env,
         workdir: a.workdir,
         user: a.user,
         remote: Some(ctx.remote()?),
+        ids: match a.userns.as_str() {
+            "host" => None,
+            _ => crate::sandbox::caller_view(std::path::Path::new("/etc")).map(|(uid, gid)| {
+                let ranges = |m: Vec<crate::sandbox::IdRange>| {
+                    m.iter().map(|r| (r.inside, r.outside, r.count)).collect()
+                };
+                crate::layer::IdMap {
+                    uid: ranges(uid),
+                    gid: ranges(gid),
+                }
+            }),
+        },
     };
     let store = ctx.store()?;
     let r = ops::import(&store, &opts, ctx.reporter().as_ref())?;

@@ -240,15 +240,43 @@ impl Context {
 
 /// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else 0.
 pub(crate) fn epoch(flag: Option<i64>) -> Result<i64, Exit> {
+    epoch_or(flag, || 0)
+}
+
+/// The epoch given (`--source-date-epoch`, else `$SOURCE_DATE_EPOCH`), if any.
+pub(crate) fn given_epoch(flag: Option<i64>) -> Result<Option<i64>, Exit> {
     if let Some(e) = flag {
-        return Ok(e);
+        return Ok(Some(e));
     }
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.trim().parse::<i64>().map_err(|_| {
+        Ok(v) if !v.is_empty() => v.trim().parse::<i64>().map(Some).map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds").into()
         }),
-        _ => Ok(0),
+        _ => Ok(None),
     }
+}
+
+/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else `default()`.
+pub(crate) fn epoch_or(flag: Option<i64>, default: impl FnOnce() -> i64) -> Result<i64, Exit> {
+    Ok(given_epoch(flag)?.unwrap_or_else(default))
+}
+
+/// The committer time of `HEAD` of the git work tree holding `dir`, if `dir` is in one (the
+/// reproducible-builds convention for `SOURCE_DATE_EPOCH`): the default epoch of builds, so the
+/// mtimes of base images, packages and context files older than the commit survive clamping.
+/// `safe.directory=*`: root building a user's checkout gets the same epoch as the user.
+pub(crate) fn git_commit_time(dir: &std::path::Path) -> Option<i64> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "safe.directory=*", "-C"])
+        .arg(dir)
+        .args(["log", "-1", "--format=%ct"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Prints to stdout; a closed pipe ends the program quietly.

@@ -46,7 +46,7 @@ pub use entry::{
 pub use gzip::ParallelGzipWriter;
 pub use stats::LayerStats;
 pub use unpack::{apply_layer, UnpackOptions, UnpackReport};
-pub use walk::{walk, WalkOptions};
+pub use walk::{keep_xattr, walk, IdMap, WalkOptions, OVERFLOW_ID};
 pub use writer::{LayerOptions, LayerSummary, LayerWriter};
 
 use std::path::PathBuf;

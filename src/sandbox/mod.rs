@@ -114,7 +114,7 @@ mod userns;
 pub use error::{Result, SandboxError, SandboxWarning};
 pub use fake::{FakeSandbox, ScriptedChange};
 pub use helper::{helper_main_if_requested, HELPER_ARG};
-pub use idmap::{IdMapping, IdRange};
+pub use idmap::{caller_view, IdMapping, IdRange};
 pub use probe::{probe, ProbeReport};
 pub use snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot, SnapshotterKind};
 pub use userns::{SandboxOptions, UserNsSandbox};
@@ -294,6 +294,7 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     /// The changes to the root filesystem; empty when the command failed (the build stops then).
     pub diff: Diff,
-    /// Things the user should know, such as running as root because single-id mode has no uid 1000.
+    /// Things the user should know about this step, such as running as root because single-id
+    /// mode has no uid 1000 (the sandbox's own warnings are in [`UserNsSandbox::warnings`]).
     pub warnings: Vec<SandboxWarning>,
 }
