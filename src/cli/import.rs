@@ -52,7 +52,13 @@ pub struct ImportArgs {
     /// when kiln is not root (your uid/gid → 0, your /etc/subuid and /etc/subgid ranges → 1..,
     /// any other id → 65534, as `podman unshare` shows them) and as they are when it is root;
     /// `host` records the ids on disk as they are.
-    #[arg(long, value_name = "auto|host", default_value = "auto", value_parser = ["auto", "host"])]
+    #[arg(
+        long,
+        value_name = "auto|host",
+        default_value = "auto",
+        value_parser = ["auto", "host"],
+        overrides_with = "userns"
+    )]
     pub userns: String,
 }
 
@@ -107,6 +113,11 @@ pub(crate) fn run(ctx: &Context, a: ImportArgs) -> CliResult {
             return Err(anyhow::anyhow!("--env `{e}` is not KEY=value").into());
         }
     }
+    if a.userns == "auto" && a.source.is_dir() && !rustix::process::geteuid().is_root() {
+        if let Some(code) = import_in_namespace()? {
+            return super::code(code);
+        }
+    }
     let given = given_epoch(a.source_date_epoch)?;
     let opts = ImportOptions {
         source: a.source,
@@ -141,6 +152,39 @@ pub(crate) fn run(ctx: &Context, a: ImportArgs) -> CliResult {
     let store = ctx.store()?;
     let r = ops::import(&store, &opts, ctx.reporter().as_ref())?;
     out(&format!("{}", r.image.digest()))
+}
+
+/// A rootless caller with subordinate ids imports a directory as `podman unshare` would see it:
+/// kiln runs again as root in a user namespace (0 → the caller, 1.. → its subordinate ranges)
+/// with `--userns host`, so it reads files of subordinate owners the caller may not (a 0700
+/// directory of uid 1000) and records the namespace's ids (an owner outside the ranges shows as
+/// 65534). Returns that run's exit code, or `None` without subordinate ids (single-id: the
+/// walk maps the caller to 0 itself).
+fn import_in_namespace() -> Result<Option<i32>, super::Exit> {
+    use crate::sandbox::{IdMapping, SandboxOptions, Stream, UserNsSandbox};
+    use std::io::Write;
+    let sb = UserNsSandbox::new(SandboxOptions::default());
+    if !matches!(sb.id_mapping(), IdMapping::Subordinate { .. }) {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?;
+    let mut argv: Vec<std::ffi::OsString> = vec![exe.into_os_string()];
+    argv.extend(std::env::args_os().skip(1));
+    argv.extend(["--userns".into(), "host".into()]);
+    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    let status = sb
+        .exec_in_namespace(&argv, &env, &mut |stream, bytes| {
+            let _ = match stream {
+                Stream::Stdout => std::io::stdout().write_all(bytes),
+                Stream::Stderr => std::io::stderr().write_all(bytes),
+            };
+        })
+        .map_err(|e| anyhow::anyhow!("cannot run the import in a user namespace: {e}"))?;
+    Ok(Some(match status {
+        crate::sandbox::ExitStatus::Code(c) => c,
+        crate::sandbox::ExitStatus::Signal(s) => 128 + s,
+    }))
 }
 
 #[cfg(test)]

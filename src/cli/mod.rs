@@ -116,7 +116,7 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 /// Turns a command's exit code into a result (its error was printed already).
-fn code(c: i32) -> CliResult {
+pub(crate) fn code(c: i32) -> CliResult {
     if c == 0 {
         Ok(())
     } else {
@@ -203,8 +203,18 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// The store root: `--root`, `$KILN_ROOT`, `$XDG_DATA_HOME/kiln`, `~/.local/share/kiln`.
+    /// The store root: `--root`, `$KILN_ROOT`, `$XDG_DATA_HOME/kiln`, `~/.local/share/kiln`,
+    /// made absolute against the current directory (overlay lower directories and the
+    /// sandbox's mounts need absolute paths).
     pub(crate) fn root(&self) -> PathBuf {
+        let r = self.given_root();
+        if r.is_absolute() {
+            return r;
+        }
+        std::path::absolute(&r).unwrap_or(r)
+    }
+
+    fn given_root(&self) -> PathBuf {
         if let Some(r) = &self.root {
             return r.clone();
         }
