@@ -1,4 +1,11 @@
 //! `kiln import SRC -t NAME`: a root filesystem (directory or tarball) becomes a one-layer image.
+//!
+//! A directory and its tarball give the same layer: a tarball's members are written sorted by
+//! path bytes, with each hard link group's first path carrying the data, as the directory walk
+//! does. A directory's owners go through [`ImportOptions::ids`] (a rootless caller's view: the
+//! CLI maps the caller to 0 and its subordinate ranges to 1.., or re-runs the import as root in
+//! a user namespace so that files of subordinate owners can be read); tarballs hold container
+//! ids already.
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

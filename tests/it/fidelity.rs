@@ -1,8 +1,8 @@
 //! What kiln builds must be right: the overlay and walk snapshotters give the same bytes for
 //! generated Dockerfiles (COPY/ADD/RUN mixes over existing directories, modes, owners, hard
-//! links, deletions and replaced directories), as root and as the unprivileged test user; a
-//! COPY into `/tmp` or `/var/mail` keeps their modes and owners for the next RUN; layers list the
-//! parents of their entries; RUN sees `SOURCE_DATE_EPOCH`; `kiln import` of a rootless tree
+//! links, deletions, replaced directories and directories with xattrs), as root and as the
+//! unprivileged test user; a COPY into `/tmp` or `/var/mail` keeps their modes and owners for the
+//! next RUN; layers list the parents of their entries; RUN sees `SOURCE_DATE_EPOCH`; `kiln import` of a rootless tree
 //! records the ids a rootless container sees, and a directory and its tarball give one digest;
 //! single-id mode warns once per build.
 //!
@@ -368,9 +368,31 @@ fn links_tar() -> Vec<u8> {
 
 fn snapshotters_agree(who: Who) {
     let Some(k) = KilnAs::new(who) else { return };
-    if !k.busybox() {
+    // The busybox base, with user xattrs on two directories the steps touch below (overlay
+    // copies them up with the directory; walk sees the directory unchanged).
+    let bb = k.path("busybox-x");
+    std::fs::create_dir(&bb).unwrap();
+    if !crate::support::busybox::rootfs(&bb) {
         return;
     }
+    for (dir, name, value) in [("home/app", "user.k", "v"), ("var", "user.note", "n")] {
+        rustix::fs::setxattr(
+            &bb.join(dir),
+            name,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    k.give(&bb);
+    k.ok(&[
+        "import",
+        bb.to_str().unwrap(),
+        "-t",
+        "busybox",
+        "--env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ]);
     let tar = links_tar();
     let files: [(&str, &[u8]); 4] = [
         ("f", b"f\n"),
