@@ -377,7 +377,7 @@ fn snapshotters_agree(who: Who) {
     }
     for (dir, name, value) in [("home/app", "user.k", "v"), ("var", "user.note", "n")] {
         rustix::fs::setxattr(
-            &bb.join(dir),
+            bb.join(dir),
             name,
             value.as_bytes(),
             rustix::fs::XattrFlags::empty(),
