@@ -248,11 +248,6 @@ impl Context {
     }
 }
 
-/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else 0.
-pub(crate) fn epoch(flag: Option<i64>) -> Result<i64, Exit> {
-    epoch_or(flag, || 0)
-}
-
 /// The epoch given (`--source-date-epoch`, else `$SOURCE_DATE_EPOCH`), if any.
 pub(crate) fn given_epoch(flag: Option<i64>) -> Result<Option<i64>, Exit> {
     if let Some(e) = flag {
