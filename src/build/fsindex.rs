@@ -580,8 +580,10 @@ mod tests {
         f.uid = 1000;
         f.gid = 1001;
         f.mtime = -5;
+        let mut etc = Entry::dir("etc", 0o755);
+        etc.xattrs = vec![("user.k".into(), b"v".to_vec())];
         let i = idx(&[
-            Entry::dir("etc", 0o755),
+            etc,
             passwd,
             f,
             Entry {
@@ -603,6 +605,47 @@ mod tests {
         assert!(
             FsIndex::decode(b"kiln-fsindex-v0\n").is_none(),
             "other version"
+        );
+    }
+
+    #[test]
+    fn parent_entries_carry_the_metadata_below_and_skip_listed_paths() {
+        let mut tmp = Entry::dir("tmp", 0o1777);
+        tmp.mtime = 7;
+        tmp.xattrs = vec![("user.k".into(), b"v".to_vec())];
+        let mut mail = Entry::dir("var/mail", 0o2775);
+        mail.gid = 8;
+        let i = idx(&[
+            tmp,
+            Entry::dir("var", 0o755),
+            mail,
+            Entry::symlink("lnk", "tmp"),
+        ]);
+        let new = [
+            Entry::file("tmp/f", 0o644, b"f".to_vec()),
+            Entry::file("var/mail/f", 0o644, b"f".to_vec()),
+            Entry::dir("new", 0o700),
+            Entry::file("new/sub/f", 0o644, Vec::new()),
+            Entry::file("lnk/f", 0o644, Vec::new()),
+        ];
+        let parents = i.parent_entries(&new, 100);
+        let got: Vec<(String, u32, u32, i64, usize)> = parents
+            .iter()
+            .map(|e| {
+                let p = String::from_utf8_lossy(&e.path).into_owned();
+                (p, e.mode, e.gid, e.mtime, e.xattrs.len())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tmp".to_string(), 0o1777, 0, 7, 1),
+                ("var/mail".to_string(), 0o2775, 8, 0, 0),
+                ("var".to_string(), 0o755, 0, 0, 0),
+                // Not in the index: a new root-owned 0755 directory at the epoch; `new` is
+                // listed, and `lnk` is a symlink below, so neither is added.
+                ("new/sub".to_string(), 0o755, 0, 100, 0),
+            ]
         );
     }
 
