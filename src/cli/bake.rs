@@ -40,7 +40,8 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
     #[arg(long, default_value = "gzip")]
     pub compression: Compression,
-    /// Timestamps in layers, config and history [default: $SOURCE_DATE_EPOCH, else 0].
+    /// Timestamps in config and history; newer mtimes in layers are clamped to it [default:
+    /// $SOURCE_DATE_EPOCH, else the commit time of the family's git HEAD, else 0].
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
     /// Do not use the cache (results are still recorded in it).
