@@ -269,19 +269,32 @@ pub(crate) fn epoch_or(flag: Option<i64>, default: impl FnOnce() -> i64) -> Resu
 /// The committer time of `HEAD` of the git work tree holding `dir`, if `dir` is in one (the
 /// reproducible-builds convention for `SOURCE_DATE_EPOCH`): the default epoch of builds, so the
 /// mtimes of base images, packages and context files older than the commit survive clamping.
-/// `safe.directory=*`: root building a user's checkout gets the same epoch as the user.
+///
+/// The context is hostile input, its `.git/config` too: only `git cat-file commit HEAD` runs
+/// (plumbing that starts no pager, hook, fsmonitor or signature check) and kiln reads the
+/// committer line itself. `safe.directory=*`: root building a user's checkout gets the same
+/// epoch as the user.
 pub(crate) fn git_commit_time(dir: &std::path::Path) -> Option<i64> {
     let out = std::process::Command::new("git")
-        .args(["-c", "safe.directory=*", "-C"])
+        .args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C"])
         .arg(dir)
-        .args(["log", "-1", "--format=%ct"])
+        .args(["cat-file", "commit", "HEAD"])
+        .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    // `committer NAME <EMAIL> SECONDS ±HHMM`, in the header (before the first empty line).
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| l.starts_with("committer "))?;
+    let mut words = line.rsplit(' ');
+    let _tz = words.next()?;
+    words.next()?.parse().ok()
 }
 
 /// Prints to stdout; a closed pipe ends the program quietly.
