@@ -21,9 +21,10 @@
 //! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |
 //! | [`cli`] | clap arguments → validated options → `ops`; the only place that reads the environment |
 //!
-//! Determinism is on by default: the same inputs give the same digests, bit for bit. Every timestamp
-//! is the build epoch (`SOURCE_DATE_EPOCH`, else 0), tar entries are sorted by path bytes, owner
-//! names are empty, compressed streams do not depend on the thread count, and JSON is canonical.
+//! Determinism is on by default: the same inputs give the same digests, bit for bit. Config
+//! timestamps are the build epoch (`SOURCE_DATE_EPOCH`, else the context's git commit time, else
+//! 0) and layer mtimes are clamped to it, tar entries are sorted by path bytes, owner names are
+//! empty, compressed streams do not depend on the thread count, and JSON is canonical.
 #![warn(missing_docs)]
 
 pub mod bake;

@@ -667,7 +667,20 @@ fn run_stage(
                 comment(&mut state.builder);
                 cached = true;
             }
-            Some(entries) => {
+            Some(mut entries) => {
+                // Every parent of the entries, with its metadata from before the step (not for
+                // `COPY --link`, whose layer does not depend on what is below it).
+                let link = matches!(&step.kind, StepKind::Copy(c) if c.link);
+                if !link {
+                    let parents = state
+                        .index(store)
+                        .map_err(err)?
+                        .parent_entries(&entries, opts.epoch);
+                    if !parents.is_empty() {
+                        entries.extend(parents);
+                        entries.sort_by(|a, b| a.path.cmp(&b.path));
+                    }
+                }
                 let (layer, stats) =
                     write_entries(store, opts, &entries).map_err(|e| err(with_causes(&e)))?;
                 cache.put(&key, &layer)?;
@@ -871,6 +884,13 @@ fn run_step(
     env.extend(extra_env);
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.insert(0, ("PATH".into(), sandbox::DEFAULT_PATH.into()));
+    }
+    // The build epoch, as BuildKit exposes the `SOURCE_DATE_EPOCH` build arg to RUN
+    // (moby/buildkit#2918): dpkg, pip and py_compile (hash-checked `.pyc` files, valid whatever
+    // the sources' clamped mtimes) then build reproducibly. Always set, since kiln always has an
+    // epoch; a step's own ENV or ARG of the name wins.
+    if !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
+        env.push(("SOURCE_DATE_EPOCH".into(), cx.opts.epoch.to_string()));
     }
     let spec = RunSpec {
         argv: r.argv.clone(),

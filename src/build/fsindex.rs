@@ -14,7 +14,8 @@ use crate::layer::{clean_path, Entry, EntryKind};
 const KEEP_CONTENT: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
 
 /// The first bytes of [`FsIndex::encode`]'s output; bump the version when the format changes.
-const ENCODING_MAGIC: &[u8] = b"kiln-fsindex-v1\n";
+// v2: directories' xattrs.
+const ENCODING_MAGIC: &[u8] = b"kiln-fsindex-v2\n";
 
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,25 @@ pub struct Node {
     pub link_of: Option<Vec<u8>>,
     /// Whether other paths are hard links to this file.
     pub linked: bool,
+    /// Extended attributes of a directory, sorted by name (a layer that lists the directory as
+    /// a parent of its entries carries them; files' xattrs are not kept).
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// A directory member's `SCHILY.xattr.*` PAX records, sorted by name.
+fn dir_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Ok(k) = ext.key() {
+                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                    out.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The merged view of a stack of layers: relative path → node.
@@ -133,6 +153,7 @@ impl FsIndex {
                     content: None,
                     link_of: None,
                     linked: false,
+                    xattrs: Vec::new(),
                 },
             );
         }
@@ -234,6 +255,11 @@ impl FsIndex {
             } else {
                 None
             };
+            let xattrs = if kind == NodeKind::Dir {
+                dir_xattrs(&mut entry)
+            } else {
+                Vec::new()
+            };
             added.insert(path.clone());
             self.put(
                 path,
@@ -247,10 +273,52 @@ impl FsIndex {
                     content,
                     link_of: None,
                     linked: false,
+                    xattrs,
                 },
             );
         }
         Ok(())
+    }
+
+    /// The directory entries a layer holding `entries` must also hold: every parent directory
+    /// of an entry that `entries` does not list, with its metadata in this index (the files
+    /// before the step), or as a new `0755` directory owned by root when the index does not have
+    /// it. Parents that are not directories here (the entries' paths are resolved) are skipped.
+    ///
+    /// So every layer kiln writes lists each parent of its entries: applied into an empty
+    /// directory (an overlay lower of its own) it gives the parents the metadata of the layers
+    /// below, not an unpacker's defaults; and an unpacker that creates a file in a directory
+    /// then restores the directory's mtime, instead of leaving the time of the extraction.
+    pub fn parent_entries(&self, entries: &[Entry], epoch: i64) -> Vec<Entry> {
+        let listed: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut out = Vec::new();
+        for e in entries {
+            let mut p = e.path.as_slice();
+            while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+                p = &p[..i];
+                if listed.contains(p) || !seen.insert(p.to_vec()) {
+                    continue;
+                }
+                let (mode, uid, gid, mtime, xattrs) = match self.nodes.get(p) {
+                    Some(n) if n.kind == NodeKind::Dir => {
+                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs.clone())
+                    }
+                    Some(_) => continue,
+                    None => (0o755, 0, 0, epoch, Vec::new()),
+                };
+                out.push(Entry {
+                    path: p.to_vec(),
+                    kind: EntryKind::Dir,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    xattrs,
+                });
+            }
+        }
+        out
     }
 
     /// Applies the entries of a layer kiln wrote (no whiteouts among them).
@@ -290,6 +358,12 @@ impl FsIndex {
                 }
                 _ => None,
             };
+            let mut xattrs = if kind == NodeKind::Dir {
+                e.xattrs.clone()
+            } else {
+                Vec::new()
+            };
+            xattrs.sort();
             self.put(
                 path,
                 Node {
@@ -302,6 +376,7 @@ impl FsIndex {
                     content,
                     link_of: None,
                     linked: false,
+                    xattrs,
                 },
             );
         }
@@ -409,6 +484,11 @@ impl FsIndex {
                 }
             }
             out.push(u8::from(n.linked));
+            out.extend_from_slice(&(n.xattrs.len() as u32).to_le_bytes());
+            for (k, v) in &n.xattrs {
+                bytes(&mut out, k.as_bytes());
+                bytes(&mut out, v);
+            }
         }
         out
     }
@@ -469,7 +549,13 @@ impl FsIndex {
                 content: r.opt()?.map(Arc::from),
                 link_of: r.opt()?.map(<[u8]>::to_vec),
                 linked: r.u8()? != 0,
+                xattrs: Vec::new(),
             };
+            let mut node = node;
+            for _ in 0..r.u32()? {
+                let k = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+                node.xattrs.push((k, r.bytes()?.to_vec()));
+            }
             nodes.insert(path, node);
         }
         r.0.is_empty().then_some(FsIndex { nodes })
@@ -494,8 +580,10 @@ mod tests {
         f.uid = 1000;
         f.gid = 1001;
         f.mtime = -5;
+        let mut etc = Entry::dir("etc", 0o755);
+        etc.xattrs = vec![("user.k".into(), b"v".to_vec())];
         let i = idx(&[
-            Entry::dir("etc", 0o755),
+            etc,
             passwd,
             f,
             Entry {
@@ -517,6 +605,47 @@ mod tests {
         assert!(
             FsIndex::decode(b"kiln-fsindex-v0\n").is_none(),
             "other version"
+        );
+    }
+
+    #[test]
+    fn parent_entries_carry_the_metadata_below_and_skip_listed_paths() {
+        let mut tmp = Entry::dir("tmp", 0o1777);
+        tmp.mtime = 7;
+        tmp.xattrs = vec![("user.k".into(), b"v".to_vec())];
+        let mut mail = Entry::dir("var/mail", 0o2775);
+        mail.gid = 8;
+        let i = idx(&[
+            tmp,
+            Entry::dir("var", 0o755),
+            mail,
+            Entry::symlink("lnk", "tmp"),
+        ]);
+        let new = [
+            Entry::file("tmp/f", 0o644, b"f".to_vec()),
+            Entry::file("var/mail/f", 0o644, b"f".to_vec()),
+            Entry::dir("new", 0o700),
+            Entry::file("new/sub/f", 0o644, Vec::new()),
+            Entry::file("lnk/f", 0o644, Vec::new()),
+        ];
+        let parents = i.parent_entries(&new, 100);
+        let got: Vec<(String, u32, u32, i64, usize)> = parents
+            .iter()
+            .map(|e| {
+                let p = String::from_utf8_lossy(&e.path).into_owned();
+                (p, e.mode, e.gid, e.mtime, e.xattrs.len())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tmp".to_string(), 0o1777, 0, 7, 1),
+                ("var/mail".to_string(), 0o2775, 8, 0, 0),
+                ("var".to_string(), 0o755, 0, 0, 0),
+                // Not in the index: a new root-owned 0755 directory at the epoch; `new` is
+                // listed, and `lnk` is a symlink below, so neither is added.
+                ("new/sub".to_string(), 0o755, 0, 100, 0),
+            ]
         );
     }
 

@@ -280,10 +280,12 @@ pub(super) fn mounts(
 /// the diff, so overlay and walk give the same layer for the same step (the layer cache does not
 /// know which one made a layer). `before` is the stage's files before the step.
 ///
-/// - A directory whose type, mode and owner are what they were before the step is left out:
-///   overlay copies up the parents of whatever changed below them, walk sees only the mtimes the
-///   sandbox did not restore after removing its mount points, and layer mtimes are clamped to
-///   the build epoch anyway. (A step that changes only a directory's mtime changes no layer.)
+/// - A directory whose type, mode, owner and xattrs are what they were before the step is left
+///   out here: overlay copies up the parents of whatever changed below them, walk sees only the
+///   mtimes the sandbox did not restore after removing its mount points. (A step that changes
+///   only a directory's mtime changes no layer.) The builder then adds every parent of the
+///   entries with its metadata from before the step ([`FsIndex::parent_entries`]), whichever
+///   snapshotter ran, so both give the same bytes.
 /// - An opaque directory (overlay: a directory removed and created again) becomes whiteouts of
 ///   the paths below it that existed before and are gone, topmost only, as walk reports them.
 pub(super) fn diff_entries(diff: &Diff, before: &FsIndex) -> Vec<Entry> {
@@ -305,9 +307,10 @@ pub(super) fn diff_entries(diff: &Diff, before: &FsIndex) -> Vec<Entry> {
         match &ch.kind {
             ChangeKind::Upsert(e) => {
                 if e.kind == FileKind::Directory
-                    && e.xattrs.is_empty()
                     && before.get(&ch.path).is_some_and(|n| {
-                        n.kind == NodeKind::Dir && (n.mode, n.uid, n.gid) == (e.mode, e.uid, e.gid)
+                        n.kind == NodeKind::Dir
+                            && (n.mode, n.uid, n.gid) == (e.mode, e.uid, e.gid)
+                            && same_xattrs(&n.xattrs, &e.xattrs)
                     })
                 {
                     continue;
@@ -370,6 +373,17 @@ pub(super) fn diff_entries(diff: &Diff, before: &FsIndex) -> Vec<Entry> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// Whether a directory's xattrs in the index (sorted) are the ones the step left.
+fn same_xattrs(index: &[(String, Vec<u8>)], diff: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    let mut d: Vec<(&[u8], &[u8])> = diff.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    d.sort();
+    index.len() == d.len()
+        && index
+            .iter()
+            .zip(d)
+            .all(|((k, v), (dk, dv))| k.as_bytes() == dk && &v[..] == dv)
 }
 
 /// The network of a step.

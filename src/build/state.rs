@@ -152,10 +152,11 @@ impl StageState {
             }
         };
         for (i, l) in self.layers.iter().enumerate().skip(applied) {
-            // Layers kiln wrote after the base (COPY, WORKDIR) hold no whiteouts and become a
-            // directory of their own; one with whiteouts (a cached RUN) needs the layers below
-            // it, so the stack is merged into one directory again.
-            if layer_has_whiteouts(store, l)? {
+            // Layers kiln wrote after the base (COPY, WORKDIR) hold no whiteouts, list every
+            // parent of their members and become a directory of their own; one with whiteouts
+            // (a cached RUN) or implied parents (`COPY --link`) needs the layers below it, so
+            // the stack is merged into one directory again.
+            if layer_needs_merge(store, l)? {
                 // Whiteouts need the lower layers: merge everything into one directory instead
                 // (kept as a snapshot: the layers are all in the store, so the next build with
                 // this stack reuses it).
@@ -245,6 +246,22 @@ fn apply_into(
     sandbox: Option<&UserNsSandbox>,
 ) -> Result<(), String> {
     let ownership = rustix::process::geteuid().is_root();
+    if let Some(sb) = sandbox.filter(|_| !ownership) {
+        // Unpacked as the caller (the namespace's root), a directory the layer lists that is
+        // already there with another owner could not be written into (mode 700 of uid 1000),
+        // would lose its setgid bit to a chmod by a non-member of its group, and would keep
+        // that owner when the layer gives it to root (only other owners are set afterwards).
+        // Give such directories to root first; the layer's owners are set after it.
+        let existing = existing_dirs(store, layer, dir)?;
+        if !existing.is_empty() {
+            sb.chown_in_namespace(dir, &existing).map_err(|e| {
+                format!(
+                    "cannot prepare the directories of layer `{}`: {e}",
+                    layer.digest
+                )
+            })?;
+        }
+    }
     let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
     let report = apply_layer(r, dir, &UnpackOptions { ownership })
         .map_err(|e| format!("layer `{}`: {e}", layer.digest))?;
@@ -257,6 +274,33 @@ fn apply_into(
         })?;
     }
     Ok(())
+}
+
+/// The directory members of `layer` that are directories in `dir` already, each with owner
+/// 0:0 (namespace ids), for [`UserNsSandbox::chown_in_namespace`].
+fn existing_dirs(
+    store: &Store,
+    layer: &Descriptor,
+    dir: &Path,
+) -> Result<Vec<(Vec<u8>, u32, u32)>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
+    let mut a = tar::Archive::new(r);
+    let mut out = Vec::new();
+    for e in a.entries().map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| format!("layer `{}`: {e}", layer.digest))?;
+        if e.header().entry_type() != tar::EntryType::Directory {
+            continue;
+        }
+        let Some(p) = crate::layer::clean_path(&e.path_bytes()).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let on_disk = dir.join(std::ffi::OsStr::from_bytes(&p));
+        if std::fs::symlink_metadata(&on_disk).is_ok_and(|m| m.is_dir()) {
+            out.push((p, 0, 0));
+        }
+    }
+    Ok(out)
 }
 
 /// Applies one layer's tar to `index`.
@@ -321,15 +365,30 @@ fn is_whiteout(e: &Entry) -> bool {
     name.starts_with(b".wh.")
 }
 
-fn layer_has_whiteouts(store: &Store, layer: &Descriptor) -> Result<bool, String> {
+/// Whether `layer` cannot be an overlay lower directory of its own: it has whiteouts (which
+/// need the layers below), or a member whose parent directory it does not list (applied into an
+/// empty directory, that parent would get the unpacker's default mode, owner and mtime, and as
+/// the upper of the lowers it would hide the parent's real metadata: `/tmp` would turn 0755).
+/// Layers kiln writes list every parent ([`FsIndex::parent_entries`]) except `COPY --link`
+/// ones.
+fn layer_needs_merge(store: &Store, layer: &Descriptor) -> Result<bool, String> {
     let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
     let mut a = tar::Archive::new(r);
+    let mut dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for e in a.entries().map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
-        let p = e.path_bytes();
-        let name = p.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-        if name.starts_with(b".wh.") {
+        let Some(p) = crate::layer::clean_path(&e.path_bytes()) else {
             return Ok(true);
+        };
+        let (parent, name) = match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (&p[..0], &p[..]),
+        };
+        if name.starts_with(b".wh.") || !(parent.is_empty() || dirs.contains(parent)) {
+            return Ok(true);
+        }
+        if e.header().entry_type() == tar::EntryType::Directory {
+            dirs.insert(p);
         }
     }
     Ok(false)

@@ -71,7 +71,9 @@ pub struct CachedLayer {
 pub fn layer_key(step_key: &str, compression: &str, epoch: i64) -> String {
     let mut h = Sha256::new();
     // v2: gzip levels follow zlib's ratios (other bytes for the same level than v1).
-    h.update(b"kiln-layer-v2\n");
+    // v3: layers list every parent directory of their entries, and RUN steps see
+    // SOURCE_DATE_EPOCH (other bytes for the same step than v2).
+    h.update(b"kiln-layer-v3\n");
     h.update(step_key.as_bytes());
     h.update(b"\n");
     h.update(compression.as_bytes());

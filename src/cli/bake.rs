@@ -10,7 +10,7 @@ use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::{self, BakeOptions};
 
-use super::{epoch, out, out_json, CliResult, Context, Exit};
+use super::{epoch_or, out, out_json, CliResult, Context, Exit};
 
 /// Arguments of `kiln bake`.
 #[derive(Debug, Args)]
@@ -40,7 +40,8 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
     #[arg(long, default_value = "gzip")]
     pub compression: Compression,
-    /// Timestamps in layers, config and history [default: $SOURCE_DATE_EPOCH, else 0].
+    /// Timestamps in config and history; newer mtimes in layers are clamped to it [default:
+    /// $SOURCE_DATE_EPOCH, else the commit time of the family's git HEAD, else 0].
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
     /// Do not use the cache (results are still recorded in it).
@@ -68,7 +69,7 @@ pub(crate) fn family_file(ctx: &Context) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kiln.toml"))
 }
 
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -146,7 +147,9 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
     for s in &a.sets {
         bake::plan::apply_set(&mut family, s)?;
     }
-    let epoch = epoch(a.source_date_epoch)?;
+    let epoch = epoch_or(a.source_date_epoch, || {
+        super::git_commit_time(&family.root).unwrap_or(0)
+    })?;
     let git = git_info(&family.root);
     let plan = bake::plan::resolve(&family, &a.targets, &git, epoch)?;
     if a.print {

@@ -10,7 +10,7 @@ use crate::oci::Platform;
 use crate::ops;
 use crate::transport::Target;
 
-use super::{epoch, out, CliResult, Context, Exit};
+use super::{epoch_or, out, CliResult, Context, Exit};
 
 /// Arguments of `kiln build`.
 #[derive(Debug, Args)]
@@ -43,7 +43,8 @@ pub struct BuildArgs {
     /// Compression threads [default: one per core].
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Timestamps in layers, config and history [default: $SOURCE_DATE_EPOCH, else 0].
+    /// Timestamps in config and history; newer mtimes in layers are clamped to it [default:
+    /// $SOURCE_DATE_EPOCH, else the commit time of the context's git HEAD, else 0].
     #[arg(long, value_name = "SECONDS", conflicts_with = "timestamp")]
     pub source_date_epoch: Option<i64>,
     /// `now` to stamp the current time instead of a reproducible epoch, or a number of seconds.
@@ -159,7 +160,9 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         Some(n) => n.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("--timestamp `{n}`: expected `now` or a number of seconds")
         })?,
-        None => epoch(a.source_date_epoch)?,
+        None => epoch_or(a.source_date_epoch, || {
+            super::git_commit_time(&a.context).unwrap_or(0)
+        })?,
     };
     let platforms: Vec<Platform> = match a.platform.as_deref() {
         None => vec![Platform::host()],

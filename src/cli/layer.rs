@@ -6,7 +6,7 @@ use clap::Args;
 use crate::layer::{Compression, LayerOptions};
 use crate::ops::{self, LayerCommandOptions};
 
-use super::{epoch, out, out_json, CliResult, Context};
+use super::{given_epoch, out, out_json, CliResult, Context};
 
 /// Arguments of `kiln layer`.
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct LayerArgs {
     /// Compression threads [default: one per core]. The output does not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Clamp mtimes to this epoch [default: $SOURCE_DATE_EPOCH, else 0].
+    /// Clamp mtimes to this epoch [default: $SOURCE_DATE_EPOCH, else mtimes are kept].
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
     /// Print the result and per-stage counters as JSON.
@@ -34,7 +34,7 @@ pub(crate) fn run(ctx: &Context, a: LayerArgs) -> CliResult {
         layer: LayerOptions {
             compression: a.compression,
             threads: a.threads,
-            epoch: epoch(a.source_date_epoch)?,
+            epoch: given_epoch(a.source_date_epoch)?.unwrap_or(i64::MAX),
         },
     };
     let r = ops::layer(&store, &opts, ctx.reporter().as_ref())?;

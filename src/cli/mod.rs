@@ -116,7 +116,7 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 /// Turns a command's exit code into a result (its error was printed already).
-fn code(c: i32) -> CliResult {
+pub(crate) fn code(c: i32) -> CliResult {
     if c == 0 {
         Ok(())
     } else {
@@ -203,8 +203,18 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// The store root: `--root`, `$KILN_ROOT`, `$XDG_DATA_HOME/kiln`, `~/.local/share/kiln`.
+    /// The store root: `--root`, `$KILN_ROOT`, `$XDG_DATA_HOME/kiln`, `~/.local/share/kiln`,
+    /// made absolute against the current directory (overlay lower directories and the
+    /// sandbox's mounts need absolute paths).
     pub(crate) fn root(&self) -> PathBuf {
+        let r = self.given_root();
+        if r.is_absolute() {
+            return r;
+        }
+        std::path::absolute(&r).unwrap_or(r)
+    }
+
+    fn given_root(&self) -> PathBuf {
         if let Some(r) = &self.root {
             return r.clone();
         }
@@ -238,17 +248,53 @@ impl Context {
     }
 }
 
-/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else 0.
-pub(crate) fn epoch(flag: Option<i64>) -> Result<i64, Exit> {
+/// The epoch given (`--source-date-epoch`, else `$SOURCE_DATE_EPOCH`), if any.
+pub(crate) fn given_epoch(flag: Option<i64>) -> Result<Option<i64>, Exit> {
     if let Some(e) = flag {
-        return Ok(e);
+        return Ok(Some(e));
     }
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.trim().parse::<i64>().map_err(|_| {
+        Ok(v) if !v.is_empty() => v.trim().parse::<i64>().map(Some).map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds").into()
         }),
-        _ => Ok(0),
+        _ => Ok(None),
     }
+}
+
+/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else `default()`.
+pub(crate) fn epoch_or(flag: Option<i64>, default: impl FnOnce() -> i64) -> Result<i64, Exit> {
+    Ok(given_epoch(flag)?.unwrap_or_else(default))
+}
+
+/// The committer time of `HEAD` of the git work tree holding `dir`, if `dir` is in one (the
+/// reproducible-builds convention for `SOURCE_DATE_EPOCH`): the default epoch of builds, so the
+/// mtimes of base images, packages and context files older than the commit survive clamping.
+///
+/// The context is hostile input, its `.git/config` too: only `git cat-file commit HEAD` runs
+/// (plumbing that starts no pager, hook, fsmonitor or signature check) and kiln reads the
+/// committer line itself. `safe.directory=*`: root building a user's checkout gets the same
+/// epoch as the user.
+pub(crate) fn git_commit_time(dir: &std::path::Path) -> Option<i64> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C"])
+        .arg(dir)
+        .args(["cat-file", "commit", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    // `committer NAME <EMAIL> SECONDS ±HHMM`, in the header (before the first empty line).
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| l.starts_with("committer "))?;
+    let mut words = line.rsplit(' ');
+    let _tz = words.next()?;
+    words.next()?.parse().ok()
 }
 
 /// Prints to stdout; a closed pipe ends the program quietly.

@@ -8,7 +8,7 @@ use crate::registry::Reference;
 use crate::resolve::{self, Resolution};
 
 use super::bake::{build_options, family_file, git_info};
-use super::{epoch, out, out_json, CliResult, Context, Exit};
+use super::{out, out_json, CliResult, Context, Exit};
 
 /// Arguments of `kiln resolve` and `kiln status`.
 #[derive(Debug, Args)]
@@ -99,7 +99,14 @@ pub(crate) fn run_status(ctx: &Context, a: ResolveArgs) -> CliResult {
 
 pub(crate) fn run_ensure(ctx: &Context, a: EnsureArgs) -> CliResult {
     let r = resolution(ctx)?;
-    let build = build_options(ctx, Compression::default(), epoch(None)?, false, false)?;
+    // A local build's default epoch, as `kiln build`'s: its context's git commit time.
+    let epoch = super::epoch_or(None, || {
+        r.context
+            .as_deref()
+            .and_then(super::git_commit_time)
+            .unwrap_or(0)
+    })?;
+    let build = build_options(ctx, Compression::default(), epoch, false, false)?;
     let store = ctx.store()?;
     let reporter = ctx.reporter();
     let done = crate::ops::ensure(&store, &r, a.build_fallback, &build, reporter.as_ref())?;

@@ -18,7 +18,12 @@
 //! Determinism rules (design notes; change them only with a new expected digest):
 //! - entries are sorted by path bytes, so parents come before children; the root is not emitted;
 //! - numeric uid/gid are kept, user and group names are empty, atime/ctime are never written,
-//!   mtimes are clamped to the build epoch (`min(mtime, epoch)`, never below 0);
+//!   mtimes are clamped to the build epoch (`min(mtime, epoch)`, never below 0; `i64::MAX`
+//!   keeps them): mtimes older than the epoch survive, so a `.py` keeps the mtime its `.pyc`
+//!   names. Builds default the epoch to the context's git commit time (else 0); `kiln import`
+//!   and `kiln layer` keep mtimes unless given one (see the README's "Timestamps");
+//! - a layer the builder writes lists every parent directory of its entries, with the
+//!   metadata it had before the step, so an unpacker never invents one (`COPY --link` aside);
 //! - headers are ustar, with a PAX extended header only for what ustar cannot hold (long paths or
 //!   link targets, sizes ≥ 8 GiB, ids ≥ 2^21, xattrs), PAX records sorted by key;
 //! - hardlinks are written as links to the first path (in sorted order) of the same inode;
@@ -46,7 +51,7 @@ pub use entry::{
 pub use gzip::ParallelGzipWriter;
 pub use stats::LayerStats;
 pub use unpack::{apply_layer, UnpackOptions, UnpackReport};
-pub use walk::{walk, WalkOptions};
+pub use walk::{keep_xattr, walk, IdMap, WalkOptions, OVERFLOW_ID};
 pub use writer::{LayerOptions, LayerSummary, LayerWriter};
 
 use std::path::PathBuf;

@@ -16,11 +16,52 @@ use super::{Error, Result};
 pub struct WalkOptions {
     /// Record extended attributes (except `security.selinux`, `system.*` and overlayfs' own).
     pub xattrs: bool,
+    /// How the owners on disk become the owners in the layer; `None` keeps them.
+    pub ids: Option<IdMap>,
 }
 
 impl Default for WalkOptions {
     fn default() -> Self {
-        WalkOptions { xattrs: true }
+        WalkOptions {
+            xattrs: true,
+            ids: None,
+        }
+    }
+}
+
+/// The id an owner outside every range of an [`IdMap`] gets: the kernel's overflow id, which
+/// is how a user namespace shows unmapped owners (`/proc/sys/kernel/overflowuid`).
+pub const OVERFLOW_ID: u32 = 65534;
+
+/// A user namespace's view of host owners, as `podman unshare` sees a rootless tree: ranges of
+/// `(inside, outside, count)`; a host id in `outside..outside + count` is
+/// `inside + (id - outside)`, any other id is [`OVERFLOW_ID`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// uid ranges.
+    pub uid: Vec<(u32, u32, u32)>,
+    /// gid ranges.
+    pub gid: Vec<(u32, u32, u32)>,
+}
+
+impl IdMap {
+    fn map(ranges: &[(u32, u32, u32)], host: u32) -> u32 {
+        ranges
+            .iter()
+            .find(|&&(_, outside, count)| host >= outside && host - outside < count)
+            .map_or(OVERFLOW_ID, |&(inside, outside, _)| {
+                inside + (host - outside)
+            })
+    }
+
+    /// The uid inside of host uid `host`.
+    pub fn uid(&self, host: u32) -> u32 {
+        Self::map(&self.uid, host)
+    }
+
+    /// The gid inside of host gid `host`.
+    pub fn gid(&self, host: u32) -> u32 {
+        Self::map(&self.gid, host)
     }
 }
 
@@ -173,8 +214,8 @@ impl SortedWalk {
                 path: rel_path.clone(),
                 kind,
                 mode: md.mode() & 0o7777,
-                uid: md.uid(),
-                gid: md.gid(),
+                uid: self.opts.ids.as_ref().map_or(md.uid(), |m| m.uid(md.uid())),
+                gid: self.opts.ids.as_ref().map_or(md.gid(), |m| m.gid(md.gid())),
                 mtime: md.mtime(),
                 xattrs,
             };
@@ -199,7 +240,7 @@ fn dev_numbers(rdev: u64) -> (u32, u32) {
 
 /// Whether an extended attribute belongs in a layer: host security labels, ACL internals and
 /// overlayfs bookkeeping would make layers depend on the machine that built them.
-fn keep_xattr(name: &[u8]) -> bool {
+pub fn keep_xattr(name: &[u8]) -> bool {
     !(name == b"security.selinux"
         || name.starts_with(b"system.")
         || name.starts_with(b"trusted.overlay.")
@@ -247,6 +288,20 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_map_shifts_owners_and_overflows_the_rest() {
+        let m = IdMap {
+            uid: vec![(0, 1001, 1), (1, 200_000, 65536)],
+            gid: vec![(0, 1001, 1), (1, 300_000, 10)],
+        };
+        assert_eq!(m.uid(1001), 0);
+        assert_eq!(m.uid(200_000), 1);
+        assert_eq!(m.uid(200_999), 1000);
+        assert_eq!(m.uid(0), OVERFLOW_ID);
+        assert_eq!(m.gid(300_009), 10);
+        assert_eq!(m.gid(300_010), OVERFLOW_ID);
+    }
 
     #[test]
     fn entries_are_sorted_by_bytes_with_hardlinks_and_symlinks() {

@@ -31,7 +31,8 @@ pub struct LayerOptions {
     pub compression: Compression,
     /// Compression threads; 0 means one per available core.
     pub threads: usize,
-    /// The build epoch: every mtime is clamped to it (`SOURCE_DATE_EPOCH`, else 0).
+    /// The build epoch: every mtime is clamped to it (`min(mtime, epoch)`; `i64::MAX` keeps
+    /// them).
     pub epoch: i64,
 }
 

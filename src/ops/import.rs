@@ -1,11 +1,19 @@
 //! `kiln import SRC -t NAME`: a root filesystem (directory or tarball) becomes a one-layer image.
+//!
+//! A directory and its tarball give the same layer: a tarball's members are written sorted by
+//! path bytes, with each hard link group's first path carrying the data, as the directory walk
+//! does. A directory's owners go through [`ImportOptions::ids`] (a rootless caller's view: the
+//! CLI maps the caller to 0 and its subordinate ranges to 1.., or re-runs the import as root in
+//! a user namespace so that files of subordinate owners can be read); tarballs hold container
+//! ids already.
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::image::{Image, ImageBuilder, NewLayer};
 use crate::layer::{
-    clean_path, Entry, EntryKind, FileSource, LayerOptions, LayerSummary, LayerWriter, WalkOptions,
+    clean_path, Entry, EntryKind, FileSource, IdMap, LayerOptions, LayerSummary, LayerWriter,
+    WalkOptions,
 };
 use crate::oci::{Descriptor, Platform};
 use crate::progress::Reporter;
@@ -25,8 +33,10 @@ pub struct ImportOptions {
     pub outputs: Vec<Target>,
     /// The platform written into the config.
     pub platform: Platform,
-    /// Layer compression, threads and the build epoch (also the image's `created`).
+    /// Layer compression, threads and the epoch mtimes are clamped to (`i64::MAX` keeps them).
     pub layer: LayerOptions,
+    /// The image's `created` and history time, seconds since 1970.
+    pub created: i64,
     /// `Cmd`.
     pub cmd: Option<Vec<String>>,
     /// `Entrypoint`.
@@ -39,6 +49,10 @@ pub struct ImportOptions {
     pub user: Option<String>,
     /// The registry client, for `docker://` outputs.
     pub remote: Option<crate::transport::Remote>,
+    /// How the owners of a directory's files become the layer's (a rootless caller's view:
+    /// [`crate::sandbox::caller_view`]); `None` records them as they are on disk. Tarballs
+    /// already hold container ids and are never mapped.
+    pub ids: Option<IdMap>,
 }
 
 /// The image made, and its layer.
@@ -63,9 +77,13 @@ pub fn import(
     reporter.on_status(&format!("importing {}", opts.source.display()));
     let mut w = LayerWriter::new(store.blob_writer()?, opts.layer)?;
     if meta.is_dir() {
-        w.append_dir(&opts.source, &WalkOptions::default())?;
+        let walk = WalkOptions {
+            ids: opts.ids.clone(),
+            ..WalkOptions::default()
+        };
+        w.append_dir(&opts.source, &walk)?;
     } else if meta.is_file() {
-        append_tarball(&mut w, &opts.source)?;
+        append_tarball(&mut w, &opts.source, &store.tmp_dir())?;
     } else {
         return Err(Error::BadSource {
             path: opts.source.clone(),
@@ -82,7 +100,7 @@ pub fn import(
         },
         "kiln import",
     )
-    .created(opts.layer.epoch);
+    .created(opts.created);
     let c = &mut b.config_mut().config;
     c.cmd = opts.cmd.clone();
     c.entrypoint = opts.entrypoint.clone();
@@ -108,9 +126,24 @@ pub fn import(
     })
 }
 
-/// Re-writes a tarball's members into the layer, normalised (owner names dropped, mtimes clamped)
-/// but in the tarball's own order: the input is a stream and may be larger than memory.
-fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
+/// A tarball member, read and held until the members are written in sorted order.
+struct Member {
+    entry: Entry,
+    /// A regular file's data: offset and size in the spool file.
+    data: Option<(u64, u64)>,
+    /// For a hard link: the member it links to, as written in the tarball.
+    link: Option<Vec<u8>>,
+}
+
+/// Re-writes a tarball's members into the layer, normalised like a directory's walk (owner
+/// names dropped, mtimes clamped, entries sorted by path bytes, each hard link group's first
+/// path in that order carrying the data and the others linking to it), so a directory and its
+/// tarball give the same layer. The input is a stream and may be larger than memory: member
+/// data is spooled to an unnamed file in `tmp` while the headers are read, then written out in
+/// order.
+fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path, tmp: &Path) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::io::{Seek, SeekFrom, Write};
     let bad = |reason: String| Error::BadSource {
         path: path.to_path_buf(),
         reason,
@@ -127,6 +160,14 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
         m if m.len() >= 262 && &m[257..262] == b"ustar" => Box::new(r),
         _ => return Err(bad("not a tar archive (plain, gzip or zstd)".into())),
     };
+    std::fs::create_dir_all(tmp)
+        .map_err(|e| bad(format!("cannot create `{}`: {e}", tmp.display())))?;
+    let spool = tempfile::tempfile_in(tmp)
+        .map_err(|e| bad(format!("cannot create a file in `{}`: {e}", tmp.display())))?;
+    let mut spool_w = std::io::BufWriter::with_capacity(1 << 20, &spool);
+    let mut spooled = 0u64;
+    // Later members of the same path replace earlier ones, as when the tarball is extracted.
+    let mut members: BTreeMap<Vec<u8>, Member> = BTreeMap::new();
     let mut archive = tar::Archive::new(crate::layer::TarGuard::new(reader));
     let entries = archive
         .entries()
@@ -159,6 +200,7 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
                 .map(|l| l.into_owned())
                 .ok_or_else(|| member_err("link without a target".into()))
         };
+        let mut hardlink = None;
         let kind = match et {
             tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File {
                 size,
@@ -169,7 +211,10 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
             tar::EntryType::Link => {
                 let target = link()?;
                 match clean_path(&target) {
-                    Some(t) if !t.is_empty() => EntryKind::Hardlink(t),
+                    Some(t) if !t.is_empty() => {
+                        hardlink = Some(t.clone());
+                        EntryKind::Hardlink(t)
+                    }
                     _ => return Err(member_err("hard link target escapes the root".into())),
                 }
             }
@@ -190,26 +235,115 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path) -> Result<()> {
             for ext in exts.flatten() {
                 if let Ok(k) = ext.key() {
                     if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                        xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                        if crate::layer::keep_xattr(name.as_bytes()) {
+                            xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                        }
                     }
                 }
             }
         }
         xattrs.sort();
-        let e = Entry {
-            path: clean,
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            xattrs,
+        let data = if matches!(kind, EntryKind::File { .. }) {
+            let n = std::io::copy(&mut (&mut entry).take(size), &mut spool_w)
+                .map_err(|e| member_err(format!("cannot read or spool it: {e}")))?;
+            if n != size {
+                return Err(member_err(format!("{n} of {size} bytes before the end")));
+            }
+            spooled += size;
+            Some((spooled - size, size))
+        } else {
+            None
         };
-        w.append_from(
-            &e,
-            &mut entry,
-            &PathBuf::from(format!("{}:{member}", path.display())),
-        )?;
+        members.insert(
+            clean.clone(),
+            Member {
+                entry: Entry {
+                    path: clean,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    xattrs,
+                },
+                data,
+                link: hardlink,
+            },
+        );
+    }
+    spool_w
+        .flush()
+        .map_err(|e| bad(format!("cannot spool the members: {e}")))?;
+    drop(spool_w);
+    // Hard link groups: each link's file (following links to links), then every group's first
+    // path in sorted order carries the data and the file's metadata; the others link to it.
+    let mut file_of: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (p, m) in &members {
+        let Some(mut t) = m.link.clone() else {
+            continue;
+        };
+        let mut hops = 0;
+        loop {
+            match members.get(&t) {
+                Some(tm) if tm.link.is_some() && hops < members.len() => {
+                    t = tm.link.clone().unwrap_or_default();
+                    hops += 1;
+                }
+                Some(tm) if tm.data.is_some() => break,
+                _ => {
+                    return Err(Error::BadMember {
+                        archive: path.to_path_buf(),
+                        member: String::from_utf8_lossy(p).into_owned(),
+                        reason: format!(
+                            "hard link to `{}`, which is not a regular file of the archive",
+                            String::from_utf8_lossy(&t)
+                        ),
+                    })
+                }
+            }
+        }
+        file_of.insert(p.clone(), t);
+    }
+    // file path -> the group's first path (the BTreeMap iterates in sorted order).
+    let mut first_of: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (p, m) in &members {
+        let file = match &m.link {
+            Some(_) => file_of[p].clone(),
+            None if m.data.is_some() => p.clone(),
+            None => continue,
+        };
+        first_of.entry(file).or_insert_with(|| p.clone());
+    }
+    let mut spool = spool;
+    for (p, m) in &members {
+        let file = match &m.link {
+            Some(_) => file_of[p].as_slice(),
+            None => p.as_slice(),
+        };
+        let first = first_of.get(file);
+        let mut e = match (&m.link, first) {
+            (Some(_), Some(_)) | (None, Some(_)) => Entry {
+                path: p.clone(),
+                ..members[file].entry.clone()
+            },
+            _ => m.entry.clone(),
+        };
+        match first {
+            Some(first) if first != p => {
+                e.kind = EntryKind::Hardlink(first.clone());
+                w.append(&e)?;
+            }
+            Some(_) => {
+                let (offset, size) = members[file].data.unwrap_or_default();
+                spool
+                    .seek(SeekFrom::Start(offset))
+                    .map_err(|e| bad(format!("cannot read the spooled members: {e}")))?;
+                let what =
+                    PathBuf::from(format!("{}:{}", path.display(), String::from_utf8_lossy(p)));
+                w.append_from(&e, &mut (&mut spool).take(size), &what)?;
+            }
+            None => w.append(&e)?,
+        }
     }
     Ok(())
 }

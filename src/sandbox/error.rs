@@ -211,6 +211,9 @@ pub enum SandboxWarning {
         user: String,
         /// What was missing.
         missing: &'static str,
+        /// The first id of a free 65536-id range to suggest (overlapping no range in
+        /// /etc/subuid or /etc/subgid, nor the user's own ids).
+        free_start: u64,
     },
     /// Single-id mode cannot switch to this user; the step ran as root instead.
     UserIgnored {
@@ -222,13 +225,20 @@ pub enum SandboxWarning {
 impl std::fmt::Display for SandboxWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SandboxWarning::SingleIdMode { user, missing } => write!(
-                f,
-                "{missing}: RUN steps use a single-id user namespace, where chown and setuid are \
-                 emulated and every file is owned by root in the layer; to fix it: \
-                 `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` and \
-                 install `uidmap` (newuidmap/newgidmap)"
-            ),
+            SandboxWarning::SingleIdMode {
+                user,
+                missing,
+                free_start,
+            } => {
+                let end = free_start + 65535;
+                write!(
+                    f,
+                    "{missing}: RUN steps use a single-id user namespace, where chown and setuid \
+                     are emulated and every file is owned by root in the layer; to fix it: \
+                     `usermod --add-subuids {free_start}-{end} --add-subgids {free_start}-{end} \
+                     {user}` and install `uidmap` (newuidmap/newgidmap)"
+                )
+            }
             SandboxWarning::UserIgnored { uid } => write!(
                 f,
                 "single-id mode: the step ran as root instead of uid {uid} (only id 0 exists)"

@@ -61,10 +61,13 @@ impl IdMapping {
             return (IdMapping::Identity, None);
         }
         let user = user_name(uid).unwrap_or_else(|| uid.to_string());
+        let subuid = std::fs::read_to_string(etc.join("subuid")).unwrap_or_default();
+        let subgid = std::fs::read_to_string(etc.join("subgid")).unwrap_or_default();
         let single = |missing| {
             let warning = SandboxWarning::SingleIdMode {
                 user: user.clone(),
                 missing,
+                free_start: free_subordinate_start(&subuid, &subgid, uid, gid),
             };
             (IdMapping::Single { uid, gid }, Some(warning))
         };
@@ -74,8 +77,6 @@ impl IdMapping {
         ) else {
             return single("`newuidmap`/`newgidmap` not found on PATH");
         };
-        let subuid = std::fs::read_to_string(etc.join("subuid")).unwrap_or_default();
-        let subgid = std::fs::read_to_string(etc.join("subgid")).unwrap_or_default();
         let uid_ranges = subordinate_ranges(&subuid, &user, uid);
         let gid_ranges = subordinate_ranges(&subgid, &user, uid);
         if uid_ranges.is_empty() {
@@ -220,6 +221,51 @@ fn run_map_helper(program: &Path, kind: &'static str, pid: u32, ranges: &[IdRang
     })
 }
 
+/// How a rootless container of the calling user sees host files (`podman unshare`): the uid and
+/// gid maps 0 → the caller, 1.. → its `/etc/subuid` and `/etc/subgid` ranges in file order
+/// (only 0 → the caller when it has none); `None` when the caller is root, who sees every id as
+/// it is. Reads the files from `etc` (normally `/etc`); needs no `newuidmap`.
+pub fn caller_view(etc: &Path) -> Option<(Vec<IdRange>, Vec<IdRange>)> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    if uid == 0 {
+        return None;
+    }
+    let user = user_name(uid).unwrap_or_else(|| uid.to_string());
+    let subuid = std::fs::read_to_string(etc.join("subuid")).unwrap_or_default();
+    let subgid = std::fs::read_to_string(etc.join("subgid")).unwrap_or_default();
+    Some((
+        full_map(uid, &subordinate_ranges(&subuid, &user, uid)),
+        full_map(gid, &subordinate_ranges(&subgid, &user, uid)),
+    ))
+}
+
+/// The first id of a 65536-id range to suggest for `usermod --add-subuids/--add-subgids`: at
+/// least 100000 (shadow's `SUB_UID_MIN`), after every range already in `subuid` and `subgid`
+/// (`/etc/subuid`-format text, every user's), and not holding the caller's own uid or gid.
+pub(crate) fn free_subordinate_start(subuid: &str, subgid: &str, uid: u32, gid: u32) -> u64 {
+    const COUNT: u64 = 65536;
+    let mut taken: Vec<(u64, u64)> = [subuid, subgid]
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|line| {
+            let mut parts = line.trim().split(':');
+            let _ = parts.next()?;
+            let start: u64 = parts.next()?.parse().ok()?;
+            let count: u64 = parts.next()?.parse().ok()?;
+            Some((start, start + count))
+        })
+        .collect();
+    taken.push((u64::from(uid), u64::from(uid) + 1));
+    taken.push((u64::from(gid), u64::from(gid) + 1));
+    let mut start = 100_000u64;
+    // Move past every overlapping range until none overlaps (at most once per range).
+    while let Some(&(_, end)) = taken.iter().find(|&&(s, e)| s < start + COUNT && start < e) {
+        start = end;
+    }
+    start
+}
+
 /// The map: 0 → `own`, then the subordinate ranges from 1 upwards.
 fn full_map(own: u32, subordinate: &[(u32, u32)]) -> Vec<IdRange> {
     let mut map = vec![IdRange {
@@ -310,6 +356,17 @@ mod tests {
             vec![(100000, 65536), (300000, 10)]
         );
         assert_eq!(subordinate_ranges(text, "carol", 1001), vec![]);
+    }
+
+    #[test]
+    fn the_suggested_subordinate_range_overlaps_no_range_and_not_the_caller() {
+        assert_eq!(free_subordinate_start("", "", 1000, 1000), 100_000);
+        // The caller's own uid inside the default range: the range starts after it.
+        assert_eq!(free_subordinate_start("", "", 120_000, 1000), 120_001);
+        // Every user's ranges count, from both files.
+        let subuid = "alice:100000:65536\nbob:165536:65536\n";
+        let subgid = "carol:231072:10\n";
+        assert_eq!(free_subordinate_start(subuid, subgid, 1000, 1000), 231_082);
     }
 
     #[test]

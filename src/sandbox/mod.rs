@@ -61,8 +61,9 @@
 //!     `userxattr` overlay), with the identity map `0 0 4294967295`: the step's ids are the host's.
 //!   - *rootless with `/etc/subuid`+`/etc/subgid` entries and `newuidmap`/`newgidmap`*: 0 → the
 //!     caller, 1.. → the subordinate ranges (buildah's layout); the helpers' exit status is checked.
-//!   - *otherwise, single-id mode* ([`SandboxWarning::SingleIdMode`], a warning, not an error):
-//!     only 0 → the caller. A seccomp filter makes `chown`, `fchown`, `fchownat`, `lchown`,
+//!   - *otherwise, single-id mode* ([`SandboxWarning::SingleIdMode`], a warning, not an error,
+//!     given once by [`UserNsSandbox::warnings`], with a subordinate range to add that overlaps
+//!     no existing range and not the caller's ids): only 0 → the caller. A seccomp filter makes `chown`, `fchown`, `fchownat`, `lchown`,
 //!     `setuid`, `setgid`, `setreuid`, `setregid`, `setresuid`, `setresgid`, `setgroups`,
 //!     `setfsuid`, `setfsgid` and `mknod`/`mknodat` of devices return 0, as charliecloud's
 //!     seccomp mode does, and apt gets `APT::Sandbox::User "root"` (a bound file, never in the
@@ -77,7 +78,7 @@
 //! - **Host-side work on what rootless steps wrote.** A 0700 directory of uid 1000 belongs to a
 //!   subordinate uid on the host, so the caller cannot enter it: [`UserNsSandbox::remove_tree`],
 //!   [`UserNsSandbox::exec_in_namespace`] (run a host program, e.g. kiln with a hidden
-//!   subcommand, as root in the namespace) and [`UserNsSandbox::chown_in_namespace`] do that
+//!   subcommand or a rootless `kiln import`, as root in the namespace) and [`UserNsSandbox::chown_in_namespace`] do that
 //!   work as root in a user namespace with the same mapping.
 //! - **Secrets** ([`MountKind::Secret`]) reach the helper through its pipe and live on a tmpfs
 //!   private to the step's mount namespace: never on disk, in a layer or in the diff.
@@ -114,7 +115,7 @@ mod userns;
 pub use error::{Result, SandboxError, SandboxWarning};
 pub use fake::{FakeSandbox, ScriptedChange};
 pub use helper::{helper_main_if_requested, HELPER_ARG};
-pub use idmap::{IdMapping, IdRange};
+pub use idmap::{caller_view, IdMapping, IdRange};
 pub use probe::{probe, ProbeReport};
 pub use snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot, SnapshotterKind};
 pub use userns::{SandboxOptions, UserNsSandbox};
@@ -294,6 +295,7 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     /// The changes to the root filesystem; empty when the command failed (the build stops then).
     pub diff: Diff,
-    /// Things the user should know, such as running as root because single-id mode has no uid 1000.
+    /// Things the user should know about this step, such as running as root because single-id
+    /// mode has no uid 1000 (the sandbox's own warnings are in [`UserNsSandbox::warnings`]).
     pub warnings: Vec<SandboxWarning>,
 }

@@ -321,7 +321,9 @@ impl Sandbox for UserNsSandbox {
                 diff,
                 user_ignored,
             } => {
-                let mut warnings = self.warnings.clone();
+                // The sandbox's own warnings (single-id mode) were reported once, with the
+                // probe; only this step's go here.
+                let mut warnings = Vec::new();
                 if user_ignored {
                     warnings.push(SandboxWarning::UserIgnored { uid: spec.user.uid });
                 }

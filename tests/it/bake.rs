@@ -188,9 +188,19 @@ fn print_shows_the_default_tag_scheme_and_oci_metadata() {
         ann["org.opencontainers.image.title"],
         "test sandbox (python)"
     );
+    // The default epoch of a family in a git work tree is its HEAD's commit time.
+    let commit_time: i64 =
+        crate::support::run(std::process::Command::new("git").arg("-C").arg(&dir).args([
+            "log",
+            "-1",
+            "--format=%ct",
+        ]))
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(
         ann["org.opencontainers.image.created"],
-        "1970-01-01T00:00:00Z"
+        kiln::oci::rfc3339(commit_time)
     );
     assert_eq!(targets[2]["build_args"]["EXTRA"], "1");
     // A named target only; an unknown one is an error naming it.

@@ -150,8 +150,21 @@ fn the_same_tree_gives_the_same_digests_whatever_the_path_mtimes_or_threads() {
     rich_tree(&a);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     rich_tree(&b); // a second later: different mtimes, clamped to the epoch
-    let one = k1.ok(&["import", a.to_str().unwrap(), "-t", "x", "--threads", "1"]);
-    let two = k2.ok(&["import", b.to_str().unwrap(), "-t", "x", "--threads", "2"]);
+                   // Without an epoch, import and layer keep mtimes: they are part of the tree.
+    let kept = k1.ok(&["import", a.to_str().unwrap(), "-t", "kept"]);
+    let kept_b = k2.ok(&["import", b.to_str().unwrap(), "-t", "kept"]);
+    assert_ne!(kept, kept_b, "mtimes were not kept without an epoch");
+    let epoch = ["--source-date-epoch", "0"];
+    let one = k1.ok(&[
+        &["import", a.to_str().unwrap(), "-t", "x", "--threads", "1"][..],
+        &epoch,
+    ]
+    .concat());
+    let two = k2.ok(&[
+        &["import", b.to_str().unwrap(), "-t", "x", "--threads", "2"][..],
+        &epoch,
+    ]
+    .concat());
     assert_eq!(one, two, "manifest digests differ");
     let blobs = |k: &Kiln| {
         let mut v: Vec<String> = std::fs::read_dir(k.root().join("blobs/sha256"))
@@ -161,6 +174,10 @@ fn the_same_tree_gives_the_same_digests_whatever_the_path_mtimes_or_threads() {
         v.sort();
         v
     };
+    k1.ok(&["rmi", "kept"]);
+    k2.ok(&["rmi", "kept"]);
+    k1.ok(&["store", "gc"]);
+    k2.ok(&["store", "gc"]);
     assert_eq!(blobs(&k1), blobs(&k2));
     for c in ["gzip:6", "gzip:1", "zstd:3", "none"] {
         let d = |k: &Kiln, dir: &std::path::Path, t: &str| -> serde_json::Value {
@@ -172,6 +189,8 @@ fn the_same_tree_gives_the_same_digests_whatever_the_path_mtimes_or_threads() {
                 "--threads",
                 t,
                 "--json",
+                "--source-date-epoch",
+                "0",
             ]))
             .unwrap()
         };

@@ -38,7 +38,38 @@ pub fn rootfs(dir: &Path) -> bool {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // `kiln import` keeps mtimes unless given an epoch: the same tree whenever it is made.
+    set_mtimes(dir, BUSYBOX_MTIME);
     true
+}
+
+/// The mtime of every path of the busybox tree.
+pub const BUSYBOX_MTIME: i64 = 1_600_000_000;
+
+/// Sets the mtime (and atime) of `root` and every path below it, not following symlinks.
+pub fn set_mtimes(root: &Path, secs: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -211,6 +211,8 @@ impl KilnAs {
         if !super::busybox::rootfs(&root) {
             return false;
         }
+        // The test user's tree, as a rootless user has it: its own files are root's.
+        self.give(&root);
         self.ok(&[
             "import",
             root.to_str().unwrap(),
