@@ -663,7 +663,7 @@ fn a_run_step_for_a_foreign_platform_points_to_buildplatform() {
 }
 
 /// Copies the repository's `variants/` into `dir`.
-fn copy_variants(dir: &Path) {
+pub(crate) fn copy_variants(dir: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("variants");
     std::fs::create_dir_all(dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
