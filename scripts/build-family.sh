@@ -43,7 +43,11 @@ mkdir -p "$OUT"
 [ -x "$KILN" ] || cargo build --release --locked
 export KILN_ROOT="$OUT/store"
 # The generated config below may live outside the work tree: name the commit for `sha-{gitsha}`.
-export GITHUB_SHA="${GITHUB_SHA:-$(git rev-parse HEAD)}"
+if [ -z "${GITHUB_SHA:-}" ]; then
+  GITHUB_SHA="$(git rev-parse HEAD 2>/dev/null)" ||
+    { echo "error: cannot read the commit of $REPO (git rev-parse HEAD): set GITHUB_SHA" >&2; exit 2; }
+fi
+export GITHUB_SHA
 
 # 1. The base.
 if [ ! -e "$DEBIAN_ROOTFS" ]; then
