@@ -43,6 +43,9 @@ pub struct PlannedTarget {
     pub build_args: BTreeMap<String, String>,
     /// Labels for the image config.
     pub labels: BTreeMap<String, String>,
+    /// Labels for the image config where the Dockerfile set none of that key (the family's
+    /// description).
+    pub default_labels: BTreeMap<String, String>,
     /// Annotations for the manifest (and the index).
     pub annotations: BTreeMap<String, String>,
     /// The size budget in bytes.
@@ -230,8 +233,14 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
                 (None, _) => format!("{}-{}", family.name, t.name),
             },
         );
+        // A target's own description (kiln.toml) is a label like the others; the family's is
+        // a default that the variant's Dockerfile `LABEL` overrides.
+        let mut default_labels = BTreeMap::new();
         if let Some(d) = t.description.as_ref().or(family.description.as_ref()) {
             meta.insert(oci("description"), d.clone());
+        }
+        if let (None, Some(d)) = (&t.description, &family.description) {
+            default_labels.insert(oci("description"), d.clone());
         }
         if let Some(s) = family.source.as_ref().or(git.remote.as_ref()) {
             meta.insert(oci("source"), s.clone());
@@ -240,6 +249,7 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
             meta.insert(oci("revision"), s.clone());
         }
         let mut labels = meta.clone();
+        labels.retain(|k, _| !default_labels.contains_key(k));
         labels.extend(family.labels.clone());
         labels.extend(t.labels.clone());
         // The variants' Dockerfiles take the same facts as build arguments for their LABELs.
@@ -266,6 +276,7 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
             tags,
             build_args,
             labels,
+            default_labels,
             annotations: meta,
             size_budget: t.size_budget,
             required_labels: family.required_labels.clone(),

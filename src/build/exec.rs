@@ -319,7 +319,21 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     for (k, v) in &opts.labels {
         cfg.config.labels.insert(k.clone(), v.clone());
     }
-    for (k, v) in &opts.annotations {
+    for (k, v) in &opts.default_labels {
+        cfg.config
+            .labels
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
+    }
+    let annotations: Vec<(String, String)> = opts
+        .annotations
+        .iter()
+        .map(|(k, v)| match cfg.config.labels.get(k) {
+            Some(label) if opts.default_labels.contains_key(k) => (k.clone(), label.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    for (k, v) in &annotations {
         target.builder.annotate(k, v);
     }
     target.builder.created(opts.epoch);

@@ -63,6 +63,10 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--label`, applied to the final image's config.
     pub labels: BTreeMap<String, String>,
+    /// Labels applied to the final image's config only where it has no label of that key (a
+    /// bake family's defaults, which a variant's own `LABEL` overrides). An annotation of the
+    /// same key takes the label's final value.
+    pub default_labels: BTreeMap<String, String>,
     /// `--annotation`, applied to the final manifest.
     pub annotations: BTreeMap<String, String>,
     /// `--secret id=…`: secrets RUN steps may mount. Never written to a layer, history or key.

@@ -128,6 +128,7 @@ pub(crate) fn build_options(
         epoch,
         no_cache,
         labels: Default::default(),
+        default_labels: Default::default(),
         annotations: Default::default(),
         secrets: Default::default(),
         snapshotter: None,

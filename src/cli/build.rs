@@ -198,6 +198,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         epoch,
         no_cache: a.no_cache,
         labels: pairs("--label", &a.labels)?,
+        default_labels: Default::default(),
         annotations: pairs("--annotation", &a.annotations)?,
         secrets: a
             .secrets

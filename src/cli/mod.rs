@@ -2,8 +2,8 @@
 //!
 //! This is the only module that reads environment variables (`KILN_ROOT`, `XDG_DATA_HOME`,
 //! `HOME`, `SOURCE_DATE_EPOCH`). Each command lives in its own file; `render` draws progress.
-//! Exit codes: 0 success, 1 a failed build step, 2 usage or any other error; a broken pipe on
-//! stdout exits 0.
+//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
+//! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
 mod build;
+mod diff;
 mod images;
 mod import;
 mod index;
@@ -59,6 +60,8 @@ pub enum Command {
     Copy(images::CopyArgs),
     /// Print an image's manifest digest, config and layers as JSON.
     Inspect(images::InspectArgs),
+    /// Show every path (content, mode, owner, xattrs, link, mtime) that differs between two images.
+    Diff(diff::DiffArgs),
     /// List the images in the local store.
     Images(images::ImagesArgs),
     /// Remove names from the local store (`kiln store gc` then frees what nothing refers to).
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Layer(a) => layer::run(&ctx, a),
         Command::Copy(a) => images::copy(&ctx, a),
         Command::Inspect(a) => images::inspect(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
         Command::Images(a) => images::images(&ctx, a),
         Command::Rmi(a) => images::rmi(&ctx, a),
         Command::Store(c) => store::run(&ctx, c),

@@ -59,8 +59,12 @@ pub struct BakedTarget {
     pub size: u64,
     /// Whether every step of every platform was a cache hit.
     pub cached: bool,
-    /// Tags whose manifest was uploaded by this bake (already-current tags are skipped).
+    /// With `--push`: every tag the registry now has at `digest`, whether this bake uploaded
+    /// its manifest or the tag was already current (then it is in `up_to_date` too). Empty
+    /// without `--push`.
     pub pushed: Vec<String>,
+    /// The tags of `pushed` the registry already had at `digest`: nothing was uploaded for them.
+    pub up_to_date: Vec<String>,
     /// Per platform.
     pub images: Vec<PlatformImage>,
 }
@@ -341,6 +345,7 @@ fn bake_one(
         b.platform = p.clone();
         b.outputs = Vec::new();
         b.labels = t.labels.clone();
+        b.default_labels = t.default_labels.clone();
         b.annotations = t.annotations.clone();
         // Every platform is checked before anything is built.
         check_foreign_run(&b)?;
@@ -376,6 +381,7 @@ fn bake_one(
         (images[0].descriptor.clone(), None)
     };
     let mut pushed = Vec::new();
+    let mut up_to_date = Vec::new();
     if opts.push {
         let remote = opts.build.remote.as_ref().ok_or(BakeError::NoRemote)?;
         for tag in &t.tags {
@@ -403,8 +409,9 @@ fn bake_one(
                         }
                     })?,
                 };
-            if uploaded {
-                pushed.push(tag.clone());
+            pushed.push(tag.clone());
+            if !uploaded {
+                up_to_date.push(tag.clone());
             }
         }
     }
@@ -418,6 +425,7 @@ fn bake_one(
             size: records.iter().map(|r| r.size).sum(),
             cached,
             pushed,
+            up_to_date,
             images: records,
         },
         findings,

@@ -8,6 +8,7 @@
 mod bake;
 mod build;
 mod copy;
+mod diff;
 mod import;
 mod index;
 mod inspect;
@@ -21,6 +22,9 @@ pub use bake::{
 };
 pub use build::{build, metadata};
 pub use copy::{copy, CopyOptions};
+pub use diff::{
+    diff, ChangeKind, DiffOptions, DiffResult, DiffSide, FileMeta, FileType, PathChange,
+};
 pub use import::{import, ImportOptions, ImportResult};
 pub use index::{create_index, IndexError, IndexOptions, IndexResult};
 pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};
@@ -59,6 +63,18 @@ pub enum Error {
         /// The archive.
         archive: PathBuf,
         /// The member's path.
+        member: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A layer's tar cannot be read as a file tree (`kiln diff`).
+    #[error("{image}: layer {layer}: member `{member}`: {reason}")]
+    BadLayer {
+        /// The image.
+        image: String,
+        /// The layer's blob digest.
+        layer: crate::oci::Digest,
+        /// The member (or where the stream broke off).
         member: String,
         /// What is wrong.
         reason: String,

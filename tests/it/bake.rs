@@ -332,6 +332,9 @@ fn bake_shares_stages_pushes_every_tag_and_a_second_bake_uploads_nothing() {
     ];
     for (target, tags) in &expect {
         let digest = t[*target]["digest"].as_str().unwrap();
+        // The first bake uploaded every tag: all pushed, none already up to date.
+        assert_eq!(t[*target]["pushed"], t[*target]["tags"], "{target}");
+        assert_eq!(t[*target]["up_to_date"], serde_json::json!([]), "{target}");
         assert_eq!(t[*target]["platforms"].as_array().unwrap().len(), 1);
         assert!(t[*target]["size"].as_u64().unwrap() > 0);
         for tag in tags {
@@ -391,7 +394,11 @@ fn bake_shares_stages_pushes_every_tag_and_a_second_bake_uploads_nothing() {
             meta2["targets"][*target]
         );
         assert_eq!(meta2["targets"][*target]["digest"], t[*target]["digest"]);
-        assert_eq!(meta2["targets"][*target]["pushed"], serde_json::json!([]));
+        // Nothing uploaded, yet every tag is in the registry at the digest: pushed, and each
+        // one up to date (an empty `pushed` would read as "not pushed").
+        let t2 = &meta2["targets"][*target];
+        assert_eq!(t2["pushed"], t[*target]["tags"], "{target}: {t2}");
+        assert_eq!(t2["up_to_date"], t[*target]["tags"], "{target}: {t2}");
     }
     let second: Vec<_> = reg.accesses().into_iter().skip(before).collect();
     let writes: Vec<_> = second
@@ -399,6 +406,62 @@ fn bake_shares_stages_pushes_every_tag_and_a_second_bake_uploads_nothing() {
         .filter(|a| matches!(a.method.as_str(), "POST" | "PATCH" | "PUT"))
         .collect();
     assert!(writes.is_empty(), "a second bake wrote: {writes:?}");
+}
+
+/// The family's `description` is a default: a variant's own `LABEL` keeps its description (in
+/// the config and the manifest annotation), a target's `description` in kiln.toml sets it, and a
+/// variant without either gets the family's.
+#[test]
+fn a_variants_own_description_wins_over_the_familys() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let dir = k.path("proj");
+    let own = "LABEL org.opencontainers.image.description=\"python's own\"";
+    project(
+        &dir,
+        "[family]\nname = \"sandbox\"\nregistry = \"reg.example/org\"\nversion = \"0.1.0\"\ndescription = \"the family\"\n[target.minimal]\ndescription = \"from kiln.toml\"\n",
+        &[
+            ("variants/Dockerfile", &variant("USER 1000")),
+            ("variants/Dockerfile.python", &variant(own)),
+            ("variants/Dockerfile.minimal", &variant("USER 1000")),
+            ("variants/common.txt", "shared\n"),
+        ],
+    );
+    let Some(_) = git_commit(&dir) else {
+        return;
+    };
+    let digests = k.path("digests.json");
+    k.ok(&[
+        "--config",
+        &config(&dir),
+        "bake",
+        "--metadata-file",
+        digests.to_str().unwrap(),
+    ]);
+    let meta = json(&digests);
+    for (target, want) in [
+        ("python", "python's own"),
+        ("minimal", "from kiln.toml"),
+        ("full", "the family"),
+    ] {
+        let tag = meta["targets"][target]["tags"][0].as_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", tag])).unwrap();
+        assert_eq!(
+            v["config"]["config"]["Labels"]["org.opencontainers.image.description"], want,
+            "{target}: {v}"
+        );
+        let layout = k.path(&format!("layout-{target}"));
+        k.ok(&["copy", tag, &format!("oci:{}:t", layout.display())]);
+        let index = json(&layout.join("index.json"));
+        let m = index["manifests"][0]["digest"].as_str().unwrap();
+        let manifest = json(&layout.join("blobs/sha256").join(&m["sha256:".len()..]));
+        assert_eq!(
+            manifest["annotations"]["org.opencontainers.image.description"], want,
+            "{target}: {manifest}"
+        );
+    }
 }
 
 #[test]
@@ -610,7 +673,7 @@ fn a_run_step_for_a_foreign_platform_points_to_buildplatform() {
 }
 
 /// Copies the repository's `variants/` into `dir`.
-fn copy_variants(dir: &Path) {
+pub(crate) fn copy_variants(dir: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("variants");
     std::fs::create_dir_all(dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {

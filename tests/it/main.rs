@@ -6,6 +6,7 @@ mod build;
 mod build_diff;
 mod dockerfile;
 mod export;
+mod family;
 mod fidelity;
 mod hardening;
 mod hostile;
