@@ -317,7 +317,9 @@ impl StagePlanner<'_, '_> {
                     workdir: self.state.workdir.clone(),
                     user: self.state.user.clone(),
                     mounts,
-                    network: run.network.clone(),
+                    // The RUN's own flag wins over the build's `--network`; BuildKit keys both
+                    // (the ExecOp's `network` field), and `default` is the absence of both.
+                    network: run.network.clone().or_else(|| self.cx.opts.network.clone()),
                     security: run.security.clone(),
                 };
                 (StepKind::Run(step), cb, false)
