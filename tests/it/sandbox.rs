@@ -922,3 +922,61 @@ fn per_step_overhead() {
         let _ = sb.remove_tree(tmp.path());
     }
 }
+
+/// Prints what a step's own network costs (`--ignored`, for measuring): a trivial step with
+/// each network on the busybox base, and `apt-get update` plus a 2 MB https download from
+/// deb.debian.org on the Debian base (if cached), with the host's network and the default.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn network_overhead() {
+    let Some(sb) = sandbox() else { return };
+    let w = World::new(SnapshotterKind::Overlay, |_| {});
+    for network in [Network::Host, Network::None, Network::Default] {
+        let step = RunSpec {
+            argv: vec!["/bin/true".into()],
+            network,
+            ..RunSpec::default()
+        };
+        let n = 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            assert!(sb
+                .run(&w.snapshot, &step, &mut |_, _| {})
+                .unwrap()
+                .status
+                .success());
+        }
+        eprintln!("RUN true, {network:?}: {:?} per step", start.elapsed() / n);
+    }
+    let Some(debian) = crate::support::debian::debian_rootfs() else {
+        return;
+    };
+    let script =
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null";
+    for network in [
+        Network::Host,
+        Network::Default,
+        Network::Host,
+        Network::Default,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = Snapshot::overlay(vec![debian.clone()], &tmp.path().join("s")).unwrap();
+        let start = Instant::now();
+        let o = sb
+            .run(
+                &snap,
+                &RunSpec {
+                    network,
+                    ..sh(script)
+                },
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert!(o.status.success());
+        eprintln!(
+            "apt-get update + install curl, {network:?}: {:?}",
+            start.elapsed()
+        );
+        let _ = sb.remove_tree(tmp.path());
+    }
+}
