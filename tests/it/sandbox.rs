@@ -268,11 +268,18 @@ fn default_network_reaches_out_but_not_the_hosts_loopback(
     let name = format!("kiln-it-abstract-{}-{port}", std::process::id());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    // A port for the step's own listener, free on the host too (for the `host` run, while
+    // other tests run).
+    let own = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let probes = format!(
         "nc -w 3 127.0.0.1 {port} </dev/null && echo host-tcp; \
          grep -q '@{name}' /proc/net/unix && echo host-abstract; \
-         (nc -l -p 4444 >/tmp/got &) ; \
-         for i in $(seq 50); do echo ping | nc -w 1 127.0.0.1 4444 2>/dev/null && break; sleep 0.1; done; \
+         (sleep 10 | nc -l -p {own} >/tmp/got &) ; \
+         for i in $(seq 50); do echo ping | nc -w 1 127.0.0.1 {own} 2>/dev/null && break; sleep 0.1; done; \
          for i in $(seq 50); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got; true"
     );
     let with = |network: Network, script: &str| {
@@ -285,14 +292,16 @@ fn default_network_reaches_out_but_not_the_hosts_loopback(
             },
         );
         assert!(o.status.success(), "{network:?}: {out}{err}");
-        out
+        (out, err)
     };
-    assert_eq!(with(Network::Default, &probes), "ping\n");
-    assert_eq!(with(Network::None, &probes), "ping\n");
-    assert_eq!(
-        with(Network::Host, &probes),
-        "host-tcp\nhost-abstract\nping\n"
-    );
+    for (network, want) in [
+        (Network::Default, "ping\n"),
+        (Network::None, "ping\n"),
+        (Network::Host, "host-tcp\nhost-abstract\nping\n"),
+    ] {
+        let (out, err) = with(network, &probes);
+        assert_eq!(out, want, "{network:?}, stderr: {err}");
+    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));
     acceptor.join().unwrap();
@@ -300,8 +309,8 @@ fn default_network_reaches_out_but_not_the_hosts_loopback(
         // The host's resolver answers through pasta (busybox's own TLS cannot talk to every
         // middlebox: the Debian scenario checks https to the registries with curl and apt).
         let dns = "nslookup deb.debian.org >/dev/null 2>&1 && echo resolved; true";
-        assert_eq!(with(Network::Default, dns), "resolved\n");
-        assert_eq!(with(Network::None, dns), "");
+        assert_eq!(with(Network::Default, dns).0, "resolved\n");
+        assert_eq!(with(Network::None, dns).0, "");
     }
 }
 
