@@ -35,7 +35,8 @@ pub(super) fn has_run(plan: &BuildPlan) -> bool {
 }
 
 /// RUN steps that use the host's network need the `network.host` entitlement
-/// (`--allow network.host`), as in BuildKit: the first one without it is an error (line,
+/// (`--allow network.host`), as in BuildKit (`entitlements.EntitlementNetworkHost`, which the
+/// solver checks for every ExecOp with `NetMode_HOST`): the first one without it is an error (line,
 /// column, instruction, message), before any step runs.
 pub(super) fn check_network(
     plan: &BuildPlan,

@@ -906,11 +906,19 @@ fn dockerfile_minimal_on_debian_as_unprivileged_user() {
 /// one test of a real distribution through RUN.
 #[test]
 fn dockerfile_minimal_on_debian_as_unprivileged_user_in_single_id_mode() {
-    // No newuidmap/newgidmap on PATH, and --single-id as well.
-    let Some(k) = KilnAs::with_path(Who::User, "/nonexistent-kiln-path") else {
+    // No newuidmap/newgidmap on PATH (only pasta, for the steps' network), and --single-id as
+    // well.
+    let pasta_only =
+        std::env::temp_dir().join(format!("kiln-it-pasta-only-{}", std::process::id()));
+    std::fs::create_dir_all(&pasta_only).unwrap();
+    if let Some(pasta) = crate::support::sandbox::pasta() {
+        let _ = std::os::unix::fs::symlink(pasta, pasta_only.join("pasta"));
+    }
+    let Some(k) = KilnAs::with_path(Who::User, pasta_only.to_str().unwrap()) else {
         return;
     };
     dockerfile_minimal(&k, &["--single-id"], true);
+    let _ = std::fs::remove_dir_all(&pasta_only);
 }
 
 // ---- what later steps see of a RUN's deletions ----
