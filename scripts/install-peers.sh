@@ -2,7 +2,18 @@
 # install-peers.sh - install the Debian packages kiln's tests and benchmarks run against, if missing.
 # Idempotent; waits for a dpkg lock held by another apt run on the machine.
 set -euo pipefail
-pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time)
+pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time passt)
+# RUN steps reach the network through pasta (package passt), which opens /dev/net/tun inside
+# the step's user namespace: like Debian, Ubuntu and Fedora ship it, the device must be 0666
+# (some container images and minimal hosts leave it 0600, usable by root only).
+setup_tun() {
+  local s=; [ "$(id -u)" -eq 0 ] || s=sudo
+  if [ ! -c /dev/net/tun ]; then
+    { $s mkdir -p /dev/net && $s mknod -m 0666 /dev/net/tun c 10 200; } || return 0
+  fi
+  [ "$(stat -c %a /dev/net/tun)" = 666 ] || $s chmod 0666 /dev/net/tun || true
+}
+trap setup_tun EXIT
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -121,6 +121,11 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         target_platform: plan::Platform::from(&opts.platform),
         build_platform,
         base_configs: BTreeMap::new(),
+        network: match opts.network {
+            crate::sandbox::Network::Default => None,
+            crate::sandbox::Network::None => Some("none".into()),
+            crate::sandbox::Network::Host => Some("host".into()),
+        },
     };
     let render = |e: plan::PlanError| Error::Frontend {
         rendered: e.with_file(&file).render(&ast.source),
@@ -234,13 +239,15 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         }
     }
     plan.rekey(&|i| digests.iter().find(|(k, _)| k == i).map(|(_, d)| d.clone()));
-    run::check_mounts(&plan, opts).map_err(|(line, col, instruction, message)| Error::Step {
-        file: file.clone(),
-        line,
-        col,
-        instruction,
-        message,
-    })?;
+    run::check_mounts(&plan, opts)
+        .and_then(|()| run::check_network(&plan, opts))
+        .map_err(|(line, col, instruction, message)| Error::Step {
+            file: file.clone(),
+            line,
+            col,
+            instruction,
+            message,
+        })?;
 
     // Execute.
     let scratch = tempfile::Builder::new()
@@ -262,12 +269,14 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             .find(|s| matches!(s.kind, StepKind::Run(_)))
             .map(|s| (s.position, s.created_by.clone()))
             .unwrap_or((Position { line: 1, col: 1 }, String::new()));
-        let h = run::start(opts, scratch.path()).map_err(|e| Error::Sandbox {
-            file: file.clone(),
-            line: first.0.line,
-            col: first.0.col,
-            instruction: first.1,
-            source: Box::new(e),
+        let h = run::start(opts, scratch.path(), run::has_default_network(&plan)).map_err(|e| {
+            Error::Sandbox {
+                file: file.clone(),
+                line: first.0.line,
+                col: first.0.col,
+                instruction: first.1,
+                source: Box::new(e),
+            }
         })?;
         for w in &h.warnings {
             reporter.on_warning(&w.to_string());

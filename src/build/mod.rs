@@ -80,6 +80,10 @@ pub struct BuildOptions {
     /// The registry client: bases and `--from` images that are not in the store are pulled,
     /// and `docker://` outputs pushed, through it.
     pub remote: Option<crate::transport::Remote>,
+    /// `--network`: the network of RUN steps without a `--network` flag of their own.
+    pub network: crate::sandbox::Network,
+    /// `--allow network.host` (BuildKit's entitlement): RUN steps may use the host's network.
+    pub allow_network_host: bool,
 }
 
 /// A build secret's bytes. `Debug` never shows them.

@@ -34,13 +34,62 @@ pub(super) fn has_run(plan: &BuildPlan) -> bool {
         .any(|s| s.steps.iter().any(|st| matches!(st.kind, StepKind::Run(_))))
 }
 
+/// RUN steps that use the host's network need the `network.host` entitlement
+/// (`--allow network.host`), as in BuildKit (`entitlements.EntitlementNetworkHost`, which the
+/// solver checks for every ExecOp with `NetMode_HOST`): the first one without it is an error (line,
+/// column, instruction, message), before any step runs.
+pub(super) fn check_network(
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+) -> Result<(), (usize, usize, String, String)> {
+    if opts.allow_network_host {
+        return Ok(());
+    }
+    for step in plan.stages.iter().flat_map(|s| s.steps.iter()) {
+        let StepKind::Run(r) = &step.kind else {
+            continue;
+        };
+        if r.network.as_deref() == Some("host") {
+            let what = if opts.network == sandbox::Network::Host {
+                "`--network host`"
+            } else {
+                "`RUN --network=host`"
+            };
+            return Err((
+                step.position.line,
+                step.position.col,
+                step.created_by.clone(),
+                format!(
+                    "{what} needs the `network.host` entitlement: pass `--allow network.host` \
+                     to let RUN steps share the host's network, its loopback services and \
+                     abstract unix sockets included"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a RUN step of the plan uses the default network (pasta).
+pub(super) fn has_default_network(plan: &BuildPlan) -> bool {
+    plan.stages.iter().flat_map(|s| s.steps.iter()).any(|s| {
+        matches!(&s.kind, StepKind::Run(r) if matches!(network(r), Ok(sandbox::Network::Default)))
+    })
+}
+
 /// Starts the sandbox and decides the snapshotter; its error says what is missing and the fix.
-pub(super) fn start(opts: &BuildOptions, scratch: &Path) -> Result<RunHost, SandboxError> {
+/// When a RUN step uses the default network, checks that it can be set up here.
+pub(super) fn start(
+    opts: &BuildOptions,
+    scratch: &Path,
+    default_network: bool,
+) -> Result<RunHost, SandboxError> {
     let sandbox = UserNsSandbox::new(SandboxOptions {
         helper_exe: opts.helper_exe.clone(),
         search_path: None,
         force_single_id: opts.single_id,
         etc_dir: PathBuf::from("/etc"),
+        ..SandboxOptions::default()
     });
     let dir = scratch.join("probe");
     std::fs::create_dir_all(&dir).map_err(|source| SandboxError::Io {
@@ -50,6 +99,9 @@ pub(super) fn start(opts: &BuildOptions, scratch: &Path) -> Result<RunHost, Sand
     })?;
     let report = probe(&sandbox, &dir)?;
     let kind = report.snapshotter(opts.snapshotter)?;
+    if default_network {
+        sandbox.check_network()?;
+    }
     // The probe's report already holds the sandbox's own warnings (single-id mode, …).
     let warnings = report.warnings.clone();
     Ok(RunHost {

@@ -54,6 +54,13 @@ pub struct BakeArgs {
     /// `id=ID,env=VARIABLE`.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
+    /// The network of RUN steps without a `--network` flag: `default`, `none`, or `host`
+    /// (needs `--allow network.host`); as for `kiln build`.
+    #[arg(long, value_name = "default|none|host", default_value = "default")]
+    pub network: String,
+    /// Grant an entitlement: `network.host` lets RUN steps use the host's network.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 }
 
 /// The family file: `--config`, else `$KILN_CONFIG`, else `./kiln.toml`.
@@ -136,6 +143,8 @@ pub(crate) fn build_options(
             .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?,
         single_id,
         remote: Some(ctx.remote()?),
+        network: crate::sandbox::Network::Default,
+        allow_network_host: false,
     })
 }
 
@@ -156,6 +165,7 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
     if a.print {
         return out_json(&plan);
     }
+    let (network, allow_network_host) = super::build::network_flags(&a.network, &a.allow)?;
     let opts = BakeOptions {
         plan,
         push: a.push,
@@ -166,6 +176,8 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
                 .iter()
                 .map(|s| super::build::secret(s))
                 .collect::<Result<_, _>>()?,
+            network,
+            allow_network_host,
             ..build_options(ctx, a.compression, epoch, a.no_cache, a.single_id)?
         },
     };

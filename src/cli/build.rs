@@ -80,6 +80,56 @@ pub struct BuildArgs {
     /// Lint findings (the final stage runs as root) are errors.
     #[arg(long)]
     pub strict: bool,
+    /// The network of RUN steps without a `--network` flag: `default` (a network namespace of
+    /// their own, outbound access through pasta), `none`, or `host` (needs `--allow
+    /// network.host`).
+    #[arg(long, value_name = "default|none|host", default_value = "default")]
+    pub network: String,
+    /// Grant an entitlement, as buildx does: `network.host` lets RUN steps use the host's
+    /// network (`--network host`, `RUN --network=host`).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+}
+
+/// Parses `--network` and `--allow` (shared with `kiln bake`): the RUN steps' default network
+/// and whether the `network.host` entitlement is granted.
+pub(crate) fn network_flags(
+    network: &str,
+    allow: &[String],
+) -> Result<(crate::sandbox::Network, bool), Exit> {
+    use crate::sandbox::Network;
+    let mut host_allowed = false;
+    for a in allow.iter().flat_map(|a| a.split(',')) {
+        match a.trim() {
+            "network.host" => host_allowed = true,
+            other => {
+                return Err(anyhow::anyhow!(
+                    "--allow `{other}`: unknown entitlement; kiln grants `network.host`"
+                )
+                .into())
+            }
+        }
+    }
+    let network = match network {
+        "default" => Network::Default,
+        "none" => Network::None,
+        "host" if host_allowed => Network::Host,
+        "host" => {
+            return Err(anyhow::anyhow!(
+                "--network host needs the `network.host` entitlement: add `--allow network.host` \
+                 to let RUN steps share the host's network, its loopback services and abstract \
+                 unix sockets included"
+            )
+            .into())
+        }
+        other => {
+            return Err(anyhow::anyhow!(
+                "--network `{other}`: expected `default`, `none` or `host`"
+            )
+            .into())
+        }
+    };
+    Ok((network, host_allowed))
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
@@ -171,6 +221,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .map(|p| p.trim().parse::<Platform>())
             .collect::<Result<_, _>>()?,
     };
+    let (network, allow_network_host) = network_flags(&a.network, &a.allow)?;
     let opts = BuildOptions {
         dockerfile: a
             .file
@@ -213,6 +264,8 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .map_err(|e| anyhow::anyhow!("cannot find the kiln executable: {e}"))?,
         single_id: a.single_id,
         remote: Some(ctx.remote()?),
+        network,
+        allow_network_host,
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

@@ -177,6 +177,7 @@ pub fn check_foreign_run(opts: &BuildOptions) -> Result<(), BakeError> {
         target_platform: conv(&opts.platform),
         build_platform: conv(&host),
         base_configs: BTreeMap::new(),
+        network: None,
     };
     let Ok(plan) = crate::plan::plan(&df, &popts) else {
         return Ok(());

@@ -83,6 +83,9 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// Configs of base images, keyed by the expanded reference, when the builder knows them.
     pub base_configs: BTreeMap<String, BaseConfig>,
+    /// The build's `--network` (`none` or `host`) for RUN steps without a `--network` flag of
+    /// their own; `None` for the default network, which keeps their cache keys unchanged.
+    pub network: Option<String>,
 }
 
 impl Default for PlanOptions {
@@ -93,6 +96,7 @@ impl Default for PlanOptions {
             target_platform: Platform::linux_amd64(),
             build_platform: Platform::linux_amd64(),
             base_configs: BTreeMap::new(),
+            network: None,
         }
     }
 }

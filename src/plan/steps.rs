@@ -317,7 +317,14 @@ impl StagePlanner<'_, '_> {
                     workdir: self.state.workdir.clone(),
                     user: self.state.user.clone(),
                     mounts,
-                    network: run.network.clone(),
+                    // The RUN's own `none` or `host` wins over the build's `--network`, which
+                    // applies to `RUN --network=default` too (BuildKit's dispatchRunNetwork adds
+                    // no network option for `default`, so the state's forced mode stays); both
+                    // enter the key through the ExecOp's `network` field, as here.
+                    network: match (run.network.as_deref(), &self.cx.opts.network) {
+                        (None | Some("default"), Some(build)) => Some(build.clone()),
+                        _ => run.network.clone(),
+                    },
                     security: run.security.clone(),
                 };
                 (StepKind::Run(step), cb, false)

@@ -157,6 +157,20 @@ pub enum SandboxError {
         /// The name given.
         name: String,
     },
+    /// A RUN step with the default network cannot get one here (no `pasta`, no `/dev/net/tun`).
+    #[error("RUN steps cannot get their own network on this machine: {reason}")]
+    NetworkUnavailable {
+        /// What is missing, the fix and the alternatives.
+        reason: String,
+    },
+    /// `pasta` did not set up a step's network.
+    #[error("`pasta` failed to set up the network of the RUN step ({status}): {log}")]
+    NetworkSetup {
+        /// Its exit status, or why kiln stopped waiting.
+        status: String,
+        /// What it printed.
+        log: String,
+    },
     /// The helper died without reporting a result.
     #[error(
         "the sandbox helper exited unexpectedly ({status}); the helper executable must be a kiln \

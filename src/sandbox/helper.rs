@@ -2,8 +2,8 @@
 //! that namespace set-up runs in a fresh single-threaded process, where `unshare(CLONE_NEWUSER)`
 //! is allowed and `fork` is safe.
 //!
-//! The helper unshares the user, PID, IPC and UTS namespaces (and the network one for
-//! `--network=none`), lets kiln write its id maps, forks the step's init process
+//! The helper unshares the user, PID, IPC and UTS namespaces (and the network one, except for
+//! `--network=host`), lets kiln write its id maps (and attach pasta to the network namespace), forks the step's init process
 //! ([`super::init`]), and after the step computes the [`super::Diff`] as root in the user
 //! namespace, where it can read every file the step made and sees the step's own ids. It talks
 //! to kiln over its stdin and fd 3 ([`super::protocol`]); its stdout and stderr are the step's.
@@ -215,7 +215,9 @@ pub(crate) enum InitReport {
 fn run(control: &mut BufReader<File>, job: &RunJob) -> Result<(), Fail> {
     let mut flags =
         libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if job.spec.network == Network::None {
+    // Every network but the host's is a namespace of the step's own (kiln attaches pasta to it
+    // for the default network, before it answers "go").
+    if job.spec.network != Network::Host {
         flags |= libc::CLONE_NEWNET;
     }
     unshare_and_wait(control, flags)?;

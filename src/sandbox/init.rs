@@ -80,7 +80,7 @@ fn init(job: &RunJob, report: &OwnedFd) -> Result<ExitStatus, Fail> {
 
 /// Starts the command, reaps everything until it exits, then kills what it left behind.
 fn run_command(job: &RunJob) -> Result<ExitStatus, Fail> {
-    if job.spec.network == Network::None {
+    if job.spec.network != Network::Host {
         mounts::loopback_up().ctx("bring up the loopback interface", None)?;
     }
     let exec = Exec::prepare(job)?;

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! kiln (any number of threads)
+//!  ├─ pasta (default network only): attached to the helper's net+user namespaces for the step
 //!  └─ helper: `/proc/self/exe __sandbox-helper`, single-threaded; unshares user+pid+ipc+uts(+net);
 //!     │        kiln writes its uid/gid maps; it computes the diff afterwards, as root in the userns
 //!     └─ init: pid 1 of the step; own mount namespace: rootfs, /proc, /dev, /sys, /etc files, mounts,
@@ -80,6 +81,12 @@
 //!   [`UserNsSandbox::exec_in_namespace`] (run a host program, e.g. kiln with a hidden
 //!   subcommand or a rootless `kiln import`, as root in the namespace) and [`UserNsSandbox::chown_in_namespace`] do that
 //!   work as root in a user namespace with the same mapping.
+//! - **Network.** Every step but a `--network=host` one gets a network namespace of its own, so
+//!   the host's loopback services and abstract unix sockets are out of its reach. For the
+//!   default network kiln attaches `pasta` to it, which relays outbound connections through the
+//!   caller's own sockets (rootless) and forwards no port; `--network=none` keeps only `lo`. The
+//!   `net` module has the flags and the reasons; [`UserNsSandbox::check_network`] tells before a
+//!   build whether this machine can do it.
 //! - **Secrets** ([`MountKind::Secret`]) reach the helper through its pipe and live on a tmpfs
 //!   private to the step's mount namespace: never on disk, in a layer or in the diff.
 //! - **No trace of kiln in the layer.** Mount points kiln had to create (`/proc`, `/etc/hosts`,
@@ -106,6 +113,7 @@ mod helper;
 mod idmap;
 mod init;
 mod mounts;
+mod net;
 mod probe;
 mod protocol;
 mod seccomp;
@@ -182,15 +190,16 @@ pub struct User {
     pub additional_gids: Vec<u32>,
 }
 
-/// The network of a step (`RUN --network=`).
+/// The network of a step (`RUN --network=`); see the design decisions above.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network, as BuildKit's `default` is for a rootless build.
+    /// A network namespace of the step's own, connected to the outside by `pasta`: outbound
+    /// connections work; the host's loopback services and abstract unix sockets do not.
     #[default]
     Default,
     /// A new network namespace with only a loopback interface (up).
     None,
-    /// The host's network.
+    /// The host's network namespace (the builder requires the `network.host` entitlement).
     Host,
 }
 

@@ -549,15 +549,16 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Mounts a read-only `/sys`: a fresh sysfs with `--network=none` (sysfs may only be mounted by
-/// the owner of the network namespace, which the step then is), else the host's, bound
+/// Mounts a read-only `/sys`: a fresh sysfs when the step has a network namespace of its own
+/// (sysfs may only be mounted by the owner of the network namespace, which the step then is),
+/// else (`--network=host`) the host's, bound
 /// recursively. Best effort: build steps rarely need it, so failures leave `/sys` empty.
 fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Option<&OwnedFd>) {
     if is_symlink(root, "sys") {
         return;
     }
     let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if job.spec.network == super::Network::None {
+    if job.spec.network != super::Network::Host {
         let sysfs = Mnt {
             src: Some(c"sysfs"),
             fstype: Some(c"sysfs"),

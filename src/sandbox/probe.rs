@@ -104,7 +104,13 @@ pub fn probe(sandbox: &UserNsSandbox, scratch: &Path) -> Result<ProbeReport> {
         merged: mk("merged")?,
     };
     let mut ignore = |_: super::Stream, _: &[u8]| {};
-    let overlay = match spawn_helper(sandbox.options(), sandbox.id_mapping(), job, &mut ignore)? {
+    let overlay = match spawn_helper(
+        sandbox.options(),
+        sandbox.id_mapping(),
+        job,
+        None,
+        &mut ignore,
+    )? {
         HelperMessage::Done { .. } => true,
         // Whatever the reason, an overlay that does not mount here means the walk snapshotter.
         HelperMessage::Failed { stage, .. } if stage == "mount overlay" => false,

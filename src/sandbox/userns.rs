@@ -18,6 +18,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// systemd-resolved's list of the upstream servers behind its loopback stub `127.0.0.53`.
+const SYSTEMD_RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+
 /// How a [`UserNsSandbox`] is set up.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -30,6 +33,11 @@ pub struct SandboxOptions {
     pub force_single_id: bool,
     /// The host directory with `resolv.conf`, `hosts`, `subuid` and `subgid` (`/etc`).
     pub etc_dir: PathBuf,
+    /// The `pasta` program that connects steps with the default network; `None` looks it up
+    /// on `search_path`.
+    pub pasta: Option<PathBuf>,
+    /// The TUN device pasta opens (`/dev/net/tun`).
+    pub tun_device: PathBuf,
 }
 
 impl Default for SandboxOptions {
@@ -39,6 +47,8 @@ impl Default for SandboxOptions {
             search_path: None,
             force_single_id: false,
             etc_dir: PathBuf::from("/etc"),
+            pasta: None,
+            tun_device: PathBuf::from("/dev/net/tun"),
         }
     }
 }
@@ -98,7 +108,7 @@ impl UserNsSandbox {
             root: root.to_owned(),
             entries: entries.to_vec(),
         };
-        match spawn_helper(&self.opts, &self.mapping, job, &mut |_, _| {})? {
+        match spawn_helper(&self.opts, &self.mapping, job, None, &mut |_, _| {})? {
             HelperMessage::Failed { stage, path, errno } => {
                 Err(SandboxError::from_helper(stage, path, errno))
             }
@@ -151,7 +161,7 @@ impl UserNsSandbox {
             };
             return Ok(status);
         }
-        let msg = spawn_helper(&self.opts, &self.mapping, job, out)?;
+        let msg = spawn_helper(&self.opts, &self.mapping, job, None, out)?;
         match msg {
             HelperMessage::Done { status, .. } => Ok(status),
             HelperMessage::Failed { stage, errno, .. } if stage == "exec" => {
@@ -185,12 +195,21 @@ impl UserNsSandbox {
         let job = Job::Remove {
             path: path.to_owned(),
         };
-        match spawn_helper(&self.opts, &self.mapping, job, &mut |_, _| {})? {
+        match spawn_helper(&self.opts, &self.mapping, job, None, &mut |_, _| {})? {
             HelperMessage::Failed { stage, path, errno } => {
                 Err(SandboxError::from_helper(stage, path, errno))
             }
             _ => Ok(()),
         }
+    }
+
+    /// Checks that steps with the default network ([`super::Network::Default`]) can run here:
+    /// `pasta` exists and the caller can open the TUN device. Returns pasta's path; the error
+    /// ([`SandboxError::NetworkUnavailable`]) names what to install or fix and the
+    /// alternatives. The builder calls it before the first step; [`Sandbox::run`] does too.
+    pub fn check_network(&self) -> Result<PathBuf> {
+        let search = search_path_or_env(self.opts.search_path.as_deref());
+        super::net::check(self.opts.pasta.as_deref(), &search, &self.opts.tun_device)
     }
 
     pub(crate) fn options(&self) -> &SandboxOptions {
@@ -248,13 +267,21 @@ impl UserNsSandbox {
     /// Writes /etc/resolv.conf, /etc/hosts and /etc/hostname for the step into `dir`.
     fn etc_files(&self, spec: &RunSpec, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         let host = |name: &str| std::fs::read(self.opts.etc_dir.join(name)).unwrap_or_default();
+        let resolv = match spec.network {
+            // A loopback resolver of the host is out of the step's reach.
+            super::Network::Default => super::net::resolv_conf(
+                &host("resolv.conf"),
+                std::fs::read(SYSTEMD_RESOLVED_UPSTREAM).ok().as_deref(),
+            ),
+            super::Network::None | super::Network::Host => host("resolv.conf"),
+        };
         let mut hosts = host("hosts");
         if hosts.is_empty() {
             hosts = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec();
         }
         hosts.extend_from_slice(format!("127.0.1.1\t{}\n", spec.hostname).as_bytes());
         let files = [
-            ("etc/resolv.conf", host("resolv.conf")),
+            ("etc/resolv.conf", resolv),
             ("etc/hosts", hosts),
             ("etc/hostname", format!("{}\n", spec.hostname).into_bytes()),
         ];
@@ -280,6 +307,10 @@ impl Sandbox for UserNsSandbox {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunOutcome> {
         self.check(spec)?;
+        let pasta = match spec.network {
+            super::Network::Default => Some(self.check_network()?),
+            super::Network::None | super::Network::Host => None,
+        };
         let scratch = match root.kind() {
             SnapshotterKind::Overlay => root.upper().and_then(Path::parent),
             SnapshotterKind::Walk => root.rootfs().and_then(Path::parent),
@@ -314,7 +345,8 @@ impl Sandbox for UserNsSandbox {
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };
-        let msg = spawn_helper(&self.opts, &self.mapping, Job::Run(Box::new(job)), out)?;
+        let net = pasta.as_deref().map(|p| (p, run_dir.as_path()));
+        let msg = spawn_helper(&self.opts, &self.mapping, Job::Run(Box::new(job)), net, out)?;
         match msg {
             HelperMessage::Done {
                 status,
@@ -375,12 +407,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// Starts the helper with `job`, writes its id maps, streams its stdout/stderr to `out` and
-/// returns its last message.
+/// Starts the helper with `job`, writes its id maps, attaches `pasta` (program, directory for
+/// its pid file and log) to its network namespace if given, streams its stdout/stderr to `out`
+/// and returns its last message.
 pub(crate) fn spawn_helper(
     opts: &SandboxOptions,
     mapping: &IdMapping,
     job: Job,
+    pasta: Option<(&Path, &Path)>,
     out: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<HelperMessage> {
     let (control_r, control_w) = pipe()?;
@@ -440,6 +474,12 @@ pub(crate) fn spawn_helper(
     }
     // On failure, dropping the session kills the helper, which is waiting for "go".
     mapping.write(session.child.id())?;
+    // The step starts only when its network is up; pasta is killed after the step (when this
+    // guard drops, before the session's).
+    let _pasta = match pasta {
+        Some((exe, dir)) => Some(super::net::Pasta::start(exe, session.child.id(), dir)?),
+        None => None,
+    };
     let _ = control.write_all(b"go\n");
     drop(control);
     session.pump(out_r, err_r, out)?;

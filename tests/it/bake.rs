@@ -875,3 +875,44 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
 }
+
+/// `kiln bake` has `kiln build`'s network flags: `RUN --network=host` needs
+/// `--allow network.host` (an error naming the flag and the RUN, before any step), with it
+/// the step shares the host's network; `--network none` leaves the steps only `lo`.
+#[test]
+fn bake_takes_the_network_flags_and_the_host_entitlement() {
+    let k = Kiln::new();
+    if busybox::import(&k, "busybox").is_none() {
+        return;
+    }
+    let dir = k.path("net");
+    let f = project(
+        &dir,
+        "[family]\nname = \"net\"\nversion = \"1.0.0\"\n[tags]\ndefault = [\"{version}\"]\n",
+        &[(
+            "variants/Dockerfile",
+            "FROM busybox\nRUN --network=host test \"$(tail -n +3 /proc/net/dev | wc -l)\" -ge 1\nRUN test \"$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')\" = lo\n",
+        )],
+    );
+    let cfg = f.to_str().unwrap();
+    let (code, err) = k.fails(&["--config", cfg, "bake"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:2:1")
+            && err.contains("`RUN --network=host` needs the `network.host` entitlement")
+            && err.contains("--allow network.host"),
+        "{err}"
+    );
+    let (code, err) = k.fails(&["--config", cfg, "bake", "--network", "host"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--allow network.host"), "{err}");
+    k.ok(&[
+        "--config",
+        cfg,
+        "bake",
+        "--network",
+        "none",
+        "--allow",
+        "network.host",
+    ]);
+}

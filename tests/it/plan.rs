@@ -519,3 +519,49 @@ fn args_on_one_line_resolve_in_order() {
     .unwrap();
     assert_eq!(get(&run_env(&p, 0, 1), "a"), Some("ok"));
 }
+
+/// The build's `--network` (`PlanOptions::network`) applies to RUN steps without a flag and
+/// with `--network=default`, not to `none`/`host` flags; it enters their keys like the RUN
+/// flag does (BuildKit's ExecOp `network` field), and without it keys are unchanged.
+#[test]
+fn the_builds_network_keys_run_steps_like_their_own_flag() {
+    let src = "FROM scratch\nRUN a\nRUN --network=default b\nRUN --network=host c\nRUN --network=none d\n";
+    let net = |p: &BuildPlan| -> Vec<Option<String>> {
+        p.stages[0]
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Run(r) => r.network.clone(),
+                k => panic!("not a RUN: {k:?}"),
+            })
+            .collect()
+    };
+    let keys = |p: &BuildPlan| -> Vec<String> {
+        p.stages[0]
+            .steps
+            .iter()
+            .map(|s| s.cache_key.clone())
+            .collect()
+    };
+    let default = ok(src);
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        net(&default),
+        vec![None, s("default"), s("host"), s("none")]
+    );
+    let none = plan_src(
+        src,
+        &PlanOptions {
+            network: s("none"),
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(net(&none), vec![s("none"), s("none"), s("host"), s("none")]);
+    let (dk, nk) = (keys(&default), keys(&none));
+    assert_ne!(dk[0], nk[0]);
+    assert_ne!(dk[1], nk[1]);
+    // A RUN whose `none` is its own flag or the build's is the same step.
+    let flagged = ok("FROM scratch\nRUN --network=none a\n");
+    assert_eq!(keys(&flagged)[0], nk[0]);
+}

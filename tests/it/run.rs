@@ -906,11 +906,19 @@ fn dockerfile_minimal_on_debian_as_unprivileged_user() {
 /// one test of a real distribution through RUN.
 #[test]
 fn dockerfile_minimal_on_debian_as_unprivileged_user_in_single_id_mode() {
-    // No newuidmap/newgidmap on PATH, and --single-id as well.
-    let Some(k) = KilnAs::with_path(Who::User, "/nonexistent-kiln-path") else {
+    // No newuidmap/newgidmap on PATH (only pasta, for the steps' network), and --single-id as
+    // well.
+    let pasta_only =
+        std::env::temp_dir().join(format!("kiln-it-pasta-only-{}", std::process::id()));
+    std::fs::create_dir_all(&pasta_only).unwrap();
+    if let Some(pasta) = crate::support::sandbox::pasta() {
+        let _ = std::os::unix::fs::symlink(pasta, pasta_only.join("pasta"));
+    }
+    let Some(k) = KilnAs::with_path(Who::User, pasta_only.to_str().unwrap()) else {
         return;
     };
     dockerfile_minimal(&k, &["--single-id"], true);
+    let _ = std::fs::remove_dir_all(&pasta_only);
 }
 
 // ---- what later steps see of a RUN's deletions ----
@@ -945,4 +953,188 @@ fn a_workdir_deleted_by_a_run_is_created_again() {
             "{kind}: cached and fresh RUN differ"
         );
     }
+}
+
+/// Runs kiln with plain progress (which shows steps' output), expecting failure; returns the
+/// exit code and stdout + stderr.
+fn fails_plain(k: &KilnAs, args: &[&str]) -> (i32, String) {
+    let out = k.cmd_progress("plain").args(args).output().unwrap();
+    assert!(!out.status.success(), "kiln {args:?} should have failed");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), all)
+}
+
+/// A TCP port on the host's 127.0.0.1 that accepts and closes every connection (so a client
+/// that gets through exits at once), until the value is dropped.
+struct HostLoopbackPort {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostLoopbackPort {
+    fn new() -> HostLoopbackPort {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in tcp.incoming() {
+                drop(conn);
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+        HostLoopbackPort {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HostLoopbackPort {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `kiln build`'s network flags end to end: a RUN cannot reach a port on the host's 127.0.0.1
+/// by default but has an interface besides `lo`; `--network none` leaves only `lo` (and keys
+/// the RUN apart from the default, as BuildKit does, while a default rebuild is cached);
+/// `--network host` and `RUN --network=host` need `--allow network.host` (an error naming the
+/// flag, before any step runs) and with it do reach the host's loopback.
+fn network_flags_and_the_host_entitlement(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let host = HostLoopbackPort::new();
+    let port = host.port;
+    let ctx = k.context(
+        "net",
+        &format!(
+            "FROM busybox\nRUN ! nc -w 3 127.0.0.1 {port} </dev/null && test \"$(tail -n +3 /proc/net/dev | wc -l)\" -ge 2 && echo isolated > /net\n"
+        ),
+        &[],
+    );
+    let m = build(&k, &ctx, "net", "overlay", &[]);
+    assert_eq!(m["steps"][0]["cached"], false, "{m:#}");
+    let m = build(&k, &ctx, "net", "overlay", &["--network", "default"]);
+    assert_eq!(m["steps"][0]["cached"], true, "{m:#}");
+    // `--network none`: only lo, and not the default's cache entry.
+    let none = k.context(
+        "none",
+        "FROM busybox\nRUN test \"$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')\" = lo\n",
+        &[],
+    );
+    let (_, _, err) = k.fails(&["build", none.to_str().unwrap(), "-t", "none:1"]);
+    assert!(err.contains("exit code 1"), "{err}");
+    build(&k, &none, "none", "overlay", &["--network", "none"]);
+    // `--network none` keys its RUN steps apart from the default's (as BuildKit's ExecOp
+    // network field does); the default keeps the keys it had.
+    let keyed = k.context("keyed", "FROM busybox\nRUN echo keyed > /k\n", &[]);
+    for (flags, cached) in [
+        (&["--network", "default"], false),
+        (&["--network", "default"], true),
+        (&["--network", "none"], false),
+        (&["--network", "none"], true),
+    ] {
+        let m = build(&k, &keyed, "keyed", "overlay", flags);
+        assert_eq!(m["steps"][0]["cached"], cached, "{flags:?}: {m:#}");
+    }
+    // The host's network is an entitlement.
+    let hostnet = k.context(
+        "hostnet",
+        &format!("FROM busybox\nRUN echo step-output\nRUN --network=host nc -w 3 127.0.0.1 {port} </dev/null\n"),
+        &[],
+    );
+    let (code, err) = fails_plain(&k, &["build", hostnet.to_str().unwrap(), "-t", "h:1"]);
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "Dockerfile:3:1: RUN /bin/sh -c nc -w 3 127.0.0.1",
+        "`RUN --network=host` needs the `network.host` entitlement",
+        "--allow network.host",
+    ] {
+        assert!(err.contains(needle), "no `{needle}` in:\n{err}");
+    }
+    assert!(
+        !err.lines()
+            .any(|l| l.trim_end().ends_with("step-output") && !l.contains("RUN")),
+        "a step ran first:\n{err}"
+    );
+    let (code, _, err) = k.fails(&["build", ctx.to_str().unwrap(), "--network", "host"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--network host needs the `network.host` entitlement")
+            && err.contains("--allow network.host"),
+        "{err}"
+    );
+    let (_, _, err) = k.fails(&["build", ctx.to_str().unwrap(), "--allow", "network.hots"]);
+    assert!(err.contains("unknown entitlement"), "{err}");
+    build(&k, &hostnet, "h", "overlay", &["--allow", "network.host"]);
+    let reach = k.context(
+        "reach",
+        &format!("FROM busybox\nRUN nc -w 3 127.0.0.1 {port} </dev/null\n"),
+        &[],
+    );
+    build(
+        &k,
+        &reach,
+        "reach",
+        "overlay",
+        &["--network", "host", "--allow", "network.host"],
+    );
+    k.ok(&["store", "fsck"]);
+}
+
+#[test]
+fn network_flags_and_the_host_entitlement_as_root() {
+    network_flags_and_the_host_entitlement(Who::Root);
+}
+
+#[test]
+fn network_flags_and_the_host_entitlement_as_unprivileged_user() {
+    network_flags_and_the_host_entitlement(Who::User);
+}
+
+/// Without pasta on PATH, a build whose RUN needs the default network fails before its first
+/// step, naming what to install and the alternatives; `--network none` still builds.
+#[test]
+fn a_missing_pasta_is_an_error_before_the_first_step() {
+    // As root: the identity mapping needs no newuidmap, so PATH may lack everything.
+    let Some(k) = KilnAs::with_path(Who::Root, "/nonexistent-kiln-path") else {
+        return;
+    };
+    if !k.busybox() {
+        return;
+    }
+    let ctx = k.context("nopasta", "FROM busybox\nRUN echo step-output\n", &[]);
+    let (code, err) = fails_plain(&k, &["build", ctx.to_str().unwrap(), "-t", "p:1"]);
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "RUN steps cannot get their own network on this machine",
+        "`pasta` was not found on PATH",
+        "apt-get install passt",
+        "--network none",
+        "--network host --allow network.host",
+    ] {
+        assert!(err.contains(needle), "no `{needle}` in:\n{err}");
+    }
+    // The step's output would be a line of its own.
+    assert!(
+        !err.lines()
+            .any(|l| l.trim_end().ends_with("step-output") && !l.contains("RUN")),
+        "the step ran:\n{err}"
+    );
+    build(&k, &ctx, "p", "overlay", &["--network", "none"]);
 }

@@ -2,7 +2,10 @@
 //! (root here) and, re-run through `runuser`, as an unprivileged user with subordinate ids and in
 //! single-id mode. Where user namespaces are refused the tests say why and pass, except with
 //! `CI=true`, where they fail.
-use crate::support::debian::{debian_apt_get_install_and_useradd, debian_rootfs_for_test_user};
+use crate::support::debian::{
+    debian_apt_get_install_and_useradd, debian_network_reaches_the_registries_but_not_host_sockets,
+    debian_rootfs_for_test_user,
+};
 use crate::support::sandbox::{
     kiln_exe, ok, processes_with, run, sandbox, sh, signal_kiln_and_check_the_step_dies, single,
     skip_or_fail, World,
@@ -214,6 +217,100 @@ fn network_none_has_only_loopback(sb: &UserNsSandbox, kind: SnapshotterKind) {
             "{network:?}: {out}{err}"
         );
         assert!(o.diff.changes.is_empty(), "{:?}", o.diff.paths());
+    }
+}
+
+/// Whether this machine reaches a package registry over https (`deb.debian.org:443`); with
+/// `CI=true` it must.
+fn registry_reachable() -> bool {
+    use std::net::ToSocketAddrs;
+    let reachable = ("deb.debian.org", 443)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok());
+    if !reachable {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and deb.debian.org:443 is unreachable from this machine"
+        );
+        eprintln!("not checking outbound https: deb.debian.org:443 is unreachable from here");
+    }
+    reachable
+}
+
+/// The trust boundary of the default network: a step reaches the internet (DNS and https to a
+/// package registry) but neither a TCP port bound on the host's 127.0.0.1 nor the host's
+/// abstract unix sockets; its own loopback works. `--network=none` reaches nothing outside,
+/// and the same probes with `--network=host` do reach the host's services (so the probes can
+/// tell).
+fn default_network_reaches_out_but_not_the_hosts_loopback(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    use std::os::linux::net::SocketAddrExt;
+    let w = World::new(kind, |_| {});
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    // Accepts and closes each connection, so that a client that got through exits at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for conn in tcp.incoming() {
+                drop(conn);
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+        })
+    };
+    let name = format!("kiln-it-abstract-{}-{port}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    // A port for the step's own listener, free on the host too (for the `host` run, while
+    // other tests run).
+    let own = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let probes = format!(
+        "nc -w 3 127.0.0.1 {port} </dev/null && echo host-tcp; \
+         grep -q '@{name}' /proc/net/unix && echo host-abstract; \
+         (sleep 10 | nc -l -p {own} >/tmp/got &) ; \
+         for i in $(seq 50); do echo ping | nc -w 1 127.0.0.1 {own} 2>/dev/null && break; sleep 0.1; done; \
+         for i in $(seq 50); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got; true"
+    );
+    let with = |network: Network, script: &str| {
+        let (o, out, err) = run(
+            sb,
+            &w,
+            &RunSpec {
+                network,
+                ..sh(script)
+            },
+        );
+        assert!(o.status.success(), "{network:?}: {out}{err}");
+        (out, err)
+    };
+    for (network, want) in [
+        (Network::Default, "ping\n"),
+        (Network::None, "ping\n"),
+        (Network::Host, "host-tcp\nhost-abstract\nping\n"),
+    ] {
+        let (out, err) = with(network, &probes);
+        assert_eq!(out, want, "{network:?}, stderr: {err}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    acceptor.join().unwrap();
+    if registry_reachable() {
+        // The host's resolver answers through pasta (busybox's own TLS cannot talk to every
+        // middlebox: the Debian scenario checks https to the registries with curl and apt).
+        let dns = "nslookup deb.debian.org >/dev/null 2>&1 && echo resolved; true";
+        assert_eq!(with(Network::Default, dns).0, "resolved\n");
+        assert_eq!(with(Network::None, dns).0, "");
     }
 }
 
@@ -605,6 +702,7 @@ scenarios!(
     output_is_streamed_while_the_step_runs,
     user_1000_runs_as_1000,
     network_none_has_only_loopback,
+    default_network_reaches_out_but_not_the_hosts_loopback,
     no_descriptor_of_kiln_leaks_into_the_step,
     no_process_outlives_its_step,
     signals_are_reset_for_the_step,
@@ -619,6 +717,7 @@ scenarios!(
     chown_in_namespace_gives_base_files_their_owners,
     symlinks_in_the_image_cannot_send_mounts_to_the_host,
     debian_apt_get_install_and_useradd,
+    debian_network_reaches_the_registries_but_not_host_sockets,
 );
 
 /// Runs every scenario with both snapshotters; started by the `as_unprivileged_*` tests through
@@ -829,6 +928,64 @@ fn per_step_overhead() {
                 time(&Snapshot::walk(rootfs), 5)
             );
         }
+        let _ = sb.remove_tree(tmp.path());
+    }
+}
+
+/// Prints what a step's own network costs (`--ignored`, for measuring): a trivial step with
+/// each network on the busybox base, and `apt-get update` plus a 2 MB https download from
+/// deb.debian.org on the Debian base (if cached), with the host's network and the default.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn network_overhead() {
+    let Some(sb) = sandbox() else { return };
+    let w = World::new(SnapshotterKind::Overlay, |_| {});
+    for network in [Network::Host, Network::None, Network::Default] {
+        let step = RunSpec {
+            argv: vec!["/bin/true".into()],
+            network,
+            ..RunSpec::default()
+        };
+        let n = 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            assert!(sb
+                .run(&w.snapshot, &step, &mut |_, _| {})
+                .unwrap()
+                .status
+                .success());
+        }
+        eprintln!("RUN true, {network:?}: {:?} per step", start.elapsed() / n);
+    }
+    let Some(debian) = crate::support::debian::debian_rootfs() else {
+        return;
+    };
+    let script =
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null";
+    for network in [
+        Network::Host,
+        Network::Default,
+        Network::Host,
+        Network::Default,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = Snapshot::overlay(vec![debian.clone()], &tmp.path().join("s")).unwrap();
+        let start = Instant::now();
+        let o = sb
+            .run(
+                &snap,
+                &RunSpec {
+                    network,
+                    ..sh(script)
+                },
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert!(o.status.success());
+        eprintln!(
+            "apt-get update + install curl, {network:?}: {:?}",
+            start.elapsed()
+        );
         let _ = sb.remove_tree(tmp.path());
     }
 }

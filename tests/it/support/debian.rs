@@ -132,3 +132,80 @@ pub fn debian_apt_get_install_and_useradd(sb: &UserNsSandbox, kind: SnapshotterK
     assert!(o.status.success(), "{out}");
     assert_eq!(out, format!("{want}\nHello, world!\n"));
 }
+
+/// The default network on a Debian base, rootless or not: `apt-get update` and
+/// `apt-get install curl` from deb.debian.org, then https (with the host's CA bundle, bound in,
+/// since the way out may intercept TLS) to the Debian, PyPI and npm registries; and the host's
+/// abstract unix socket refuses the step's `connect`, while a `--network=host` step reaches it
+/// (so the probe can tell). The network does not depend on the snapshotter: overlay only.
+pub fn debian_network_reaches_the_registries_but_not_host_sockets(
+    sb: &UserNsSandbox,
+    kind: SnapshotterKind,
+) {
+    use kiln::sandbox::{Mount, MountKind, Network};
+    use std::os::linux::net::SocketAddrExt;
+    if kind != SnapshotterKind::Overlay {
+        return;
+    }
+    let Some(src) = super::runas::debootstrap::ensure_rootfs() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no Debian tree could be made at {DEBIAN_ROOTFS}"
+        );
+        eprintln!("skipping: no Debian rootfs at {DEBIAN_ROOTFS}");
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-it-deb-net-")
+        .tempdir()
+        .unwrap();
+    let _cleanup = RemoveOnDrop(tmp.path().to_owned());
+    let name = format!("kiln-it-deb-abstract-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let perl = format!(
+        "perl -MSocket -e 'socket(S, AF_UNIX, SOCK_STREAM, 0) or die; \
+         print connect(S, pack_sockaddr_un(\"\\0{name}\")) ? \"abstract reached\\n\" : \"abstract: $!\\n\"'"
+    );
+    let run = |dir: &str, spec: RunSpec| {
+        let snap = Snapshot::overlay(vec![src.clone()], &tmp.path().join(dir)).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let o = sb
+            .run(&snap, &spec, &mut |s, b| match s {
+                Stream::Stdout => out.extend_from_slice(b),
+                Stream::Stderr => err.extend_from_slice(b),
+            })
+            .unwrap();
+        let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+        assert!(o.status.success(), "{:?}: {out}{err}", o.status);
+        out.into_owned()
+    };
+    let host = run(
+        "host",
+        RunSpec {
+            network: Network::Host,
+            ..sh(&perl)
+        },
+    );
+    assert_eq!(host, "abstract reached\n");
+    let script = format!(
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null && \
+         for u in https://deb.debian.org/debian/dists/bookworm/Release https://pypi.org/simple/pip/ \
+         https://registry.npmjs.org/-/ping; do \
+         curl -sS --cacert /run/kiln-host-ca.crt -o /dev/null -w '%{{http_code}}\\n' \"$u\"; done && {perl}"
+    );
+    let spec = RunSpec {
+        mounts: vec![Mount {
+            target: "/run/kiln-host-ca.crt".into(),
+            kind: MountKind::Bind {
+                source: "/etc/ssl/certs/ca-certificates.crt".into(),
+                readonly: true,
+            },
+        }],
+        ..sh(&script)
+    };
+    assert_eq!(
+        run("default", spec),
+        "200\n200\n200\nabstract: Connection refused\n"
+    );
+}

@@ -17,6 +17,17 @@ pub fn kiln_exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
 }
 
+/// `pasta` (package passt), for steps with the default network: on PATH, else in /usr/bin (the
+/// single-id run empties PATH so that no newuidmap is found); `None` lets the sandbox report it
+/// missing.
+pub fn pasta() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join("pasta"))
+        .find(|p| p.is_file())
+}
+
 /// Skips (after saying why), or fails when `CI=true`.
 pub fn skip_or_fail(why: &str) -> Option<UserNsSandbox> {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -31,6 +42,7 @@ pub fn sandbox() -> Option<UserNsSandbox> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     let sb = UserNsSandbox::new(SandboxOptions {
         helper_exe: kiln_exe(),
+        pasta: pasta(),
         ..SandboxOptions::default()
     });
     let probed = PROBED.get_or_init(|| {
