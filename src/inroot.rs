@@ -6,7 +6,7 @@
 //! does it: an absolute name or an absolute symlink target starts again at the root, `..` at the
 //! root stays at the root, and no symlink (however chained) leads out of it. That is also how
 //! BuildKit resolves a `RUN --mount=type=bind,source=` selector and a COPY source inside its
-//! root (`fs.RootPath` in continuity's `fs/path.go`).
+//! root (its executor's `sub` in `executor/oci` calls continuity's `fs.RootPath`).
 //!
 //! Where the kernel has `openat2` (Linux 5.6+) it does the work. Where it does not (`ENOSYS`: an
 //! old kernel or a seccomp profile that hides it), [`open`] walks the name one component at a

@@ -189,7 +189,9 @@ pub(super) fn mounts(
                 };
                 // The sandbox resolves the same name in the same root with the same primitive,
                 // so this check and the mount cannot disagree; a symlink leading out of the
-                // root resolves inside it, as in BuildKit (a chroot), and is usually missing.
+                // root resolves inside it, as in BuildKit (a chroot: dockerfile2llb passes the
+                // source as `llb.SourcePath`, and the executor's `sub` in executor/oci resolves
+                // it with continuity's `fs.RootPath(m.Source, subPath)`).
                 crate::inroot::open_path(&root, &rel, rustix::fs::OFlags::PATH).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         format!(
