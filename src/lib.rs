@@ -4,6 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`inroot`] | the one way to resolve a name inside a root directory to a file descriptor (`openat2(RESOLVE_IN_ROOT)`, or a checked walk) |
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
@@ -33,6 +34,7 @@ pub mod cache;
 pub mod cli;
 pub mod dockerfile;
 pub mod image;
+pub mod inroot;
 pub mod layer;
 pub mod oci;
 pub mod ops;

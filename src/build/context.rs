@@ -1,7 +1,6 @@
 //! The build context: which files COPY and ADD may read, after `.dockerignore`, and how a source
 //! path is found in it (wildcards, symlinks resolved inside the context, never outside).
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::dockerfile::ignore::Ignore;
@@ -169,59 +168,16 @@ impl Context {
     }
 
     /// Resolves `rel` through symlinks inside the context (an absolute or climbing target stays
-    /// inside, as in a chroot). Returns the resolved relative path.
+    /// inside, as in a chroot) with [`crate::inroot::resolve`], the resolver the sandbox uses
+    /// for bind sources too. Returns the resolved relative path.
     fn resolve(&self, rel: &str) -> Result<String, SourceError> {
-        let mut todo: Vec<String> = rel
-            .split('/')
-            .filter(|c| !c.is_empty())
-            .rev()
-            .map(str::to_string)
-            .collect();
-        let mut out: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            match c.as_str() {
-                "." => continue,
-                ".." => {
-                    out.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            out.push(c);
-            let p = self.root.join(out.join("/"));
-            let md = match std::fs::symlink_metadata(&p) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(SourceError::NotFound(rel.to_string()))
-                }
-                Err(e) => return Err(SourceError::Io(rel.to_string(), e.to_string())),
-            };
-            if md.file_type().is_symlink() {
-                hops += 1;
-                if hops > 40 {
-                    return Err(SourceError::Io(
-                        rel.to_string(),
-                        "too many levels of symbolic links".into(),
-                    ));
-                }
-                let target = std::fs::read_link(&p)
-                    .map_err(|e| SourceError::Io(rel.to_string(), e.to_string()))?;
-                out.pop();
-                let t = target.as_os_str().as_bytes();
-                if t.first() == Some(&b'/') {
-                    out.clear();
-                }
-                for part in String::from_utf8_lossy(t)
-                    .split('/')
-                    .filter(|c| !c.is_empty())
-                    .rev()
-                {
-                    todo.push(part.to_string());
-                }
-            }
+        let io = |e: String| SourceError::Io(rel.to_string(), e);
+        let root = crate::inroot::open_root(&self.root).map_err(|e| io(e.to_string()))?;
+        match crate::inroot::resolve(&root, rel.as_bytes(), rustix::fs::OFlags::PATH) {
+            Ok((_, path)) => Ok(String::from_utf8_lossy(&path).into_owned()),
+            Err(rustix::io::Errno::NOENT) => Err(SourceError::NotFound(rel.to_string())),
+            Err(e) => Err(io(std::io::Error::from(e).to_string())),
         }
-        Ok(out.join("/"))
     }
 
     /// Expands one source as written in COPY/ADD into context paths (relative, resolved through

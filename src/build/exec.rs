@@ -152,6 +152,15 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
                     refs.push((reference.clone(), step.position));
                 }
             }
+            // `RUN --mount=from=IMAGE` (regression: only COPY's images were fetched, so such
+            // a mount failed with "image was not fetched").
+            if let StepKind::Run(r) = &step.kind {
+                for pm in &r.mounts {
+                    if let Source::Image { reference } = &pm.source {
+                        refs.push((reference.clone(), step.position));
+                    }
+                }
+            }
         }
         for (r, pos) in refs {
             if images.contains_key(&r) {

@@ -234,22 +234,34 @@ pub(super) fn mounts(
                         m.source.as_deref().unwrap_or("")
                     )
                 })?;
-                let root = match &pm.source {
-                    Source::Context => env.context_root.to_path_buf(),
-                    other => (env.tree_root)(other)?,
+                let (root, what) = match &pm.source {
+                    Source::Context => (env.context_root.to_path_buf(), "the build context"),
+                    Source::Stage { .. } => ((env.tree_root)(&pm.source)?, "the stage"),
+                    Source::Image { .. } => ((env.tree_root)(&pm.source)?, "the image"),
                 };
-                let source = if rel.is_empty() {
-                    root
-                } else {
-                    root.join(&rel)
-                };
-                if std::fs::symlink_metadata(&source).is_err() {
-                    return Err(format!("bind source `{rel}` does not exist"));
-                }
+                // The sandbox resolves the same name in the same root with the same primitive,
+                // so this check and the mount cannot disagree; a symlink leading out of the
+                // root resolves inside it, as in BuildKit (a chroot: dockerfile2llb passes the
+                // source as `llb.SourcePath`, and the executor's `sub` in executor/oci resolves
+                // it with continuity's `fs.RootPath(m.Source, subPath)`).
+                crate::inroot::open_path(&root, &rel, rustix::fs::OFlags::PATH).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        format!(
+                            "bind source `{}` does not exist in {what} (symlinks resolve inside it): {e}",
+                            m.source.as_deref().unwrap_or("")
+                        )
+                    } else {
+                        format!(
+                            "bind source `{}`: {e}",
+                            m.source.as_deref().unwrap_or("")
+                        )
+                    }
+                })?;
                 out.push(Mount {
                     target,
                     kind: MountKind::Bind {
-                        source,
+                        root,
+                        source: rel,
                         readonly: m.read_only.unwrap_or(true),
                     },
                 });

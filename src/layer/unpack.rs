@@ -1,8 +1,8 @@
 //! Applying a layer's tar stream to a directory, as the OCI image spec's "Applying Changesets"
 //! says, without ever writing or following a link outside that directory.
 //!
-//! Every path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against a file
-//! descriptor of the root, so `..`, absolute symlinks and symlinked parents all stay inside it; the
+//! Every path is resolved with [`crate::inroot`] (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`,
+//! or its checked walk on kernels without it) against a file descriptor of the root, so `..`, absolute symlinks and symlinked parents all stay inside it; the
 //! last component is created with `*at` calls that do not follow links (`O_NOFOLLOW`, `O_EXCL`).
 //! Members whose path climbs out of the root are refused. Whiteouts (`.wh.NAME`) delete from the
 //! layers below; an opaque marker (`.wh..wh..opq`) empties its directory of everything this layer
@@ -25,9 +25,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, RawMode, ResolveFlags, Timespec, Timestamps, XattrFlags,
-};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawMode, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use super::entry::path_components;
@@ -89,10 +87,6 @@ fn io(member: &[u8], e: impl Into<io::Error>) -> Error {
     }
 }
 
-fn resolve() -> ResolveFlags {
-    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
-}
-
 /// Opens directory `comps` below `root`, creating missing directories (mode 0755).
 fn open_dir(
     root: &OwnedFd,
@@ -101,8 +95,7 @@ fn open_dir(
     created: &mut HashSet<Vec<u8>>,
 ) -> Result<OwnedFd, Error> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut cur = rustix::fs::openat2(root, ".", flags, Mode::empty(), resolve())
-        .map_err(|e| io(member, e))?;
+    let mut cur = crate::inroot::open(root, ".", flags).map_err(|e| io(member, e))?;
     let mut prefix: Vec<u8> = Vec::new();
     for c in comps {
         if !prefix.is_empty() {
@@ -110,7 +103,7 @@ fn open_dir(
         }
         prefix.extend_from_slice(c);
         let p = OsStr::from_bytes(&prefix);
-        cur = match rustix::fs::openat2(root, p, flags, Mode::empty(), resolve()) {
+        cur = match crate::inroot::open(root, p, flags) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
                 match rustix::fs::mkdirat(&cur, OsStr::from_bytes(c), Mode::from_raw_mode(0o755)) {
@@ -118,8 +111,7 @@ fn open_dir(
                     Err(e) => return Err(io(member, e)),
                 }
                 created.insert(prefix.clone());
-                rustix::fs::openat2(root, p, flags, Mode::empty(), resolve())
-                    .map_err(|e| io(member, e))?
+                crate::inroot::open(root, p, flags).map_err(|e| io(member, e))?
             }
             Err(Errno::NOTDIR) => {
                 return Err(bad(
@@ -384,12 +376,10 @@ pub fn apply_layer(
                     return Err(bad(&member, "hard link to the root"));
                 }
                 let tpath = tc.join(&b'/');
-                let src = rustix::fs::openat2(
+                let src = crate::inroot::open(
                     &root_fd,
                     OsStr::from_bytes(&tpath),
                     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    resolve(),
                 )
                 .map_err(|e| {
                     bad(
@@ -520,13 +510,7 @@ fn open_existing_dir(root: &OwnedFd, path: &[u8]) -> io::Result<Option<OwnedFd>>
     if parent_path.is_empty() {
         parent_path.push(b'.');
     }
-    let parent = match rustix::fs::openat2(
-        root,
-        OsStr::from_bytes(&parent_path),
-        dir,
-        Mode::empty(),
-        resolve(),
-    ) {
+    let parent = match crate::inroot::open(root, OsStr::from_bytes(&parent_path), dir) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
         Err(e) => return Err(e.into()),

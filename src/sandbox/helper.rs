@@ -310,7 +310,7 @@ fn read_report(fd: OwnedFd) -> Option<InitReport> {
 /// Changes the owner of each entry (never following a symlink, never leaving `root`) and puts
 /// back the setuid and setgid bits that chown clears.
 pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<(), Fail> {
-    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    use rustix::fs::{AtFlags, Mode, OFlags};
     let root_fd = rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -329,15 +329,9 @@ pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result
             parent
         };
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let dir = rustix::fs::openat2(
-            &root_fd,
-            parent,
-            flags,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT,
-        )
-        .map_err(io::Error::from)
-        .ctx("open", Some(rel))?;
+        let dir = crate::inroot::open(&root_fd, parent, flags)
+            .map_err(io::Error::from)
+            .ctx("open", Some(rel))?;
         let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(io::Error::from)
             .ctx("stat", Some(rel))?;

@@ -215,10 +215,17 @@ pub struct Mount {
 /// The kinds of [`Mount`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
-    /// A host file or directory bound into the step (also how secrets are mounted).
+    /// A file or directory from a host tree bound into the step. `source` is resolved inside
+    /// `root` with [`crate::inroot`], by the builder and again by the sandbox (which cannot bind
+    /// a descriptor opened in another mount namespace), so a symlink never leads out of `root`.
+    /// A writable one (`readonly: false`) is an overlay (or a copy) on a tmpfs private to the
+    /// step: its writes vanish with the step, as in BuildKit, and never reach `root`.
     Bind {
-        /// The host path.
-        source: PathBuf,
+        /// The tree the source is resolved in: the build context, or a stage's or an image's
+        /// root filesystem (chosen by kiln or named by the user, so trusted).
+        root: PathBuf,
+        /// The name inside `root` (from the Dockerfile: untrusted); empty for `root` itself.
+        source: String,
         /// Whether the step may not write to it.
         readonly: bool,
     },

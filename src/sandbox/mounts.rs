@@ -2,16 +2,19 @@
 //! filesystem, `/proc`, a minimal `/dev`, the bound `/etc` files and the extra mounts; and the
 //! clean-up afterwards that removes the mount points kiln had to create.
 //!
-//! Every target is resolved inside the new root with `openat2(RESOLVE_IN_ROOT)` and mounted
-//! through its `/proc/self/fd/N` magic link, so a symlink in the image (`/etc/hosts -> /x`, or
-//! an absolute one) can never make a mount land on the host. Missing targets are created as
+//! Every target is resolved inside the new root with [`crate::inroot`] (`openat2(RESOLVE_IN_ROOT)`
+//! or its checked walk) and mounted through its `/proc/self/fd/N` magic link (`mount(2)` takes
+//! paths; the magic link names exactly the resolved file), so a symlink in the image
+//! (`/etc/hosts -> /x`, or an absolute one) can never make a mount land on the host. Bind
+//! sources are resolved the same way inside their own root (the context, a stage, an image),
+//! and a writable bind is an overlay or a copy on a private tmpfs, never the source itself. Missing targets are created as
 //! *stubs*; after the step the stubs that are still empty are removed and their parent
 //! directory's times restored, as BuildKit's `MountStubsCleaner` does, so they leave no trace in
 //! the diff.
 use super::helper::{cstr, Fail, IoCtx};
 use super::protocol::{RootJob, RunJob, APT_SINGLE_ID_CONF};
 use super::MountKind;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -66,16 +69,9 @@ fn fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a formatted number")
 }
 
-/// Opens `rel` inside `root` as an `O_PATH` fd, never leaving `root`.
+/// Opens `rel` inside `root` as an `O_PATH` fd, never leaving `root` ([`crate::inroot`]).
 fn open_in_root(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
-    let rel = if rel.is_empty() { "." } else { rel };
-    Ok(rustix::fs::openat2(
-        root,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )?)
+    Ok(crate::inroot::open(root, rel, OFlags::PATH)?)
 }
 
 /// Splits an absolute container path into its components; `..` is refused.
@@ -343,9 +339,21 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
     }
     let mut user_fds = Vec::new();
     let mut secrets_mounted = false;
+    let mut rw_mounted = false;
     for m in &job.spec.mounts {
         let fd = match &m.kind {
-            MountKind::Bind { source, .. } => Some(open_host(source)?),
+            MountKind::Bind {
+                root,
+                source,
+                readonly,
+            } => {
+                let src = open_bind_source(root, source)?;
+                Some(if *readonly {
+                    src
+                } else {
+                    writable_copy(job, &mut rw_mounted, user_fds.len(), &src, root, source)?
+                })
+            }
             MountKind::Cache {
                 source,
                 uid,
@@ -580,6 +588,191 @@ fn mount_sys(stubs: &mut Stubs, root: BorrowedFd<'_>, job: &RunJob, host_sys: Op
     }
 }
 
+/// Resolves a bind mount's `source` inside `root` with the builder's own primitive. The builder
+/// resolved it already, but its descriptor belongs to kiln's mount namespace, and the kernel
+/// binds only mounts of the caller's namespace (`check_mnt` in `do_loopback`): the same
+/// resolution of the same name in the same tree is done again here, after the unshare.
+fn open_bind_source(root: &Path, source: &str) -> Result<OwnedFd, Fail> {
+    crate::inroot::open_path(root, source, OFlags::PATH).map_err(|e| Fail {
+        stage: "resolve the bind source".into(),
+        path: Some(root.join(source)),
+        errno: e.source.raw_os_error().unwrap_or(libc::EIO),
+    })
+}
+
+/// The writable view of a `rw` bind source for mount number `index`: an overlay with `src` as
+/// its only lower layer and its upper directory on a tmpfs private to this mount namespace
+/// (mounted on first use over `job.rw_dir`), so the step's writes vanish with the step and
+/// never reach the source, as BuildKit gives a `rw` bind a throw-away snapshot
+/// (`dockerfile2llb/convert_runmount.go`: `llb.ForceNoOutput` on a non-readonly bind). A file,
+/// or a directory where overlayfs is refused, is copied onto that tmpfs instead.
+fn writable_copy(
+    job: &RunJob,
+    mounted: &mut bool,
+    index: usize,
+    src: &OwnedFd,
+    root: &Path,
+    source: &str,
+) -> Result<OwnedFd, Fail> {
+    let dir = &job.rw_dir;
+    if !*mounted {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV;
+        mount(
+            Some(c"tmpfs"),
+            &cstr(dir)?,
+            Some(c"tmpfs"),
+            flags,
+            Some(c"mode=0700"),
+        )
+        .ctx("mount the tmpfs of rw bind mounts", Some(dir))?;
+        *mounted = true;
+    }
+    let base = dir.join(index.to_string());
+    let shown = root.join(source);
+    std::fs::create_dir(&base).ctx("create", Some(&base))?;
+    let st = rustix::fs::fstat(src)
+        .map_err(io::Error::from)
+        .ctx("stat the bind source", Some(&shown))?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let [upper, work, merged] = ["upper", "work", "merged"].map(|d| base.join(d));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).ctx("create", Some(d))?;
+        }
+        // The lower layer is the resolved descriptor itself: overlayfs looks the path up with
+        // the magic link followed, so nothing is resolved twice.
+        let lower = PathBuf::from(OsStr::from_bytes(fd_path(src.as_fd()).as_bytes()));
+        if mount_overlay(&[lower], &upper, &work, &merged).is_ok() {
+            // The upper directory takes the source's owner and mode, as overlayfs copies up.
+            let _ = std::os::unix::fs::chown(&upper, Some(st.st_uid), Some(st.st_gid));
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(st.st_mode & 0o7777);
+            let _ = std::fs::set_permissions(&upper, mode);
+            return open_host(&merged);
+        }
+        let copy = base.join("copy");
+        std::fs::create_dir(&copy).ctx("create", Some(&copy))?;
+        let to = open_host(&copy)?;
+        copy_tree(src.as_fd(), to.as_fd()).ctx("copy the rw bind source", Some(&shown))?;
+        return open_host(&copy);
+    }
+    let copy = base.join("file");
+    copy_entry(
+        src.as_fd(),
+        None,
+        &st,
+        open_host(&base)?.as_fd(),
+        OsStr::new("file"),
+    )
+    .ctx("copy the rw bind source", Some(&shown))?;
+    open_host(&copy)
+}
+
+/// Copies the directory `from` (an `O_PATH` fd) into the existing directory `to`, never
+/// following a symlink: files, directories and symlinks with their owners and modes (best
+/// effort: ids the namespace does not map keep the copier's); sockets, FIFOs and devices are
+/// left out. Every name is opened relative to its parent's descriptor.
+pub(crate) fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    let dir = rustix::fs::openat(
+        from,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(&dir)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsString::from(OsStr::from_bytes(name)));
+        }
+    }
+    names.sort();
+    for name in names {
+        let st = rustix::fs::statat(&dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        copy_entry(dir.as_fd(), Some(&name), &st, to, &name)?;
+    }
+    Ok(())
+}
+
+/// Copies one entry: `name` in `parent` (or `parent` itself when `name` is `None`) with stat
+/// `st`, to `name_to` in `to`.
+fn copy_entry(
+    parent: BorrowedFd<'_>,
+    name: Option<&OsStr>,
+    st: &rustix::fs::Stat,
+    to: BorrowedFd<'_>,
+    name_to: &OsStr,
+) -> io::Result<()> {
+    let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+    let owner = |fd: BorrowedFd<'_>, name: &OsStr, flags| {
+        let _ = rustix::fs::chownat(
+            fd,
+            name,
+            Some(rustix::process::Uid::from_raw(st.st_uid)),
+            Some(rustix::process::Gid::from_raw(st.st_gid)),
+            flags,
+        );
+    };
+    let src_name = name.unwrap_or(OsStr::new(""));
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            rustix::fs::mkdirat(to, name_to, Mode::from_raw_mode(0o700))?;
+            let sub = rustix::fs::openat(parent, src_name, OFlags::PATH | nofollow, Mode::empty())?;
+            let sub_to = rustix::fs::openat(to, name_to, OFlags::PATH | nofollow, Mode::empty())?;
+            copy_tree(sub.as_fd(), sub_to.as_fd())?;
+            owner(to, name_to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+            rustix::fs::chmodat(to, name_to, mode, rustix::fs::AtFlags::empty())?;
+        }
+        libc::S_IFREG => {
+            let src = if name.is_some() {
+                rustix::fs::openat(parent, src_name, OFlags::RDONLY | nofollow, Mode::empty())?
+            } else {
+                // The resolved O_PATH descriptor of the source itself cannot be read: reopen it
+                // through its magic link (the only way to turn O_PATH into a readable fd).
+                rustix::fs::open(
+                    OsStr::from_bytes(fd_path(parent).as_bytes()),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?
+            };
+            let dst = rustix::fs::openat(
+                to,
+                name_to,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | nofollow,
+                Mode::from_raw_mode(0o600),
+            )?;
+            io::copy(
+                &mut std::fs::File::from(src),
+                &mut std::fs::File::from(dst.try_clone()?),
+            )?;
+            let _ = rustix::fs::fchown(
+                &dst,
+                Some(rustix::process::Uid::from_raw(st.st_uid)),
+                Some(rustix::process::Gid::from_raw(st.st_gid)),
+            );
+            rustix::fs::fchmod(&dst, mode)?;
+            let ts = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::futimens(&dst, &ts);
+        }
+        libc::S_IFLNK => {
+            let target = rustix::fs::readlinkat(parent, src_name, Vec::new())?;
+            rustix::fs::symlinkat(&target, to, name_to)?;
+            owner(to, name_to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Writes secret number `index` into the step's private tmpfs (mounted on first use over
 /// `job.secrets_dir`, in this mount namespace only) with its owner and mode, and returns an
 /// `O_PATH` fd of it to bind at the target.
@@ -681,4 +874,57 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: ifr is a valid ifreq naming "lo" with its flags.
     sys(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy a `rw` bind gets where overlayfs is refused: files, directories (with modes and
+    /// times) and symlinks as symlinks, never followed; nothing written outside the copy.
+    #[test]
+    fn copy_tree_copies_links_as_links_and_never_follows_them() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, out) = (
+            t.path().join("src"),
+            t.path().join("dst"),
+            t.path().join("out"),
+        );
+        for d in [&src, &dst, &out] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::create_dir(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), "f").unwrap();
+        std::fs::write(out.join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(&out, src.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../out/secret", src.join("rel")).unwrap();
+        let mode = |p: &Path, m| {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+        };
+        mode(&src.join("sub/f"), 0o640);
+        mode(&src.join("sub"), 0o750);
+        let from = crate::inroot::open_root(&src).unwrap();
+        let to = crate::inroot::open_root(&dst).unwrap();
+        copy_tree(from.as_fd(), to.as_fd()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        assert_eq!(std::fs::read(dst.join("sub/f")).unwrap(), b"f");
+        assert_eq!(md(&dst.join("sub/f")).permissions().mode() & 0o7777, 0o640);
+        assert_eq!(md(&dst.join("sub")).permissions().mode() & 0o7777, 0o750);
+        assert_eq!(std::fs::read_link(dst.join("abs")).unwrap(), out);
+        assert_eq!(
+            std::fs::read_link(dst.join("rel")).unwrap(),
+            Path::new("../out/secret")
+        );
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            1,
+            "the copy wrote through a link"
+        );
+        // A file source: the resolved O_PATH descriptor itself.
+        let f = crate::inroot::open_path(&src, "sub/f", OFlags::PATH).unwrap();
+        let st = rustix::fs::fstat(&f).unwrap();
+        copy_entry(f.as_fd(), None, &st, to.as_fd(), OsStr::new("file")).unwrap();
+        assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"f");
+    }
 }

@@ -76,6 +76,9 @@ pub(crate) struct RunJob {
     pub apt_conf: Option<PathBuf>,
     /// An empty directory on which the init process mounts a private tmpfs for secrets.
     pub secrets_dir: PathBuf,
+    /// An empty directory on which the init process mounts a private tmpfs for the writable
+    /// layers of `rw` bind mounts (their writes vanish with the step).
+    pub rw_dir: PathBuf,
     /// Only id 0 exists: skip user switching, install the seccomp emulation.
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.

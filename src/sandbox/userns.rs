@@ -342,6 +342,15 @@ impl Sandbox for UserNsSandbox {
                 })?;
                 dir
             },
+            rw_dir: {
+                let dir = run_dir.join("rw");
+                std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
+                dir
+            },
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };

@@ -1138,3 +1138,289 @@ fn a_missing_pasta_is_an_error_before_the_first_step() {
     );
     build(&k, &ctx, "p", "overlay", &["--network", "none"]);
 }
+
+// ---- hostile bind mounts: symlinked sources and `rw` binds (the "Trust boundaries" issue) ----
+
+/// A sentinel directory outside every tree kiln reads, with a secret the user running kiln may
+/// read and write (so only kiln stands between a Dockerfile and it).
+fn sentinel(k: &KilnAs) -> PathBuf {
+    let s = k.path("sentinel");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(s.join("secret"), "host-secret\n").unwrap();
+    k.give(&s);
+    s
+}
+
+/// Builds `ctx` expecting failure and returns everything kiln printed.
+fn build_fails(k: &KilnAs, ctx: &Path) -> String {
+    let out = k
+        .cmd_progress("plain")
+        .args(["build", ctx.to_str().unwrap(), "-t", "attack:1"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{:?}: the build should fail:\n{all}",
+        k.who
+    );
+    assert!(
+        all.contains("Dockerfile:"),
+        "{:?}: no location in:\n{all}",
+        k.who
+    );
+    all
+}
+
+/// The files of the image `name` built by [`build`], from its layers.
+fn built_file(k: &KilnAs, name: &str, path: &str) -> Option<String> {
+    let layers = layout_layers(&k.path(&format!("out/{name}")), "t");
+    file_in_layers(&layers, path).map(|b| String::from_utf8(b).unwrap())
+}
+
+/// Asserts that `trees` are what they were (content, modes, owners, links).
+fn unchanged(who: Who, trees: &[(&Path, &BTreeMap<String, Meta>)]) {
+    for (p, before) in trees {
+        assert_eq!(&snapshot(p), *before, "{who:?}: `{}` changed", p.display());
+    }
+}
+
+/// `RUN --mount=type=bind,source=LINK` where LINK, in the context, points out of it: the source
+/// resolves inside the context (as BuildKit's chroot-like resolution does), so an absolute link
+/// finds the context's own file of that name, a climbing one stays at the context's root, and a
+/// link to a host file the context does not have is "does not exist", naming the source.
+fn a_bind_source_symlinked_out_of_the_context_stays_in_it(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let s = sentinel(&k);
+    let inside = s.strip_prefix("/").unwrap().join("secret");
+    let ctx = k.context(
+        "ctx-link",
+        "FROM busybox\nRUN --mount=type=bind,source=abs,target=/a --mount=type=bind,source=rel,target=/r --mount=type=bind,source=absdir,target=/d cat /a /r /d/secret > /leak\n",
+        &[
+            (inside.to_str().unwrap(), b"decoy-abs\n"),
+            ("sentinel/secret", b"decoy-rel\n"),
+        ],
+    );
+    std::os::unix::fs::symlink(s.join("secret"), ctx.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../sentinel/secret", ctx.join("rel")).unwrap();
+    std::os::unix::fs::symlink(&s, ctx.join("absdir")).unwrap();
+    k.give(&ctx);
+    let bad = k.context(
+        "ctx-link-missing",
+        "FROM busybox\nRUN --mount=type=bind,source=host/secret,target=/x cat /x > /leak\n",
+        &[],
+    );
+    std::os::unix::fs::symlink(&s, bad.join("host")).unwrap();
+    k.give(&bad);
+    let before = [snapshot(&s), snapshot(&ctx), snapshot(&bad)];
+    build(&k, &ctx, "link", "walk", &[]);
+    assert_eq!(
+        built_file(&k, "link", "leak").as_deref(),
+        Some("decoy-abs\ndecoy-rel\ndecoy-abs\n"),
+        "{who:?}: a bind source left the context"
+    );
+    let all = build_fails(&k, &bad);
+    assert!(
+        all.contains("`host/secret` not found in the build context"),
+        "{who:?}: {all}"
+    );
+    assert!(!all.contains("host-secret"), "{who:?}: {all}");
+    unchanged(
+        who,
+        &[(&s, &before[0]), (&ctx, &before[1]), (&bad, &before[2])],
+    );
+}
+
+#[test]
+fn a_bind_source_symlinked_out_of_the_context_stays_in_it_as_root() {
+    a_bind_source_symlinked_out_of_the_context_stays_in_it(Who::Root);
+}
+
+#[test]
+fn a_bind_source_symlinked_out_of_the_context_stays_in_it_as_unprivileged_user() {
+    a_bind_source_symlinked_out_of_the_context_stays_in_it(Who::User);
+}
+
+/// The same through `from=`: a stage whose RUN made absolute and climbing links to the host's
+/// sentinel, and an image (imported) holding such links. Each resolves inside the stage's or
+/// image's own root filesystem.
+fn a_bind_source_symlinked_out_of_a_from_stage_or_image_stays_in_it(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let s = sentinel(&k);
+    let sd = s.display();
+    let evil = k.path("evil-rootfs");
+    let inside = evil.join(s.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("secret"), "image-decoy\n").unwrap();
+    std::os::unix::fs::symlink(s.join("secret"), evil.join("abs")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../../../..".to_owned() + &sd.to_string() + "/secret",
+        evil.join("rel"),
+    )
+    .unwrap();
+    k.ok(&["import", evil.to_str().unwrap(), "-t", "evil"]);
+    let ctx = k.context(
+        "ctx-from",
+        &format!(
+            "FROM busybox AS a\nRUN mkdir -p {sd} && echo stage-decoy > {sd}/secret && ln -s {sd}/secret /abs && ln -s ../../../../../../../../../..{sd}/secret /rel\n\
+             FROM busybox\nRUN --mount=type=bind,from=a,source=/abs,target=/sa --mount=type=bind,from=a,source=rel,target=/sr --mount=type=bind,from=evil,source=abs,target=/ia --mount=type=bind,from=evil,source=/rel,target=/ir cat /sa /sr /ia /ir > /leak\n"
+        ),
+        &[],
+    );
+    k.give(&ctx);
+    let before = [snapshot(&s), snapshot(&ctx)];
+    build(&k, &ctx, "from", "walk", &[]);
+    assert_eq!(
+        built_file(&k, "from", "leak").as_deref(),
+        Some("stage-decoy\nstage-decoy\nimage-decoy\nimage-decoy\n"),
+        "{who:?}: a bind source left its stage or image"
+    );
+    let bad = k.context(
+        "ctx-from-missing",
+        &format!("FROM busybox AS a\nRUN ln -s {sd}/secret /abs\nFROM busybox\nRUN --mount=type=bind,from=a,source=abs,target=/x cat /x > /leak\n"),
+        &[],
+    );
+    let all = build_fails(&k, &bad);
+    assert!(
+        all.contains("bind source `abs` does not exist in the stage"),
+        "{who:?}: {all}"
+    );
+    assert!(!all.contains("host-secret"), "{who:?}: {all}");
+    unchanged(who, &[(&s, &before[0]), (&ctx, &before[1])]);
+}
+
+#[test]
+fn a_bind_source_symlinked_out_of_a_from_stage_or_image_stays_in_it_as_root() {
+    a_bind_source_symlinked_out_of_a_from_stage_or_image_stays_in_it(Who::Root);
+}
+
+#[test]
+fn a_bind_source_symlinked_out_of_a_from_stage_or_image_stays_in_it_as_unprivileged_user() {
+    a_bind_source_symlinked_out_of_a_from_stage_or_image_stays_in_it(Who::User);
+}
+
+/// `RUN --mount=type=bind,rw` of the context (a directory) and of one file in it: the step sees
+/// its own writes, the next step and the context do not (BuildKit: the writes are thrown away).
+fn a_rw_bind_mount_never_writes_the_context(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let ctx = k.context(
+        "ctx-rw",
+        "FROM busybox\n\
+         RUN --mount=type=bind,rw,target=/ctx echo pwned > /ctx/newfile && echo more >> /ctx/existing && rm /ctx/todelete && mkdir /ctx/d && chmod 700 /ctx/sub && cat /ctx/newfile /ctx/existing > /seen\n\
+         RUN --mount=type=bind,rw,source=sub/file,target=/f echo more >> /f && cat /f > /seen-file\n\
+         RUN --mount=type=bind,target=/ctx ls /ctx > /after && cat /ctx/existing /ctx/sub/file >> /after && stat -c %a /ctx/sub >> /after\n",
+        &[("existing", b"orig\n"), ("todelete", b"x\n"), ("sub/file", b"f\n")],
+    );
+    k.give(&ctx);
+    let before = snapshot(&ctx);
+    for kind in KINDS {
+        build(&k, &ctx, "rw", kind, &[]);
+        assert_eq!(
+            built_file(&k, "rw", "seen").as_deref(),
+            Some("pwned\norig\nmore\n"),
+            "{who:?} {kind}"
+        );
+        assert_eq!(
+            built_file(&k, "rw", "seen-file").as_deref(),
+            Some("f\nmore\n"),
+            "{who:?} {kind}"
+        );
+        assert_eq!(
+            built_file(&k, "rw", "after").as_deref(),
+            Some("Dockerfile\nexisting\nsub\ntodelete\norig\nf\n755\n"),
+            "{who:?} {kind}: a rw bind's writes outlived its step"
+        );
+        unchanged(who, &[(&ctx, &before)]);
+    }
+}
+
+#[test]
+fn a_rw_bind_mount_never_writes_the_context_as_root() {
+    a_rw_bind_mount_never_writes_the_context(Who::Root);
+}
+
+#[test]
+fn a_rw_bind_mount_never_writes_the_context_as_unprivileged_user() {
+    a_rw_bind_mount_never_writes_the_context(Who::User);
+}
+
+/// `rw` binds aimed at a host directory through a symlink in the context. As the source: the
+/// context also holds the names the links point to (so the planner, which always resolved
+/// inside the context, accepted them while the old sandbox bound the host's directory
+/// writable); now the step writes into a throw-away copy of the context's own directory. A
+/// link to a name the context lacks is a clear error. Inside a bound context, a link resolves
+/// in the step's own root.
+fn a_rw_bind_mount_never_writes_outside_through_a_symlink(who: Who) {
+    let Some(k) = KilnAs::new(who) else { return };
+    if !k.busybox() {
+        return;
+    }
+    let s = sentinel(&k);
+    let inside = s.strip_prefix("/").unwrap().join("secret");
+    let make = |name: &str, dockerfile: &str| {
+        let c = k.context(
+            name,
+            dockerfile,
+            &[
+                (inside.to_str().unwrap(), b"decoy\n"),
+                ("sentinel/secret", b"decoy\n"),
+            ],
+        );
+        std::os::unix::fs::symlink(&s, c.join("out")).unwrap();
+        std::os::unix::fs::symlink("../sentinel", c.join("outrel")).unwrap();
+        std::os::unix::fs::symlink(s.join("secret"), c.join("file")).unwrap();
+        std::os::unix::fs::symlink(s.join("other"), c.join("gone")).unwrap();
+        k.give(&c);
+        c
+    };
+    let before = snapshot(&s);
+    let ctx = make(
+        "ctx-rw-out",
+        "FROM busybox\n\
+         RUN --mount=type=bind,rw,source=out,target=/o --mount=type=bind,rw,source=outrel,target=/r --mount=type=bind,rw,source=file,target=/f \
+         echo pwned > /o/secret && echo pwned > /r/secret && echo pwned > /f && echo pwned > /o/new && cat /o/secret /r/secret /f > /seen\n\
+         RUN --mount=type=bind,rw,target=/ctx (echo pwned > /ctx/out/secret; echo pwned > /ctx/outrel/secret; echo pwned > /ctx/file; true) 2>/dev/null\n",
+    );
+    let ctx_before = snapshot(&ctx);
+    build(&k, &ctx, "rwout", "walk", &[]);
+    assert_eq!(
+        built_file(&k, "rwout", "seen").as_deref(),
+        Some("pwned\npwned\npwned\n"),
+        "{who:?}"
+    );
+    unchanged(who, &[(&s, &before), (&ctx, &ctx_before)]);
+    let bad = make(
+        "ctx-rw-gone",
+        "FROM busybox\nRUN --mount=type=bind,rw,source=gone,target=/o echo pwned > /o\n",
+    );
+    let all = build_fails(&k, &bad);
+    assert!(
+        all.contains("`gone` not found in the build context"),
+        "{who:?}: {all}"
+    );
+    unchanged(who, &[(&s, &before)]);
+}
+
+#[test]
+fn a_rw_bind_mount_never_writes_outside_through_a_symlink_as_root() {
+    a_rw_bind_mount_never_writes_outside_through_a_symlink(Who::Root);
+}
+
+#[test]
+fn a_rw_bind_mount_never_writes_outside_through_a_symlink_as_unprivileged_user() {
+    a_rw_bind_mount_never_writes_outside_through_a_symlink(Who::User);
+}

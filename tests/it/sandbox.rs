@@ -363,7 +363,8 @@ fn mounts_are_usable_and_absent_from_the_diff(sb: &UserNsSandbox, kind: Snapshot
             Mount {
                 target: "/mnt/ro".into(),
                 kind: MountKind::Bind {
-                    source: ro.clone(),
+                    root: ro.clone(),
+                    source: String::new(),
                     readonly: true,
                 },
             },

@@ -165,15 +165,7 @@ impl Snapshot {
                     return false;
                 };
                 let rel = path.trim_start_matches('/');
-                let rel = if rel.is_empty() { "." } else { rel };
-                rustix::fs::openat2(
-                    &root,
-                    rel,
-                    rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                    rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-                )
-                .is_ok()
+                crate::inroot::open(&root, rel, rustix::fs::OFlags::PATH).is_ok()
             }
         }
     }
