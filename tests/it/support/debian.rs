@@ -198,7 +198,8 @@ pub fn debian_network_reaches_the_registries_but_not_host_sockets(
         mounts: vec![Mount {
             target: "/run/kiln-host-ca.crt".into(),
             kind: MountKind::Bind {
-                source: "/etc/ssl/certs/ca-certificates.crt".into(),
+                root: "/etc/ssl/certs".into(),
+                source: "ca-certificates.crt".into(),
                 readonly: true,
             },
         }],
