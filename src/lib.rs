@@ -23,9 +23,10 @@
 //! | [`cli`] | clap arguments → validated options → `ops`; the only place that reads the environment |
 //!
 //! Determinism is on by default: the same inputs give the same digests, bit for bit. Config
-//! timestamps are the build epoch (`SOURCE_DATE_EPOCH`, else the context's git commit time, else
-//! 0) and layer mtimes are clamped to it, tar entries are sorted by path bytes, owner names are
-//! empty, compressed streams do not depend on the thread count, and JSON is canonical.
+//! timestamps are the build epoch (`SOURCE_DATE_EPOCH`, else 0), files a step writes with the
+//! clock and the context's files get it as their mtime (mtimes the inputs carry are kept, or
+//! clamped to a given epoch), tar entries are sorted by path bytes, owner names are empty,
+//! compressed streams do not depend on the thread count, and JSON is canonical.
 #![warn(missing_docs)]
 
 pub mod bake;

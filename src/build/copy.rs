@@ -54,6 +54,9 @@ pub struct CopyInput<'a> {
     pub scratch: &'a Path,
     /// URLs of ADD, already downloaded into the store: url → (blob path, digest, size, mtime).
     pub urls: &'a BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
+    /// The build epoch, the newest mtime a context file is given: git keeps no mtimes, so a
+    /// checkout's are the time of the checkout, noise that would make COPY irreproducible.
+    pub epoch: i64,
 }
 
 /// Why a COPY failed.
@@ -316,7 +319,12 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             SourceFs::Context(ctx) => ctx
                 .collect(&src.path, &excludes)?
                 .into_iter()
-                .map(|f| ctx_item(&f.abs, &f.md).map(|i| (f.rel, i)))
+                .map(|f| {
+                    ctx_item(&f.abs, &f.md).map(|mut i| {
+                        i.mtime = i.mtime.min(input.epoch);
+                        (f.rel, i)
+                    })
+                })
                 .collect::<Result<_, _>>()?,
             SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes)?,
         };

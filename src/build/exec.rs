@@ -31,6 +31,10 @@ struct Ctx<'a> {
     opts: &'a BuildOptions,
     file: String,
     reporter: &'a dyn Reporter,
+    /// The second the build began: a file in a step's diff with an mtime at or after it was
+    /// written with the clock by this build (by the step, or by an earlier one whose layer gave
+    /// it the epoch while the walk snapshotter's tree kept the real time).
+    started: i64,
 }
 
 impl Ctx<'_> {
@@ -136,6 +140,9 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         opts,
         file: file.clone(),
         reporter,
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
     };
 
     // Bases and `--from` images, fetched once; their configs feed a second planning pass.
@@ -551,7 +558,11 @@ fn write_entries(
         LayerOptions {
             compression: opts.compression,
             threads: opts.threads,
-            epoch: opts.epoch,
+            epoch: if opts.clamp_mtimes {
+                opts.epoch
+            } else {
+                i64::MAX
+            },
         },
     )?;
     for e in entries {
@@ -841,6 +852,7 @@ fn copy_step(
             chmod,
             scratch,
             urls,
+            epoch: cx.opts.epoch,
         },
     )
     .map_err(|e| e.to_string())
@@ -978,12 +990,19 @@ fn run_step(
         }
         return Err(msg);
     }
-    Ok(run::diff_entries(&outcome.diff, state.index(store)?))
+    let mut entries = run::diff_entries(&outcome.diff, state.index(store)?);
+    run::stamp_fresh_mtimes(&mut entries, cx.started, cx.opts.epoch);
+    Ok(entries)
 }
 
 /// The key `step`'s layer is cached under with these options.
 fn step_layer_key(step: &plan::Step, opts: &BuildOptions) -> String {
-    cache::layer_key(&step.cache_key, &opts.compression.to_string(), opts.epoch)
+    cache::layer_key(
+        &step.cache_key,
+        &opts.compression.to_string(),
+        opts.epoch,
+        opts.clamp_mtimes,
+    )
 }
 
 /// The error for a RUN whose program (`argv[0]`, absolute: the shell of a shell-form RUN) is

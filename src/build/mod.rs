@@ -57,8 +57,18 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Compression threads (0: one per core).
     pub threads: usize,
-    /// The build epoch: every timestamp in layers, config and history.
+    /// The build epoch: config `created` and history times, `SOURCE_DATE_EPOCH` in every RUN,
+    /// and the mtime of every file a step writes with the clock (see [`BuildOptions::clamp_mtimes`]).
     pub epoch: i64,
+    /// Whether every mtime in the layers kiln writes is clamped to the epoch (`min(mtime,
+    /// epoch)`, the reproducible-builds convention): when the user gave an epoch
+    /// (`--source-date-epoch`, `SOURCE_DATE_EPOCH`, `--timestamp`). Otherwise mtimes that come
+    /// with the inputs (base layers, packages a RUN unpacks, `COPY --from` sources, archives)
+    /// are kept, since they are as reproducible as the inputs; the files a RUN step writes with
+    /// the clock (mtime at or after the build's start) and the context's files (whose mtimes git
+    /// does not keep) get the epoch either way. The default epoch then need not move with each
+    /// commit, so the cache keys, which include it, survive commits.
+    pub clamp_mtimes: bool,
     /// Ignore the cache (the results are still recorded in it).
     pub no_cache: bool,
     /// `--label`, applied to the final image's config.

@@ -340,6 +340,16 @@ pub(super) fn mounts(
     Ok((out, extra_env))
 }
 
+/// Gives the files this build wrote with the clock (mtime at or after `started`, the second the
+/// build began) the build epoch, so they do not depend on when the steps ran; older mtimes came
+/// with the inputs (a package's files, an archive's members, `cp -p`, a base layer) and are
+/// kept, so a `.py` file keeps the mtime its `.pyc` header names. Whiteouts carry no time.
+pub(super) fn stamp_fresh_mtimes(entries: &mut [Entry], started: i64, epoch: i64) {
+    for e in entries.iter_mut().filter(|e| e.mtime >= started) {
+        e.mtime = epoch;
+    }
+}
+
 /// The layer entries of a step's diff, sorted by path, in one form whichever snapshotter made
 /// the diff, so overlay and walk give the same layer for the same step (the layer cache does not
 /// know which one made a layer). `before` is the stage's files before the step.

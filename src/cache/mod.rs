@@ -68,7 +68,7 @@ pub struct CachedLayer {
 }
 
 /// The key a layer is cached under: the step key, the compression and the epoch.
-pub fn layer_key(step_key: &str, compression: &str, epoch: i64) -> String {
+pub fn layer_key(step_key: &str, compression: &str, epoch: i64, clamp_mtimes: bool) -> String {
     let mut h = Sha256::new();
     // v2: gzip levels follow zlib's ratios (other bytes for the same level than v1).
     // v3: layers list every parent directory of their entries, and RUN steps see
@@ -79,6 +79,10 @@ pub fn layer_key(step_key: &str, compression: &str, epoch: i64) -> String {
     h.update(compression.as_bytes());
     h.update(b"\n");
     h.update(epoch.to_string().as_bytes());
+    if !clamp_mtimes {
+        // Not clamped: the mtimes the inputs carry are kept (other bytes for the same epoch).
+        h.update(b"\nkeep-mtimes");
+    }
     crate::oci::Digest::from_sha256_bytes(&h.finalize())
         .hex()
         .to_string()
@@ -338,9 +342,10 @@ mod tests {
 
     #[test]
     fn layer_keys_depend_on_compression_and_epoch() {
-        let k = layer_key("abc", "gzip:6", 0);
-        assert_ne!(k, layer_key("abc", "zstd:3", 0));
-        assert_ne!(k, layer_key("abc", "gzip:6", 1));
-        assert_ne!(k, layer_key("abd", "gzip:6", 0));
+        let k = layer_key("abc", "gzip:6", 0, true);
+        assert_ne!(k, layer_key("abc", "zstd:3", 0, true));
+        assert_ne!(k, layer_key("abc", "gzip:6", 1, true));
+        assert_ne!(k, layer_key("abd", "gzip:6", 0, true));
+        assert_ne!(k, layer_key("abc", "gzip:6", 0, false));
     }
 }

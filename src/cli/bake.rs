@@ -10,7 +10,7 @@ use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::{self, BakeOptions};
 
-use super::{epoch_or, out, out_json, CliResult, Context, Exit};
+use super::{given_epoch, out, out_json, CliResult, Context, Exit};
 
 /// Arguments of `kiln bake`.
 #[derive(Debug, Args)]
@@ -40,8 +40,9 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
     #[arg(long, default_value = "gzip")]
     pub compression: Compression,
-    /// Timestamps in config and history; newer mtimes in layers are clamped to it [default:
-    /// $SOURCE_DATE_EPOCH, else the commit time of the family's git HEAD, else 0].
+    /// Timestamps in config and history, in SOURCE_DATE_EPOCH for RUN, and of files steps write;
+    /// given (or $SOURCE_DATE_EPOCH), every newer mtime in the layers is clamped to it [default:
+    /// $SOURCE_DATE_EPOCH, else 0, and mtimes the inputs carry are kept].
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
     /// Do not use the cache (results are still recorded in it).
@@ -118,7 +119,7 @@ pub(crate) fn git_info(dir: &Path) -> GitInfo {
 pub(crate) fn build_options(
     ctx: &Context,
     compression: Compression,
-    epoch: i64,
+    epoch: Option<i64>,
     no_cache: bool,
     single_id: bool,
 ) -> Result<BuildOptions, Exit> {
@@ -132,7 +133,8 @@ pub(crate) fn build_options(
         outputs: Vec::new(),
         compression,
         threads: 0,
-        epoch,
+        epoch: epoch.unwrap_or(0),
+        clamp_mtimes: epoch.is_some(),
         no_cache,
         labels: Default::default(),
         default_labels: Default::default(),
@@ -157,11 +159,9 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
     for s in &a.sets {
         bake::plan::apply_set(&mut family, s)?;
     }
-    let epoch = epoch_or(a.source_date_epoch, || {
-        super::git_commit_time(&family.root).unwrap_or(0)
-    })?;
+    let epoch = given_epoch(a.source_date_epoch)?;
     let git = git_info(&family.root);
-    let plan = bake::plan::resolve(&family, &a.targets, &git, epoch)?;
+    let plan = bake::plan::resolve(&family, &a.targets, &git, epoch.unwrap_or(0))?;
     if a.print {
         return out_json(&plan);
     }

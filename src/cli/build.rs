@@ -10,7 +10,7 @@ use crate::oci::Platform;
 use crate::ops;
 use crate::transport::Target;
 
-use super::{epoch_or, out, CliResult, Context, Exit};
+use super::{given_epoch, out, CliResult, Context, Exit};
 
 /// Arguments of `kiln build`.
 #[derive(Debug, Args)]
@@ -43,8 +43,9 @@ pub struct BuildArgs {
     /// Compression threads [default: one per core].
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Timestamps in config and history; newer mtimes in layers are clamped to it [default:
-    /// $SOURCE_DATE_EPOCH, else the commit time of the context's git HEAD, else 0].
+    /// Timestamps in config and history, in SOURCE_DATE_EPOCH for RUN, and of files steps write;
+    /// given (or $SOURCE_DATE_EPOCH), every newer mtime in the layers is clamped to it [default:
+    /// $SOURCE_DATE_EPOCH, else 0, and mtimes the inputs carry are kept].
     #[arg(long, value_name = "SECONDS", conflicts_with = "timestamp")]
     pub source_date_epoch: Option<i64>,
     /// `now` to stamp the current time instead of a reproducible epoch, or a number of seconds.
@@ -202,18 +203,19 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             }
         }
     }
-    let epoch = match a.timestamp.as_deref() {
-        Some("now") => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-        Some(n) => n.parse::<i64>().map_err(|_| {
+    let given = match a.timestamp.as_deref() {
+        Some("now") => Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        ),
+        Some(n) => Some(n.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("--timestamp `{n}`: expected `now` or a number of seconds")
-        })?,
-        None => epoch_or(a.source_date_epoch, || {
-            super::git_commit_time(&a.context).unwrap_or(0)
-        })?,
+        })?),
+        None => given_epoch(a.source_date_epoch)?,
     };
+    let epoch = given.unwrap_or(0);
     let platforms: Vec<Platform> = match a.platform.as_deref() {
         None => vec![Platform::host()],
         Some(list) => list
@@ -247,6 +249,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         compression: a.compression,
         threads: a.threads,
         epoch,
+        clamp_mtimes: given.is_some(),
         no_cache: a.no_cache,
         labels: pairs("--label", &a.labels)?,
         default_labels: Default::default(),

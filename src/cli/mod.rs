@@ -265,42 +265,6 @@ pub(crate) fn given_epoch(flag: Option<i64>) -> Result<Option<i64>, Exit> {
     }
 }
 
-/// The build epoch: `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`, else `default()`.
-pub(crate) fn epoch_or(flag: Option<i64>, default: impl FnOnce() -> i64) -> Result<i64, Exit> {
-    Ok(given_epoch(flag)?.unwrap_or_else(default))
-}
-
-/// The committer time of `HEAD` of the git work tree holding `dir`, if `dir` is in one (the
-/// reproducible-builds convention for `SOURCE_DATE_EPOCH`): the default epoch of builds, so the
-/// mtimes of base images, packages and context files older than the commit survive clamping.
-///
-/// The context is hostile input, its `.git/config` too: only `git cat-file commit HEAD` runs
-/// (plumbing that starts no pager, hook, fsmonitor or signature check) and kiln reads the
-/// committer line itself. `safe.directory=*`: root building a user's checkout gets the same
-/// epoch as the user.
-pub(crate) fn git_commit_time(dir: &std::path::Path) -> Option<i64> {
-    let out = std::process::Command::new("git")
-        .args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C"])
-        .arg(dir)
-        .args(["cat-file", "commit", "HEAD"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    // `committer NAME <EMAIL> SECONDS ±HHMM`, in the header (before the first empty line).
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find(|l| l.starts_with("committer "))?;
-    let mut words = line.rsplit(' ');
-    let _tz = words.next()?;
-    words.next()?.parse().ok()
-}
-
 /// Prints to stdout; a closed pipe ends the program quietly.
 pub(crate) fn out(text: &str) -> CliResult {
     let mut o = std::io::stdout().lock();

@@ -99,13 +99,7 @@ pub(crate) fn run_status(ctx: &Context, a: ResolveArgs) -> CliResult {
 
 pub(crate) fn run_ensure(ctx: &Context, a: EnsureArgs) -> CliResult {
     let r = resolution(ctx)?;
-    // A local build's default epoch, as `kiln build`'s: its context's git commit time.
-    let epoch = super::epoch_or(None, || {
-        r.context
-            .as_deref()
-            .and_then(super::git_commit_time)
-            .unwrap_or(0)
-    })?;
+    let epoch = super::given_epoch(None)?;
     let build = build_options(ctx, Compression::default(), epoch, false, false)?;
     let store = ctx.store()?;
     let reporter = ctx.reporter();

@@ -20,8 +20,9 @@
 //! - numeric uid/gid are kept, user and group names are empty, atime/ctime are never written,
 //!   mtimes are clamped to the build epoch (`min(mtime, epoch)`, never below 0; `i64::MAX`
 //!   keeps them): mtimes older than the epoch survive, so a `.py` keeps the mtime its `.pyc`
-//!   names. Builds default the epoch to the context's git commit time (else 0); `kiln import`
-//!   and `kiln layer` keep mtimes unless given one (see the README's "Timestamps");
+//!   names. The builder clamps only when an epoch was given, and gives the epoch to the files
+//!   a RUN step writes with the clock and to the context's files itself; `kiln import` and
+//!   `kiln layer` keep mtimes unless given one (see the README's "Timestamps");
 //! - a layer the builder writes lists every parent directory of its entries, with the
 //!   metadata it had before the step, so an unpacker never invents one (`COPY --link` aside);
 //! - headers are ustar, with a PAX extended header only for what ustar cannot hold (long paths or

@@ -328,29 +328,22 @@ impl Sandbox for UserNsSandbox {
                 source,
             })?
             .keep();
+        let make_dir = |name: &str| {
+            let dir = run_dir.join(name);
+            std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+            Ok::<_, SandboxError>(dir)
+        };
         let job = RunJob {
             spec: spec.clone(),
             root: root.job(),
             etc_files: self.etc_files(spec, &run_dir)?,
             apt_conf: self.apt_conf(&run_dir)?,
-            secrets_dir: {
-                let dir = run_dir.join("secrets");
-                std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
-                    action: "create",
-                    path: dir.clone(),
-                    source,
-                })?;
-                dir
-            },
-            rw_dir: {
-                let dir = run_dir.join("rw");
-                std::fs::create_dir(&dir).map_err(|source| SandboxError::Io {
-                    action: "create",
-                    path: dir.clone(),
-                    source,
-                })?;
-                dir
-            },
+            secrets_dir: make_dir("secrets")?,
+            rw_dir: make_dir("rw")?,
             single_id: self.mapping.is_single(),
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };
