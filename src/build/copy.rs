@@ -291,7 +291,9 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             dest_rel.clone()
         };
         let owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
-        // BuildKit gives downloaded files mode 0600 and the server's Last-Modified time.
+        // BuildKit gives downloaded files mode 0600 and the server's Last-Modified time. The
+        // step is cached by the content's digest, not that time, so kiln limits it to the epoch
+        // as it does a context file's mtime: the same content gives the same layer.
         out.add(Entry {
             path,
             kind: EntryKind::File {
@@ -301,7 +303,7 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             mode: input.chmod.unwrap_or(0o600),
             uid: owner.uid,
             gid: owner.gid,
-            mtime: fetched.mtime.unwrap_or(0),
+            mtime: fetched.mtime.unwrap_or(0).min(input.epoch),
             xattrs: Vec::new(),
         });
     }

@@ -65,8 +65,9 @@ pub struct BuildOptions {
     /// (`--source-date-epoch`, `SOURCE_DATE_EPOCH`, `--timestamp`). Otherwise mtimes that come
     /// with the inputs (base layers, packages a RUN unpacks, `COPY --from` sources, archives)
     /// are kept, since they are as reproducible as the inputs; the files a RUN step writes with
-    /// the clock (mtime at or after the build's start) and the context's files (whose mtimes git
-    /// does not keep) get the epoch either way. The default epoch then need not move with each
+    /// the clock (mtime at or after the build's start), the context's files (whose mtimes git
+    /// does not keep) and `ADD URL` downloads (cached by content, not Last-Modified) get the
+    /// epoch either way. The default epoch then need not move with each
     /// commit, so the cache keys, which include it, survive commits.
     pub clamp_mtimes: bool,
     /// Ignore the cache (the results are still recorded in it).

@@ -332,7 +332,8 @@ fn add_downloads_urls_checks_their_checksum_and_caches_by_content() {
         use std::os::unix::fs::MetadataExt;
         let md = std::fs::metadata(&f).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o600);
-        // Last-Modified (2023-11-14) is after the epoch (0), so the layer clamps it to 0.
+        // Last-Modified (2023-11-14) is not in the cache key (the content is), so it is limited
+        // to the epoch (0) like a context file's mtime.
         assert_eq!(md.mtime(), 0);
     }
     // Same content, same key: a rebuild is a cache hit even though it downloads again.
