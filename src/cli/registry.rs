@@ -224,9 +224,7 @@ pub(crate) fn login(flags: &RegistryFlags, a: LoginArgs) -> CliResult {
         .read_to_string(&mut password)
         .map_err(|e| anyhow::anyhow!("cannot read the password from standard input: {e}"))?;
     let password = password.trim_end_matches(['\n', '\r']).to_string();
-    let registry = registry::Reference::parse(&format!("{}/x", a.registry))
-        .map(|r| r.registry().to_string())
-        .unwrap_or(a.registry.clone());
+    let registry = login_registry(&a.registry);
     // Check the credential against the registry before storing it.
     let mut remote = flags.remote()?;
     let mut opts = remote.client.options().clone();
@@ -244,11 +242,24 @@ pub(crate) fn login(flags: &RegistryFlags, a: LoginArgs) -> CliResult {
     out(&format!("Login Succeeded ({registry}, stored in {file})"))
 }
 
+/// The registry a `kiln login`/`logout` argument names, as credentials are keyed: `docker login`
+/// accepts a URL too (`https://ghcr.io/`, `http://host:5000`, `https://index.docker.io/v1/`), so
+/// a scheme and a path are dropped (`http://host:5000` used to become the host `http:`), and a
+/// Docker Hub name is normalised like a reference's registry.
+fn login_registry(arg: &str) -> String {
+    let bare = arg
+        .strip_prefix("https://")
+        .or_else(|| arg.strip_prefix("http://"))
+        .unwrap_or(arg);
+    let host = bare.split('/').next().unwrap_or(bare);
+    registry::Reference::parse(&format!("{host}/x"))
+        .map(|r| r.registry().to_string())
+        .unwrap_or_else(|_| host.to_string())
+}
+
 pub(crate) fn logout(a: LogoutArgs) -> CliResult {
     let env = CredentialEnv::from_process_env();
-    let registry = registry::Reference::parse(&format!("{}/x", a.registry))
-        .map(|r| r.registry().to_string())
-        .unwrap_or(a.registry.clone());
+    let registry = login_registry(&a.registry);
     if registry::erase_credential(&env, &registry)? {
         out(&format!("Removed login credentials for {registry}"))
     } else {
@@ -261,4 +272,25 @@ pub(crate) fn tags(flags: &RegistryFlags, a: TagsArgs) -> CliResult {
     let remote = flags.remote()?;
     let tags = remote.client.list_tags(&r, None)?;
     out_json(&serde_json::json!({ "Repository": r.name(), "Tags": tags }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_registry;
+
+    /// Regression: `kiln login http://host:5000` asked `https://http://host:5000/v2/`.
+    #[test]
+    fn login_takes_a_registry_or_its_url() {
+        for (arg, want) in [
+            ("ghcr.io", "ghcr.io"),
+            ("https://ghcr.io/", "ghcr.io"),
+            ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+            ("https://registry.example:8443/v2/", "registry.example:8443"),
+            ("localhost:5000", "localhost:5000"),
+        ] {
+            assert_eq!(login_registry(arg), want, "{arg}");
+        }
+        let hub = login_registry("https://index.docker.io/v1/");
+        assert_eq!(hub, login_registry("docker.io"));
+    }
 }
