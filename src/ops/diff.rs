@@ -11,6 +11,14 @@
 //! The config is compared too (each top-level key and each key of `config`), since two images
 //! with the same files still differ when their configs do. Images outside the store are read
 //! into it first, as `kiln inspect` does (from a registry, the layers only as they are read).
+//!
+//! Both images are untrusted input. What bounds the reads: manifests and configs come through
+//! the transports' caps (`oci::limits`) and blobs are verified against their digests; each layer
+//! is read through `transport::open_layer`, whose `TarGuard` refuses oversized PAX records, long
+//! names and sparse maps before they are buffered; file content is hashed as it streams (memory
+//! grows with the number of paths, not with file sizes); member paths are cleaned and a path
+//! that climbs out of the root, or a hard link to nothing held, is an error naming the member.
+//! Nothing is unpacked, so no host path is ever opened from a member's name.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 
@@ -482,35 +490,23 @@ fn compare(a: &Tree, b: &Tree) -> Vec<PathChange> {
 
 /// Which fields of two metadata records differ (the layer they came from does not count).
 fn differing(a: &FileMeta, b: &FileMeta) -> Vec<&'static str> {
-    let mut f = Vec::new();
-    if a.kind != b.kind {
-        f.push("type");
-    }
-    if a.kind == b.kind && (a.digest != b.digest || a.size != b.size) {
-        f.push("content");
-    }
-    if a.mode != b.mode {
-        f.push("mode");
-    }
-    if a.uid != b.uid {
-        f.push("uid");
-    }
-    if a.gid != b.gid {
-        f.push("gid");
-    }
-    if a.xattrs != b.xattrs {
-        f.push("xattrs");
-    }
-    if a.link != b.link {
-        f.push("link");
-    }
-    if a.device != b.device {
-        f.push("device");
-    }
-    if a.mtime != b.mtime {
-        f.push("mtime");
-    }
-    f
+    [
+        ("type", a.kind != b.kind),
+        (
+            "content",
+            a.kind == b.kind && (a.digest != b.digest || a.size != b.size),
+        ),
+        ("mode", a.mode != b.mode),
+        ("uid", a.uid != b.uid),
+        ("gid", a.gid != b.gid),
+        ("xattrs", a.xattrs != b.xattrs),
+        ("link", a.link != b.link),
+        ("device", a.device != b.device),
+        ("mtime", a.mtime != b.mtime),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect()
 }
 
 /// Path bytes as text: UTF-8 as is, other bytes as `\xNN` (and `\` itself as `\\`).
