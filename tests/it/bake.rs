@@ -663,6 +663,37 @@ fn a_run_step_for_a_foreign_platform_points_to_buildplatform() {
     );
 }
 
+/// Imports the Debian tree or tarball `base` with `kiln` (run through `ok`) and pushes it to the
+/// registry at `addr` as a mirror of `docker.io/library/debian:bookworm-slim`, the family's base.
+pub(crate) fn serve_debian_base(ok: &dyn Fn(&[&str]) -> String, base: &Path, addr: &str) {
+    ok(&[
+        "import",
+        base.to_str().unwrap(),
+        "-t",
+        "debian-base:bookworm",
+        "--cmd",
+        "bash",
+        "--env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ]);
+    ok(&[
+        "--tls-verify=false",
+        "push",
+        "debian-base:bookworm",
+        &format!("{addr}/mirror/library/debian:bookworm-slim"),
+    ]);
+}
+
+/// The `--secret` that gives pip the CA of a TLS-intercepting proxy (`PIP_CERT`, else
+/// `SSL_CERT_FILE`), when one is set: never in a layer.
+pub(crate) fn pip_ca() -> Option<String> {
+    ["PIP_CERT", "SSL_CERT_FILE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|p| Path::new(p).is_file())
+        .map(|p| format!("id=pip-ca,src={p}"))
+}
+
 /// Copies the repository's `variants/` into `dir`.
 pub(crate) fn copy_variants(dir: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("variants");
@@ -705,22 +736,7 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
     let Some(reg) = Registry::start(Mode::Plain) else {
         return;
     };
-    k.ok(&[
-        "import",
-        rootfs.to_str().unwrap(),
-        "-t",
-        "debian-base:bookworm",
-        "--cmd",
-        "bash",
-        "--env",
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ]);
-    k.ok(&[
-        "--tls-verify=false",
-        "push",
-        "debian-base:bookworm",
-        &format!("{}/mirror/library/debian:bookworm-slim", reg.addr),
-    ]);
+    serve_debian_base(&|a| k.ok(a), &rootfs, &reg.addr);
     let dir = k.path("family");
     copy_variants(&dir.join("variants"));
     // Until variants/Dockerfile.minimal lands, a stand-in: the python variant's shared first
@@ -751,12 +767,7 @@ fn the_family_bakes_on_a_debootstrap_base_through_a_mirror() {
         return;
     };
     let digests = k.path("digests.json");
-    // Behind a TLS-intercepting proxy, pip needs its CA: passed as a secret, never in a layer.
-    let ca = ["PIP_CERT", "SSL_CERT_FILE"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|p| Path::new(p).is_file())
-        .map(|p| format!("id=pip-ca,src={p}"));
+    let ca = pip_ca();
     let bake = || {
         let mut args = vec![
             "--tls-verify=false",

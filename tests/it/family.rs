@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bake::{copy_variants, git_commit};
+use crate::bake::{copy_variants, git_commit, pip_ca, serve_debian_base};
 use crate::support::registry::{Mode, Registry};
 use crate::support::runas::{debootstrap, skip, KilnAs, Who};
 use crate::support::{busybox, need, Kiln, PODMAN_RUN};
@@ -263,14 +263,6 @@ fn package_registries_reachable() -> bool {
 }
 
 /// `--secret id=pip-ca,…` when a TLS-intercepting proxy's CA is configured (pip needs it).
-fn pip_ca() -> Option<String> {
-    ["PIP_CERT", "SSL_CERT_FILE"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|p| Path::new(p).is_file())
-        .map(|p| format!("id=pip-ca,src={p}"))
-}
-
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -379,22 +371,7 @@ fn the_family_bakes_pushes_and_runs_as_an_unprivileged_user() {
     let Some(reg) = Registry::start(Mode::Plain) else {
         return;
     };
-    k.ok(&[
-        "import",
-        tar.to_str().unwrap(),
-        "-t",
-        "debian-base:bookworm",
-        "--cmd",
-        "bash",
-        "--env",
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ]);
-    k.ok(&[
-        "--tls-verify=false",
-        "push",
-        "debian-base:bookworm",
-        &format!("{}/mirror/library/debian:bookworm-slim", reg.addr),
-    ]);
+    serve_debian_base(&|a| k.ok(a), &tar, &reg.addr);
     // The project's kiln.toml, pointed at the local registry and the mirror.
     let dir = k.path("family");
     copy_variants(&dir.join("variants"));
