@@ -19,12 +19,12 @@
 //!
 //! This module sits at the bottom of the crate (it uses nothing of kiln). Its callers are the
 //! layer unpacker (`layer::unpack`), COPY/ADD sources and `RUN --mount` sources from the context
-//! (`build::context`, through [`resolve`], which also reports the resolved name), `RUN --mount`
-//! sources from stages and images (`build::run`), and the sandbox: mount targets and bind
+//! (`builder::context`, through [`resolve`], which also reports the resolved name), `RUN --mount`
+//! sources from stages and images (`builder::step::run`), and the sandbox: mount targets and bind
 //! sources (`sandbox::mounts`), the walk snapshot's `exists` and the namespace-side `chown`
 //! (`sandbox::snapshot`, `sandbox::helper`). Two places resolve names without it, by design:
 //! a RUN step's working directory is created after `pivot_root`, where the kernel's own root is
-//! the step's root filesystem; and `build::fsindex` resolves layer paths in its in-memory index
+//! the step's root filesystem; and `builder::fsindex` resolves layer paths in its in-memory index
 //! of a stage (no host file is opened), with the same chroot rules.
 use std::ffi::OsStr;
 use std::io;

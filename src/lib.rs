@@ -30,7 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod bake;
-pub mod build;
+pub mod builder;
 pub mod cache;
 pub mod cli;
 pub mod dockerfile;

@@ -1,9 +1,9 @@
 //! Fuzz target: `.dockerignore` text and paths → pattern compilation and matching, plus the
-//! COPY source glob (`build::context::glob_match`). Nothing may panic or hang; a path that is
+//! COPY source glob (`builder::context::glob_match`). Nothing may panic or hang; a path that is
 //! excluded stays excluded whether written with a leading `/` or `./`.
 #![no_main]
 
-use kiln::build::context::glob_match;
+use kiln::builder::context::glob_match;
 use kiln::dockerfile::ignore::Ignore;
 use libfuzzer_sys::fuzz_target;
 

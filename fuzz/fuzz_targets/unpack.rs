@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Once;
 
-use kiln::build::fsindex::FsIndex;
+use kiln::builder::fsindex::FsIndex;
 use kiln::layer::{apply_layer, UnpackOptions};
 use libfuzzer_sys::fuzz_target;
 

@@ -5,7 +5,7 @@
 //! [`TargetSpec`]s (variants discovered from `variants/Dockerfile*` or listed, other targets by
 //! glob), applying `--set` overrides and git facts to get a [`BakePlan`] ([`plan::resolve`]),
 //! and the lints ([`lint`]). What it does not: building or pushing (that is
-//! [`crate::ops::bake`], which runs [`crate::build::build`] for each target), or the `[image]`
+//! [`crate::ops::bake`], which runs [`crate::builder::build`] for each target), or the `[image]`
 //! section deployers resolve (that is [`crate::resolve`]); `[[registry]]` tables are read by the
 //! CLI's registry settings and only accepted here.
 pub mod config;

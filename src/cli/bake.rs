@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::bake::{self, GitInfo};
-use crate::build::BuildOptions;
+use crate::builder::BuildOptions;
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::{self, BakeOptions};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::build::BuildOptions;
+use crate::builder::BuildOptions;
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops;
@@ -134,7 +134,7 @@ pub(crate) fn network_flags(
 }
 
 /// Parses `--secret id=ID,src=FILE|env=VAR` and reads the secret (the only place it is read).
-pub(crate) fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit> {
+pub(crate) fn secret(spec: &str) -> Result<(String, crate::builder::Secret), Exit> {
     let mut id = None;
     let mut src = None;
     let mut env = None;
@@ -173,7 +173,7 @@ pub(crate) fn secret(spec: &str) -> Result<(String, crate::build::Secret), Exit>
             return Err(anyhow::anyhow!("--secret {id}: give src= or env=, not both").into())
         }
     };
-    Ok((id, crate::build::Secret(bytes)))
+    Ok((id, crate::builder::Secret(bytes)))
 }
 
 fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit> {
@@ -294,7 +294,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         // A failed build is exit 1: the error names the Dockerfile location or the object. An
         // image that was built but could not be exported or pushed is exit 2, like `kiln push`.
         Err(e) => {
-            let code = if matches!(e, crate::build::Error::Output(_)) {
+            let code = if matches!(e, crate::builder::Error::Output(_)) {
                 2
             } else {
                 1

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::bake::lint::{self, Finding};
 use crate::bake::{BakePlan, PlannedTarget};
-use crate::build::{BuildOptions, StepRecord};
+use crate::builder::{BuildOptions, StepRecord};
 use crate::image::Image;
 use crate::oci::{self, Descriptor, Digest, Index, MediaType, Platform};
 use crate::progress::Reporter;
@@ -96,7 +96,7 @@ pub enum BakeError {
         platform: String,
         /// The cause.
         #[source]
-        source: Box<crate::build::Error>,
+        source: Box<crate::builder::Error>,
     },
     /// A RUN step for a platform this host cannot execute.
     #[error("{file}:{line}:{col}: {instruction}: cannot run a RUN step for {platform} on this {host} host; build that stage for the build platform with `FROM --platform=$BUILDPLATFORM …` and cross-compile or copy the results into the target stage")]
@@ -353,7 +353,7 @@ fn bake_one(
         builds.push((p, b));
     }
     for (p, b) in builds {
-        let outcome = crate::build::build(store, &b, reporter).map_err(|e| BakeError::Build {
+        let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: t.name.clone(),
             platform: p.to_string(),
             source: Box::new(e),
@@ -471,7 +471,7 @@ pub fn build_platforms(
         b.tags = Vec::new();
         b.outputs = Vec::new();
         check_foreign_run(&b)?;
-        let outcome = crate::build::build(store, &b, reporter).map_err(|e| BakeError::Build {
+        let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: opts.dockerfile.display().to_string(),
             platform: p.to_string(),
             source: Box::new(e),

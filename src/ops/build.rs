@@ -1,17 +1,17 @@
 //! `kiln build`: runs the builder and writes the metadata file.
 use serde_json::json;
 
-use crate::build::{self, BuildOptions, BuildOutcome};
+use crate::builder::{self, BuildOptions, BuildOutcome};
 use crate::progress::Reporter;
 use crate::store::Store;
 
-/// Builds; see [`crate::build::build`].
+/// Builds; see [`crate::builder::build`].
 pub fn build(
     store: &Store,
     opts: &BuildOptions,
     reporter: &dyn Reporter,
-) -> build::Result<BuildOutcome> {
-    build::build(store, opts, reporter)
+) -> builder::Result<BuildOutcome> {
+    builder::build(store, opts, reporter)
 }
 
 /// The `--metadata-file` document: buildx's keys, plus each layer and step.

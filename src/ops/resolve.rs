@@ -2,7 +2,7 @@
 //! and builds a fallback Dockerfile only when the pull fails and `--build-fallback` is given.
 use serde::Serialize;
 
-use crate::build::BuildOptions;
+use crate::builder::BuildOptions;
 use crate::progress::Reporter;
 use crate::resolve::{Resolution, Rule};
 use crate::store::Store;
@@ -49,7 +49,7 @@ pub enum EnsureError {
         dockerfile: std::path::PathBuf,
         /// The cause.
         #[source]
-        source: Box<crate::build::Error>,
+        source: Box<crate::builder::Error>,
     },
 }
 
@@ -68,7 +68,7 @@ pub fn ensure(
         b.context = ctx.to_path_buf();
         b.tags = vec![tag.to_string()];
         b.outputs = Vec::new();
-        crate::build::build(store, &b, reporter)
+        crate::builder::build(store, &b, reporter)
             .map(|o| o.image.digest().to_string())
             .map_err(|e| EnsureError::Build {
                 reference: tag.to_string(),

@@ -28,7 +28,7 @@ pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
     let mut report = store.gc(&roots)?;
     remove_rootless_leftovers(&mut report, reporter);
     // Then what builds keep of base images whose layers are now gone.
-    match crate::build::snapshots::prune(store) {
+    match crate::builder::snapshots::prune(store) {
         Ok(p) => reporter.on_status(&format!(
             "snapshots: {} kept, {} removed; {} cached indexes removed",
             p.snapshots_kept, p.snapshots_removed, p.indexes_removed
