@@ -40,6 +40,8 @@ impl std::fmt::Display for SourceError {
     }
 }
 
+impl std::error::Error for SourceError {}
+
 /// The build context directory and its ignore rules.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -80,6 +80,8 @@ impl std::fmt::Display for CopyError {
     }
 }
 
+impl std::error::Error for CopyError {}
+
 impl From<SourceError> for CopyError {
     fn from(e: SourceError) -> Self {
         CopyError::Source(e)
@@ -87,12 +89,12 @@ impl From<SourceError> for CopyError {
 }
 
 /// Parses `--chmod` (octal).
-pub fn parse_chmod(s: &str) -> Result<u32, String> {
+pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
     match u32::from_str_radix(s, 8) {
         Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!(
+        _ => Err(CopyError::Other(format!(
             "invalid --chmod `{s}`: expected an octal mode such as 0755"
-        )),
+        ))),
     }
 }
 

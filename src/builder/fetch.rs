@@ -22,8 +22,49 @@ pub struct Fetched {
     pub mtime: Option<i64>,
 }
 
+/// Why `ADD URL` cannot download; names the URL (credentials redacted where a transfer was
+/// under way) and the status, or the rate.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed.
+    #[error("cannot download `{url}`")]
+    Request {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The server answered something else than 200.
+    #[error("cannot download `{url}`: the server answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The body could not be read (or came too slowly).
+    #[error("cannot download `{url}`")]
+    Body {
+        /// The URL.
+        url: String,
+        /// The cause ([`SlowTransfer`] for a server below the minimum rate).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not take the blob.
+    #[error("cannot store the download of `{url}`")]
+    Store {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: crate::store::Error,
+    },
+}
+
 /// Downloads `url` into the store. Errors name the URL and the status, or the rate.
-pub fn fetch(store: &Store, url: &str, speed: SpeedLimit) -> Result<Fetched, String> {
+pub fn fetch(store: &Store, url: &str, speed: SpeedLimit) -> Result<Fetched, FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .max_redirects(10)
         .http_status_as_error(false)
@@ -32,15 +73,16 @@ pub fn fetch(store: &Store, url: &str, speed: SpeedLimit) -> Result<Fetched, Str
         .user_agent(format!("kiln/{}", env!("CARGO_PKG_VERSION")).as_str())
         .build()
         .new_agent();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("cannot download `{url}`: {e}"))?;
+    let mut resp = agent.get(url).call().map_err(|e| FetchError::Request {
+        url: url.into(),
+        source: Box::new(e),
+    })?;
     let status = resp.status().as_u16();
     if status != 200 {
-        return Err(format!(
-            "cannot download `{url}`: the server answered {status}"
-        ));
+        return Err(FetchError::Status {
+            url: url.into(),
+            status,
+        });
     }
     let mtime = resp
         .headers()
@@ -49,16 +91,22 @@ pub fn fetch(store: &Store, url: &str, speed: SpeedLimit) -> Result<Fetched, Str
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64);
-    let mut w = store.blob_writer().map_err(|e| e.to_string())?;
+    let stored = |source| FetchError::Store {
+        url: url.into(),
+        source,
+    };
+    let mut w = store.blob_writer().map_err(stored)?;
     let shown = redact_url(url);
     let mut body = speed.meter(&shown).download(resp.body_mut().as_reader());
-    std::io::copy(&mut body as &mut dyn Read, &mut w).map_err(|e| {
-        match SlowTransfer::from_io(&e) {
-            Some(slow) => format!("cannot download `{shown}`: {slow}"),
-            None => format!("cannot download `{url}`: {e}"),
-        }
+    std::io::copy(&mut body as &mut dyn Read, &mut w).map_err(|source| FetchError::Body {
+        // A slow server is named without its credentials, as registry transfers are.
+        url: match SlowTransfer::from_io(&source) {
+            Some(_) => shown.clone(),
+            None => url.into(),
+        },
+        source,
     })?;
-    let (digest, size) = w.finish().map_err(|e| e.to_string())?;
+    let (digest, size) = w.finish().map_err(stored)?;
     Ok(Fetched {
         digest,
         size,

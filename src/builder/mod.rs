@@ -16,12 +16,16 @@
 
 pub mod context;
 pub mod copy;
-mod exec;
+mod engine;
+mod error;
 mod fetch;
 pub mod fsindex;
-mod run;
+mod inputs;
+mod preflight;
 pub mod snapshots;
+mod stage;
 mod state;
+mod step;
 pub mod user;
 
 use std::collections::BTreeMap;
@@ -34,7 +38,10 @@ use crate::layer::Compression;
 use crate::oci::{Digest, Platform};
 use crate::transport::Target;
 
-pub use exec::build;
+pub use engine::{build, build_with, Builder, RunHost};
+pub use error::{Error, Result, StepError};
+pub use fetch::FetchError;
+pub use step::mounts::MountError;
 
 /// Everything a build needs to know.
 #[derive(Debug, Clone)]
@@ -159,92 +166,3 @@ pub struct BuildOutcome {
     /// Context files whose hash came from the index.
     pub context_files_reused: u64,
 }
-
-/// Why a build failed. Every error names the Dockerfile location or the object it concerns.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Dockerfile cannot be read.
-    #[error("cannot read the Dockerfile `{}`", path.display())]
-    Dockerfile {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The context is not a readable directory.
-    #[error("the build context `{}` is not a readable directory", path.display())]
-    Context {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The Dockerfile does not parse or plan: the message has `file:line:col:`, the source
-    /// line and a caret.
-    #[error("{rendered}")]
-    Frontend {
-        /// The rendered error.
-        rendered: String,
-    },
-    /// RUN cannot work on this machine or with these options; says what is missing.
-    #[error("{file}:{line}:{col}: {instruction}: cannot run RUN steps")]
-    Sandbox {
-        /// The Dockerfile.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// The first RUN instruction.
-        instruction: String,
-        /// Why, and how to fix it.
-        #[source]
-        source: Box<crate::sandbox::SandboxError>,
-    },
-    /// A step failed.
-    #[error("{file}:{line}:{col}: {instruction}: {message}")]
-    Step {
-        /// The Dockerfile.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// The instruction, as in history.
-        instruction: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// A base or `--from` image cannot be used.
-    #[error("{file}:{line}:{col}: cannot use image `{reference}`")]
-    Image {
-        /// The Dockerfile.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// The reference.
-        reference: String,
-        /// The cause.
-        #[source]
-        source: Box<crate::transport::Error>,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
-    /// Writing a layer failed.
-    #[error(transparent)]
-    Layer(#[from] crate::layer::Error),
-    /// The cache failed.
-    #[error(transparent)]
-    Cache(#[from] crate::cache::Error),
-    /// Writing an output failed.
-    #[error(transparent)]
-    Output(Box<crate::transport::Error>),
-}
-
-/// Result alias for this module.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

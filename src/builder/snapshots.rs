@@ -19,9 +19,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::oci::{Descriptor, Digest};
-use crate::sandbox::{SandboxOptions, UserNsSandbox};
+use crate::sandbox::{Sandbox, SandboxError, SandboxOptions, UserNsSandbox};
 use crate::store::Store;
 
+use super::error::StepError;
 use super::fsindex::FsIndex;
 
 const SNAPSHOTS: &str = "snapshots-v1";
@@ -49,12 +50,12 @@ fn chain(layers: &[Descriptor]) -> String {
 }
 
 /// How the files of a snapshot are owned on disk: part of its key.
-pub(super) fn ownership_signature(sandbox: Option<&UserNsSandbox>) -> String {
+pub(super) fn ownership_signature(sandbox: Option<&dyn Sandbox>) -> String {
     if rustix::process::geteuid().is_root() {
         return "root".into();
     }
     match sandbox {
-        Some(sb) => format!("userns {:?}", sb.id_mapping()),
+        Some(sb) => sb.ownership(),
         None => "caller".into(),
     }
 }
@@ -91,9 +92,9 @@ pub(super) fn save_index(store: &Store, layers: &[Descriptor], index: &FsIndex) 
 pub(super) fn merged(
     store: &Store,
     layers: &[Descriptor],
-    sandbox: Option<&UserNsSandbox>,
-    unpack: &mut dyn FnMut(&Path) -> Result<(), String>,
-) -> Result<PathBuf, String> {
+    sandbox: Option<&dyn Sandbox>,
+    unpack: &mut dyn FnMut(&Path) -> Result<(), StepError>,
+) -> Result<PathBuf, StepError> {
     let base = store.root().join(SNAPSHOTS);
     let key = Digest::sha256(
         format!("{}\n{}", ownership_signature(sandbox), layer_list(layers)).as_bytes(),
@@ -103,25 +104,27 @@ pub(super) fn merged(
     if dir.join("layers").is_file() && fs.is_dir() {
         return Ok(fs);
     }
-    std::fs::create_dir_all(&base)
-        .map_err(|e| format!("cannot create `{}`: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(StepError::io("create", &base))?;
     let tmp_root = store.tmp_dir();
     let tmp = tempfile::Builder::new()
         .prefix("snap-")
         .tempdir_in(&tmp_root)
-        .map_err(|e| format!("cannot create a directory in `{}`: {e}", tmp_root.display()))?
+        .map_err(StepError::io("create a directory in", &tmp_root))?
         .keep();
     let remove = |p: &Path| match sandbox {
-        Some(sb) => sb.remove_tree(p).map_err(|e| e.to_string()),
-        None => std::fs::remove_dir_all(p).map_err(|e| e.to_string()),
+        Some(sb) => sb.remove_tree(p),
+        None => std::fs::remove_dir_all(p).map_err(|source| SandboxError::Io {
+            action: "remove",
+            path: p.to_owned(),
+            source,
+        }),
     };
     let made = (|| {
         let tmp_fs = tmp.join("fs");
-        std::fs::create_dir(&tmp_fs)
-            .map_err(|e| format!("cannot create `{}`: {e}", tmp_fs.display()))?;
+        std::fs::create_dir(&tmp_fs).map_err(StepError::io("create", &tmp_fs))?;
         unpack(&tmp_fs)?;
-        std::fs::write(tmp.join("layers"), layer_list(layers))
-            .map_err(|e| format!("cannot write `{}`: {e}", tmp.join("layers").display()))
+        let list = tmp.join("layers");
+        std::fs::write(&list, layer_list(layers)).map_err(StepError::io("write", &list))
     })();
     if let Err(e) = made {
         let _ = remove(&tmp);
@@ -136,18 +139,14 @@ pub(super) fn merged(
         }
         Err(e) => {
             let _ = remove(&tmp);
-            Err(format!(
-                "cannot rename `{}` to `{}`: {e}",
-                tmp.display(),
-                dir.display()
-            ))
+            Err(StepError::io("rename a snapshot to", &dir)(e))
         }
     }
 }
 
 /// Removes the snapshots and cached indexes of layers no longer in the store. Call it only while holding the store exclusively (as `kiln store gc` does): a
 /// build in progress may be using any of them.
-pub fn prune(store: &Store) -> Result<PruneReport, String> {
+pub fn prune(store: &Store) -> Result<PruneReport, SandboxError> {
     let mut report = PruneReport::default();
     let all_present = |list: &str| {
         list.lines().all(|l| {
@@ -187,8 +186,7 @@ pub fn prune(store: &Store) -> Result<PruneReport, String> {
     for p in doomed {
         if std::fs::remove_dir_all(&p).is_err() && p.exists() {
             let sb = sandbox.get_or_insert_with(|| UserNsSandbox::new(SandboxOptions::default()));
-            sb.remove_tree(&p)
-                .map_err(|e| format!("cannot remove snapshot `{}`: {e}", p.display()))?;
+            sb.remove_tree(&p)?;
         }
         report.snapshots_removed += 1;
     }

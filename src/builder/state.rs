@@ -7,16 +7,27 @@ use crate::cache::CachedLayer;
 use crate::image::{Image, ImageBuilder, NewLayer};
 use crate::layer::{apply_layer, Entry, UnpackOptions};
 use crate::oci::{Descriptor, Platform};
-use crate::sandbox::UserNsSandbox;
+use crate::sandbox::Sandbox;
 use crate::store::Store;
 use crate::transport;
 
+use super::error::StepError;
 use super::fsindex::FsIndex;
 use super::snapshots;
 use super::LayerRecord;
 
 /// History comment BuildKit writes on every step; tools that show history group by it.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// Where a stage's files are made: the store (layers, persistent snapshots), the build's scratch
+/// directory, and the sandbox that owns what rootless steps wrote (absent when the build has no
+/// RUN step).
+#[derive(Clone, Copy)]
+pub(super) struct Disk<'a> {
+    pub(super) store: &'a Store,
+    pub(super) scratch: &'a Path,
+    pub(super) sandbox: Option<&'a dyn Sandbox>,
+}
 
 /// A stage being built: its image so far, and lazily, a view of its files.
 #[derive(Clone)]
@@ -34,6 +45,17 @@ pub(super) struct StageState {
     pub(super) stack: Option<(Vec<PathBuf>, usize)>,
     pub(super) records: Vec<LayerRecord>,
     pub(super) cmd_set: bool,
+}
+
+/// The name of the scratch directories holding an image's files (`COPY --from=IMAGE`,
+/// `RUN --mount=from=IMAGE`): the reference with every other character than ASCII letters and
+/// digits replaced.
+pub(super) fn image_dir_name(reference: &str) -> String {
+    let tag: String = reference
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+        .collect();
+    format!("image-{tag}")
 }
 
 impl StageState {
@@ -83,7 +105,7 @@ impl StageState {
     }
 
     /// The metadata index, brought up to date with every layer.
-    pub(super) fn index(&mut self, store: &Store) -> std::result::Result<&FsIndex, String> {
+    pub(super) fn index(&mut self, store: &Store) -> Result<&FsIndex, StepError> {
         if self.indexed == 0 && self.base_len > 0 {
             self.index = chain_index(store, &self.layers[..self.base_len])?;
             self.indexed = self.base_len;
@@ -95,29 +117,22 @@ impl StageState {
         Ok(&self.index)
     }
 
-    /// The stage's files on disk, in one directory under `scratch`. Owners are kept when kiln is
-    /// root, or set through `sandbox` (a user namespace) when one is given.
-    pub(super) fn rootfs(
-        &mut self,
-        store: &Store,
-        scratch: &Path,
-        name: &str,
-        sandbox: Option<&UserNsSandbox>,
-    ) -> Result<PathBuf, String> {
+    /// The stage's files on disk, in one directory under the scratch directory. Owners are
+    /// kept when kiln is root, or set through the sandbox (a user namespace) when there is one.
+    pub(super) fn rootfs(&mut self, disk: Disk<'_>, name: &str) -> Result<PathBuf, StepError> {
         let (dir, applied) = match self.rootfs.take() {
             Some(r) => r,
             None => {
-                let d = scratch.join(format!("rootfs-{name}"));
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
+                let d = disk.scratch.join(format!("rootfs-{name}"));
+                std::fs::create_dir_all(&d).map_err(StepError::io("create", &d))?;
                 (d, 0)
             }
         };
         if applied == 0 {
-            unpack_stack(store, &self.layers, &dir, sandbox)?;
+            unpack_stack(disk, &self.layers, &dir)?;
         } else {
             for l in &self.layers[applied..] {
-                apply_into(store, l, &dir, sandbox)?;
+                apply_into(disk, l, &dir)?;
             }
         }
         self.rootfs = Some((dir.clone(), self.layers.len()));
@@ -127,27 +142,20 @@ impl StageState {
     /// Overlay lower directories holding every layer, topmost first: the base image's layers as
     /// one persistent snapshot shared with other builds, then one directory per later layer (a
     /// RUN's upper directory is pushed as it is).
-    pub(super) fn lowers(
-        &mut self,
-        store: &Store,
-        scratch: &Path,
-        name: &str,
-        sandbox: Option<&UserNsSandbox>,
-    ) -> Result<Vec<PathBuf>, String> {
+    pub(super) fn lowers(&mut self, disk: Disk<'_>, name: &str) -> Result<Vec<PathBuf>, StepError> {
         let (mut dirs, applied) = match self.stack.take() {
             Some(s) => s,
             None if self.base_len > 0 => {
                 let base = &self.layers[..self.base_len];
-                let d = snapshots::merged(store, base, sandbox, &mut |dir| {
-                    unpack_stack(store, base, dir, sandbox)
+                let d = snapshots::merged(disk.store, base, disk.sandbox, &mut |dir| {
+                    unpack_stack(disk, base, dir)
                 })?;
                 (vec![d], self.base_len)
             }
             None => {
                 // Nothing below: overlay still needs one lower directory.
-                let d = scratch.join(format!("lower-{name}-0"));
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
+                let d = disk.scratch.join(format!("lower-{name}-0"));
+                std::fs::create_dir_all(&d).map_err(StepError::io("create", &d))?;
                 (vec![d], 0)
             }
         };
@@ -156,20 +164,19 @@ impl StageState {
             // parent of their members and become a directory of their own; one with whiteouts
             // (a cached RUN) or implied parents (`COPY --link`) needs the layers below it, so
             // the stack is merged into one directory again.
-            if layer_needs_merge(store, l)? {
+            if layer_needs_merge(disk.store, l)? {
                 // Whiteouts need the lower layers: merge everything into one directory instead
                 // (kept as a snapshot: the layers are all in the store, so the next build with
                 // this stack reuses it).
                 let below = &self.layers[..=i];
-                let merged = snapshots::merged(store, below, sandbox, &mut |dir| {
-                    unpack_stack(store, below, dir, sandbox)
+                let merged = snapshots::merged(disk.store, below, disk.sandbox, &mut |dir| {
+                    unpack_stack(disk, below, dir)
                 })?;
                 dirs = vec![merged];
             } else {
-                let d = scratch.join(format!("lower-{name}-{i}"));
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
-                apply_into(store, l, &d, sandbox)?;
+                let d = disk.scratch.join(format!("lower-{name}-{i}"));
+                std::fs::create_dir_all(&d).map_err(StepError::io("create", &d))?;
+                apply_into(disk, l, &d)?;
                 dirs.push(d);
             }
         }
@@ -239,14 +246,10 @@ pub(super) fn comment(b: &mut ImageBuilder) {
     }
 }
 
-fn apply_into(
-    store: &Store,
-    layer: &Descriptor,
-    dir: &Path,
-    sandbox: Option<&UserNsSandbox>,
-) -> Result<(), String> {
+fn apply_into(disk: Disk<'_>, layer: &Descriptor, dir: &Path) -> Result<(), StepError> {
+    let store = disk.store;
     let ownership = rustix::process::geteuid().is_root();
-    if let Some(sb) = sandbox.filter(|_| !ownership) {
+    if let Some(sb) = disk.sandbox.filter(|_| !ownership) {
         // Unpacked as the caller (the namespace's root), a directory the layer lists that is
         // already there with another owner could not be written into (mode 700 of uid 1000),
         // would lose its setgid bit to a chmod by a non-member of its group, and would keep
@@ -254,41 +257,43 @@ fn apply_into(
         // Give such directories to root first; the layer's owners are set after it.
         let existing = existing_dirs(store, layer, dir)?;
         if !existing.is_empty() {
-            sb.chown_in_namespace(dir, &existing).map_err(|e| {
-                format!(
-                    "cannot prepare the directories of layer `{}`: {e}",
-                    layer.digest
-                )
-            })?;
+            sb.chown_in_namespace(dir, &existing)
+                .map_err(|source| StepError::Owners {
+                    what: format!("the directories below layer `{}`", layer.digest),
+                    source: Box::new(source),
+                })?;
         }
     }
-    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
-    let report = apply_layer(r, dir, &UnpackOptions { ownership })
-        .map_err(|e| format!("layer `{}`: {e}", layer.digest))?;
-    if let Some(sb) = sandbox {
-        sb.chown_in_namespace(dir, &report.owners).map_err(|e| {
-            format!(
-                "cannot give the files of layer `{}` their owners: {e}",
-                layer.digest
-            )
-        })?;
+    let report = apply_layer(open_layer(store, layer)?, dir, &UnpackOptions { ownership })
+        .map_err(|e| StepError::layer(&layer.digest)(e.into()))?;
+    if let Some(sb) = disk.sandbox {
+        sb.chown_in_namespace(dir, &report.owners)
+            .map_err(|source| StepError::Owners {
+                what: format!("layer `{}`", layer.digest),
+                source: Box::new(source),
+            })?;
     }
     Ok(())
 }
 
+/// The uncompressed tar of `layer`.
+fn open_layer(store: &Store, layer: &Descriptor) -> Result<Box<dyn std::io::Read>, StepError> {
+    transport::open_layer(store, layer).map_err(|e| StepError::layer(&layer.digest)(e.into()))
+}
+
 /// The directory members of `layer` that are directories in `dir` already, each with owner
-/// 0:0 (namespace ids), for [`UserNsSandbox::chown_in_namespace`].
+/// 0:0 (namespace ids), for [`Sandbox::chown_in_namespace`].
 fn existing_dirs(
     store: &Store,
     layer: &Descriptor,
     dir: &Path,
-) -> Result<Vec<(Vec<u8>, u32, u32)>, String> {
+) -> Result<Vec<(Vec<u8>, u32, u32)>, StepError> {
     use std::os::unix::ffi::OsStrExt;
-    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
-    let mut a = tar::Archive::new(r);
+    let bad = |e: std::io::Error| StepError::layer(&layer.digest)(e.into());
+    let mut a = tar::Archive::new(open_layer(store, layer)?);
     let mut out = Vec::new();
-    for e in a.entries().map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| format!("layer `{}`: {e}", layer.digest))?;
+    for e in a.entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
         if e.header().entry_type() != tar::EntryType::Directory {
             continue;
         }
@@ -304,16 +309,15 @@ fn existing_dirs(
 }
 
 /// Applies one layer's tar to `index`.
-fn index_layer(store: &Store, index: &mut FsIndex, layer: &Descriptor) -> Result<(), String> {
-    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
+fn index_layer(store: &Store, index: &mut FsIndex, layer: &Descriptor) -> Result<(), StepError> {
     index
-        .apply_tar(r)
-        .map_err(|e| format!("cannot read layer `{}`: {e}", layer.digest))
+        .apply_tar(open_layer(store, layer)?)
+        .map_err(|e| StepError::layer(&layer.digest)(e.into()))
 }
 
 /// The index of `layers` (bottom first): from the index cache, else read from their tars and
 /// cached for the next build.
-fn chain_index(store: &Store, layers: &[Descriptor]) -> Result<FsIndex, String> {
+fn chain_index(store: &Store, layers: &[Descriptor]) -> Result<FsIndex, StepError> {
     if let Some(index) = snapshots::load_index(store, layers) {
         return Ok(index);
     }
@@ -329,35 +333,30 @@ fn chain_index(store: &Store, layers: &[Descriptor]) -> Result<FsIndex, String> 
 /// user namespace, every layer is unpacked as the caller and the owners are set once at the end,
 /// from the layers' index (so a later layer's replacements and whiteouts count): set layer by
 /// layer, a directory given to a subordinate id by one layer could not be written by the next.
-fn unpack_stack(
-    store: &Store,
-    layers: &[Descriptor],
-    dir: &Path,
-    sandbox: Option<&UserNsSandbox>,
-) -> Result<(), String> {
+fn unpack_stack(disk: Disk<'_>, layers: &[Descriptor], dir: &Path) -> Result<(), StepError> {
     let ownership = rustix::process::geteuid().is_root();
-    let Some(sb) = sandbox.filter(|_| !ownership) else {
-        return layers
-            .iter()
-            .try_for_each(|l| apply_into(store, l, dir, sandbox));
+    let Some(sb) = disk.sandbox.filter(|_| !ownership) else {
+        return layers.iter().try_for_each(|l| apply_into(disk, l, dir));
     };
     for l in layers {
-        let r = transport::open_layer(store, l).map_err(|e| e.to_string())?;
-        apply_layer(r, dir, &UnpackOptions { ownership })
-            .map_err(|e| format!("layer `{}`: {e}", l.digest))?;
+        apply_layer(
+            open_layer(disk.store, l)?,
+            dir,
+            &UnpackOptions { ownership },
+        )
+        .map_err(|e| StepError::layer(&l.digest)(e.into()))?;
     }
-    let index = chain_index(store, layers)?;
+    let index = chain_index(disk.store, layers)?;
     let owners: Vec<(Vec<u8>, u32, u32)> = index
         .iter()
         .filter(|(_, n)| (n.uid, n.gid) != (0, 0))
         .map(|(p, n)| (p.clone(), n.uid, n.gid))
         .collect();
-    sb.chown_in_namespace(dir, &owners).map_err(|e| {
-        format!(
-            "cannot give the files of `{}` their owners: {e}",
-            dir.display()
-        )
-    })
+    sb.chown_in_namespace(dir, &owners)
+        .map_err(|source| StepError::Owners {
+            what: format!("`{}`", dir.display()),
+            source: Box::new(source),
+        })
 }
 
 fn is_whiteout(e: &Entry) -> bool {
@@ -371,12 +370,12 @@ fn is_whiteout(e: &Entry) -> bool {
 /// the upper of the lowers it would hide the parent's real metadata: `/tmp` would turn 0755).
 /// Layers kiln writes list every parent ([`FsIndex::parent_entries`]) except `COPY --link`
 /// ones.
-fn layer_needs_merge(store: &Store, layer: &Descriptor) -> Result<bool, String> {
-    let r = transport::open_layer(store, layer).map_err(|e| e.to_string())?;
-    let mut a = tar::Archive::new(r);
+fn layer_needs_merge(store: &Store, layer: &Descriptor) -> Result<bool, StepError> {
+    let bad = |e: std::io::Error| StepError::layer(&layer.digest)(e.into());
+    let mut a = tar::Archive::new(open_layer(store, layer)?);
     let mut dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-    for e in a.entries().map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| e.to_string())?;
+    for e in a.entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
         let Some(p) = crate::layer::clean_path(&e.path_bytes()) else {
             return Ok(true);
         };

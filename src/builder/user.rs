@@ -24,8 +24,31 @@ fn lookup(file: Option<&[u8]>, name: &str) -> Option<(u32, u32)> {
     None
 }
 
+/// Why a `USER` or `--chown` spec cannot be resolved; names what was looked up where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    /// The spec has no user part.
+    #[error("invalid user `{spec}`")]
+    Invalid {
+        /// The spec.
+        spec: String,
+    },
+    /// A user name not in the stage's `/etc/passwd`.
+    #[error("unable to find user `{user}`: no matching entries in /etc/passwd")]
+    NoUser {
+        /// The name.
+        user: String,
+    },
+    /// A group name not in the stage's `/etc/group`.
+    #[error("unable to find group `{group}`: no matching entries in /etc/group")]
+    NoGroup {
+        /// The name.
+        group: String,
+    },
+}
+
 /// Resolves `spec`; the error names what could not be found and where it was looked up.
-pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, String> {
+pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
     let passwd = index.get(b"etc/passwd").and_then(|n| n.content.as_deref());
     let group = index.get(b"etc/group").and_then(|n| n.content.as_deref());
     let (user, grp) = match spec.split_once(':') {
@@ -33,21 +56,19 @@ pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, String> {
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(format!("invalid user `{spec}`"));
+        return Err(OwnerError::Invalid { spec: spec.into() });
     }
     let (uid, primary) = match user.parse::<u32>() {
         Ok(id) => (id, lookup_by_uid(passwd, id).unwrap_or(id)),
-        Err(_) => lookup(passwd, user).ok_or_else(|| {
-            format!("unable to find user `{user}`: no matching entries in /etc/passwd")
-        })?,
+        Err(_) => lookup(passwd, user).ok_or_else(|| OwnerError::NoUser { user: user.into() })?,
     };
     let gid = match grp {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(id) => id,
-            Err(_) => lookup(group, g).map(|(id, _)| id).ok_or_else(|| {
-                format!("unable to find group `{g}`: no matching entries in /etc/group")
-            })?,
+            Err(_) => lookup(group, g)
+                .map(|(id, _)| id)
+                .ok_or_else(|| OwnerError::NoGroup { group: g.into() })?,
         },
     };
     Ok(Owner { uid, gid })
@@ -109,9 +130,15 @@ mod tests {
             }
         );
         assert_eq!(resolve_owner(&i, "7:8").unwrap(), Owner { uid: 7, gid: 8 });
-        assert!(resolve_owner(&i, "nobody").unwrap_err().contains("nobody"));
-        assert!(resolve_owner(&i, "app:nogroup")
+        assert!(resolve_owner(&i, "nobody")
             .unwrap_err()
-            .contains("nogroup"));
+            .to_string()
+            .contains("nobody"));
+        assert_eq!(
+            resolve_owner(&i, "app:nogroup").unwrap_err(),
+            OwnerError::NoGroup {
+                group: "nogroup".into()
+            }
+        );
     }
 }

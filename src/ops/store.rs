@@ -33,7 +33,7 @@ pub fn gc(store: &Store, reporter: &dyn Reporter) -> Result<GcReport> {
             "snapshots: {} kept, {} removed; {} cached indexes removed",
             p.snapshots_kept, p.snapshots_removed, p.indexes_removed
         )),
-        Err(e) => reporter.on_warning(&e),
+        Err(e) => reporter.on_warning(&format!("cannot prune snapshots: {e}")),
     }
     Ok(report)
 }

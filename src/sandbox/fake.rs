@@ -1,12 +1,12 @@
 //! [`FakeSandbox`]: a [`Sandbox`] for unit tests of build logic. It runs nothing: it records
 //! every spec it is given, prints scripted output, and applies scripted file changes to the
 //! walk snapshot's root filesystem (or returns them as the diff of an overlay snapshot).
-use super::error::Result;
+use super::error::{Result, SandboxError};
 use super::snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot};
 use super::{ExitStatus, RunOutcome, RunSpec, Sandbox, Stream};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One file change a fake step makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +36,13 @@ struct Script {
 }
 
 /// Records specs and plays back scripted steps, in order; unscripted steps succeed and change
-/// nothing.
+/// nothing. Host-side work is done as the caller: trees are removed with `remove_dir_all`, and
+/// ownership changes are recorded, not made (see [`FakeSandbox::chowns`]).
 #[derive(Debug, Default)]
 pub struct FakeSandbox {
     specs: RefCell<Vec<RunSpec>>,
     scripts: RefCell<VecDeque<Script>>,
+    chowns: RefCell<Vec<(Vec<u8>, u32, u32)>>,
 }
 
 impl FakeSandbox {
@@ -62,6 +64,11 @@ impl FakeSandbox {
     /// Every spec run so far, in order.
     pub fn specs(&self) -> Vec<RunSpec> {
         self.specs.borrow().clone()
+    }
+
+    /// Every ownership change asked for so far (relative path, uid, gid), in order.
+    pub fn chowns(&self) -> Vec<(Vec<u8>, u32, u32)> {
+        self.chowns.borrow().clone()
     }
 }
 
@@ -132,6 +139,26 @@ impl Sandbox for FakeSandbox {
             diff: Diff { changes },
             warnings: Vec::new(),
         })
+    }
+
+    fn remove_tree(&self, path: &Path) -> Result<()> {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SandboxError::Io {
+                action: "remove",
+                path: path.to_owned(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn chown_in_namespace(&self, _root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<()> {
+        self.chowns.borrow_mut().extend_from_slice(entries);
+        Ok(())
+    }
+
+    fn ownership(&self) -> String {
+        "fake".into()
     }
 }
 

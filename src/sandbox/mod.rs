@@ -129,9 +129,11 @@ pub use snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot, Snapshot
 pub use userns::{SandboxOptions, UserNsSandbox};
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Runs one RUN step on a snapshot and reports what it changed.
+/// Runs one RUN step on a snapshot and reports what it changed; and the host-side work on the
+/// trees steps write, which needs the same identity. The builder knows sandboxes only through
+/// this trait: [`UserNsSandbox`] in kiln, [`FakeSandbox`] in unit tests of build logic.
 pub trait Sandbox {
     /// Runs `spec` on `root`, streaming the command's output to `out`, and returns its exit
     /// status and (when it succeeded) the [`Diff`] of the root filesystem.
@@ -141,6 +143,18 @@ pub trait Sandbox {
         spec: &RunSpec,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunOutcome>;
+
+    /// Removes `path` and everything below it, including what a rootless step wrote that the
+    /// caller cannot delete (a 0700 directory of a subordinate uid).
+    fn remove_tree(&self, path: &Path) -> Result<()>;
+
+    /// Gives paths under `root` owners, as ids inside the sandbox: `entries` are (relative path,
+    /// uid, gid). Files unpacked as the caller then look to steps as the layer says.
+    fn chown_in_namespace(&self, root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<()>;
+
+    /// How the files this sandbox owns are owned on the host (the id mapping), in words: part
+    /// of the key of a persistent unpacked snapshot, whose owners on disk depend on it.
+    fn ownership(&self) -> String;
 }
 
 /// What a step is: the command and the environment it runs in.

@@ -375,6 +375,18 @@ impl Sandbox for UserNsSandbox {
             }),
         }
     }
+
+    fn remove_tree(&self, path: &Path) -> Result<()> {
+        UserNsSandbox::remove_tree(self, path)
+    }
+
+    fn chown_in_namespace(&self, root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result<()> {
+        UserNsSandbox::chown_in_namespace(self, root, entries)
+    }
+
+    fn ownership(&self) -> String {
+        format!("userns {:?}", self.id_mapping())
+    }
 }
 
 fn helper_error(spec: &RunSpec, stage: String, path: Option<PathBuf>, errno: i32) -> SandboxError {

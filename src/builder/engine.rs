@@ -1,0 +1,288 @@
+//! [`Builder`]: one build's values (store, options, reporter, fetched images, context, cache,
+//! scratch directory, sandbox) and its progress; [`build`] and [`build_with`] make one and run
+//! it. The steps are `impl Builder` blocks in `super::step`, the stage loop in `super::stage`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::cache::{FileIndex, LayerCache};
+use crate::image::Image;
+use crate::plan::{BuildPlan, Source, StageId};
+use crate::progress::Reporter;
+use crate::sandbox::{Sandbox, SnapshotterKind};
+use crate::store::Store;
+use crate::transport::write_from_store;
+
+use super::context::Context;
+use super::error::{Error, Result, StepError};
+use super::fetch::Fetched;
+use super::fsindex::FsIndex;
+use super::inputs::{self, Env, Frontend};
+use super::preflight;
+use super::state::{image_dir_name, Disk, StageState};
+use super::{BuildOptions, BuildOutcome, StepRecord};
+
+/// The sandbox RUN steps go through, and how their snapshots are made.
+#[derive(Clone, Copy)]
+pub struct RunHost<'a> {
+    /// The sandbox ([`crate::sandbox::UserNsSandbox`], or a [`crate::sandbox::FakeSandbox`]).
+    pub sandbox: &'a dyn Sandbox,
+    /// The snapshotter.
+    pub kind: SnapshotterKind,
+}
+
+/// One build in progress.
+pub struct Builder<'a> {
+    pub(super) store: &'a Store,
+    pub(super) opts: &'a BuildOptions,
+    pub(super) reporter: &'a dyn Reporter,
+    /// The Dockerfile, as messages name it.
+    pub(super) file: String,
+    /// The second the build began: a file in a step's diff with an mtime at or after it was
+    /// written with the clock by this build (by the step, or by an earlier one whose layer gave
+    /// it the epoch while the walk snapshotter's tree kept the real time).
+    pub(super) started: i64,
+    /// Base and `--from` images, by reference as the plan names them.
+    pub(super) images: BTreeMap<String, Image>,
+    /// `ADD` URLs, downloaded into the store before any step.
+    pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    pub(super) context: Context,
+    pub(super) cache: LayerCache,
+    pub(super) scratch: &'a Path,
+    pub(super) host: Option<RunHost<'a>>,
+    /// Stages built so far.
+    pub(super) done: BTreeMap<StageId, StageState>,
+    /// Images used by `COPY --from=IMAGE` and `RUN --mount=from=IMAGE`, as stage states (for
+    /// their index and files).
+    pub(super) from_images: BTreeMap<String, StageState>,
+    /// Every step executed, in order, across stages.
+    pub(super) steps: Vec<StepRecord>,
+    /// Steps started so far (the id the reporter knows a step by).
+    pub(super) counter: usize,
+}
+
+/// Runs the build described by `opts`; the image ends in the store under its tags. RUN steps
+/// go through kiln's rootless sandbox, started before the first step when the plan has one.
+pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutcome> {
+    build_with(store, opts, reporter, None)
+}
+
+/// As [`build`], with RUN steps going through `host` when given (a
+/// [`crate::sandbox::FakeSandbox`] in unit tests) instead of a sandbox started here.
+pub fn build_with(
+    store: &Store,
+    opts: &BuildOptions,
+    reporter: &dyn Reporter,
+    host: Option<RunHost<'_>>,
+) -> Result<BuildOutcome> {
+    let front = Frontend::read(opts)?;
+    let env = Env {
+        store,
+        opts,
+        file: &front.file,
+    };
+    let (mut plan, images) = inputs::plan_with_bases(env, &front)?;
+    for w in &plan.warnings {
+        reporter.on_warning(&format!(
+            "{}:{}:{}: {} [{}]",
+            front.file, w.position.line, w.position.col, w.message, w.rule
+        ));
+    }
+    let context = inputs::context(opts)?;
+    let mut files = FileIndex::load(store);
+    let gathered = inputs::gather(env, &plan, &images, &context, &mut files)?;
+    plan.rekey(&|i| gathered.digest(i));
+    preflight::check_run_steps(env, &plan)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store.root().join("tmp"))
+        .map_err(|source| crate::store::Error::Io {
+            action: "cannot create a scratch directory in",
+            path: store.root().join("tmp"),
+            source,
+        })?;
+    let cache = LayerCache::new(store);
+    preflight::check_programs(env, &plan, &images, &cache)?;
+    // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
+    let started = match host {
+        None if preflight::has_run(&plan) => {
+            Some(preflight::start(env, &plan, scratch.path(), reporter)?)
+        }
+        _ => None,
+    };
+    let host = host.or_else(|| {
+        started.as_ref().map(|(sandbox, kind)| RunHost {
+            sandbox,
+            kind: *kind,
+        })
+    });
+    let mut b = Builder {
+        store,
+        opts,
+        reporter,
+        file: front.file.clone(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        images,
+        urls: gathered.urls,
+        context,
+        cache,
+        scratch: scratch.path(),
+        host,
+        done: BTreeMap::new(),
+        from_images: BTreeMap::new(),
+        steps: Vec::new(),
+        counter: 0,
+    };
+    let result = b.run_stages(&plan);
+    // Steps may have left files only a user namespace can delete (rootless RUN).
+    if let Some(h) = &b.host {
+        let _ = h.sandbox.remove_tree(scratch.path());
+    }
+    result?;
+    files.save()?;
+    let mut outcome = b.finish(&plan)?;
+    outcome.context_files_hashed = files.files_hashed;
+    outcome.context_files_reused = files.files_reused;
+    Ok(outcome)
+}
+
+impl<'a> Builder<'a> {
+    /// The store, scratch directory and sandbox, as stage states use them.
+    pub(super) fn disk(&self) -> Disk<'a> {
+        Disk {
+            store: self.store,
+            scratch: self.scratch,
+            sandbox: self.host.map(|h| h.sandbox),
+        }
+    }
+
+    /// An error of `step`, naming where it is.
+    pub(super) fn step_error(&self, step: &crate::plan::Step, source: StepError) -> Error {
+        preflight::step_error(&self.file, step, source)
+    }
+
+    /// Every stage of the plan, dependencies first; the states are kept in `done`.
+    fn run_stages(&mut self, plan: &BuildPlan) -> Result<()> {
+        for id in &plan.order {
+            let Some(stage) = plan.stage(*id) else {
+                continue;
+            };
+            let state = self.run_stage(stage)?;
+            self.done.insert(*id, state);
+        }
+        Ok(())
+    }
+
+    /// The state of a `--from` source (another stage, an image) and the name of its scratch
+    /// directories; `None` for the build context.
+    fn source_state(
+        &mut self,
+        src: &Source,
+    ) -> Result<Option<(&mut StageState, String)>, StepError> {
+        Ok(Some(match src {
+            Source::Context => return Ok(None),
+            Source::Stage { stage } => (
+                self.done
+                    .get_mut(stage)
+                    .ok_or_else(|| StepError::NotReady {
+                        what: format!("stage {stage}"),
+                    })?,
+                format!("stage-{stage}"),
+            ),
+            Source::Image { reference } => {
+                let img = self
+                    .images
+                    .get(reference)
+                    .ok_or_else(|| StepError::NotReady {
+                        what: format!("image `{reference}`"),
+                    })?;
+                let state = self
+                    .from_images
+                    .entry(reference.clone())
+                    .or_insert_with(|| StageState::from_image(img));
+                (state, image_dir_name(reference))
+            }
+        }))
+    }
+
+    /// The files of a `--from` source as its index and a directory holding them; `None` for
+    /// the build context, which COPY reads in place.
+    pub(super) fn source_tree(
+        &mut self,
+        src: &Source,
+    ) -> Result<Option<(FsIndex, PathBuf)>, StepError> {
+        let disk = self.disk();
+        let Some((state, name)) = self.source_state(src)? else {
+            return Ok(None);
+        };
+        let index = state.index(disk.store)?.clone();
+        Ok(Some((index, state.rootfs(disk, &name)?)))
+    }
+
+    /// The directory holding a `--from` source's files; `None` for the build context.
+    pub(super) fn source_root(&mut self, src: &Source) -> Result<Option<PathBuf>, StepError> {
+        let disk = self.disk();
+        match self.source_state(src)? {
+            Some((state, name)) => Ok(Some(state.rootfs(disk, &name)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The target stage as the final image: `--label`s, annotations, the epoch; stored, tagged
+    /// and written to every output.
+    fn finish(&mut self, plan: &BuildPlan) -> Result<BuildOutcome> {
+        let (store, opts) = (self.store, self.opts);
+        let mut target = self
+            .done
+            .remove(&plan.target)
+            .ok_or_else(|| Error::Frontend {
+                rendered: format!("{}: the target stage was not built", self.file),
+            })?;
+        let cfg = target.builder.config_mut();
+        for (k, v) in &opts.labels {
+            cfg.config.labels.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &opts.default_labels {
+            cfg.config
+                .labels
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        // An annotation of a default label's key takes the label's final value.
+        let annotations: Vec<(String, String)> = opts
+            .annotations
+            .iter()
+            .map(|(k, v)| match cfg.config.labels.get(k) {
+                Some(label) if opts.default_labels.contains_key(k) => (k.clone(), label.clone()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        for (k, v) in &annotations {
+            target.builder.annotate(k, v);
+        }
+        target.builder.created(opts.epoch);
+        let image = target.builder.build();
+        store.put_bytes(&image.raw_config)?;
+        store.put_bytes(&image.raw_manifest)?;
+        let mut names = Vec::new();
+        for t in &opts.tags {
+            store.tag(t, &image.descriptor)?;
+            names.push(crate::store::normalize_name(t)?);
+        }
+        for o in &opts.outputs {
+            self.reporter.on_status(&format!("writing {o}"));
+            let name = names.first().map(String::as_str);
+            write_from_store(store, &image, o, name, opts.remote.as_ref())
+                .map_err(|e| Error::Output(Box::new(e)))?;
+        }
+        Ok(BuildOutcome {
+            image,
+            names,
+            layers: target.records,
+            steps: std::mem::take(&mut self.steps),
+            context_files_hashed: 0,
+            context_files_reused: 0,
+        })
+    }
+}

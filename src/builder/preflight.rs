@@ -1,0 +1,201 @@
+//! What is checked before any step runs, so a build fails in seconds rather than after an hour
+//! of steps: RUN mounts that cannot be provided (secrets not given, `type=ssh`), the
+//! `network.host` entitlement, a RUN program missing from its base image; and starting the
+//! sandbox once per build, which learns what this machine allows.
+use std::path::Path;
+
+use crate::cache::LayerCache;
+use crate::dockerfile::instructions::MountType;
+use crate::dockerfile::Position;
+use crate::image::Image;
+use crate::plan::{Base, BuildPlan, Step, StepKind};
+use crate::progress::Reporter;
+use crate::sandbox::{self, probe, SandboxError, SandboxOptions, SnapshotterKind, UserNsSandbox};
+use std::collections::BTreeMap;
+
+use super::error::{Error, Result, StepError};
+use super::fsindex::FsIndex;
+use super::inputs::Env;
+use super::state::StageState;
+use super::step::mounts::{network, secret_id_target, MountError};
+
+/// The error of `step` in the Dockerfile `file`, naming where it is.
+pub(super) fn step_error(file: &str, step: &Step, source: StepError) -> Error {
+    Error::Step {
+        file: file.to_string(),
+        line: step.position.line,
+        col: step.position.col,
+        instruction: step.created_by.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn run_steps(plan: &BuildPlan) -> impl Iterator<Item = (&Step, &crate::plan::RunStep)> {
+    plan.stages
+        .iter()
+        .flat_map(|s| s.steps.iter())
+        .filter_map(|s| match &s.kind {
+            StepKind::Run(r) => Some((s, r)),
+            _ => None,
+        })
+}
+
+/// Whether any reachable stage has a RUN step.
+pub(super) fn has_run(plan: &BuildPlan) -> bool {
+    run_steps(plan).next().is_some()
+}
+
+/// Checks every RUN step's mounts and network before any step runs.
+pub(super) fn check_run_steps(env: Env<'_>, plan: &BuildPlan) -> Result<()> {
+    for (step, r) in run_steps(plan) {
+        check_mounts(env, r)
+            .and_then(|()| check_network(env, r))
+            .map_err(|e| step_error(env.file, step, e))?;
+    }
+    Ok(())
+}
+
+/// RUN steps that use the host's network need the `network.host` entitlement
+/// (`--allow network.host`), as in BuildKit (`entitlements.EntitlementNetworkHost`, which the
+/// solver checks for every ExecOp with `NetMode_HOST`).
+fn check_network(env: Env<'_>, r: &crate::plan::RunStep) -> Result<(), StepError> {
+    if env.opts.allow_network_host || r.network.as_deref() != Some("host") {
+        return Ok(());
+    }
+    let what = if env.opts.network == sandbox::Network::Host {
+        "`--network host`"
+    } else {
+        "`RUN --network=host`"
+    };
+    Err(StepError::NetworkHost { what })
+}
+
+/// Secrets that were not given (unless `required=false`) and mount types kiln cannot provide.
+fn check_mounts(env: Env<'_>, r: &crate::plan::RunStep) -> Result<(), StepError> {
+    for pm in &r.mounts {
+        let m = &pm.mount;
+        match m.mount_type() {
+            MountType::Secret => {
+                let (id, _) = secret_id_target(m);
+                if id.is_empty() {
+                    return Err(MountError::NoSecretId.into());
+                }
+                // BuildKit skips a missing secret silently unless `required=true`; kiln refuses
+                // it unless `required=false`, because a step that silently lacks its
+                // credentials fails later, far from the cause.
+                if !env.opts.secrets.contains_key(&id) && m.required != Some(false) {
+                    return Err(MountError::SecretMissing { id }.into());
+                }
+            }
+            MountType::Ssh => return Err(MountError::Ssh.into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Starts the sandbox and decides the snapshotter; its error says what is missing and the fix,
+/// at the first RUN step. When a RUN step uses the default network, checks that it can be set
+/// up here. The sandbox's warnings (single-id mode, …) go to `reporter`.
+pub(super) fn start(
+    env: Env<'_>,
+    plan: &BuildPlan,
+    scratch: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(UserNsSandbox, SnapshotterKind)> {
+    let opts = env.opts;
+    let default_network =
+        run_steps(plan).any(|(_, r)| matches!(network(r), Ok(sandbox::Network::Default)));
+    let started = (|| {
+        let sandbox = UserNsSandbox::new(SandboxOptions {
+            helper_exe: opts.helper_exe.clone(),
+            search_path: None,
+            force_single_id: opts.single_id,
+            etc_dir: std::path::PathBuf::from("/etc"),
+            ..SandboxOptions::default()
+        });
+        let dir = scratch.join("probe");
+        std::fs::create_dir_all(&dir).map_err(|source| SandboxError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let report = probe(&sandbox, &dir)?;
+        let kind = report.snapshotter(opts.snapshotter)?;
+        if default_network {
+            sandbox.check_network()?;
+        }
+        // The probe's report already holds the sandbox's own warnings (single-id mode, …).
+        for w in &report.warnings {
+            reporter.on_warning(&w.to_string());
+        }
+        Ok((sandbox, kind))
+    })();
+    started.map_err(|e| {
+        let (pos, instruction) = run_steps(plan)
+            .next()
+            .map(|(s, _)| (s.position, s.created_by.clone()))
+            .unwrap_or((Position { line: 1, col: 1 }, String::new()));
+        Error::Sandbox {
+            file: env.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            instruction,
+            source: Box::new(e),
+        }
+    })
+}
+
+/// The error for a RUN whose program (`argv[0]`, absolute: the shell of a shell-form RUN) is
+/// not in the image, or `None` when it is (or is not absolute: found through `PATH`).
+pub(super) fn missing_program(index: &FsIndex, argv: &[String]) -> Option<StepError> {
+    let a0 = argv.first().filter(|a| a.starts_with('/'))?;
+    let p = index.resolve(a0.as_bytes(), true);
+    index.get(&p).is_none().then(|| StepError::MissingProgram {
+        program: a0.clone(),
+    })
+}
+
+/// A RUN needs its program (for the shell form, the stage's shell) in the image. Where nothing
+/// before a RUN in its stage can have added it (the stage starts from an image or `scratch`,
+/// and no COPY, ADD or other RUN comes first), a missing program is reported here, before any
+/// step of the build runs. RUN steps the cache will answer are not checked: they do not run.
+pub(super) fn check_programs(
+    env: Env<'_>,
+    plan: &BuildPlan,
+    images: &BTreeMap<String, Image>,
+    cache: &LayerCache,
+) -> Result<()> {
+    for id in &plan.order {
+        let Some(stage) = plan.stage(*id) else {
+            continue;
+        };
+        let mut state = match &stage.base {
+            Base::Image { reference } => match images.get(reference) {
+                Some(img) => StageState::from_image(img),
+                None => continue,
+            },
+            Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
+            Base::Stage { .. } => continue,
+        };
+        let Some(step) = stage
+            .steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
+        else {
+            continue;
+        };
+        let StepKind::Run(r) = &step.kind else {
+            continue;
+        };
+        let key = super::stage::layer_key(step, env.opts);
+        if !env.opts.no_cache && cache.get(env.store, &key).is_some() {
+            continue;
+        }
+        let fail = |e: StepError| step_error(env.file, step, e);
+        if let Some(e) = missing_program(state.index(env.store).map_err(fail)?, &r.argv) {
+            return Err(fail(e));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The stage loop: each step of a stage in order, answered by the layer cache or executed
+//! (`super::step`), its entries completed with their parent directories and written as a layer,
+//! recorded in the cache, the image and the step records.
+use std::time::Instant;
+
+use crate::cache::{self, CachedLayer};
+use crate::layer::{Entry, LayerOptions, LayerStats, LayerWriter};
+use crate::oci::Descriptor;
+use crate::plan::{self, Base, Stage, StepKind};
+use crate::sandbox::SnapshotterKind;
+
+use super::engine::Builder;
+use super::error::{Error, Result, StepError};
+use super::state::{comment, StageState};
+use super::step::config::apply_config;
+use super::{BuildOptions, StepRecord};
+
+/// The key `step`'s layer is cached under with these options.
+pub(super) fn layer_key(step: &plan::Step, opts: &BuildOptions) -> String {
+    cache::layer_key(
+        &step.cache_key,
+        &opts.compression.to_string(),
+        opts.epoch,
+        opts.clamp_mtimes,
+    )
+}
+
+/// One step of a stage being run: which, and where in the build.
+pub(super) struct StepAt<'p> {
+    pub(super) step: &'p plan::Step,
+    /// The build-wide step number the reporter knows it by.
+    pub(super) id: usize,
+    /// The stage's name (or `stage-N`).
+    pub(super) stage_name: &'p str,
+}
+
+impl Builder<'_> {
+    /// Runs every step of `stage` and returns its state.
+    pub(super) fn run_stage(&mut self, stage: &Stage) -> Result<StageState> {
+        let stage_name = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.id));
+        let mut state = self.stage_base(stage)?;
+        let total = stage.steps.len();
+        for (i, step) in stage.steps.iter().enumerate() {
+            self.counter += 1;
+            let at = StepAt {
+                step,
+                id: self.counter,
+                stage_name: &stage_name,
+            };
+            let start = Instant::now();
+            let label = format!("[{stage_name} {}/{total}]", i + 1);
+            self.reporter.on_step(at.id, &label, &step.created_by);
+            let cached = self
+                .run_step_of(&at, &mut state, start)
+                .map_err(|e| self.step_error(step, e))?;
+            self.record_step(&at, cached, start);
+        }
+        Ok(state)
+    }
+
+    /// The state a stage starts from: `scratch`, an image, or another stage's final state.
+    fn stage_base(&self, stage: &Stage) -> Result<StageState> {
+        Ok(match &stage.base {
+            Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
+            Base::Image { reference } => StageState::from_image(&self.images[reference]),
+            Base::Stage { stage: parent } => {
+                let mut s = self
+                    .done
+                    .get(parent)
+                    .cloned()
+                    .ok_or_else(|| Error::Frontend {
+                        rendered: format!(
+                            "{}: stage {parent} was not built before stage {}",
+                            self.file, stage.id
+                        ),
+                    })?;
+                s.rootfs = None;
+                s.stack = None;
+                s.cmd_set = false;
+                s
+            }
+        })
+    }
+
+    /// One step: a config edit, a cache hit, or executed and written as a layer. Returns
+    /// whether it was answered without work.
+    fn run_step_of(
+        &mut self,
+        at: &StepAt<'_>,
+        state: &mut StageState,
+        start: Instant,
+    ) -> Result<bool, StepError> {
+        let step = at.step;
+        let key = layer_key(step, self.opts);
+        if let StepKind::Workdir { path } = &step.kind {
+            state.builder.config_mut().config.working_dir = Some(path.clone());
+        }
+        if let StepKind::Config(edit) = &step.kind {
+            apply_config(state.builder.config_mut(), edit, &mut state.cmd_set);
+            state.builder.empty_step(&step.created_by);
+            comment(&mut state.builder);
+            return Ok(true);
+        }
+        // Layer-making steps: a cache hit reuses the layer without reading anything; a miss
+        // computes the entries, writes the layer and records it.
+        if let Some(layer) = (!self.opts.no_cache)
+            .then(|| self.cache.get(self.store, &key))
+            .flatten()
+        {
+            state.push(layer, &step.created_by, None, true, 0.0);
+            return Ok(true);
+        }
+        let entries = match &step.kind {
+            StepKind::Workdir { path } => self.workdir_step(path, state)?,
+            StepKind::Copy(c) => Some(self.copy_step(c, state)?),
+            StepKind::Run(r) => Some(self.run_step(r, at, state)?),
+            StepKind::Config(_) => None,
+        };
+        let Some(mut entries) = entries else {
+            // An existing WORKDIR makes no layer.
+            state.builder.empty_step(&step.created_by);
+            comment(&mut state.builder);
+            return Ok(true);
+        };
+        // Every parent of the entries, with its metadata from before the step (not for
+        // `COPY --link`, whose layer does not depend on what is below it).
+        if !matches!(&step.kind, StepKind::Copy(c) if c.link) {
+            let parents = state
+                .index(self.store)?
+                .parent_entries(&entries, self.opts.epoch);
+            if !parents.is_empty() {
+                entries.extend(parents);
+                entries.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+        }
+        let (layer, stats) = self.write_entries(&entries)?;
+        self.cache.put(&key, &layer)?;
+        let seconds = start.elapsed().as_secs_f64();
+        state.push(layer, &step.created_by, Some(&entries), false, seconds);
+        if let Some(r) = state.records.last_mut() {
+            r.stats = Some(stats);
+        }
+        if let (StepKind::Run(_), Some(host)) = (&step.kind, self.host) {
+            match host.kind {
+                SnapshotterKind::Overlay => {
+                    state.push_upper(self.scratch.join(format!("step-{}/upper", at.id)))
+                }
+                SnapshotterKind::Walk => state.mark_rootfs_current(),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reports a finished step and records it for the metadata file.
+    fn record_step(&mut self, at: &StepAt<'_>, cached: bool, start: Instant) {
+        let seconds = start.elapsed().as_secs_f64();
+        self.reporter.on_step_done(at.id, cached, seconds);
+        self.steps.push(StepRecord {
+            stage: at.stage_name.to_string(),
+            step: at.step.created_by.clone(),
+            cached,
+            seconds,
+            cache_key: at.step.cache_key.clone(),
+        });
+    }
+
+    /// Writes `entries` as a layer blob in the store.
+    fn write_entries(&self, entries: &[Entry]) -> Result<(CachedLayer, LayerStats), StepError> {
+        let opts = self.opts;
+        let mut w = LayerWriter::new(
+            self.store.blob_writer()?,
+            LayerOptions {
+                compression: opts.compression,
+                threads: opts.threads,
+                epoch: if opts.clamp_mtimes {
+                    opts.epoch
+                } else {
+                    i64::MAX
+                },
+            },
+        )?;
+        for e in entries {
+            w.append(e)?;
+        }
+        let (blob, summary) = w.finish()?;
+        let (digest, size) = blob.finish()?;
+        let layer = CachedLayer {
+            descriptor: Descriptor::new(summary.media_type, digest, size),
+            diff_id: summary.diff_id,
+        };
+        Ok((layer, summary.stats))
+    }
+}

@@ -1,0 +1,52 @@
+//! COPY and ADD as a step: resolves `--chown` and `--chmod`, finds the source filesystem (the
+//! context, another stage, an image) and hands them to the copy rules of `super::super::copy`.
+use crate::layer::Entry;
+use crate::plan::{CopyStep, Source};
+
+use super::super::copy::{copy_entries, parse_chmod, CopyInput, SourceFs};
+use super::super::error::StepError;
+use super::super::fsindex::FsIndex;
+use super::super::state::StageState;
+use super::super::user::resolve_owner;
+use super::super::Builder;
+
+impl Builder<'_> {
+    /// The entries of a COPY or ADD step into `state`.
+    pub(in crate::builder) fn copy_step(
+        &mut self,
+        c: &CopyStep,
+        state: &mut StageState,
+    ) -> Result<Vec<Entry>, StepError> {
+        let chmod = c.chmod.as_deref().map(parse_chmod).transpose()?;
+        let owner = match &c.chown {
+            Some(spec) => Some(resolve_owner(state.index(self.store)?, spec)?),
+            None => None,
+        };
+        let tree = match &c.source {
+            Source::Context => None,
+            other => self.source_tree(other)?,
+        };
+        let dest = if c.link {
+            FsIndex::default()
+        } else {
+            state.index(self.store)?.clone()
+        };
+        let source = match &tree {
+            None => SourceFs::Context(&self.context),
+            Some((index, root)) => SourceFs::Tree {
+                index,
+                rootfs: root,
+            },
+        };
+        let input = CopyInput {
+            source,
+            dest: &dest,
+            owner,
+            chmod,
+            scratch: self.scratch,
+            urls: &self.urls,
+            epoch: self.opts.epoch,
+        };
+        Ok(copy_entries(c, &input)?)
+    }
+}
