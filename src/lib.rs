@@ -6,7 +6,9 @@
 //! |---|---|
 //! | [`inroot`] | the one way to resolve a name inside a root directory to a file descriptor (`openat2(RESOLVE_IN_ROOT)`, or a checked walk) |
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
+//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
+//! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
@@ -14,9 +16,7 @@
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
 //! | [`plan`] | Dockerfile + build args + target → `BuildPlan` (stage DAG, steps, cache keys); no I/O |
 //! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index |
-//! | [`build`] | runs a `BuildPlan`: bases, COPY/ADD, config edits, (RUN through `sandbox`), layers, cache |
-//! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
-//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
+//! | [`builder`] | the build engine: runs a `BuildPlan` (bases, input digests, COPY/ADD, RUN through a `sandbox::Sandbox`, config edits, layers, cache) into an image |
 //! | [`bake`] | the image family: the `kiln.toml` model, targets, tag templates, the bake plan, lints |
 //! | [`resolve`] | which image a deployer runs: the `[image]` section and its five rules |
 //! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |

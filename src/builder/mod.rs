@@ -1,18 +1,37 @@
-//! Runs a build: Dockerfile → plan → stages → layers → an image in the store.
+//! The build engine: runs a [`crate::plan::BuildPlan`] into an image in the store.
 //!
-//! What it owns: fetching bases (the store, `oci:`, `oci-archive:`, `docker-archive:`, another
-//! stage), COPY and ADD ([`copy`]), config edits, WORKDIR creation, the layer cache, history, and
-//! the final image. What it does not: parsing and planning (`dockerfile`, `plan`), writing layer
-//! bytes (`layer`), or RUN (`sandbox`).
+//! What it owns: fetching bases (the store, `oci:`, `oci-archive:`, `docker-archive:`, a
+//! registry), the content digests of step inputs, COPY and ADD, RUN through a
+//! [`crate::sandbox::Sandbox`], config edits, WORKDIR, the layer cache, history, and the final
+//! image. What it does not: parsing and planning (`dockerfile`, `plan`), writing layer bytes
+//! (`layer`), or running processes (`sandbox`).
 //!
-//! Start at [`build`]. A stage's files are never unpacked just to be looked at: COPY, ADD and
-//! WORKDIR consult a metadata index of the layers ([`fsindex`]), built by reading layer headers
-//! when a step first needs it (and cached per base image); only COPY `--from` another stage or
-//! image writes that stage's files to a scratch directory, to read their content. RUN steps with
-//! the overlay snapshotter stack their changes over a persistent, read-only unpacked copy of the
-//! base image ([`snapshots`]), made once and shared by every later build on that base. A cache hit reuses the stored layer without
-//! reading any source file (context files are hashed through the persistent file index of
-//! [`crate::cache`], so an unchanged tree is not read either).
+//! Start at [`build`]. The shape, top down:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `engine` | [`Builder`]: one build's values and progress; [`build`] / [`build_with`] |
+//! | `inputs` | the Dockerfile, the plan with the bases' configs, the context, input digests |
+//! | `preflight` | what is refused before any step runs; starting the sandbox once |
+//! | `stage` | the step loop: cache hit or execute, parent directories, the layer, records |
+//! | `step::copy`, `step::run`, `step::config` | one kind of step each, as `impl Builder` |
+//! | `step::mounts`, `step::diff` | `RUN --mount`s; a RUN's diff as layer entries |
+//! | [`copy`] | the COPY/ADD rules (sources, wildcards, archives, ownership, modes) |
+//! | `state` | a stage's image so far and its files on demand (index, rootfs, overlay lowers) |
+//! | [`fsindex`], [`snapshots`], [`context`], [`user`], `fetch` | the views and lookups steps use |
+//! | `error` | [`Error`] (where) over [`StepError`] (what), a `#[source]` chain to the CLI |
+//!
+//! A stage's files are never unpacked just to be looked at: COPY, ADD and WORKDIR consult a
+//! metadata index of the layers ([`fsindex`]), built by reading layer headers when a step first
+//! needs it (and cached per base image); only COPY `--from` another stage or image writes that
+//! stage's files to a scratch directory, to read their content. RUN steps with the overlay
+//! snapshotter stack their changes over a persistent, read-only unpacked copy of the base image
+//! ([`snapshots`]), made once and shared by every later build on that base. A cache hit reuses
+//! the stored layer without reading any source file (context files are hashed through the
+//! persistent file index of [`crate::cache`], so an unchanged tree is not read either).
+//!
+//! The sandbox is a seam: [`build_with`] takes any [`RunHost`], so the unit tests run whole
+//! builds against [`crate::sandbox::FakeSandbox`], without namespaces.
 
 pub mod context;
 pub mod copy;
