@@ -28,6 +28,9 @@ mod state;
 mod step;
 pub mod user;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
