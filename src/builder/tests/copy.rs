@@ -242,3 +242,35 @@ fn copy_of_a_missing_source_names_the_dockerfile_line_and_the_source() {
     assert!(text.contains("Dockerfile:3:"), "{text}");
     assert!(text.contains("nothere.txt"), "{text}");
 }
+
+/// The base's files and `usr/lib`, with `lib` a symlink to it (as in merged-/usr systems).
+fn merged_usr(f: &Fixture) {
+    let mut entries = super::base_entries();
+    entries.push(crate::layer::Entry::dir("usr", 0o755));
+    entries.push(crate::layer::Entry::dir("usr/lib", 0o755));
+    entries.push(crate::layer::Entry::symlink("lib", "usr/lib"));
+    f.image("merged", &entries, |_| {});
+}
+
+#[test]
+fn copy_into_a_symlinked_directory_writes_through_the_link() {
+    let f = Fixture::new();
+    merged_usr(&f);
+    f.file("a.so", b"SO");
+    let out = f.build("FROM merged\nCOPY a.so /lib/\n").unwrap();
+    let top = f.top(&out.image);
+    assert_eq!(paths(&top), ["usr", "usr/lib", "usr/lib/a.so"]);
+}
+
+#[test]
+fn workdir_below_a_symlinked_directory_is_made_through_the_link() {
+    let f = Fixture::new();
+    merged_usr(&f);
+    let out = f.build("FROM merged\nWORKDIR /lib/app\n").unwrap();
+    let top = f.top(&out.image);
+    assert_eq!(paths(&top), ["usr", "usr/lib", "usr/lib/app"]);
+    assert_eq!(
+        out.image.config.config.working_dir.as_deref(),
+        Some("/lib/app")
+    );
+}

@@ -292,3 +292,33 @@ fn a_failing_command_gives_its_status_and_last_output_lines() {
         "a failed build tags nothing"
     );
 }
+
+#[test]
+#[ignore = "bug: RUN as a numeric USER with no /etc/passwd entry gets gid = uid; BuildKit (runc's user.GetExecUser) gives gid 0"]
+fn a_numeric_user_without_a_passwd_entry_runs_with_group_0() {
+    let f = Fixture::new();
+    f.build("FROM base\nUSER 4242\nRUN true\n").unwrap();
+    let u = &f.specs()[0].user;
+    assert_eq!((u.uid, u.gid), (4242, 0));
+}
+
+#[test]
+#[ignore = "bug: RUN as a named USER gets no supplementary groups; BuildKit (runc's user.GetExecUser) adds the groups /etc/group lists the user in"]
+fn a_named_user_runs_with_its_supplementary_groups() {
+    let f = Fixture::new();
+    let mut entries = super::base_entries();
+    for e in &mut entries {
+        if e.path == b"etc/group" {
+            *e = crate::layer::Entry::file(
+                "etc/group",
+                0o644,
+                b"root:x:0:\napp:x:1000:\nwheel:x:10:root,app\naudio:x:29:app\n".to_vec(),
+            );
+        }
+    }
+    f.image("groups", &entries, |_| {});
+    f.build("FROM groups\nUSER app\nRUN true\n").unwrap();
+    let u = &f.specs()[0].user;
+    assert_eq!((u.uid, u.gid), (1000, 1000));
+    assert_eq!(u.additional_gids, [10, 29]);
+}
