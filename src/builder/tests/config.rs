@@ -238,3 +238,12 @@ fn onbuild_triggers_of_the_base_run_after_from_and_are_not_inherited() {
         .unwrap();
     assert_eq!(out.image.config.config.on_build, None);
 }
+
+#[test]
+fn workdir_before_user_is_owned_by_root() {
+    let f = Fixture::new();
+    let out = f.build("FROM base\nWORKDIR /opt/w\nUSER app\n").unwrap();
+    let top = f.top(&out.image);
+    assert_eq!((node(&top, "opt/w").uid, node(&top, "opt/w").gid), (0, 0));
+    assert_eq!(out.image.config.config.user.as_deref(), Some("app"));
+}

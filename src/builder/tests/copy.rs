@@ -274,3 +274,30 @@ fn workdir_below_a_symlinked_directory_is_made_through_the_link() {
         Some("/lib/app")
     );
 }
+
+#[test]
+fn copy_dest_expands_env_and_is_relative_to_the_workdir() {
+    let f = Fixture::new();
+    f.file("a", b"A");
+    let out = f
+        .build("FROM base\nENV D=/opt/app\nCOPY a $D/\nWORKDIR /srv\nCOPY a rel/b\n")
+        .unwrap();
+    assert_eq!(
+        paths(&f.layer(&out.image, 1)),
+        ["opt", "opt/app", "opt/app/a"]
+    );
+    assert_eq!(paths(&f.top(&out.image)), ["srv", "srv/rel", "srv/rel/b"]);
+}
+
+#[test]
+fn dockerignore_exceptions_bring_files_back() {
+    let f = Fixture::new();
+    f.file("docs/a.md", b"A");
+    f.file("docs/keep.md", b"K");
+    f.file(".dockerignore", b"docs\n!docs/keep.md\n");
+    let out = f.build("FROM base\nCOPY . /c/\n").unwrap();
+    let top = f.top(&out.image);
+    let p = paths(&top);
+    assert!(p.contains(&"c/docs/keep.md"), "{p:?}");
+    assert!(!p.contains(&"c/docs/a.md"), "{p:?}");
+}

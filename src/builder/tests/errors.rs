@@ -156,3 +156,26 @@ fn a_failed_build_leaves_the_store_consistent_and_tags_nothing() {
         [true, false, false]
     );
 }
+
+#[test]
+fn a_bind_source_outside_the_context_is_refused_naming_it() {
+    let f = Fixture::new();
+    let text = err_text(f.build("FROM base\nRUN --mount=type=bind,source=../x,target=/m true\n"));
+    assert!(
+        text.contains("Dockerfile:2:") && text.contains("`../x`"),
+        "{text}"
+    );
+    assert!(f.specs().is_empty());
+}
+
+#[test]
+fn a_missing_bind_source_names_it_and_the_context() {
+    let f = Fixture::new();
+    let text =
+        err_text(f.build("FROM base\nRUN --mount=type=bind,source=nothere,target=/m true\n"));
+    assert!(
+        text.contains("`nothere`") && text.contains("build context"),
+        "{text}"
+    );
+    assert!(f.specs().is_empty());
+}

@@ -98,3 +98,46 @@ fn run_mount_from_a_stage_binds_that_stage_files() {
         ]
     );
 }
+
+#[test]
+fn a_file_a_run_deleted_is_gone_for_copy_from_that_stage() {
+    let f = Fixture::new();
+    f.fake.script(
+        ExitStatus::Code(0),
+        b"",
+        vec![ScriptedChange::Delete {
+            path: "etc/group".into(),
+        }],
+    );
+    let out = f
+        .build("FROM base AS a\nRUN rm /etc/group\nFROM base\nCOPY --from=a /etc /etc2\n")
+        .unwrap();
+    let p = paths(&f.top(&out.image)).join(" ");
+    assert!(p.contains("etc2/passwd") && !p.contains("group"), "{p}");
+}
+
+#[test]
+fn a_cached_run_layer_is_in_the_stage_files_of_the_next_build() {
+    let f = Fixture::new();
+    gen(&f, "tmp/tool", b"TOOL");
+    f.build("FROM base AS a\nRUN make\n").unwrap();
+    let out = f
+        .build("FROM base AS a\nRUN make\nFROM base\nCOPY --from=a /tmp/tool /tool\n")
+        .unwrap();
+    assert!(out.steps[0].cached);
+    assert_eq!(node(&f.top(&out.image), "tool").content, b"TOOL");
+    assert_eq!(f.specs().len(), 1);
+}
+
+#[test]
+fn copy_from_a_stage_with_chown_gives_the_new_owner() {
+    let f = Fixture::new();
+    f.file("a", b"A");
+    let out = f
+        .build(
+            "FROM base AS a\nCOPY --chown=svc a /a\nFROM base\nCOPY --from=a --chown=app /a /b\n",
+        )
+        .unwrap();
+    let b = node(&f.top(&out.image), "b").clone();
+    assert_eq!((b.uid, b.gid), (1000, 1000));
+}
