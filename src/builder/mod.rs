@@ -13,6 +13,10 @@
 //! base image ([`snapshots`]), made once and shared by every later build on that base. A cache hit reuses the stored layer without
 //! reading any source file (context files are hashed through the persistent file index of
 //! [`crate::cache`], so an unchanged tree is not read either).
+//!
+//! `tests/` (unit tests) runs whole builds of small Dockerfiles on a base image made in-process,
+//! RUN steps going through [`crate::sandbox::FakeSandbox`]: no user namespaces, no root, no
+//! network; one file per feature (COPY/ADD, RUN, config, stages, cache, errors).
 
 pub mod context;
 pub mod copy;

@@ -291,4 +291,48 @@ mod tests {
         let second = fake.run(&snap, &spec, &mut |_, _| {}).unwrap();
         assert!(second.status.success() && second.diff.changes.is_empty());
     }
+
+    #[test]
+    fn fake_sandbox_makes_dirs_and_symlinks_and_records_what_binds_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("f"), b"F").unwrap();
+        let fake = FakeSandbox::new();
+        let changes = vec![
+            ScriptedChange::Dir {
+                path: "d".into(),
+                mode: 0o700,
+            },
+            ScriptedChange::Symlink {
+                path: "d/l".into(),
+                target: "../f".into(),
+            },
+        ];
+        fake.script(ExitStatus::Code(0), b"", changes);
+        let bind = |source: &str, target: &str| super::super::Mount {
+            target: target.into(),
+            kind: super::super::MountKind::Bind {
+                root: ctx.path().to_owned(),
+                source: source.into(),
+                readonly: true,
+            },
+        };
+        let spec = RunSpec {
+            mounts: vec![bind("f", "/a"), bind("", "/b"), bind("gone", "/c")],
+            ..RunSpec::default()
+        };
+        let snap = Snapshot::walk(dir.path().to_owned());
+        let outcome = fake.run(&snap, &spec, &mut |_, _| {}).unwrap();
+        assert_eq!(outcome.diff.paths(), vec!["d", "d/l"]);
+        let link = std::fs::read_link(dir.path().join("d/l")).unwrap();
+        assert_eq!(link, Path::new("../f"));
+        assert_eq!(
+            fake.binds(),
+            vec![
+                ("/a".into(), Bound::File(b"F".to_vec())),
+                ("/b".into(), Bound::Dir(vec!["f".into()])),
+                ("/c".into(), Bound::Other),
+            ]
+        );
+    }
 }

@@ -322,3 +322,19 @@ fn a_named_user_runs_with_its_supplementary_groups() {
     assert_eq!((u.uid, u.gid), (1000, 1000));
     assert_eq!(u.additional_gids, [10, 29]);
 }
+
+#[test]
+fn stage_files_unpacked_for_a_run_get_their_owners_through_the_sandbox_when_rootless() {
+    let f = Fixture::new();
+    f.build("FROM base\nRUN true\n").unwrap();
+    let chowns = f.fake.chowns();
+    let app = (b"home/app".to_vec(), 1000, 1000);
+    if rustix::process::geteuid().is_root() {
+        // Root unpacks with the owners itself; the sandbox is asked for nothing.
+        assert!(!chowns.contains(&app), "{chowns:?}");
+    } else {
+        // Unpacked as the caller, the owners are set inside the namespace: not 0:0 ones only.
+        assert!(chowns.contains(&app), "{chowns:?}");
+        assert!(chowns.iter().all(|c| (c.1, c.2) != (0, 0)), "{chowns:?}");
+    }
+}
