@@ -134,7 +134,8 @@ fn copy_link_lists_no_parent_directories_from_below() {
     let out = f.build("FROM base\nCOPY --link a /tmp/a\n").unwrap();
     let top = f.top(&out.image);
     // The parent is made as COPY makes a missing one (0755, root, the epoch), as on an empty
-    // filesystem, not listed with the stage's /tmp (1777, its mtime).
+    // filesystem, not listed with the stage's /tmp (1777, its mtime). BuildKit does the same
+    // and documents it (moby/buildkit#3602, docs PR #6778): applied, the layer makes /tmp 0755.
     assert_eq!(paths(&top), ["tmp", "tmp/a"]);
     let tmp = node(&top, "tmp");
     assert_eq!((tmp.mode, tmp.mtime), (0o755, 0), "{tmp:?}");
