@@ -30,8 +30,10 @@
 //! the stored layer without reading any source file (context files are hashed through the
 //! persistent file index of [`crate::cache`], so an unchanged tree is not read either).
 //!
-//! The sandbox is a seam: [`build_with`] takes any [`RunHost`], so the unit tests run whole
-//! builds against [`crate::sandbox::FakeSandbox`], without namespaces.
+//! The sandbox is a seam: [`build_with`] takes any [`RunHost`], so the unit tests (`tests/`,
+//! one file per feature: COPY/ADD, RUN, config, stages, cache, errors) run whole builds of small
+//! Dockerfiles on a base image made in-process, RUN steps going through
+//! [`crate::sandbox::FakeSandbox`]: no user namespaces, no root, no network.
 
 pub mod context;
 pub mod copy;
@@ -46,6 +48,9 @@ mod stage;
 mod state;
 mod step;
 pub mod user;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,11 +1,14 @@
 //! [`FakeSandbox`]: a [`Sandbox`] for unit tests of build logic. It runs nothing: it records
 //! every spec it is given, prints scripted output, and applies scripted file changes to the
-//! walk snapshot's root filesystem (or returns them as the diff of an overlay snapshot).
+//! walk snapshot's root filesystem (or returns them as the diff of an overlay snapshot). It also
+//! records what each read-only bind mount's source held when the step ran (a file's bytes, a
+//! directory's names), since the trees a build binds are gone once it ends.
 use super::error::{Result, SandboxError};
 use super::snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot};
 use super::{ExitStatus, RunOutcome, RunSpec, Sandbox, Stream};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// One file change a fake step makes.
@@ -19,6 +22,20 @@ pub enum ScriptedChange {
         content: Vec<u8>,
         /// Permission bits.
         mode: u32,
+    },
+    /// Make a directory (relative path) with this mode.
+    Dir {
+        /// Relative path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Make a symbolic link (relative path) to `target`.
+    Symlink {
+        /// Relative path.
+        path: String,
+        /// The link's target, verbatim.
+        target: String,
     },
     /// Delete a path.
     Delete {
@@ -43,6 +60,35 @@ pub struct FakeSandbox {
     specs: RefCell<Vec<RunSpec>>,
     scripts: RefCell<VecDeque<Script>>,
     chowns: RefCell<Vec<(Vec<u8>, u32, u32)>>,
+    binds: RefCell<Vec<(String, Bound)>>,
+}
+
+/// What a bind mount's source was when a step ran (see [`FakeSandbox::binds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// A regular file, with its bytes.
+    File(Vec<u8>),
+    /// A directory, with the names in it, sorted.
+    Dir(Vec<String>),
+    /// Nothing (or something else) at the source.
+    Other,
+}
+
+/// What `source` (resolved inside `root`, as the real sandbox does) is now.
+fn bound(root: &Path, source: &str) -> Bound {
+    let Ok(fd) = crate::inroot::open_path(root, source, rustix::fs::OFlags::RDONLY) else {
+        return Bound::Other;
+    };
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if let Ok(rd) = std::fs::read_dir(&path) {
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        return Bound::Dir(names);
+    }
+    std::fs::read(&path).map_or(Bound::Other, Bound::File)
 }
 
 impl FakeSandbox {
@@ -66,9 +112,34 @@ impl FakeSandbox {
         self.specs.borrow().clone()
     }
 
+    /// For every bind mount of every step run so far, in order: its target and what its source
+    /// held when the step ran.
+    pub fn binds(&self) -> Vec<(String, Bound)> {
+        self.binds.borrow().clone()
+    }
+
     /// Every ownership change asked for so far (relative path, uid, gid), in order.
     pub fn chowns(&self) -> Vec<(Vec<u8>, u32, u32)> {
         self.chowns.borrow().clone()
+    }
+}
+
+/// The change that makes `path` (at `host`) a `kind` owned by the step's user.
+fn upsert(path: &str, host: PathBuf, kind: FileKind, mode: u32, spec: &RunSpec) -> Change {
+    Change {
+        path: path.as_bytes().to_vec(),
+        kind: ChangeKind::Upsert(Entry {
+            host_path: host,
+            kind,
+            mode,
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            hardlink_to: None,
+            xattrs: Vec::new(),
+        }),
     }
 }
 
@@ -80,6 +151,12 @@ impl Sandbox for FakeSandbox {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunOutcome> {
         self.specs.borrow_mut().push(spec.clone());
+        for m in &spec.mounts {
+            if let super::MountKind::Bind { root, source, .. } = &m.kind {
+                let b = bound(root, source);
+                self.binds.borrow_mut().push((m.target.clone(), b));
+            }
+        }
         let script = self.scripts.borrow_mut().pop_front().unwrap_or_default();
         if !script.stdout.is_empty() {
             out(Stream::Stdout, &script.stdout);
@@ -119,6 +196,19 @@ impl Sandbox for FakeSandbox {
                         path: path.as_bytes().to_vec(),
                         kind: ChangeKind::Upsert(entry),
                     });
+                }
+                ScriptedChange::Dir { path, mode } => {
+                    let host = base.join(path);
+                    let _ = std::fs::create_dir_all(&host);
+                    changes.push(upsert(path, host, FileKind::Directory, *mode, spec));
+                }
+                ScriptedChange::Symlink { path, target } => {
+                    let host = base.join(path);
+                    let _ = std::os::unix::fs::symlink(target, &host);
+                    let kind = FileKind::Symlink {
+                        target: target.as_bytes().to_vec(),
+                    };
+                    changes.push(upsert(path, host, kind, 0o777, spec));
                 }
                 ScriptedChange::Delete { path } => {
                     if root.rootfs().is_some() {
@@ -200,5 +290,49 @@ mod tests {
         assert_eq!(fake.specs(), vec![spec.clone()]);
         let second = fake.run(&snap, &spec, &mut |_, _| {}).unwrap();
         assert!(second.status.success() && second.diff.changes.is_empty());
+    }
+
+    #[test]
+    fn fake_sandbox_makes_dirs_and_symlinks_and_records_what_binds_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("f"), b"F").unwrap();
+        let fake = FakeSandbox::new();
+        let changes = vec![
+            ScriptedChange::Dir {
+                path: "d".into(),
+                mode: 0o700,
+            },
+            ScriptedChange::Symlink {
+                path: "d/l".into(),
+                target: "../f".into(),
+            },
+        ];
+        fake.script(ExitStatus::Code(0), b"", changes);
+        let bind = |source: &str, target: &str| super::super::Mount {
+            target: target.into(),
+            kind: super::super::MountKind::Bind {
+                root: ctx.path().to_owned(),
+                source: source.into(),
+                readonly: true,
+            },
+        };
+        let spec = RunSpec {
+            mounts: vec![bind("f", "/a"), bind("", "/b"), bind("gone", "/c")],
+            ..RunSpec::default()
+        };
+        let snap = Snapshot::walk(dir.path().to_owned());
+        let outcome = fake.run(&snap, &spec, &mut |_, _| {}).unwrap();
+        assert_eq!(outcome.diff.paths(), vec!["d", "d/l"]);
+        let link = std::fs::read_link(dir.path().join("d/l")).unwrap();
+        assert_eq!(link, Path::new("../f"));
+        assert_eq!(
+            fake.binds(),
+            vec![
+                ("/a".into(), Bound::File(b"F".to_vec())),
+                ("/b".into(), Bound::Dir(vec!["f".into()])),
+                ("/c".into(), Bound::Other),
+            ]
+        );
     }
 }

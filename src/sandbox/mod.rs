@@ -121,7 +121,7 @@ pub mod snapshot;
 mod userns;
 
 pub use error::{Result, SandboxError, SandboxWarning};
-pub use fake::{FakeSandbox, ScriptedChange};
+pub use fake::{Bound, FakeSandbox, ScriptedChange};
 pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use idmap::{caller_view, IdMapping, IdRange};
 pub use probe::{probe, ProbeReport};
