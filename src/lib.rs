@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`inroot`] | the one way to resolve a name inside a root directory to a file descriptor (`openat2(RESOLVE_IN_ROOT)`, or a checked walk) |
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
-//! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts |
+//! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts; sniffing and decompressing gzip/bzip2/xz/zstd streams |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
