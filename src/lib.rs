@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`inroot`] | the one way to resolve a name inside a root directory to a file descriptor (`openat2(RESOLVE_IN_ROOT)`, or a checked walk) |
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
+//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws (below `registry`, which reports blob transfers through it) |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts; sniffing and decompressing gzip/bzip2/xz/zstd streams |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
@@ -16,7 +17,6 @@
 //! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index |
 //! | [`build`] | runs a `BuildPlan`: bases, COPY/ADD, config edits, (RUN through `sandbox`), layers, cache |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces |
-//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws |
 //! | [`bake`] | the image family: the `kiln.toml` model, targets, tag templates, the bake plan, lints |
 //! | [`resolve`] | which image a deployer runs: the `[image]` section and its five rules |
 //! | [`ops`] | one function per operation (`import`, `layer`, `copy`, `inspect`, …); never prints |

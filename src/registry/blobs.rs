@@ -17,21 +17,11 @@ use super::reference::Reference;
 use super::retry::{retry, Verdict};
 use crate::oci::{Algorithm, Digest, Sha256Writer};
 
-/// How a blob got to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobOutcome {
-    /// The registry had it already (a HEAD answered 200).
-    Existed,
-    /// A cross-repository mount made it appear without upload.
-    Mounted,
-    /// Its bytes were uploaded.
-    Uploaded,
-    /// Its bytes were downloaded and verified.
-    Downloaded,
-}
+pub use crate::progress::BlobOutcome;
 
 /// Progress of blob transfers. Every method has a no-op default; implementations must be cheap
-/// (they are called from worker threads for every buffer).
+/// (they are called from worker threads for every buffer). [`super::ReportTransfers`] turns
+/// them into [`crate::progress::Reporter`] events.
 pub trait TransferProgress: Send + Sync {
     /// A transfer of `size` bytes starts.
     fn on_start(&self, _digest: &Digest, _size: u64) {}

@@ -6,8 +6,9 @@
 //! This file tests the client library; beside it: `auth`, `credentials`, `faults` and `hostile`
 //! (the library against challenges, credential stores, injected faults and hostile servers),
 //! and the `kiln` command against a registry: `cli` (`build --push`, push, pull, copy, tags,
-//! mirrors), `cli_faults` (the same through a fault proxy), `copy_all` (`kiln copy --all`) and
-//! `lazy` (lazy layers).
+//! mirrors), `cli_faults` (the same through a fault proxy), `copy_all` (`kiln copy --all`),
+//! `lazy` (lazy layers) and `progress` (blob transfers reported through the `Reporter`, and
+//! how the CLI shows them).
 mod auth;
 mod cli;
 mod cli_faults;
@@ -16,6 +17,7 @@ mod credentials;
 mod faults;
 mod hostile;
 mod lazy;
+mod progress;
 
 use std::io::Cursor;
 use std::sync::Arc;
