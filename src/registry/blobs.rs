@@ -14,7 +14,7 @@ use super::auth::Scope;
 use super::client::{add_query, resolve_url, Body, Client, UploadMode};
 use super::error::{redact_url, Error, Result};
 use super::reference::Reference;
-use super::retry::{retry, Verdict};
+use super::retry::{retry, Attempt, Verdict};
 use crate::oci::{Algorithm, Digest, Sha256Writer};
 
 pub use crate::progress::BlobOutcome;
@@ -164,7 +164,7 @@ impl Client {
         let mut last_url = String::new();
         progress.on_start(digest, size.unwrap_or(0));
         // Each attempt asks for the bytes from where the last one stopped.
-        let attempt = |_| -> std::result::Result<(), Attempt> {
+        let attempt = |_| -> std::result::Result<(), Attempt<Error>> {
             let offset = hasher.written();
             let headers: Vec<(&str, String)> = if offset > 0 {
                 vec![("Range", format!("bytes={offset}-"))]
@@ -588,27 +588,6 @@ fn location(resp: &super::client::Response) -> Result<String> {
             url: redact_url(&resp.url),
             header: "Location",
         })
-}
-
-/// The error of one attempt at a transfer: worth another attempt (if [`retry`] agrees), or
-/// not.
-enum Attempt {
-    Again(Error),
-    Final(Error),
-}
-
-impl Attempt {
-    fn error(&self) -> &Error {
-        match self {
-            Attempt::Again(e) | Attempt::Final(e) => e,
-        }
-    }
-
-    fn into_error(self) -> Error {
-        match self {
-            Attempt::Again(e) | Attempt::Final(e) => e,
-        }
-    }
 }
 
 enum CopyError {

@@ -94,6 +94,31 @@ pub(crate) enum Verdict {
     RetryAnyway(Option<Duration>),
 }
 
+/// The error of one attempt, for operations that can also fail for good before the part that
+/// is retried (a `should_retry` then looks at `Again` only).
+pub(crate) enum Attempt<E> {
+    /// Worth another attempt, if the verdict and the policy allow.
+    Again(E),
+    /// Not worth another attempt.
+    Final(E),
+}
+
+impl<E> Attempt<E> {
+    /// The error, whichever kind.
+    pub(crate) fn error(&self) -> &E {
+        match self {
+            Attempt::Again(e) | Attempt::Final(e) => e,
+        }
+    }
+
+    /// The error, whichever kind.
+    pub(crate) fn into_error(self) -> E {
+        match self {
+            Attempt::Again(e) | Attempt::Final(e) => e,
+        }
+    }
+}
+
 /// Runs `op` until it succeeds or `should_retry` gives up on its error; at most
 /// `1 + policy.max_retries` attempts except for [`Verdict::RetryAnyway`]. `op` gets the
 /// 0-based attempt number; `on_retry` gets each error that is retried (to report it, or to
