@@ -84,15 +84,6 @@ pub fn decompressor<'a, R: BufRead + 'a>(
     })
 }
 
-/// Sniffs `r` (without consuming anything) and wraps it in the matching [`decompressor`].
-pub fn sniffed_decompressor<'a, R: BufRead + 'a>(
-    mut r: R,
-    name: &Path,
-) -> io::Result<(Compressed, Box<dyn Read + 'a>)> {
-    let format = sniff_compression(r.fill_buf()?);
-    Ok((format, decompressor(r, format, name)?))
-}
-
 /// A decoder whose errors name the stream.
 struct Named<'a> {
     inner: Box<dyn Read + 'a>,
@@ -163,8 +154,7 @@ mod tests {
             }
             let bytes = compressed(format);
             assert_eq!(sniff_compression(&bytes), format, "{format:?}");
-            let (seen, mut r) = sniffed_decompressor(&bytes[..], Path::new("x")).unwrap();
-            assert_eq!(seen, format);
+            let mut r = decompressor(&bytes[..], format, Path::new("x")).unwrap();
             let mut out = Vec::new();
             r.read_to_end(&mut out).unwrap();
             assert_eq!(out, TEXT, "{format:?}");

@@ -49,9 +49,7 @@ mod walk;
 mod writer;
 
 pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
-pub use decompress::{
-    decompressor, sniff_compression, sniffed_decompressor, Compressed, SNIFF_LEN,
-};
+pub use decompress::{decompressor, sniff_compression, Compressed, SNIFF_LEN};
 pub use entry::{
     clean_path, path_components, Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX,
 };
