@@ -604,50 +604,21 @@ fn tree_items(
     Ok(out)
 }
 
-/// The most memory the xz decoder may need for one block, in KiB: 64 MiB is `xz -9`'s
-/// dictionary, the largest any standard preset makes (liblzma's own decoder would use 65 MiB);
-/// an archive whose header asks for more is refused instead of allocated.
-const XZ_MEM_LIMIT_KIB: u32 = 80 * 1024;
-
-/// An xz stream decoded as it is read; errors name the archive.
-struct XzRead<R: Read> {
-    inner: lzma_rust2::XzReader<R>,
-    path: std::path::PathBuf,
-}
-
-impl<R: Read> Read for XzRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot decompress `{}`: {e}", self.path.display()),
-            )
-        })
-    }
-}
-
 /// Opens `p` as a tar archive (decompressing gzip, bzip2, xz, zstd) if it is one.
 fn open_archive(p: &Path) -> Result<Option<Box<dyn Read>>, CopyError> {
     let err = |e: std::io::Error| CopyError::Other(format!("cannot read `{}`: {e}", p.display()));
     let f = std::fs::File::open(p).map_err(err)?;
     let mut r = BufReader::with_capacity(1 << 16, f);
     let head = r.fill_buf().map_err(err)?.to_vec();
-    let reader: Box<dyn Read> = match head.as_slice() {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(r)),
-        // Streaming, like gzip and zstd: a bomb costs no memory (lzma-rs decompressed the whole
-        // archive into a Vec: 150 KiB of xz took 2 GiB). The header's dictionary size is capped
-        // so the decoder's own buffer stays bounded too.
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Box::new(XzRead {
-            inner: lzma_rust2::XzReader::new_mem_limit(r, true, XZ_MEM_LIMIT_KIB),
-            path: p.to_path_buf(),
-        }),
-        #[cfg(feature = "zstd")]
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(err)?)
+    let format = crate::layer::sniff_compression(&head);
+    let reader: Box<dyn Read> = match format {
+        crate::layer::Compressed::None if head.len() >= 262 && &head[257..262] == b"ustar" => {
+            Box::new(r)
         }
-        h if h.len() >= 262 && &h[257..262] == b"ustar" => Box::new(r),
-        _ => return Ok(None),
+        crate::layer::Compressed::None => return Ok(None),
+        // Without the `zstd` feature a zstd file is copied as it is.
+        crate::layer::Compressed::Zstd if !cfg!(feature = "zstd") => return Ok(None),
+        _ => crate::layer::decompressor(r, format, p).map_err(err)?,
     };
     // A compressed file that is not a tar is copied as it is (BuildKit does the same).
     let mut peek = BufReader::with_capacity(1024, reader);

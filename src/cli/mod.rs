@@ -171,7 +171,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> CliResult {
     let ctx = Context {
         root: cli.root.clone(),
-        progress: cli.progress,
+        reporter: render::reporter(cli.progress),
         registry: cli.registry.clone(),
     };
     match cli.command {
@@ -199,10 +199,12 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// What every command needs: the store root and the progress mode.
+/// What every command needs: the store root, the reporter and the registry flags.
 pub(crate) struct Context {
     root: Option<PathBuf>,
-    progress: ProgressMode,
+    /// One renderer for the whole command: the registry's transfers (lazy layers included)
+    /// report to the same one as the build.
+    reporter: std::sync::Arc<dyn crate::progress::Reporter>,
     registry: registry::RegistryFlags,
 }
 
@@ -242,13 +244,23 @@ impl Context {
         Ok(crate::store::Store::open(&self.root())?)
     }
 
-    /// The registry client the global flags describe.
+    /// The registry client the global flags describe, reporting its transfers.
     pub(crate) fn remote(&self) -> Result<crate::transport::Remote, Exit> {
-        Ok(self.registry.remote()?)
+        self.remote_for(&self.registry)
     }
 
-    pub(crate) fn reporter(&self) -> Box<dyn crate::progress::Reporter> {
-        render::reporter(self.progress)
+    /// The registry client `flags` describe, reporting its transfers.
+    pub(crate) fn remote_for(
+        &self,
+        flags: &registry::RegistryFlags,
+    ) -> Result<crate::transport::Remote, Exit> {
+        let mut remote = flags.remote()?;
+        remote.reporter = self.reporter();
+        Ok(remote)
+    }
+
+    pub(crate) fn reporter(&self) -> std::sync::Arc<dyn crate::progress::Reporter> {
+        self.reporter.clone()
     }
 }
 

@@ -104,10 +104,7 @@ impl RegistryFlags {
             opts.upload = registry::UploadMode::Chunked { chunk_size: n };
         }
         let client = Client::new(opts)?;
-        Ok(Remote {
-            client,
-            jobs: self.jobs.max(1),
-        })
+        Ok(Remote::new(client, self.jobs.max(1)))
     }
 }
 
@@ -176,7 +173,7 @@ pub(crate) fn pull(ctx: &Context, flags: &RegistryFlags, a: PullArgs) -> CliResu
             source: Target::Registry(r.to_string()),
             dest: Target::Store(r.to_string()),
             platform: a.platform,
-            remote: Some(flags.remote()?),
+            remote: Some(ctx.remote_for(flags)?),
             all: false,
         },
         ctx.reporter().as_ref(),
@@ -194,7 +191,7 @@ pub(crate) fn push(ctx: &Context, flags: &RegistryFlags, a: PushArgs) -> CliResu
             source: a.name.parse()?,
             dest: Target::Registry(r.to_string()),
             platform: None,
-            remote: Some(flags.remote()?),
+            remote: Some(ctx.remote_for(flags)?),
             all: false,
         },
         ctx.reporter().as_ref(),

@@ -1,10 +1,11 @@
 //! Drawing what the library reports: plain lines, JSON lines, a terminal status line, or nothing.
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clap::ValueEnum;
 
-use crate::progress::Reporter;
+use crate::oci::Digest;
+use crate::progress::{BlobOutcome, Direction, Reporter};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,12 +20,30 @@ pub enum ProgressMode {
     Quiet,
 }
 
-pub(crate) fn reporter(mode: ProgressMode) -> Box<dyn Reporter> {
+pub(crate) fn reporter(mode: ProgressMode) -> Arc<dyn Reporter> {
     match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(Terminal::default()),
-        ProgressMode::Auto | ProgressMode::Plain => Box::new(Plain),
-        ProgressMode::Json => Box::new(Json),
-        ProgressMode::Quiet => Box::new(Quiet),
+        ProgressMode::Auto if std::io::stderr().is_terminal() => Arc::new(Terminal::default()),
+        ProgressMode::Auto | ProgressMode::Plain => Arc::new(Plain),
+        ProgressMode::Json => Arc::new(Json),
+        ProgressMode::Quiet => Arc::new(Quiet),
+    }
+}
+
+/// The line for a finished blob transfer, as `skopeo copy` prints it.
+fn transfer_line(digest: &Digest, outcome: BlobOutcome) -> String {
+    match outcome {
+        BlobOutcome::Existed => format!("Copying blob {digest} skipped: already exists"),
+        BlobOutcome::Mounted => format!("Copying blob {digest} mounted"),
+        BlobOutcome::Uploaded | BlobOutcome::Downloaded => format!("Copying blob {digest} done"),
+    }
+}
+
+fn outcome_name(outcome: BlobOutcome) -> &'static str {
+    match outcome {
+        BlobOutcome::Existed => "existed",
+        BlobOutcome::Mounted => "mounted",
+        BlobOutcome::Uploaded => "uploaded",
+        BlobOutcome::Downloaded => "downloaded",
     }
 }
 
@@ -51,6 +70,9 @@ impl Reporter for Plain {
         for line in String::from_utf8_lossy(bytes).lines() {
             eprintln!("#{id} {line}");
         }
+    }
+    fn on_transfer_done(&self, digest: &Digest, _size: u64, outcome: BlobOutcome) {
+        eprintln!("{}", transfer_line(digest, outcome));
     }
 }
 
@@ -81,6 +103,34 @@ impl Reporter for Json {
             serde_json::json!({"event": "output", "id": id, "text": String::from_utf8_lossy(bytes)})
         );
     }
+    fn on_transfer_start(&self, digest: &Digest, size: u64, direction: Direction) {
+        let direction = match direction {
+            Direction::Download => "download",
+            Direction::Upload => "upload",
+        };
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "transfer_start", "digest": digest.to_string(), "size": size, "direction": direction})
+        );
+    }
+    fn on_transfer_progress(&self, digest: &Digest, size: u64, done: u64) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "transfer_progress", "digest": digest.to_string(), "size": size, "done": done})
+        );
+    }
+    fn on_transfer_retry(&self, digest: &Digest, error: &str) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "transfer_retry", "digest": digest.to_string(), "error": error})
+        );
+    }
+    fn on_transfer_done(&self, digest: &Digest, size: u64, outcome: BlobOutcome) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "transfer_done", "digest": digest.to_string(), "size": size, "outcome": outcome_name(outcome)})
+        );
+    }
 }
 
 struct Quiet;
@@ -106,6 +156,15 @@ impl Reporter for Terminal {
             *shown = false;
         }
         let _ = writeln!(e, "warning: {text}");
+    }
+    fn on_transfer_done(&self, digest: &Digest, _size: u64, outcome: BlobOutcome) {
+        let mut shown = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = std::io::stderr().lock();
+        if *shown {
+            let _ = write!(e, "\r\x1b[2K");
+            *shown = false;
+        }
+        let _ = writeln!(e, "{}", transfer_line(digest, outcome));
     }
     fn on_status(&self, text: &str) {
         let mut shown = self.line.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,7 +3,9 @@
 //! What it owns: turning a directory or a list of [`Entry`] values into the bytes of a layer,
 //! bit-for-bit reproducibly, in one streaming pass with bounded memory. What it does not: where the
 //! bytes go (the caller hands in any `Write`, usually a store blob writer that computes the
-//! compressed `digest`), or applying layers to a filesystem.
+//! compressed `digest`). Also here, beside the compressors: recognising a compressed stream by
+//! its magic bytes and decompressing it ([`sniff_compression`], [`decompressor`]), and applying
+//! a layer to a directory ([`apply_layer`]).
 //!
 //! Start at [`LayerWriter`]. Its pipeline, on 2 cores:
 //!
@@ -36,6 +38,7 @@
 //!   any worker count ≥ 1.
 
 mod compress;
+mod decompress;
 mod entry;
 mod gzip;
 mod stats;
@@ -46,6 +49,7 @@ mod walk;
 mod writer;
 
 pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
+pub use decompress::{decompressor, sniff_compression, Compressed, SNIFF_LEN};
 pub use entry::{
     clean_path, path_components, Entry, EntryKind, FileSource, OPAQUE_WHITEOUT, WHITEOUT_PREFIX,
 };

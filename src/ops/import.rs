@@ -151,13 +151,12 @@ fn append_tarball(w: &mut LayerWriter<BlobWriter>, path: &Path, tmp: &Path) -> R
     let f = File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
     let magic = r.fill_buf().map_err(|e| bad(e.to_string()))?.to_vec();
-    let reader: Box<dyn Read> = match magic.as_slice() {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        #[cfg(feature = "zstd")]
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| bad(e.to_string()))?)
+    use crate::layer::Compressed as C;
+    let reader: Box<dyn Read> = match crate::layer::sniff_compression(&magic) {
+        format @ (C::Gzip | C::Zstd) if format != C::Zstd || cfg!(feature = "zstd") => {
+            crate::layer::decompressor(r, format, path).map_err(|e| bad(e.to_string()))?
         }
-        m if m.len() >= 262 && &m[257..262] == b"ustar" => Box::new(r),
+        C::None if magic.len() >= 262 && &magic[257..262] == b"ustar" => Box::new(r),
         _ => return Err(bad("not a tar archive (plain, gzip or zstd)".into())),
     };
     std::fs::create_dir_all(tmp)

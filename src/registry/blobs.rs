@@ -14,23 +14,14 @@ use super::auth::Scope;
 use super::client::{add_query, resolve_url, Body, Client, UploadMode};
 use super::error::{redact_url, Error, Result};
 use super::reference::Reference;
+use super::retry::{retry, Attempt, Verdict};
 use crate::oci::{Algorithm, Digest, Sha256Writer};
 
-/// How a blob got to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobOutcome {
-    /// The registry had it already (a HEAD answered 200).
-    Existed,
-    /// A cross-repository mount made it appear without upload.
-    Mounted,
-    /// Its bytes were uploaded.
-    Uploaded,
-    /// Its bytes were downloaded and verified.
-    Downloaded,
-}
+pub use crate::progress::BlobOutcome;
 
 /// Progress of blob transfers. Every method has a no-op default; implementations must be cheap
-/// (they are called from worker threads for every buffer).
+/// (they are called from worker threads for every buffer). [`super::ReportTransfers`] turns
+/// them into [`crate::progress::Reporter`] events.
 pub trait TransferProgress: Send + Sync {
     /// A transfer of `size` bytes starts.
     fn on_start(&self, _digest: &Digest, _size: u64) {}
@@ -169,21 +160,22 @@ impl Client {
         }
         let path = Self::blob_path(r, digest);
         let scope = Scope::pull(r.repository());
-        let policy = self.options().retry.clone();
         let mut hasher = Sha256Writer::new(out);
-        let mut attempt = 0;
-        let mut last_url: String;
+        let mut last_url = String::new();
         progress.on_start(digest, size.unwrap_or(0));
-        loop {
+        // Each attempt asks for the bytes from where the last one stopped.
+        let attempt = |_| -> std::result::Result<(), Attempt<Error>> {
             let offset = hasher.written();
             let headers: Vec<(&str, String)> = if offset > 0 {
                 vec![("Range", format!("bytes={offset}-"))]
             } else {
                 vec![]
             };
+            // `send` has retried the request itself.
             let resp = self
-                .send(r.registry(), "GET", &path, &headers, Body::Empty, &scope)?
-                .expect(&[200, 206])?;
+                .send(r.registry(), "GET", &path, &headers, Body::Empty, &scope)
+                .and_then(|resp| resp.expect(&[200, 206]))
+                .map_err(Attempt::Final)?;
             last_url = redact_url(&resp.url);
             let mut skip = 0;
             if offset > 0 {
@@ -203,55 +195,52 @@ impl Client {
             match copy_body(&mut reader, &mut hasher, skip, bound, digest, progress) {
                 Ok(()) => {}
                 Err(CopyError::Write(source)) => {
-                    return Err(Error::WriteBlob {
+                    return Err(Attempt::Final(Error::WriteBlob {
                         digest: digest.clone(),
                         source,
-                    })
+                    }))
                 }
                 Err(CopyError::TooLong) => {
-                    return Err(Error::BlobTooLong {
+                    return Err(Attempt::Final(Error::BlobTooLong {
                         digest: digest.clone(),
-                        url: last_url,
+                        url: last_url.clone(),
                         expected: size.unwrap_or(0),
-                    })
+                    }))
                 }
                 Err(CopyError::Read(e)) => {
                     let err = Error::from_body_io(r.registry(), "GET", &last_url, e);
-                    if attempt < policy.max_retries {
-                        progress.on_retry(digest, &err);
-                        std::thread::sleep(policy.delay(attempt, None));
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(err);
+                    return Err(Attempt::Again(err));
                 }
             }
             let got = hasher.written();
-            if let Some(want) = size {
-                if got < want && attempt < policy.max_retries {
-                    // A body shorter than promised without an I/O error (no Content-Length).
+            match size {
+                Some(want) if got != want => {
                     let err = Error::SizeMismatch {
                         digest: digest.clone(),
                         url: last_url.clone(),
                         expected: want,
                         actual: got,
                     };
-                    progress.on_retry(digest, &err);
-                    std::thread::sleep(policy.delay(attempt, None));
-                    attempt += 1;
-                    continue;
+                    // A body shorter than promised without an I/O error (no Content-Length)
+                    // resumes too.
+                    Err(match got < want {
+                        true => Attempt::Again(err),
+                        false => Attempt::Final(err),
+                    })
                 }
-                if got != want {
-                    return Err(Error::SizeMismatch {
-                        digest: digest.clone(),
-                        url: last_url,
-                        expected: want,
-                        actual: got,
-                    });
-                }
+                _ => Ok(()),
             }
-            break;
-        }
+        };
+        retry(
+            &self.options().retry,
+            attempt,
+            |a| match a {
+                Attempt::Again(_) => Verdict::Retry(None),
+                Attempt::Final(_) => Verdict::Stop,
+            },
+            |a| progress.on_retry(digest, a.error()),
+        )
+        .map_err(Attempt::into_error)?;
         hasher.flush().map_err(|source| Error::WriteBlob {
             digest: digest.clone(),
             source,
@@ -456,35 +445,37 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let policy = self.options().retry.clone();
-        let mut attempt = 0;
         let mut reauthed = false;
-        loop {
-            let (loc, min_chunk) = match session.take() {
-                Some(s) => s,
-                None => self.start_upload(r)?,
-            };
-            let result = self.upload(r, blob, &loc, min_chunk, progress);
-            match result {
-                Ok(()) => return Ok(BlobOutcome::Uploaded),
-                Err(e) => {
-                    let retry = (e.is_temporary() && attempt < policy.max_retries)
-                        // The token expired mid-upload: `send` fetched a new one; go again once.
-                        || (e.is_unauthorized() && !reauthed);
-                    if !retry {
-                        return Err(e);
-                    }
-                    reauthed |= e.is_unauthorized();
-                    progress.on_retry(&blob.digest, &e);
-                    std::thread::sleep(policy.delay(attempt, e.retry_after()));
-                    attempt += 1;
-                    // The PUT may have landed even though its answer was lost.
+        retry(
+            &self.options().retry,
+            |attempt| {
+                // The PUT may have landed even though its answer was lost.
+                if attempt > 0 {
                     if let Ok(Some(_)) = self.blob_exists(r, &blob.digest) {
-                        return Ok(BlobOutcome::Uploaded);
+                        return Ok(());
                     }
                 }
-            }
-        }
+                let (loc, min_chunk) = match session.take() {
+                    Some(s) => s,
+                    // `send` has retried the POST itself.
+                    None => self.start_upload(r).map_err(Attempt::Final)?,
+                };
+                self.upload(r, blob, &loc, min_chunk, progress)
+                    .map_err(Attempt::Again)
+            },
+            |a| match a {
+                // The token expired mid-upload: `send` fetched a new one; go again once.
+                Attempt::Again(e) if e.is_unauthorized() && !reauthed => {
+                    reauthed = true;
+                    Verdict::RetryAnyway(e.retry_after())
+                }
+                Attempt::Again(e) if e.is_temporary() => Verdict::Retry(e.retry_after()),
+                _ => Verdict::Stop,
+            },
+            |a| progress.on_retry(&blob.digest, a.error()),
+        )
+        .map(|()| BlobOutcome::Uploaded)
+        .map_err(Attempt::into_error)
     }
 
     fn upload(

@@ -29,7 +29,7 @@ use super::auth::{
 use super::error::{parse_envelope, redact_url, Error, Result};
 use super::mirrors::RegistriesConfig;
 use super::reference::api_host;
-use super::retry::{parse_retry_after, RetryPolicy};
+use super::retry::{parse_retry_after, retry, RetryPolicy, Verdict};
 use super::speed::{SlowTransfer, SpeedLimit};
 
 /// How blobs are uploaded.
@@ -297,41 +297,23 @@ impl Client {
         }
         let host = api_host(registry);
         let https = format!("https://{host}");
-        let policy = &self.inner.opts.retry;
         // Try HTTPS once; fall back to HTTP only where allowed, retrying whichever we settle on.
         let state = match self.ping_once(registry, &https) {
             Ok(s) => s,
             Err(e) if self.allows_http(registry) && !matches!(e, Error::HostNotFound { .. }) => {
-                match self.ping_with_retries(registry, &format!("http://{host}"), policy) {
+                let http = format!("http://{host}");
+                match self.with_retries(|| self.ping_once(registry, &http)) {
                     Ok(s) => s,
                     // A TLS server whose certificate we do not trust answers plain HTTP with
                     // 400; the certificate problem is the useful error then.
                     Err(http_err) => return Err(if is_tls_failure(&e) { e } else { http_err }),
                 }
             }
-            Err(e) if e.is_temporary() => self.ping_with_retries(registry, &https, policy)?,
+            Err(e) if e.is_temporary() => self.with_retries(|| self.ping_once(registry, &https))?,
             Err(e) => return Err(e),
         };
         lock(&self.inner.hosts).insert(registry.to_string(), state.clone());
         Ok(state)
-    }
-
-    fn ping_with_retries(
-        &self,
-        registry: &str,
-        base: &str,
-        policy: &RetryPolicy,
-    ) -> Result<HostState> {
-        let mut attempt = 0;
-        loop {
-            match self.ping_once(registry, base) {
-                Err(e) if e.is_temporary() && attempt < policy.max_retries => {
-                    std::thread::sleep(policy.delay(attempt, e.retry_after()));
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 
     fn ping_once(&self, registry: &str, base: &str) -> Result<HostState> {
@@ -484,18 +466,18 @@ impl Client {
         }
     }
 
+    /// Runs `f` until it succeeds, fails for good, or the retries run out (temporary errors
+    /// are retried, honouring `Retry-After`).
     pub(crate) fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-        let policy = &self.inner.opts.retry;
-        let mut attempt = 0;
-        loop {
-            match f() {
-                Err(e) if e.is_temporary() && attempt < policy.max_retries => {
-                    std::thread::sleep(policy.delay(attempt, e.retry_after()));
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry(
+            &self.inner.opts.retry,
+            |_| f(),
+            |e| match e.is_temporary() {
+                true => Verdict::Retry(e.retry_after()),
+                false => Verdict::Stop,
+            },
+            drop,
+        )
     }
 
     /// Sends a request to `registry` needing `scope`, with authentication, redirects and retries.
@@ -525,34 +507,38 @@ impl Client {
         // credentials it looks up by the host of the request or of the 401 response).
         let ours = same_origin(&url, &base);
         let replayable = !matches!(body, Body::Reader { .. });
-        let policy = self.inner.opts.retry.clone();
-        let mut attempt = 0;
         let mut reauthed = false;
         let mut scope = scope.clone();
-        loop {
-            let auth = if ours {
-                self.authorization(registry, &scope, reauthed)?
-            } else {
-                None
-            };
-            let this_body = match &mut body {
-                Body::Empty => Body::Empty,
-                Body::Bytes(b) => Body::Bytes(b),
-                Body::Reader { reader, len } => Body::Reader {
-                    reader: &mut **reader,
-                    len: *len,
-                },
-            };
-            match self.raw_send(registry, method, &url, headers, this_body, auth.as_deref()) {
+        // One attempt: the request, and once more at once if the registry's 401 taught us a
+        // new challenge or scope (that does not count as a retry).
+        let attempt = |_| -> std::result::Result<Response, Failed> {
+            loop {
+                let auth = if ours {
+                    self.authorization(registry, &scope, reauthed)
+                        .map_err(Failed::Final)?
+                } else {
+                    None
+                };
+                let this_body = match &mut body {
+                    Body::Empty => Body::Empty,
+                    Body::Bytes(b) => Body::Bytes(b),
+                    Body::Reader { reader, len } => Body::Reader {
+                        reader: &mut **reader,
+                        len: *len,
+                    },
+                };
+                let resp = self
+                    .raw_send(registry, method, &url, headers, this_body, auth.as_deref())
+                    .map_err(Failed::Transport)?;
                 // Only the registry itself may tell us how to authenticate to it: a 401 from
                 // another origin (an upload `Location` or a redirect target elsewhere) is an
                 // answer, not a challenge. Taking its `WWW-Authenticate` would send the
                 // registry's credentials to a token realm that host names (containerd keys
                 // challenges by the host that sent them for the same reason).
-                Ok(resp) if resp.status == 401 && !same_origin(&resp.url, &base) => {
-                    return Ok(resp)
+                if resp.status == 401 && !same_origin(&resp.url, &base) {
+                    return Ok(resp);
                 }
-                Ok(resp) if resp.status == 401 && !reauthed => {
+                if resp.status == 401 && !reauthed {
                     // The token lacks a scope (or expired), or the registry wants auth only
                     // now (a ping that answered 200 to anonymous): learn the challenge, widen
                     // the scope with what it names, and get a fresh token.
@@ -564,7 +550,7 @@ impl Client {
                         scope: Some(raw), ..
                     } = &challenge
                     {
-                        scope = scope.with_raw(raw);
+                        scope = scope.clone().with_raw(raw);
                     }
                     if let Some(h) = lock(&self.inner.hosts).get_mut(registry) {
                         h.challenge = Some(challenge);
@@ -572,29 +558,41 @@ impl Client {
                     reauthed = true;
                     if !replayable {
                         // The body is spent; get the token now so the caller's restart has it.
-                        self.authorization(registry, &scope, true)?;
+                        self.authorization(registry, &scope, true)
+                            .map_err(Failed::Final)?;
                         return Ok(resp);
                     }
                     resp.drain();
+                    continue;
                 }
-                Ok(resp)
-                    if replayable
-                        && attempt < policy.max_retries
-                        && matches!(resp.status, 408 | 429 | 500 | 502 | 503 | 504) =>
-                {
-                    let retry_after = resp
-                        .header("retry-after")
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    resp.drain();
-                    std::thread::sleep(policy.delay(attempt, retry_after));
-                    attempt += 1;
+                if matches!(resp.status, 408 | 429 | 500 | 502 | 503 | 504) {
+                    return Err(Failed::Status(Box::new(resp)));
                 }
-                Err(e) if replayable && e.is_temporary() && attempt < policy.max_retries => {
-                    std::thread::sleep(policy.delay(attempt, None));
-                    attempt += 1;
-                }
-                other => return other,
+                return Ok(resp);
             }
+        };
+        let result = retry(
+            &self.inner.opts.retry,
+            attempt,
+            |failed| match failed {
+                Failed::Status(resp) if replayable => Verdict::Retry(
+                    resp.header("retry-after")
+                        .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                ),
+                // `raw_send` answers every status, so its errors carry no `Retry-After`.
+                Failed::Transport(e) if replayable && e.is_temporary() => Verdict::Retry(None),
+                _ => Verdict::Stop,
+            },
+            |failed| {
+                if let Failed::Status(resp) = failed {
+                    resp.drain();
+                }
+            },
+        );
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(Failed::Status(resp)) => Ok(*resp),
+            Err(Failed::Transport(e) | Failed::Final(e)) => Err(e),
         }
     }
 
@@ -715,6 +713,16 @@ impl Client {
             limit,
         })
     }
+}
+
+/// Why one attempt of [`Client::send`] did not give the answer.
+enum Failed {
+    /// The request did not get through (retried when temporary and the body can be sent again).
+    Transport(Error),
+    /// A status worth asking again for (408, 429, 5xx); the answer if retries run out.
+    Status(Box<Response>),
+    /// Authentication failed: it has retried on its own already.
+    Final(Error),
 }
 
 /// Runs `r` on `agent` with these per-read and per-write timeouts.

@@ -62,7 +62,8 @@
 //! `reference.rs` (parsing, normalisation), `auth/` (challenges, scopes, tokens, credentials),
 //! `client.rs` (TLS/HTTP choice, ping, auth, redirects, retries), `manifests.rs` (manifests,
 //! platforms, tags, referrers), `blobs.rs` (HEAD/GET/mount/upload), `blob_reader.rs` (a blob as
-//! a verifying `Read`), `transfer.rs` (parallel blobs), `retry.rs`, `speed.rs` (the minimum
+//! a verifying `Read`), `transfer.rs` (parallel blobs, and their progress as
+//! [`crate::progress::Reporter`] events), `retry.rs`, `speed.rs` (the minimum
 //! transfer rate, `--speed-limit`/`--speed-time`), `mirrors.rs`, `tls.rs`, `error.rs`.
 //!
 //! ## Trust
@@ -99,4 +100,4 @@ pub use mirrors::{Mirror, MirrorPolicy, PullSource, RegistriesConfig, RegistryEn
 pub use reference::{api_host, Reference, DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API};
 pub use retry::{parse_retry_after, RetryPolicy};
 pub use speed::{Meter, MeteredRead, MeteredUpload, SlowTransfer, SpeedLimit};
-pub use transfer::{pull_blobs, push_blobs, BlobSink, OpenSink};
+pub use transfer::{pull_blobs, push_blobs, BlobSink, OpenSink, ReportTransfers};

@@ -3,6 +3,9 @@
 //! Workers take the next blob from a shared counter; after the first error no new blob is
 //! started, running ones finish, and that first error is returned. Connections are pooled by
 //! the client's agent, so `jobs` threads reuse up to `jobs` connections per registry.
+//!
+//! [`ReportTransfers`] reports the transfers to a [`Reporter`].
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -12,7 +15,78 @@ use super::blobs::{BlobOutcome, BlobUpload, TransferProgress};
 use super::client::Client;
 use super::error::{Error, Result};
 use super::reference::Reference;
-use crate::oci::Descriptor;
+use crate::oci::{Descriptor, Digest};
+use crate::progress::{Direction, Reporter, TRANSFER_PROGRESS_STEP};
+
+/// A [`TransferProgress`] that reports to a [`Reporter`]: it keeps each transfer's size and
+/// bytes so far, and sends `on_transfer_progress` every [`TRANSFER_PROGRESS_STEP`] bytes
+/// rather than for every buffer.
+pub struct ReportTransfers<'a> {
+    reporter: &'a dyn Reporter,
+    direction: Direction,
+    /// Digest → (size, bytes so far, bytes at the last progress event).
+    transfers: Mutex<HashMap<Digest, (u64, u64, u64)>>,
+}
+
+impl<'a> ReportTransfers<'a> {
+    /// Reports transfers in `direction` to `reporter`.
+    pub fn new(reporter: &'a dyn Reporter, direction: Direction) -> ReportTransfers<'a> {
+        ReportTransfers {
+            reporter,
+            direction,
+            transfers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn transfers(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, (u64, u64, u64)>> {
+        self.transfers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TransferProgress for ReportTransfers<'_> {
+    fn on_start(&self, digest: &Digest, size: u64) {
+        self.transfers().insert(digest.clone(), (size, 0, 0));
+        self.reporter
+            .on_transfer_start(digest, size, self.direction);
+    }
+
+    fn on_bytes(&self, digest: &Digest, bytes: u64) {
+        let due = {
+            let mut t = self.transfers();
+            let Some((size, done, shown)) = t.get_mut(digest) else {
+                return;
+            };
+            *done += bytes;
+            let due = *done >= shown.saturating_add(TRANSFER_PROGRESS_STEP) || *done == *size;
+            if due {
+                *shown = *done;
+            }
+            due.then_some((*size, *done))
+        };
+        // The reporter is called without the lock held: it may be slow (a terminal).
+        if let Some((size, done)) = due {
+            self.reporter.on_transfer_progress(digest, size, done);
+        }
+    }
+
+    fn on_retry(&self, digest: &Digest, error: &Error) {
+        if self.direction == Direction::Upload {
+            // An upload starts over from a fresh reader.
+            if let Some((_, done, shown)) = self.transfers().get_mut(digest) {
+                (*done, *shown) = (0, 0);
+            }
+        }
+        self.reporter.on_transfer_retry(digest, &error.to_string());
+    }
+
+    fn on_done(&self, digest: &Digest, outcome: BlobOutcome) {
+        let size = self
+            .transfers()
+            .remove(digest)
+            .map_or(0, |(size, _, _)| size);
+        self.reporter.on_transfer_done(digest, size, outcome);
+    }
+}
 
 /// Where a downloaded blob goes: a writer (a temporary file) that is committed (renamed into
 /// place) only after the blob was verified, and dropped otherwise.

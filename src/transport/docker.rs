@@ -14,21 +14,45 @@ use std::sync::Arc;
 
 use crate::image::Image;
 use crate::oci::{Descriptor, Digest, MediaType, Platform};
+use crate::progress::{Direction, NoopReporter, Reporter};
 use crate::registry::{
-    self, pull_blobs, push_blobs, BlobSink, BlobUpload, Client, NoProgress, Reference,
-    RemoteManifest,
+    self, pull_blobs, push_blobs, BlobSink, BlobUpload, Client, Reference, RemoteManifest,
+    ReportTransfers,
 };
 use crate::store::{BlobWriter, Store};
 
 use super::{Error, Result};
 
-/// A registry client and how many blobs it moves at once.
-#[derive(Debug, Clone)]
+/// A registry client, how many blobs it moves at once, and where their progress goes.
+#[derive(Clone)]
 pub struct Remote {
     /// The client (credentials, TLS, mirrors, retries).
     pub client: Client,
     /// Concurrent blob transfers (`--jobs`).
     pub jobs: usize,
+    /// Receives the `on_transfer_*` events of every blob pulled or pushed, lazy layers
+    /// fetched later included (so it is shared, not borrowed).
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl Remote {
+    /// A remote whose transfers are not reported.
+    pub fn new(client: Client, jobs: usize) -> Remote {
+        Remote {
+            client,
+            jobs,
+            reporter: Arc::new(NoopReporter),
+        }
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("client", &self.client)
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
+    }
 }
 
 fn reg(e: registry::Error) -> Error {
@@ -81,10 +105,18 @@ fn origin_reference(line: &str) -> Option<Reference> {
 /// a fetch also downloads, `jobs` at a time, the other lazy layers of every named image that
 /// holds the layer asked for (only that layer's failure is an error; a sibling that fails is
 /// fetched again when it is opened).
-#[derive(Debug)]
 pub(crate) struct RegistryFetcher {
     client: Client,
     jobs: usize,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for RegistryFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFetcher")
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegistryFetcher {
@@ -109,10 +141,8 @@ impl RegistryFetcher {
                 digest: digest.clone(),
                 size,
             };
-            match self
-                .client
-                .get_blob(&r, digest, size, &mut sink, &NoProgress)
-            {
+            let progress = ReportTransfers::new(&*self.reporter, Direction::Download);
+            match self.client.get_blob(&r, digest, size, &mut sink, &progress) {
                 Ok(_) => return Box::new(sink).commit().map_err(|e| e.to_string()),
                 Err(e) => tried.push(format!("from `{line}`: {e}")),
             }
@@ -228,6 +258,7 @@ pub(crate) fn fetch_lazily_through(store: &Store, remote: &Remote) {
     store.set_fetcher(Arc::new(RegistryFetcher {
         client: remote.client.clone(),
         jobs: remote.jobs.max(1),
+        reporter: remote.reporter.clone(),
     }));
 }
 
@@ -279,7 +310,7 @@ pub(crate) fn pull(
     crate::store::record_origin(store, &m.config.digest, &here);
     let mut wanted = Vec::new();
     plan_pull(store, &m, &here, lazy, &mut wanted)?;
-    pull_missing(store, client, &source, wanted, remote.jobs)?;
+    pull_missing(store, remote, &source, wanted)?;
     let raw_config = store.read_blob(&m.config.digest)?;
     let mut image = Image::from_raw(manifest.bytes.clone(), raw_config)?;
     image.descriptor.media_type = manifest.media_type.clone();
@@ -355,7 +386,7 @@ pub(crate) fn pull_all(
     for m in &manifests {
         plan_pull(store, &m.manifest().map_err(reg)?, &here, lazy, &mut wanted)?;
     }
-    pull_missing(store, client, &source, wanted, remote.jobs)?;
+    pull_missing(store, remote, &source, wanted)?;
     // Manifests after their blobs, the index last: what is named is complete.
     for m in &manifests {
         store_manifest(store, m)?;
@@ -454,14 +485,8 @@ pub(crate) fn push(
             mount_from,
         });
     }
-    push_blobs(
-        &remote.client,
-        &r,
-        &uploads,
-        remote.jobs.max(1),
-        &NoProgress,
-    )
-    .map_err(reg)?;
+    let progress = ReportTransfers::new(&*remote.reporter, Direction::Upload);
+    push_blobs(&remote.client, &r, &uploads, remote.jobs.max(1), &progress).map_err(reg)?;
     let digest =
         match remote
             .client
@@ -512,10 +537,9 @@ pub(crate) fn docker_manifest(image: &Image) -> Option<Vec<u8>> {
 /// verified against its digest before it is renamed into place.
 fn pull_missing(
     store: &Store,
-    client: &registry::Client,
+    remote: &Remote,
     source: &Reference,
     mut wanted: Vec<Descriptor>,
-    jobs: usize,
 ) -> Result<()> {
     wanted.retain(|d| !store.contains(&d.digest));
     wanted.sort_by(|a, b| a.digest.cmp(&b.digest));
@@ -528,7 +552,9 @@ fn pull_missing(
             size: Some(d.size),
         }))
     };
-    pull_blobs(client, source, &wanted, jobs.max(1), &NoProgress, &open).map_err(reg)
+    let progress = ReportTransfers::new(&*remote.reporter, Direction::Download);
+    let jobs = remote.jobs.max(1);
+    pull_blobs(&remote.client, source, &wanted, jobs, &progress, &open).map_err(reg)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::image::Image;
+use crate::layer::{decompressor, sniff_compression, Compressed, SNIFF_LEN};
 use crate::oci::{self, Descriptor, Digest, ImageConfig, Manifest, MediaType};
 use crate::store::Store;
 
@@ -126,11 +127,15 @@ pub(crate) fn read(store: &Store, file: &Path, reference: Option<&str>) -> Resul
     let mut layers = Vec::new();
     for p in &chosen.layers {
         let (digest, size) = find(p)?;
-        let mut magic = [0u8; 4];
-        let n = store.open_blob(&digest)?.read(&mut magic).unwrap_or(0);
-        let media_type = match &magic[..n] {
-            [0x1f, 0x8b, ..] => MediaType::OciLayerGzip,
-            [0x28, 0xb5, 0x2f, 0xfd] => MediaType::OciLayerZstd,
+        let mut magic = Vec::with_capacity(SNIFF_LEN);
+        let _ = store
+            .open_blob(&digest)?
+            .take(SNIFF_LEN as u64)
+            .read_to_end(&mut magic);
+        // OCI has layer media types for gzip and zstd only; anything else is taken as a tar.
+        let media_type = match sniff_compression(&magic) {
+            Compressed::Gzip => MediaType::OciLayerGzip,
+            Compressed::Zstd => MediaType::OciLayerZstd,
             _ => MediaType::OciLayer,
         };
         layers.push(Descriptor::new(media_type, digest, size));
@@ -226,20 +231,18 @@ pub(crate) fn write(store: &Store, image: &Image, file: &Path, name: Option<&str
 pub(crate) fn decompress(blob: File, media_type: &MediaType, path: &Path) -> Result<Box<dyn Read>> {
     use crate::oci::LayerCompression as C;
     let r = std::io::BufReader::with_capacity(1 << 20, blob);
-    Ok(match media_type.layer_compression() {
-        Some(C::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        #[cfg(feature = "zstd")]
-        Some(C::Zstd) => Box::new(
-            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("cannot read", path))?,
-        ),
-        Some(C::None) => Box::new(r),
-        _ => {
+    let format = match media_type.layer_compression() {
+        Some(C::Gzip) => Compressed::Gzip,
+        Some(C::Zstd) => Compressed::Zstd,
+        Some(C::None) => Compressed::None,
+        None => {
             return Err(Error::Malformed {
                 location: path.display().to_string(),
                 reason: format!("`{media_type}` is not a layer media type kiln can decompress"),
             })
         }
-    })
+    };
+    decompressor(r, format, path).map_err(io_err("cannot read", path))
 }
 
 struct HashingReader<R> {

@@ -59,7 +59,7 @@ fn raw(reference: &str) -> (String, Vec<String>) {
 }
 
 #[test]
-fn registry_copy_all_moves_a_whole_index_between_every_transport_keeping_its_digest() {
+fn moves_a_whole_index_between_every_transport_keeping_its_digest() {
     let Some(reg) = Registry::start(Mode::Plain) else {
         return;
     };

@@ -71,7 +71,7 @@ fn url_digest(d: &str) -> String {
 }
 
 #[test]
-fn registry_cli_push_survives_a_reset_mid_upload() {
+fn push_survives_a_reset_mid_upload() {
     let Some(s) = setup() else { return };
     s.proxy.add(
         "PUT",
@@ -86,7 +86,7 @@ fn registry_cli_push_survives_a_reset_mid_upload() {
 }
 
 #[test]
-fn registry_cli_pull_survives_503_then_success() {
+fn pull_survives_503_then_success() {
     let Some(s) = setup() else { return };
     s.k.ok(&["push", "busybox", &format!("{}/flaky/app:1", s.reg.addr)]);
     let status = Fault::Status {
@@ -104,7 +104,7 @@ fn registry_cli_pull_survives_503_then_success() {
 }
 
 #[test]
-fn registry_cli_build_push_honours_429_retry_after() {
+fn build_push_honours_429_retry_after() {
     let Some(s) = setup() else { return };
     let c = s.k.path("ctx");
     std::fs::create_dir_all(&c).unwrap();
@@ -136,7 +136,7 @@ fn registry_cli_build_push_honours_429_retry_after() {
 }
 
 #[test]
-fn registry_cli_pull_resumes_a_truncated_download() {
+fn pull_resumes_a_truncated_download() {
     let Some(s) = setup() else { return };
     s.k.ok(&["push", "busybox", &format!("{}/cut/app:1", s.reg.addr)]);
     s.proxy.add("GET", &s.layer, Fault::TruncateBody, 2);
@@ -159,7 +159,7 @@ fn blob(k: &Kiln, d: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn registry_cli_pull_of_corrupt_bytes_fails_naming_the_digest_and_stores_nothing() {
+fn pull_of_corrupt_bytes_fails_naming_the_digest_and_stores_nothing() {
     let Some(s) = setup() else { return };
     s.k.ok(&["push", "busybox", &format!("{}/bad/app:1", s.reg.addr)]);
     s.proxy.add("GET", &s.layer, Fault::CorruptBody, 100);
@@ -205,7 +205,7 @@ fn registry_cli_pull_of_corrupt_bytes_fails_naming_the_digest_and_stores_nothing
 }
 
 #[test]
-fn registry_cli_lazy_layer_fetch_resumes_a_truncated_download() {
+fn lazy_layer_fetch_resumes_a_truncated_download() {
     let Some(s) = setup() else { return };
     s.k.ok(&["push", "busybox", &format!("{}/lazycut/base:1", s.reg.addr)]);
     let k = Kiln::new();
@@ -234,7 +234,7 @@ fn registry_cli_lazy_layer_fetch_resumes_a_truncated_download() {
 }
 
 #[test]
-fn registry_cli_push_that_keeps_failing_exits_2_naming_the_blob() {
+fn push_that_keeps_failing_exits_2_naming_the_blob() {
     let Some(s) = setup() else { return };
     s.proxy.add(
         "PUT",

@@ -351,10 +351,7 @@ fn the_first_opened_layer_of_a_lazy_base_brings_its_sibling_layers_each_fetched_
     // Through the library: opening the top layer alone brings the two below it.
     let dir = tempfile::tempdir().unwrap();
     let store = kiln::store::Store::open(dir.path()).unwrap();
-    let remote = kiln::transport::Remote {
-        client: crate::registry::client(),
-        jobs: 3,
-    };
+    let remote = kiln::transport::Remote::new(crate::registry::client(), 3);
     let image = kiln::transport::read_base_into_store(
         &store,
         &kiln::transport::Target::Registry(three.clone()),

@@ -2,10 +2,22 @@
 //!
 //! Each test starts its own registry (see `support::registry`), so they run in parallel. A test
 //! whose tool is missing prints why and returns, except under `CI=true`.
+//!
+//! This file tests the client library; beside it: `auth`, `credentials`, `faults` and `hostile`
+//! (the library against challenges, credential stores, injected faults and hostile servers),
+//! and the `kiln` command against a registry: `cli` (`build --push`, push, pull, copy, tags,
+//! mirrors), `cli_faults` (the same through a fault proxy), `copy_all` (`kiln copy --all`),
+//! `lazy` (lazy layers) and `progress` (blob transfers reported through the `Reporter`, and
+//! how the CLI shows them).
 mod auth;
+mod cli;
+mod cli_faults;
+mod copy_all;
 mod credentials;
 mod faults;
 mod hostile;
+mod lazy;
+mod progress;
 
 use std::io::Cursor;
 use std::sync::Arc;
