@@ -10,7 +10,7 @@ use crate::plan::{BuildPlan, Source, StageId};
 use crate::progress::Reporter;
 use crate::sandbox::{Sandbox, SnapshotterKind};
 use crate::store::Store;
-use crate::transport::write_from_store;
+use crate::transport::{write_from_store, LayerSource};
 
 use super::context::Context;
 use super::error::{Error, Result, StepError};
@@ -151,10 +151,15 @@ impl<'a> Builder<'a> {
     /// The store, scratch directory and sandbox, as stage states use them.
     pub(super) fn disk(&self) -> Disk<'a> {
         Disk {
-            store: self.store,
+            layers: self.layers(),
             scratch: self.scratch,
             sandbox: self.host.map(|h| h.sandbox),
         }
+    }
+
+    /// The layers steps read: the store's, lazy ones fetched through the build's registry.
+    pub(super) fn layers(&self) -> LayerSource<'a> {
+        LayerSource::new(self.store, self.opts.remote.as_ref())
     }
 
     /// An error of `step`, naming where it is.
@@ -216,7 +221,7 @@ impl<'a> Builder<'a> {
         let Some((state, name)) = self.source_state(src)? else {
             return Ok(None);
         };
-        let index = state.index(disk.store)?.clone();
+        let index = state.index(disk.layers)?.clone();
         Ok(Some((index, state.rootfs(disk, &name)?)))
     }
 

@@ -29,6 +29,13 @@ pub(super) struct Env<'a> {
     pub(super) file: &'a str,
 }
 
+impl<'a> Env<'a> {
+    /// The layers of the store, lazy ones fetched through the build's registry.
+    pub(super) fn layers(&self) -> transport::LayerSource<'a> {
+        transport::LayerSource::new(self.store, self.opts.remote.as_ref())
+    }
+}
+
 /// The Dockerfile, read, parsed and typed.
 pub(super) struct Frontend {
     /// Its name in messages.

@@ -193,7 +193,7 @@ pub(super) fn check_programs(
             continue;
         }
         let fail = |e: StepError| step_error(env.file, step, e);
-        if let Some(e) = missing_program(state.index(env.store).map_err(fail)?, &r.argv) {
+        if let Some(e) = missing_program(state.index(env.layers()).map_err(fail)?, &r.argv) {
             return Err(fail(e));
         }
     }

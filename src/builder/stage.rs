@@ -129,7 +129,7 @@ impl Builder<'_> {
         // `COPY --link`, whose layer does not depend on what is below it).
         if !matches!(&step.kind, StepKind::Copy(c) if c.link) {
             let parents = state
-                .index(self.store)?
+                .index(self.layers())?
                 .parent_entries(&entries, self.opts.epoch);
             if !parents.is_empty() {
                 entries.extend(parents);

@@ -8,8 +8,7 @@ use crate::image::{Image, ImageBuilder, NewLayer};
 use crate::layer::{apply_layer, Entry, UnpackOptions};
 use crate::oci::{Descriptor, Platform};
 use crate::sandbox::Sandbox;
-use crate::store::Store;
-use crate::transport;
+use crate::transport::LayerSource;
 
 use super::error::StepError;
 use super::fsindex::FsIndex;
@@ -19,12 +18,12 @@ use super::LayerRecord;
 /// History comment BuildKit writes on every step; tools that show history group by it.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
-/// Where a stage's files are made: the store (layers, persistent snapshots), the build's scratch
-/// directory, and the sandbox that owns what rootless steps wrote (absent when the build has no
-/// RUN step).
+/// Where a stage's files are made: the layers (the store, and the registry lazy ones come
+/// from), the build's scratch directory, and the sandbox that owns what rootless steps wrote
+/// (absent when the build has no RUN step). The store also keeps persistent snapshots.
 #[derive(Clone, Copy)]
 pub(super) struct Disk<'a> {
-    pub(super) store: &'a Store,
+    pub(super) layers: LayerSource<'a>,
     pub(super) scratch: &'a Path,
     pub(super) sandbox: Option<&'a dyn Sandbox>,
 }
@@ -105,13 +104,13 @@ impl StageState {
     }
 
     /// The metadata index, brought up to date with every layer.
-    pub(super) fn index(&mut self, store: &Store) -> Result<&FsIndex, StepError> {
+    pub(super) fn index(&mut self, layers: LayerSource<'_>) -> Result<&FsIndex, StepError> {
         if self.indexed == 0 && self.base_len > 0 {
-            self.index = chain_index(store, &self.layers[..self.base_len])?;
+            self.index = chain_index(layers, &self.layers[..self.base_len])?;
             self.indexed = self.base_len;
         }
         while self.indexed < self.layers.len() {
-            index_layer(store, &mut self.index, &self.layers[self.indexed])?;
+            index_layer(layers, &mut self.index, &self.layers[self.indexed])?;
             self.indexed += 1;
         }
         Ok(&self.index)
@@ -147,7 +146,7 @@ impl StageState {
             Some(s) => s,
             None if self.base_len > 0 => {
                 let base = &self.layers[..self.base_len];
-                let d = snapshots::merged(disk.store, base, disk.sandbox, &mut |dir| {
+                let d = snapshots::merged(disk.layers.store(), base, disk.sandbox, &mut |dir| {
                     unpack_stack(disk, base, dir)
                 })?;
                 (vec![d], self.base_len)
@@ -164,14 +163,15 @@ impl StageState {
             // parent of their members and become a directory of their own; one with whiteouts
             // (a cached RUN) or implied parents (`COPY --link`) needs the layers below it, so
             // the stack is merged into one directory again.
-            if layer_needs_merge(disk.store, l)? {
+            if layer_needs_merge(disk.layers, l)? {
                 // Whiteouts need the lower layers: merge everything into one directory instead
                 // (kept as a snapshot: the layers are all in the store, so the next build with
                 // this stack reuses it).
                 let below = &self.layers[..=i];
-                let merged = snapshots::merged(disk.store, below, disk.sandbox, &mut |dir| {
-                    unpack_stack(disk, below, dir)
-                })?;
+                let merged =
+                    snapshots::merged(disk.layers.store(), below, disk.sandbox, &mut |dir| {
+                        unpack_stack(disk, below, dir)
+                    })?;
                 dirs = vec![merged];
             } else {
                 let d = disk.scratch.join(format!("lower-{name}-{i}"));
@@ -247,7 +247,7 @@ pub(super) fn comment(b: &mut ImageBuilder) {
 }
 
 fn apply_into(disk: Disk<'_>, layer: &Descriptor, dir: &Path) -> Result<(), StepError> {
-    let store = disk.store;
+    let layers = disk.layers;
     let ownership = rustix::process::geteuid().is_root();
     if let Some(sb) = disk.sandbox.filter(|_| !ownership) {
         // Unpacked as the caller (the namespace's root), a directory the layer lists that is
@@ -255,7 +255,7 @@ fn apply_into(disk: Disk<'_>, layer: &Descriptor, dir: &Path) -> Result<(), Step
         // would lose its setgid bit to a chmod by a non-member of its group, and would keep
         // that owner when the layer gives it to root (only other owners are set afterwards).
         // Give such directories to root first; the layer's owners are set after it.
-        let existing = existing_dirs(store, layer, dir)?;
+        let existing = existing_dirs(layers, layer, dir)?;
         if !existing.is_empty() {
             sb.chown_in_namespace(dir, &existing)
                 .map_err(|source| StepError::Owners {
@@ -264,8 +264,12 @@ fn apply_into(disk: Disk<'_>, layer: &Descriptor, dir: &Path) -> Result<(), Step
                 })?;
         }
     }
-    let report = apply_layer(open_layer(store, layer)?, dir, &UnpackOptions { ownership })
-        .map_err(|e| StepError::layer(&layer.digest)(e.into()))?;
+    let report = apply_layer(
+        open_layer(layers, layer)?,
+        dir,
+        &UnpackOptions { ownership },
+    )
+    .map_err(|e| StepError::layer(&layer.digest)(e.into()))?;
     if let Some(sb) = disk.sandbox {
         sb.chown_in_namespace(dir, &report.owners)
             .map_err(|source| StepError::Owners {
@@ -277,20 +281,25 @@ fn apply_into(disk: Disk<'_>, layer: &Descriptor, dir: &Path) -> Result<(), Step
 }
 
 /// The uncompressed tar of `layer`.
-fn open_layer(store: &Store, layer: &Descriptor) -> Result<Box<dyn std::io::Read>, StepError> {
-    transport::open_layer(store, layer).map_err(|e| StepError::layer(&layer.digest)(e.into()))
+fn open_layer(
+    layers: LayerSource<'_>,
+    layer: &Descriptor,
+) -> Result<Box<dyn std::io::Read>, StepError> {
+    layers
+        .open_layer(layer)
+        .map_err(|e| StepError::layer(&layer.digest)(e.into()))
 }
 
 /// The directory members of `layer` that are directories in `dir` already, each with owner
 /// 0:0 (namespace ids), for [`Sandbox::chown_in_namespace`].
 fn existing_dirs(
-    store: &Store,
+    layers: LayerSource<'_>,
     layer: &Descriptor,
     dir: &Path,
 ) -> Result<Vec<(Vec<u8>, u32, u32)>, StepError> {
     use std::os::unix::ffi::OsStrExt;
     let bad = |e: std::io::Error| StepError::layer(&layer.digest)(e.into());
-    let mut a = tar::Archive::new(open_layer(store, layer)?);
+    let mut a = tar::Archive::new(open_layer(layers, layer)?);
     let mut out = Vec::new();
     for e in a.entries().map_err(bad)? {
         let e = e.map_err(bad)?;
@@ -309,23 +318,27 @@ fn existing_dirs(
 }
 
 /// Applies one layer's tar to `index`.
-fn index_layer(store: &Store, index: &mut FsIndex, layer: &Descriptor) -> Result<(), StepError> {
+fn index_layer(
+    layers: LayerSource<'_>,
+    index: &mut FsIndex,
+    layer: &Descriptor,
+) -> Result<(), StepError> {
     index
-        .apply_tar(open_layer(store, layer)?)
+        .apply_tar(open_layer(layers, layer)?)
         .map_err(|e| StepError::layer(&layer.digest)(e.into()))
 }
 
 /// The index of `layers` (bottom first): from the index cache, else read from their tars and
 /// cached for the next build.
-fn chain_index(store: &Store, layers: &[Descriptor]) -> Result<FsIndex, StepError> {
-    if let Some(index) = snapshots::load_index(store, layers) {
+fn chain_index(source: LayerSource<'_>, layers: &[Descriptor]) -> Result<FsIndex, StepError> {
+    if let Some(index) = snapshots::load_index(source.store(), layers) {
         return Ok(index);
     }
     let mut index = FsIndex::default();
     for l in layers {
-        index_layer(store, &mut index, l)?;
+        index_layer(source, &mut index, l)?;
     }
-    snapshots::save_index(store, layers, &index);
+    snapshots::save_index(source.store(), layers, &index);
     Ok(index)
 }
 
@@ -340,13 +353,13 @@ fn unpack_stack(disk: Disk<'_>, layers: &[Descriptor], dir: &Path) -> Result<(),
     };
     for l in layers {
         apply_layer(
-            open_layer(disk.store, l)?,
+            open_layer(disk.layers, l)?,
             dir,
             &UnpackOptions { ownership },
         )
         .map_err(|e| StepError::layer(&l.digest)(e.into()))?;
     }
-    let index = chain_index(disk.store, layers)?;
+    let index = chain_index(disk.layers, layers)?;
     let owners: Vec<(Vec<u8>, u32, u32)> = index
         .iter()
         .filter(|(_, n)| (n.uid, n.gid) != (0, 0))
@@ -370,9 +383,9 @@ fn is_whiteout(e: &Entry) -> bool {
 /// the upper of the lowers it would hide the parent's real metadata: `/tmp` would turn 0755).
 /// Layers kiln writes list every parent ([`FsIndex::parent_entries`]) except `COPY --link`
 /// ones.
-fn layer_needs_merge(store: &Store, layer: &Descriptor) -> Result<bool, StepError> {
+fn layer_needs_merge(layers: LayerSource<'_>, layer: &Descriptor) -> Result<bool, StepError> {
     let bad = |e: std::io::Error| StepError::layer(&layer.digest)(e.into());
-    let mut a = tar::Archive::new(open_layer(store, layer)?);
+    let mut a = tar::Archive::new(open_layer(layers, layer)?);
     let mut dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for e in a.entries().map_err(bad)? {
         let e = e.map_err(bad)?;

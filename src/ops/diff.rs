@@ -14,7 +14,7 @@
 //!
 //! Both images are untrusted input. What bounds the reads: manifests and configs come through
 //! the transports' caps (`oci::limits`) and blobs are verified against their digests; each layer
-//! is read through `transport::open_layer`, whose `TarGuard` refuses oversized PAX records, long
+//! is read through `LayerSource::open_layer`, whose `TarGuard` refuses oversized PAX records, long
 //! names and sparse maps before they are buffered; file content is hashed as it streams (memory
 //! grows with the number of paths, not with file sizes); member paths are cleaned and a path
 //! that climbs out of the root, or a hard link to nothing held, is an error naming the member.
@@ -30,7 +30,7 @@ use crate::image::Image;
 use crate::layer::clean_path;
 use crate::oci::{Digest, Platform};
 use crate::store::Store;
-use crate::transport::{open_layer, read_base_into_store, Remote, Target};
+use crate::transport::{read_base_into_store, LayerSource, Remote, Target};
 
 use super::{Error, Result};
 
@@ -186,8 +186,9 @@ pub fn diff(store: &Store, opts: &DiffOptions) -> Result<DiffResult> {
     let paths = if a.diff_ids() == b.diff_ids() {
         Vec::new()
     } else {
-        let ta = tree(store, &opts.a, &a)?;
-        let tb = tree(store, &opts.b, &b)?;
+        let layers = LayerSource::new(store, opts.remote.as_ref());
+        let ta = tree(layers, &opts.a, &a)?;
+        let tb = tree(layers, &opts.b, &b)?;
         compare(&ta, &tb)
     };
     Ok(DiffResult {
@@ -234,10 +235,10 @@ fn config_changes(a: &[u8], b: &[u8]) -> Vec<String> {
 type Tree = BTreeMap<Vec<u8>, FileMeta>;
 
 /// Reads every layer of `image` (in order) into its merged tree.
-fn tree(store: &Store, target: &Target, image: &Image) -> Result<Tree> {
+fn tree(layers: LayerSource<'_>, target: &Target, image: &Image) -> Result<Tree> {
     let mut tree = Tree::new();
     for (i, layer) in image.layers().iter().enumerate() {
-        let reader = open_layer(store, layer)?;
+        let reader = layers.open_layer(layer)?;
         apply_layer(&mut tree, reader, i, &layer.digest).map_err(|(member, reason)| {
             Error::BadLayer {
                 image: target.to_string(),

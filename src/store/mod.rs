@@ -31,12 +31,11 @@ pub use blob::BlobWriter;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::GcReport;
 pub use names::normalize_name;
-pub use origins::{origins, record_origin, BlobFetcher};
+pub use origins::{origins, record_origin};
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 
 use crate::oci::{self, Digest, Index};
 
@@ -116,6 +115,14 @@ pub enum Error {
         /// What went wrong, naming the registries tried.
         message: String,
     },
+    /// A lazy blob was opened by something given no registry to fetch it from.
+    #[error("blob `{digest}` was pulled lazily from `{origin}` and is not downloaded; give this operation a registry (as `kiln build` has) or `kiln pull` the image first")]
+    Lazy {
+        /// The blob.
+        digest: Digest,
+        /// Where it can be fetched from (the first origin recorded).
+        origin: String,
+    },
     /// A document in the store could not be parsed.
     #[error("`{}` is corrupt", path.display())]
     Corrupt {
@@ -146,8 +153,6 @@ pub(crate) fn io_err<'a>(
 pub struct Store {
     root: PathBuf,
     _gc_lock: File,
-    /// Downloads lazy blobs when they are opened (see `origins.rs`).
-    fetcher: RwLock<Option<Arc<dyn BlobFetcher>>>,
 }
 
 impl Store {
@@ -171,7 +176,6 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             _gc_lock: gc_lock,
-            fetcher: RwLock::new(None),
         })
     }
 
@@ -199,37 +203,23 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
-    /// Lets [`Store::open_blob`] download lazy blobs (missing, with an origin record) through
-    /// `fetcher`.
-    pub fn set_fetcher(&self, fetcher: Arc<dyn BlobFetcher>) {
-        *self.fetcher.write().unwrap_or_else(|p| p.into_inner()) = Some(fetcher);
-    }
-
     /// Opens a blob for reading. The content is trusted (it was verified when written; `fsck`
     /// re-verifies); use [`Store::read_blob`] for small documents that must be checked now.
-    /// A lazy blob is downloaded first when a fetcher is set.
+    /// The store never reaches a registry: a lazy blob (missing, with an origin record) is an
+    /// [`Error::Lazy`] here, and is read through `transport::LayerSource`, which downloads it.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
-        if !p.is_file() {
-            let fetcher = self
-                .fetcher
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let known = origins::origins(self, digest);
-            if let (Some(f), false) = (fetcher, known.is_empty()) {
-                f.fetch(self, digest, &known)
-                    .map_err(|message| Error::LazyFetch {
-                        digest: digest.clone(),
-                        message,
-                    })?;
-            }
-        }
         File::open(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::BlobNotFound {
-                    digest: digest.clone(),
-                    root: self.root.clone(),
+                match origins::origins(self, digest).into_iter().next() {
+                    Some(origin) => Error::Lazy {
+                        digest: digest.clone(),
+                        origin,
+                    },
+                    None => Error::BlobNotFound {
+                        digest: digest.clone(),
+                        root: self.root.clone(),
+                    },
                 }
             } else {
                 Error::Io {

@@ -4,7 +4,8 @@
 //! to another repository of the same registry mounts the blob instead of uploading it, and a
 //! *lazy* layer (one a build's `FROM` pulled without its bytes, see
 //! [`crate::transport::read_base_into_store`]) is downloaded the first time something opens it,
-//! through the [`BlobFetcher`] set with [`super::Store::set_fetcher`].
+//! through `transport::LayerSource`, which whoever reads layers is given with the registry
+//! client (the store itself never reaches a registry).
 //!
 //! A blob that is missing from `blobs/` but has an origin record is *lazy*, not lost: `fsck`
 //! counts it apart from problems. `gc` removes the records of digests nothing refers to any more.
@@ -14,13 +15,6 @@ use std::path::PathBuf;
 use crate::oci::Digest;
 
 use super::Store;
-
-/// Downloads a lazy blob into the store (a verified temp file renamed into `blobs/`).
-pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
-    /// Fetches `digest` from one of `origins` (`registry/repository`, in the order recorded).
-    /// The error text names the digest and the registries tried.
-    fn fetch(&self, store: &Store, digest: &Digest, origins: &[String]) -> Result<(), String>;
-}
 
 fn dir(store: &Store) -> PathBuf {
     store.root().join("origins")

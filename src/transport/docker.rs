@@ -5,8 +5,9 @@
 //! repository of the same registry can mount it instead of uploading it.
 //!
 //! A *lazy* pull (a build's `FROM`) stores the manifest and config only and records the layers'
-//! origins: [`RegistryFetcher`], set on the store, downloads a layer the first time something
-//! opens it (unpacking for RUN, `COPY --from`, an export), and a push reads a lazy layer that
+//! origins: [`RegistryFetcher`] downloads a layer the first time something opens it through a
+//! [`super::LayerSource`] given the registry (unpacking for RUN, `COPY --from`, an export), and
+//! a push reads a lazy layer that
 //! must be uploaded straight from its origin. A push to the origin's registry needs no bytes at
 //! all: the HEAD finds the layer in the same repository, or a mount brings it from another.
 use std::io::Write;
@@ -215,8 +216,20 @@ fn lazy_siblings(store: &Store, digest: &Digest) -> Vec<(Digest, Vec<String>)> {
     out
 }
 
-impl crate::store::BlobFetcher for RegistryFetcher {
-    fn fetch(
+impl RegistryFetcher {
+    /// A fetcher of lazy layers through `remote` (its client, jobs and reporter).
+    pub(crate) fn new(remote: &Remote) -> RegistryFetcher {
+        RegistryFetcher {
+            client: remote.client.clone(),
+            jobs: remote.jobs.max(1),
+            reporter: remote.reporter.clone(),
+        }
+    }
+
+    /// Downloads the lazy blob `digest` from the first of `origins` (`registry/repository`, in
+    /// the order recorded) that has it, verified, into the store; the error text names the
+    /// registries tried.
+    pub(crate) fn fetch(
         &self,
         store: &Store,
         digest: &Digest,
@@ -251,15 +264,6 @@ impl crate::store::BlobFetcher for RegistryFetcher {
         });
         result
     }
-}
-
-/// Lets `store` download lazy layers through `remote` when they are opened.
-pub(crate) fn fetch_lazily_through(store: &Store, remote: &Remote) {
-    store.set_fetcher(Arc::new(RegistryFetcher {
-        client: remote.client.clone(),
-        jobs: remote.jobs.max(1),
-        reporter: remote.reporter.clone(),
-    }));
 }
 
 fn store_manifest(store: &Store, m: &RemoteManifest) -> Result<()> {

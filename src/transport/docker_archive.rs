@@ -189,7 +189,13 @@ fn normalize(path: &str) -> String {
     out.join("/")
 }
 
-pub(crate) fn write(store: &Store, image: &Image, file: &Path, name: Option<&str>) -> Result<()> {
+pub(crate) fn write(
+    layers: super::LayerSource<'_>,
+    image: &Image,
+    file: &Path,
+    name: Option<&str>,
+) -> Result<()> {
+    let store = layers.store();
     let mut w = ArchiveWriter::create(file)?;
     let config_name = format!("{}.json", image.manifest.config.digest.hex());
     w.bytes(&config_name, &image.raw_config)?;
@@ -199,7 +205,7 @@ pub(crate) fn write(store: &Store, image: &Image, file: &Path, name: Option<&str
         let path = format!("{}/layer.tar", diff_id.hex());
         if written.insert(diff_id.clone()) {
             w.dir(diff_id.hex())?;
-            let blob = store.open_blob(&layer.digest)?;
+            let blob = layers.open_blob(&layer.digest)?;
             let mut reader = decompress(blob, &layer.media_type, &store.blob_path(&layer.digest))?;
             let mut hashing = HashingReader::new(&mut reader);
             w.stream(&path, &mut hashing)?;

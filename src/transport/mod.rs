@@ -16,10 +16,10 @@
 //!
 //! Lazy layers: [`read_base_into_store`] (a build's `FROM` and `COPY --from` images) pulls a
 //! registry image without its layers; they are downloaded, verified, the first time something
-//! opens them through [`crate::store::Store::open_blob`] (every reader here does), because
-//! [`read_into_store`], [`read_base_into_store`] and [`write_from_store`] give the store a
-//! fetcher when they get a registry client. Everything else (`kiln pull`, `kiln copy`) pulls
-//! every layer.
+//! opens them through a [`LayerSource`] that was given the registry client: the builder's, the
+//! writers' here (from [`write_from_store`]'s `remote`), `kiln diff`'s. The store itself never
+//! reaches a registry: opened there, a lazy layer is an error that says so. Everything else
+//! (`kiln pull`, `kiln copy`) pulls every layer.
 //!
 //! Whole indexes (`kiln copy --all`): [`read_all_into_store`] brings an index, every manifest it
 //! lists and their blobs into the store, and [`write_all_from_store`] writes them all and then
@@ -44,12 +44,52 @@ use crate::store::{self, Store};
 pub use docker::Remote;
 pub use select::load_image;
 
-/// A reader of the uncompressed tar of `layer`, whose blob is in the store.
-pub fn open_layer(store: &Store, layer: &Descriptor) -> Result<Box<dyn std::io::Read>> {
-    let blob = store.open_blob(&layer.digest)?;
-    let r = docker_archive::decompress(blob, &layer.media_type, &store.blob_path(&layer.digest))?;
-    // Whoever reads the tar (index, unpack, whiteout scan) reads it with bounded memory.
-    Ok(Box::new(crate::layer::TarGuard::new(r)))
+/// Where the bytes of layers come from: the store and, for a layer a build's `FROM` pulled
+/// lazily (its origin recorded, its bytes not downloaded), the registry it came from. Whatever
+/// reads layers (the builder, exports, `kiln diff`) is given one, so a read that may reach the
+/// network says so where it is called; the store itself never does.
+#[derive(Clone, Copy)]
+pub struct LayerSource<'a> {
+    store: &'a Store,
+    remote: Option<&'a Remote>,
+}
+
+impl<'a> LayerSource<'a> {
+    /// Layers from `store`, lazy ones downloaded through `remote` when it is given.
+    pub fn new(store: &'a Store, remote: Option<&'a Remote>) -> LayerSource<'a> {
+        LayerSource { store, remote }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
+    /// Opens a blob of the store, downloading it first (verified) when it is lazy and a
+    /// registry was given.
+    pub fn open_blob(&self, digest: &crate::oci::Digest) -> Result<std::fs::File> {
+        if let (false, Some(remote)) = (self.store.contains(digest), self.remote) {
+            let origins = store::origins(self.store, digest);
+            if !origins.is_empty() {
+                docker::RegistryFetcher::new(remote)
+                    .fetch(self.store, digest, &origins)
+                    .map_err(|message| store::Error::LazyFetch {
+                        digest: digest.clone(),
+                        message,
+                    })?;
+            }
+        }
+        Ok(self.store.open_blob(digest)?)
+    }
+
+    /// A reader of the uncompressed tar of `layer`.
+    pub fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn std::io::Read>> {
+        let blob = self.open_blob(&layer.digest)?;
+        let path = self.store.blob_path(&layer.digest);
+        let r = docker_archive::decompress(blob, &layer.media_type, &path)?;
+        // Whoever reads the tar (index, unpack, whiteout scan) reads it with bounded memory.
+        Ok(Box::new(crate::layer::TarGuard::new(r)))
+    }
 }
 
 /// Errors from transports.
@@ -306,9 +346,6 @@ fn read(
     remote: Option<&Remote>,
     lazy: bool,
 ) -> Result<Image> {
-    if let Some(remote) = remote {
-        docker::fetch_lazily_through(store, remote);
-    }
     match source {
         Target::Store(name) => {
             let d = store.resolve(name)?;
@@ -357,9 +394,7 @@ pub fn write_from_store(
     name: Option<&str>,
     remote: Option<&Remote>,
 ) -> Result<Descriptor> {
-    if let Some(remote) = remote {
-        docker::fetch_lazily_through(store, remote);
-    }
+    let layers = LayerSource::new(store, remote);
     let one = std::slice::from_ref(image);
     match dest {
         Target::Store(n) => {
@@ -368,10 +403,10 @@ pub fn write_from_store(
             store.tag(n, &image.descriptor)?;
         }
         Target::OciDir(dir, r) => {
-            oci_dir::write_tree(store, one, None, &index_entry(image), dir, r.as_deref())?
+            oci_dir::write_tree(layers, one, None, &index_entry(image), dir, r.as_deref())?
         }
         Target::OciArchive(file, r) => {
-            oci_archive::write_tree(store, one, None, &index_entry(image), file, r.as_deref())?
+            oci_archive::write_tree(layers, one, None, &index_entry(image), file, r.as_deref())?
         }
         Target::DockerArchive(file, r) => {
             let tag = match r.as_deref() {
@@ -384,7 +419,7 @@ pub fn write_from_store(
                 Some(r) => Some(r),
                 None => name,
             };
-            docker_archive::write(store, image, file, tag)?
+            docker_archive::write(layers, image, file, tag)?
         }
         Target::Registry(r) => {
             return match remote {
@@ -423,9 +458,6 @@ pub fn read_all_into_store(
     remote: Option<&Remote>,
     lazy: bool,
 ) -> Result<Tree> {
-    if let Some(remote) = remote {
-        docker::fetch_lazily_through(store, remote);
-    }
     let location = source.to_string();
     let top = match source {
         Target::Store(name) => store.resolve(name)?,
@@ -486,17 +518,15 @@ pub fn write_all_from_store(
         })?;
         return write_from_store(store, image, dest, name, remote);
     }
-    if let Some(remote) = remote {
-        docker::fetch_lazily_through(store, remote);
-    }
     let top = tree.top.clone();
+    let layers = LayerSource::new(store, remote);
     match dest {
         Target::Store(n) => store.tag(n, &top)?,
         Target::OciDir(dir, r) => {
-            oci_dir::write_tree(store, &tree.images, Some(&top.digest), &top, dir, r.as_deref())?
+            oci_dir::write_tree(layers, &tree.images, Some(&top.digest), &top, dir, r.as_deref())?
         }
         Target::OciArchive(file, r) => oci_archive::write_tree(
-            store,
+            layers,
             &tree.images,
             Some(&top.digest),
             &top,

@@ -79,13 +79,14 @@ pub(crate) fn read_entry(
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
 /// them; `index.json` names `top`.
 pub(crate) fn write_tree(
-    store: &Store,
+    layers: super::LayerSource<'_>,
     images: &[Image],
     index_blob: Option<&Digest>,
     top: &Descriptor,
     file: &Path,
     reference: Option<&str>,
 ) -> Result<()> {
+    let store = layers.store();
     let mut w = ArchiveWriter::create(file)?;
     w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut d = top.clone();
@@ -106,7 +107,7 @@ pub(crate) fn write_tree(
             }
             if done.insert(l.digest.clone()) {
                 // Opening the blob downloads it first when it is lazy.
-                let mut blob = store.open_blob(&l.digest)?;
+                let mut blob = layers.open_blob(&l.digest)?;
                 w.stream(&format!("blobs/sha256/{}", l.digest.hex()), &mut blob)?;
             }
         }

@@ -158,13 +158,14 @@ pub(crate) fn read(
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
 /// them, then names `top` in `index.json`.
 pub(crate) fn write_tree(
-    store: &Store,
+    layers: super::LayerSource<'_>,
     images: &[Image],
     index: Option<&oci::Digest>,
     top: &Descriptor,
     dir: &Path,
     reference: Option<&str>,
 ) -> Result<()> {
+    let store = layers.store();
     let loc = location(dir);
     crate::store::init_layout(dir).map_err(|e| Error::Malformed {
         location: loc.clone(),
@@ -177,7 +178,7 @@ pub(crate) fn write_tree(
         if dest.is_file() {
             return Ok(());
         }
-        let mut src = store.open_blob(d)?;
+        let mut src = layers.open_blob(d)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&blobs)

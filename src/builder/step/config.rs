@@ -137,7 +137,7 @@ impl super::super::Builder<'_> {
             .user
             .clone()
             .filter(|u| !u.is_empty());
-        let index = state.index(self.store)?;
+        let index = state.index(self.layers())?;
         let owner = match &user {
             Some(u) => Some(super::super::user::resolve_owner(index, u)?),
             None => None,

@@ -19,7 +19,7 @@ impl Builder<'_> {
     ) -> Result<Vec<Entry>, StepError> {
         let chmod = c.chmod.as_deref().map(parse_chmod).transpose()?;
         let owner = match &c.chown {
-            Some(spec) => Some(resolve_owner(state.index(self.store)?, spec)?),
+            Some(spec) => Some(resolve_owner(state.index(self.layers())?, spec)?),
             None => None,
         };
         let tree = match &c.source {
@@ -29,7 +29,7 @@ impl Builder<'_> {
         let dest = if c.link {
             FsIndex::default()
         } else {
-            state.index(self.store)?.clone()
+            state.index(self.layers())?.clone()
         };
         let source = match &tree {
             None => SourceFs::Context(&self.context),

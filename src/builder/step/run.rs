@@ -83,7 +83,7 @@ impl Builder<'_> {
                 tail: tail.finish(),
             });
         }
-        let mut entries = diff_entries(&outcome.diff, state.index(self.store)?);
+        let mut entries = diff_entries(&outcome.diff, state.index(self.layers())?);
         stamp_fresh_mtimes(&mut entries, self.started, self.opts.epoch);
         Ok(entries)
     }
@@ -93,7 +93,7 @@ impl Builder<'_> {
     fn run_spec(&mut self, r: &RunStep, state: &mut StageState) -> Result<RunSpec, StepError> {
         let user = match r.user.as_deref().filter(|u| !u.is_empty()) {
             Some(u) => {
-                let o = resolve_owner(state.index(self.store)?, u)?;
+                let o = resolve_owner(state.index(self.layers())?, u)?;
                 sandbox::User {
                     uid: o.uid,
                     gid: o.gid,
@@ -102,7 +102,7 @@ impl Builder<'_> {
             }
             None => sandbox::User::default(),
         };
-        if let Some(e) = missing_program(state.index(self.store)?, &r.argv) {
+        if let Some(e) = missing_program(state.index(self.layers())?, &r.argv) {
             return Err(e);
         }
         // The files of the stages and images bind mounts name with `from=`.

@@ -84,7 +84,9 @@ pub(super) struct Node {
 
 /// The members of `layer`, in tar order.
 pub(super) fn files(store: &Store, layer: &Descriptor) -> Vec<Node> {
-    let r = crate::transport::open_layer(store, layer).unwrap();
+    let r = crate::transport::LayerSource::new(store, None)
+        .open_layer(layer)
+        .unwrap();
     let mut a = tar::Archive::new(r);
     let mut out = Vec::new();
     for e in a.entries().unwrap() {
