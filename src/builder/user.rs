@@ -74,6 +74,101 @@ pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
     Ok(Owner { uid, gid })
 }
 
+/// Who a RUN step runs as, as BuildKit's executor resolves `USER` (runc's
+/// `user.GetExecUser`, which differs from `--chown`'s lookup in two ways): a numeric uid with no
+/// `/etc/passwd` entry keeps group 0 (not gid = uid), and without an explicit group the user
+/// gets, as supplementary groups, every group whose `/etc/group` member list names it.
+pub fn resolve_exec_user(index: &FsIndex, spec: &str) -> Result<ExecUser, OwnerError> {
+    let passwd = index.get(b"etc/passwd").and_then(|n| n.content.as_deref());
+    let group = index.get(b"etc/group").and_then(|n| n.content.as_deref());
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(OwnerError::Invalid { spec: spec.into() });
+    }
+    // (name, uid, gid) of the matching passwd line: by uid when numeric, else by name.
+    let entry = passwd_lines(passwd).find(|(name, uid, _)| match user.parse::<u32>() {
+        Ok(id) => *uid == id,
+        Err(_) => *name == user,
+    });
+    let (uid, mut gid, name) = match (entry, user.parse::<u32>()) {
+        (Some((name, uid, gid)), _) => (uid, gid, Some(name)),
+        (None, Ok(id)) => (id, 0, None),
+        (None, Err(_)) => return Err(OwnerError::NoUser { user: user.into() }),
+    };
+    let mut additional_gids = Vec::new();
+    match grp {
+        Some(g) => {
+            gid = match group_lines(group).find(|(n, id, _)| match g.parse::<u32>() {
+                Ok(want) => *id == want,
+                Err(_) => *n == g,
+            }) {
+                Some((_, id, _)) => id,
+                None => g
+                    .parse()
+                    .map_err(|_| OwnerError::NoGroup { group: g.into() })?,
+            };
+        }
+        None => {
+            if let Some(name) = name {
+                additional_gids = group_lines(group)
+                    .filter(|(_, _, members)| members.split(',').any(|m| m == name))
+                    .map(|(_, id, _)| id)
+                    .collect();
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// A RUN step's identity: user, primary group and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids, in `/etc/group` order.
+    pub additional_gids: Vec<u32>,
+}
+
+/// `/etc/passwd` lines as (name, uid, gid); malformed lines are skipped.
+fn passwd_lines(file: Option<&[u8]>) -> impl Iterator<Item = (String, u32, u32)> + '_ {
+    let text = file.map(String::from_utf8_lossy).unwrap_or_default();
+    let lines: Vec<(String, u32, u32)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    lines.into_iter()
+}
+
+/// `/etc/group` lines as (name, gid, member list); malformed lines are skipped.
+fn group_lines(file: Option<&[u8]>) -> impl Iterator<Item = (String, u32, String)> + '_ {
+    let text = file.map(String::from_utf8_lossy).unwrap_or_default();
+    let lines: Vec<(String, u32, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f.get(3).copied().unwrap_or("").to_string();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, members))
+        })
+        .collect();
+    lines.into_iter()
+}
+
 fn lookup_by_uid(passwd: Option<&[u8]>, uid: u32) -> Option<u32> {
     let text = String::from_utf8_lossy(passwd?);
     text.lines().find_map(|l| {

@@ -12,7 +12,7 @@ use super::super::error::StepError;
 use super::super::preflight::missing_program;
 use super::super::stage::StepAt;
 use super::super::state::StageState;
-use super::super::user::resolve_owner;
+use super::super::user::resolve_exec_user;
 use super::super::Builder;
 use super::diff::{diff_entries, stamp_fresh_mtimes};
 use super::mounts::{mounts, network, MountEnv};
@@ -93,11 +93,11 @@ impl Builder<'_> {
     fn run_spec(&mut self, r: &RunStep, state: &mut StageState) -> Result<RunSpec, StepError> {
         let user = match r.user.as_deref().filter(|u| !u.is_empty()) {
             Some(u) => {
-                let o = resolve_owner(state.index(self.layers())?, u)?;
+                let o = resolve_exec_user(state.index(self.layers())?, u)?;
                 sandbox::User {
                     uid: o.uid,
                     gid: o.gid,
-                    additional_gids: Vec::new(),
+                    additional_gids: o.additional_gids,
                 }
             }
             None => sandbox::User::default(),

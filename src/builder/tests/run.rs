@@ -294,7 +294,6 @@ fn a_failing_command_gives_its_status_and_last_output_lines() {
 }
 
 #[test]
-#[ignore = "bug: RUN as a numeric USER with no /etc/passwd entry gets gid = uid; BuildKit (runc's user.GetExecUser) gives gid 0"]
 fn a_numeric_user_without_a_passwd_entry_runs_with_group_0() {
     let f = Fixture::new();
     f.build("FROM base\nUSER 4242\nRUN true\n").unwrap();
@@ -303,7 +302,6 @@ fn a_numeric_user_without_a_passwd_entry_runs_with_group_0() {
 }
 
 #[test]
-#[ignore = "bug: RUN as a named USER gets no supplementary groups; BuildKit (runc's user.GetExecUser) adds the groups /etc/group lists the user in"]
 fn a_named_user_runs_with_its_supplementary_groups() {
     let f = Fixture::new();
     let mut entries = super::base_entries();
