@@ -50,15 +50,16 @@
 //! given for image-based stages); a builder that has fetched the configs passes them in
 //! [`PlanOptions::base_configs`] and plans again. Those configs' `OnBuild` triggers are parsed and
 //! planned as steps right after the FROM (spans point at the FROM line), as BuildKit runs them.
-mod build;
 mod env;
 mod history;
 pub mod key;
+mod planner;
 pub mod platform;
+mod scope;
 mod steps;
 
-pub use build::plan;
 pub use key::Input;
+pub use planner::plan;
 pub use platform::Platform;
 
 use crate::dockerfile::ast::{Position, Span, Warning};

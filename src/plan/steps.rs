@@ -1,13 +1,13 @@
 //! One stage's instructions → [`Step`]s: expansion with the stage environment, ARG resolution,
 //! working directory and shell tracking, `created_by` text as BuildKit writes it, and each
 //! step's canonical encoding and inputs.
-use super::build::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
 use super::env::VarList;
 use super::history::{
     go_q_slice, go_v_slice, healthcheck_created_by, history_arg, is_git_source, parse_port,
     resolve_under, valid_signal,
 };
 use super::key::Input;
+use super::scope::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
 use super::{
     Base, ConfigEdit, CopyStep, InlineFile, PlanError, PlanErrorKind, PlanOptions, PlannedMount,
     Platform, RunStep, Source, Step, StepKind,
