@@ -344,6 +344,11 @@ pub struct Stage {
     pub name: Option<String>,
     /// Where it starts from.
     pub base: Base,
+    /// The FROM instruction in the Dockerfile.
+    pub span: Span,
+    /// Where the FROM instruction starts: errors about the base (a base image that cannot be
+    /// read, its ONBUILD triggers) name this line and column.
+    pub position: Position,
     /// The platform it is built for.
     pub platform: Platform,
     /// The FROM line's `created_by`-free source text.

@@ -192,6 +192,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
             id,
             name: def.from.name.clone(),
             base,
+            span: def.from_command.span,
+            position: def.from_command.position,
             platform,
             from_source: def.from_command.original.trim().to_string(),
             base_key: String::new(),
