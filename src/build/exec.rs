@@ -151,7 +151,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         let platform = stage.platform.to_oci();
         let mut refs: Vec<(String, Position)> = Vec::new();
         if let Base::Image { reference } = &stage.base {
-            refs.push((reference.clone(), stage_position(stage)));
+            refs.push((reference.clone(), stage.position));
         }
         for step in &stage.steps {
             if let StepKind::Copy(c) = &step.kind {
@@ -389,19 +389,6 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         context_files_hashed: files.files_hashed,
         context_files_reused: files.files_reused,
     })
-}
-
-fn stage_position(stage: &Stage) -> Position {
-    stage
-        .steps
-        .first()
-        .map_or(Position { line: 1, col: 1 }, |s| {
-            // The FROM line precedes the first step; without spans for FROM use the stage's start.
-            Position {
-                line: s.position.line.saturating_sub(1).max(1),
-                col: 1,
-            }
-        })
 }
 
 /// The digest of what a context input reads (see `crate::cache` for what it covers).
