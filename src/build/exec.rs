@@ -81,6 +81,29 @@ fn load_image(
     read_base_into_store(store, &target, Some(platform), remote)
 }
 
+/// The base images the planner asks for: each read (or pulled) once, and kept for the build.
+struct Bases<'a> {
+    store: &'a Store,
+    remote: Option<&'a transport::Remote>,
+    images: BTreeMap<String, Image>,
+}
+
+impl plan::BaseResolver for Bases<'_> {
+    type Error = transport::Error;
+
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &plan::Platform,
+        _position: Position,
+    ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
+        let img = load_image(self.store, reference, &platform.to_oci(), self.remote)?;
+        let config = base_config(&img);
+        self.images.insert(reference.to_string(), img);
+        Ok(Some(config))
+    }
+}
+
 fn base_config(img: &Image) -> BaseConfig {
     let c = &img.config.config;
     BaseConfig {
@@ -119,12 +142,11 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         rendered: e.with_file(&file).render(&ast.source),
     })?;
     let build_platform = plan::Platform::host();
-    let mut popts = PlanOptions {
+    let popts = PlanOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
         target_platform: plan::Platform::from(&opts.platform),
         build_platform,
-        base_configs: BTreeMap::new(),
         network: match opts.network {
             crate::sandbox::Network::Default => None,
             crate::sandbox::Network::None => Some("none".into()),
@@ -134,7 +156,27 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
     let render = |e: plan::PlanError| Error::Frontend {
         rendered: e.with_file(&file).render(&ast.source),
     };
-    let mut plan = plan::plan(&df, &popts).map_err(render)?;
+    // One planning pass: the planner asks `bases` for each base image's config as it meets it.
+    let mut bases = Bases {
+        store,
+        remote: opts.remote.as_ref(),
+        images: BTreeMap::new(),
+    };
+    let mut plan = plan::plan(&df, &popts, &mut bases).map_err(|e| match e {
+        plan::PlanFailure::Plan(e) => render(e),
+        plan::PlanFailure::Base {
+            position,
+            reference,
+            source,
+            ..
+        } => Error::Image {
+            file: file.clone(),
+            line: position.line,
+            col: position.col,
+            reference,
+            source: Box::new(source),
+        },
+    })?;
     let cx = Ctx {
         store,
         opts,
@@ -145,14 +187,11 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             .map_or(0, |d| d.as_secs() as i64),
     };
 
-    // Bases and `--from` images, fetched once; their configs feed a second planning pass.
-    let mut images: BTreeMap<String, Image> = BTreeMap::new();
+    // `--from` images (bases came with planning), fetched once.
+    let mut images = bases.images;
     for stage in &plan.stages {
         let platform = stage.platform.to_oci();
         let mut refs: Vec<(String, Position)> = Vec::new();
-        if let Base::Image { reference } = &stage.base {
-            refs.push((reference.clone(), stage.position));
-        }
         for step in &stage.steps {
             if let StepKind::Copy(c) = &step.kind {
                 if let Source::Image { reference } = &c.source {
@@ -184,13 +223,6 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             })?;
             images.insert(r, img);
         }
-    }
-    if !images.is_empty() {
-        popts.base_configs = images
-            .iter()
-            .map(|(k, v)| (k.clone(), base_config(v)))
-            .collect();
-        plan = plan::plan(&df, &popts).map_err(render)?;
     }
     for w in &plan.warnings {
         reporter.on_warning(&format!(

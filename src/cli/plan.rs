@@ -87,7 +87,7 @@ pub fn run(args: &PlanArgs) -> i32 {
             return 2;
         }
     };
-    let p = match plan::plan(&df, &opts) {
+    let p = match plan::plan(&df, &opts, &mut plan::NoBases).map_err(plan::PlanError::from) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}", e.with_file(&name).render(&ast.source));

@@ -45,11 +45,16 @@
 //! a content digest changes; editing a comment or another stage never changes it.
 //!
 //! # Base images
-//! The planner cannot see base image configs. By default a base image contributes nothing to
-//! the environment (so `$PATH` from the base expands to empty and no `UndefinedVar` warning is
-//! given for image-based stages); a builder that has fetched the configs passes them in
-//! [`PlanOptions::base_configs`] and plans again. Those configs' `OnBuild` triggers are parsed and
-//! planned as steps right after the FROM (spans point at the FROM line), as BuildKit runs them.
+//! The planner reads no image. It asks a [`BaseResolver`] (the builder's, which fetches the
+//! image) for the [`BaseConfig`] of each reachable stage's base image, once per expanded
+//! reference, in build order, before it plans any step, as BuildKit's dockerfile2llb asks its
+//! `MetaResolver`; a failure is [`PlanFailure::Base`], located at the FROM. The config gives the
+//! stage its environment, working directory, user and shell, and its `OnBuild` triggers are
+//! parsed and planned as steps right after the FROM (spans point at the FROM line), as BuildKit
+//! runs them. With [`NoBases`] (`kiln plan`, lints, tests) a base image contributes nothing (so
+//! `$PATH` from the base expands to empty and no `UndefinedVar` warning is given for
+//! image-based stages).
+mod bases;
 mod env;
 mod history;
 pub mod key;
@@ -58,6 +63,7 @@ pub mod platform;
 mod scope;
 mod steps;
 
+pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
 pub use key::Input;
 pub use planner::plan;
 pub use platform::Platform;
@@ -82,8 +88,6 @@ pub struct PlanOptions {
     pub target_platform: Platform,
     /// The platform the build runs on.
     pub build_platform: Platform,
-    /// Configs of base images, keyed by the expanded reference, when the builder knows them.
-    pub base_configs: BTreeMap<String, BaseConfig>,
     /// The build's `--network` (`none` or `host`) for RUN steps without a `--network` flag of
     /// their own; `None` for the default network, which keeps their cache keys unchanged.
     pub network: Option<String>,
@@ -96,25 +100,9 @@ impl Default for PlanOptions {
             target: None,
             target_platform: Platform::linux_amd64(),
             build_platform: Platform::linux_amd64(),
-            base_configs: BTreeMap::new(),
             network: None,
         }
     }
-}
-
-/// The parts of a base image config the planner uses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct BaseConfig {
-    /// `Env`, in order.
-    pub env: Vec<(String, String)>,
-    /// `WorkingDir`.
-    pub working_dir: Option<String>,
-    /// `User`.
-    pub user: Option<String>,
-    /// `Shell`.
-    pub shell: Option<Vec<String>>,
-    /// `OnBuild` triggers: run right after the FROM that uses the image, in order.
-    pub onbuild: Vec<String>,
 }
 
 /// Where a stage starts from.

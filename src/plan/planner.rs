@@ -6,7 +6,8 @@ use super::key::Input;
 use super::scope::{expand, resolve_from, Ctx, PROXY_ARGS};
 use super::steps::{StagePlanner, State};
 use super::{
-    Base, BuildPlan, PlanError, PlanErrorKind, PlanOptions, Platform, Source, Stage, StageId,
+    Base, BaseConfig, BaseResolver, BuildPlan, PlanError, PlanErrorKind, PlanFailure, PlanOptions,
+    Platform, Source, Stage, StageId,
 };
 use crate::dockerfile::ast::{Position, Span, Warning};
 use crate::dockerfile::instructions::{Command, Dockerfile, Instruction};
@@ -23,8 +24,15 @@ fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, Option<String>)> {
     ]
 }
 
-/// Plans the build of `opts.target` (or the last stage) of `df`.
-pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError> {
+/// Plans the build of `opts.target` (or the last stage) of `df`, in one pass: `bases` is asked
+/// for the config of each reachable stage's base image (once per reference, in build order,
+/// before any step is planned), which gives the stage its environment, working directory,
+/// user, shell and the ONBUILD triggers planned right after its FROM.
+pub fn plan<R: BaseResolver + ?Sized>(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    bases: &mut R,
+) -> Result<BuildPlan, PlanFailure<R::Error>> {
     let mut cx = Ctx {
         df,
         opts,
@@ -34,11 +42,11 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         globals: Vec::new(),
     };
     let Some(last) = df.stages.last() else {
-        return Err(cx.err(
+        return Err(PlanFailure::Plan(cx.err(
             PlanErrorKind::NoStages,
             Span::default(),
             Position { line: 1, col: 1 },
-        ));
+        )));
     };
     let target = match &opts.target {
         None => last.index,
@@ -49,14 +57,14 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
                 None => {
                     let names = df.stages.iter().filter_map(|s| s.name());
                     let suggestion = suggest(&lower, names).map(str::to_string);
-                    return Err(cx.err(
+                    return Err(PlanFailure::Plan(cx.err(
                         PlanErrorKind::UnknownTarget {
                             name: t.clone(),
                             suggestion,
                         },
                         Span::default(),
                         Position { line: 1, col: 1 },
-                    ));
+                    )));
                 }
             }
         }
@@ -96,31 +104,31 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
     }
 
     // Stage bases and platforms, expanded in global scope.
-    let mut bases: Vec<(Base, Platform)> = Vec::new();
+    let mut bases_of: Vec<(Base, Platform)> = Vec::new();
     for s in &df.stages {
         let env = cx.global_env();
         let cmd = &s.from_command;
         let image = expand(&mut cx, &s.from.image, &env, cmd, false)?;
         undefined_in_from(&mut cx, &s.from.image, &env, cmd);
         if image.is_empty() {
-            return Err(cx.err(
+            return Err(PlanFailure::Plan(cx.err(
                 PlanErrorKind::BlankBase {
                     expr: s.from.image.clone(),
                 },
                 s.from.image_span,
                 cmd.position,
-            ));
+            )));
         }
         let platform = match &s.from.platform {
             None => opts.target_platform.clone(),
             Some(p) => {
                 let v = expand(&mut cx, p, &env, cmd, false)?;
                 if v.is_empty() {
-                    return Err(cx.err(
+                    return Err(PlanFailure::Plan(cx.err(
                         PlanErrorKind::EmptyPlatform { expr: p.clone() },
                         cmd.span,
                         cmd.position,
-                    ));
+                    )));
                 }
                 Platform::parse(&v).ok_or_else(|| {
                     cx.err(
@@ -142,13 +150,13 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         } else {
             Base::Image { reference: image }
         };
-        bases.push((base, platform));
+        bases_of.push((base, platform));
     }
 
     // Edges: base stage, COPY --from, RUN --mount from.
     let mut deps: Vec<BTreeSet<StageId>> = vec![BTreeSet::new(); df.stages.len()];
     for s in &df.stages {
-        if let Base::Stage { stage } = bases[s.index].0 {
+        if let Base::Stage { stage } = bases_of[s.index].0 {
             deps[s.index].insert(stage);
         }
         for c in &s.commands {
@@ -162,16 +170,43 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
     let order = topo_order(&cx, target, &deps)?;
 
     // Plan each reachable stage in order; children start from their parent's final state.
+    // Base image configs, resolved once per reference before any step is planned (BuildKit's
+    // `resolveStages` before `dispatchStages`).
+    let mut configs: BTreeMap<String, Option<BaseConfig>> = BTreeMap::new();
+    for &id in &order {
+        let (Base::Image { reference }, platform) = &bases_of[id] else {
+            continue;
+        };
+        if configs.contains_key(reference) {
+            continue;
+        }
+        let from = &df.stages[id].from_command;
+        let config = bases
+            .resolve(reference, platform, from.position)
+            .map_err(|source| PlanFailure::Base {
+                file: None,
+                position: from.position,
+                span: from.span,
+                reference: reference.clone(),
+                source,
+            })?;
+        configs.insert(reference.clone(), config);
+    }
+
     let mut states: BTreeMap<StageId, State> = BTreeMap::new();
     let mut stages: Vec<Stage> = Vec::new();
     for &id in &order {
         let def = &df.stages[id];
-        let (base, platform) = bases[id].clone();
+        let (base, platform) = bases_of[id].clone();
+        let config = match &base {
+            Base::Image { reference } => configs.get(reference).and_then(Option::as_ref),
+            _ => None,
+        };
         let state = match &base {
             Base::Stage { stage } => states.get(stage).cloned(),
             _ => None,
         }
-        .unwrap_or_else(|| State::initial(&base, &platform, opts));
+        .unwrap_or_else(|| State::initial(&base, &platform, config));
         let base_inputs = match &base {
             Base::Image { reference } => vec![Input::Image {
                 reference: reference.clone(),
@@ -185,7 +220,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
             stage: def,
             state,
         };
-        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, &base, opts)?;
+        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, config)?;
         let steps = sp.plan_steps(&triggers)?;
         let final_state = sp.state;
         stages.push(Stage {
@@ -309,13 +344,9 @@ fn topo_order(
 fn onbuild_triggers(
     cx: &Ctx,
     from: &Command,
-    base: &Base,
-    opts: &PlanOptions,
+    config: Option<&BaseConfig>,
 ) -> Result<Vec<Command>, PlanError> {
-    let Base::Image { reference } = base else {
-        return Ok(Vec::new());
-    };
-    let Some(cfg) = opts.base_configs.get(reference) else {
+    let Some(cfg) = config else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();

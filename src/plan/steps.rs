@@ -9,7 +9,7 @@ use super::history::{
 use super::key::Input;
 use super::scope::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
 use super::{
-    Base, ConfigEdit, CopyStep, InlineFile, PlanError, PlanErrorKind, PlanOptions, PlannedMount,
+    Base, BaseConfig, ConfigEdit, CopyStep, InlineFile, PlanError, PlanErrorKind, PlannedMount,
     Platform, RunStep, Source, Step, StepKind,
 };
 use crate::dockerfile::instructions::{
@@ -43,7 +43,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn initial(base: &Base, platform: &Platform, opts: &PlanOptions) -> State {
+    /// The state a stage starts in: the base image's config when the resolver gave it.
+    pub(crate) fn initial(base: &Base, platform: &Platform, config: Option<&BaseConfig>) -> State {
         let ci = platform.is_windows();
         let shell: Vec<String> = if ci {
             vec!["cmd".into(), "/S".into(), "/C".into()]
@@ -59,8 +60,8 @@ impl State {
             shell,
             env_complete: !matches!(base, Base::Image { .. }),
         };
-        if let Base::Image { reference } = base {
-            if let Some(cfg) = opts.base_configs.get(reference) {
+        if let Base::Image { .. } = base {
+            if let Some(cfg) = config {
                 for (k, v) in &cfg.env {
                     s.env.set(k, v);
                     s.config_env.set(k, v);

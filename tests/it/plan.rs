@@ -1,14 +1,39 @@
 //! Planner tests: ARG precedence, pruning, order, cycles, --target, history text and cache keys.
 use kiln::dockerfile::{instructions, parse};
 use kiln::plan::{
-    plan, Base, BuildPlan, ConfigEdit, Input, PlanErrorKind, PlanOptions, Platform, Source,
-    StepKind,
+    plan, Base, BaseConfig, BaseResolver, BuildPlan, ConfigEdit, Input, NoBases, PlanError,
+    PlanErrorKind, PlanOptions, Platform, Source, StepKind,
 };
+use std::collections::BTreeMap;
 
-fn plan_src(src: &str, opts: &PlanOptions) -> Result<BuildPlan, kiln::plan::PlanError> {
+fn plan_src(src: &str, opts: &PlanOptions) -> Result<BuildPlan, PlanError> {
+    plan_with(src, opts, &mut NoBases)
+}
+
+fn plan_with(
+    src: &str,
+    opts: &PlanOptions,
+    bases: &mut impl BaseResolver<Error = std::convert::Infallible>,
+) -> Result<BuildPlan, PlanError> {
     let ast = parse(src).expect("parses");
     let df = instructions(&ast).expect("validates");
-    plan(&df, opts)
+    plan(&df, opts, bases).map_err(PlanError::from)
+}
+
+/// Base image configs by reference, as a builder that has read the images gives them.
+struct Configs(BTreeMap<String, BaseConfig>);
+
+impl BaseResolver for Configs {
+    type Error = std::convert::Infallible;
+
+    fn resolve(
+        &mut self,
+        reference: &str,
+        _platform: &Platform,
+        _position: kiln::dockerfile::Position,
+    ) -> Result<Option<BaseConfig>, Self::Error> {
+        Ok(self.0.get(reference).cloned())
+    }
 }
 
 fn ok(src: &str) -> BuildPlan {
@@ -409,10 +434,11 @@ fn windows_targets_use_cmd_and_case_insensitive_names() {
 
 #[test]
 fn base_configs_feed_env_and_onbuild_triggers() {
-    let mut o = PlanOptions::default();
-    o.base_configs.insert(
+    let o = PlanOptions::default();
+    let mut bases = Configs(BTreeMap::new());
+    bases.0.insert(
         "node:0.10".into(),
-        kiln::plan::BaseConfig {
+        BaseConfig {
             env: vec![("PATH".into(), "/usr/bin".into())],
             working_dir: Some("/usr/src/app".into()),
             onbuild: vec![
@@ -422,9 +448,10 @@ fn base_configs_feed_env_and_onbuild_triggers() {
             ..Default::default()
         },
     );
-    let p = plan_src(
+    let p = plan_with(
         "FROM node:0.10\nENV PATH=$PATH:/x\nRUN echo $UNSET_THING\n",
         &o,
+        &mut bases,
     )
     .unwrap();
     let by: Vec<&str> = p.stages[0]
@@ -447,8 +474,8 @@ fn base_configs_feed_env_and_onbuild_triggers() {
     }
     // RUN text is not expanded by the planner, so no UndefinedVar for it.
     assert!(!p.warnings.iter().any(|w| w.message.contains("UNSET_THING")));
-    o.base_configs.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
-    assert!(plan_src("FROM node:0.10\n", &o).is_err());
+    bases.0.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
+    assert!(plan_with("FROM node:0.10\n", &o, &mut bases).is_err());
 }
 
 /// Every real-world and variant Dockerfile plans, for its default target and for every named
@@ -477,9 +504,9 @@ fn every_fixture_dockerfile_plans_for_every_target() {
                     target: t.clone(),
                     ..PlanOptions::default()
                 };
-                let a =
-                    plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
-                let b = plan(&df, &o).unwrap();
+                let a = plan(&df, &o, &mut NoBases)
+                    .unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
+                let b = plan(&df, &o, &mut NoBases).unwrap();
                 assert_eq!(a, b, "{} {t:?}", p.display());
                 assert!(a.order.contains(&a.target));
                 n += 1;
