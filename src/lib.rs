@@ -12,7 +12,7 @@
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
-//! | [`plan`] | Dockerfile + build args + target → `BuildPlan` (stage DAG, steps, cache keys); no I/O |
+//! | [`plan`] | Dockerfile + build args + target (+ a base-config resolver) → `BuildPlan` (stage DAG, steps), then its `CacheKeys`; no I/O |
 //! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index |
 //! | [`build`] | runs a `BuildPlan`: bases, COPY/ADD, config edits, (RUN through `sandbox`), layers, cache |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces |

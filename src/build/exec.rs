@@ -35,6 +35,8 @@ struct Ctx<'a> {
     /// written with the clock by this build (by the step, or by an earlier one whose layer gave
     /// it the epoch while the walk snapshotter's tree kept the real time).
     started: i64,
+    /// The plan's cache keys, once the input digests are known.
+    keys: plan::CacheKeys,
 }
 
 impl Ctx<'_> {
@@ -162,7 +164,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         remote: opts.remote.as_ref(),
         images: BTreeMap::new(),
     };
-    let mut plan = plan::plan(&df, &popts, &mut bases).map_err(|e| match e {
+    let plan = plan::plan(&df, &popts, &mut bases).map_err(|e| match e {
         plan::PlanFailure::Plan(e) => render(e),
         plan::PlanFailure::Base {
             position,
@@ -177,7 +179,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             source: Box::new(source),
         },
     })?;
-    let cx = Ctx {
+    let mut cx = Ctx {
         store,
         opts,
         file: file.clone(),
@@ -185,6 +187,7 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        keys: plan::CacheKeys::default(),
     };
 
     // `--from` images (bases came with planning), fetched once.
@@ -286,7 +289,9 @@ pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Res
             }
         }
     }
-    plan.rekey(&|i| digests.iter().find(|(k, _)| k == i).map(|(_, d)| d.clone()));
+    cx.keys = plan::CacheKeys::compute(&plan, &|i| {
+        digests.iter().find(|(k, _)| k == i).map(|(_, d)| d.clone())
+    });
     run::check_mounts(&plan, opts)
         .and_then(|()| run::check_network(&plan, opts))
         .map_err(|(line, col, instruction, message)| Error::Step {
@@ -650,7 +655,13 @@ fn run_stage(
             &format!("[{stage_name} {}/{total}]", i + 1),
             &step.created_by,
         );
-        let key = step_layer_key(step, opts);
+        let step_key = cx.keys.step(stage.id, i).unwrap_or_default();
+        let key = step_layer_key(step_key, opts);
+        let done_step = Done {
+            stage: &stage_name,
+            step,
+            key: step_key,
+        };
         let err = |m: String| cx.step_err(step.position, &step.created_by, m);
         let mut cached = false;
         if let StepKind::Workdir { path } = &step.kind {
@@ -669,7 +680,7 @@ fn run_stage(
             }
             (_, Some(layer)) => {
                 state.push(layer, &step.created_by, None, true, 0.0);
-                continue_step(cx, id, &stage_name, step, true, start, steps);
+                continue_step(cx, id, done_step, true, start, steps);
                 continue;
             }
             (StepKind::Workdir { path }, None) => {
@@ -766,17 +777,24 @@ fn run_stage(
                 }
             }
         }
-        continue_step(cx, id, &stage_name, step, cached, start, steps);
+        continue_step(cx, id, done_step, cached, start, steps);
     }
     Ok(state)
+}
+
+/// A step as `continue_step` records it: its stage's name, the step, its cache key.
+#[derive(Clone, Copy)]
+struct Done<'a> {
+    stage: &'a str,
+    step: &'a plan::Step,
+    key: &'a str,
 }
 
 /// Reports a finished step and records it for the metadata file.
 fn continue_step(
     cx: &Ctx<'_>,
     id: usize,
-    stage_name: &str,
-    step: &plan::Step,
+    done: Done<'_>,
     cached: bool,
     start: Instant,
     steps: &mut Vec<StepRecord>,
@@ -784,11 +802,11 @@ fn continue_step(
     let seconds = start.elapsed().as_secs_f64();
     cx.reporter.on_step_done(id, cached, seconds);
     steps.push(StepRecord {
-        stage: stage_name.to_string(),
-        step: step.created_by.clone(),
+        stage: done.stage.to_string(),
+        step: done.step.created_by.clone(),
         cached,
         seconds,
-        cache_key: step.cache_key.clone(),
+        cache_key: done.key.to_string(),
     });
 }
 
@@ -1014,10 +1032,10 @@ fn run_step(
     Ok(entries)
 }
 
-/// The key `step`'s layer is cached under with these options.
-fn step_layer_key(step: &plan::Step, opts: &BuildOptions) -> String {
+/// The key a step's layer is cached under with these options (`step_key`: its plan key).
+fn step_layer_key(step_key: &str, opts: &BuildOptions) -> String {
     cache::layer_key(
-        &step.cache_key,
+        step_key,
         &opts.compression.to_string(),
         opts.epoch,
         opts.clamp_mtimes,
@@ -1055,17 +1073,18 @@ fn check_programs(
             Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
             Base::Stage { .. } => continue,
         };
-        let Some(step) = stage
+        let Some((index, step)) = stage
             .steps
             .iter()
-            .find(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
+            .enumerate()
+            .find(|(_, s)| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
         else {
             continue;
         };
         let StepKind::Run(r) = &step.kind else {
             continue;
         };
-        let key = step_layer_key(step, cx.opts);
+        let key = step_layer_key(cx.keys.step(stage.id, index).unwrap_or_default(), cx.opts);
         if !cx.opts.no_cache && cache.get(cx.store, &key).is_some() {
             continue;
         }

@@ -67,38 +67,76 @@ pub fn chain(parent: &str, encoding: &str, inputs: &[String]) -> String {
     s
 }
 
-impl BuildPlan {
-    /// Recomputes every key in build order. `resolve` gives the digest of an external input
-    /// (context files, image, URL, git); `None` hashes [`UNRESOLVED`]. Stage inputs are
-    /// resolved to the other stage's final key.
-    pub fn rekey(&mut self, resolve: &dyn Fn(&Input) -> Option<String>) {
-        let mut finals: BTreeMap<StageId, String> = BTreeMap::new();
-        for id in self.order.clone() {
-            let Some(stage) = self.stages.iter_mut().find(|s| s.id == id) else {
+/// The keys of one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct StageKeys {
+    /// The key the first step chains from: [`ROOT`] over the base encoding and the base's
+    /// input digests (the image, or the parent stage's final key).
+    pub base: String,
+    /// Each step's key, in the stage's step order.
+    pub steps: Vec<String>,
+}
+
+impl StageKeys {
+    /// The key of the last step (the base key when the stage has no steps).
+    pub fn final_key(&self) -> &str {
+        self.steps.last().unwrap_or(&self.base)
+    }
+}
+
+/// The cache keys of a plan, computed from the plan (never changed by it) and the digests of
+/// its external inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct CacheKeys {
+    /// By stage id, for every stage of the plan.
+    pub stages: BTreeMap<StageId, StageKeys>,
+}
+
+impl CacheKeys {
+    /// Every key, stage by stage in build order. `resolve` gives the digest of an external
+    /// input (context files, image, URL, git); `None` hashes [`UNRESOLVED`] (so `&|_| None`
+    /// gives the keys `kiln plan` shows). A stage input is the other stage's final key.
+    pub fn compute(plan: &BuildPlan, resolve: &dyn Fn(&Input) -> Option<String>) -> CacheKeys {
+        let mut keys = CacheKeys::default();
+        for &id in &plan.order {
+            let Some(stage) = plan.stage(id) else {
                 continue;
             };
-            let digest = |i: &Input, finals: &BTreeMap<StageId, String>| match i {
-                Input::Stage { stage } => finals
-                    .get(stage)
-                    .cloned()
-                    .unwrap_or_else(|| UNRESOLVED.to_string()),
+            let digest = |i: &Input| match i {
+                Input::Stage { stage } => keys
+                    .final_key(*stage)
+                    .map_or_else(|| UNRESOLVED.to_string(), str::to_string),
                 other => resolve(other).unwrap_or_else(|| UNRESOLVED.to_string()),
             };
-            let base_digests: Vec<String> = stage
-                .base_inputs
-                .iter()
-                .map(|i| digest(i, &finals))
-                .collect();
+            let base_digests: Vec<String> = stage.base_inputs.iter().map(digest).collect();
             let base_encoding = base_encoding(&stage.base, &stage.platform.to_string());
-            stage.base_key = chain(ROOT, &base_encoding, &base_digests);
-            let mut parent = stage.base_key.clone();
-            for step in &mut stage.steps {
-                let d: Vec<String> = step.inputs.iter().map(|i| digest(i, &finals)).collect();
-                step.cache_key = chain(&parent, &step.encoding, &d);
-                parent = step.cache_key.clone();
+            let base = chain(ROOT, &base_encoding, &base_digests);
+            let mut steps = Vec::with_capacity(stage.steps.len());
+            let mut parent = base.clone();
+            for step in &stage.steps {
+                let d: Vec<String> = step.inputs.iter().map(digest).collect();
+                let key = chain(&parent, &step.encoding, &d);
+                parent.clone_from(&key);
+                steps.push(key);
             }
-            finals.insert(id, parent);
+            keys.stages.insert(id, StageKeys { base, steps });
         }
+        keys
+    }
+
+    /// The keys of stage `id`.
+    pub fn stage(&self, id: StageId) -> Option<&StageKeys> {
+        self.stages.get(&id)
+    }
+
+    /// The key of step `index` (0-based, ONBUILD triggers included) of stage `id`.
+    pub fn step(&self, id: StageId, index: usize) -> Option<&str> {
+        self.stage(id)?.steps.get(index).map(String::as_str)
+    }
+
+    /// The final key of stage `id`: its last step's key, or its base key.
+    pub fn final_key(&self, id: StageId) -> Option<&str> {
+        self.stage(id).map(StageKeys::final_key)
     }
 }
 
@@ -170,18 +208,28 @@ mod pinned {
         for (k, v) in args {
             opts.build_args.insert(k.to_string(), v.to_string());
         }
-        let mut p = plan(&df, &opts, &mut Node).unwrap();
+        let p = plan(&df, &opts, &mut Node).unwrap();
         let mut out = Vec::new();
         for pass in 0..2 {
-            if pass == 1 {
-                p.rekey(&digest);
-            }
+            let keys = match pass {
+                0 => CacheKeys::compute(&p, &|_| None),
+                _ => CacheKeys::compute(&p, &digest),
+            };
             for s in &p.stages {
-                out.push(format!("{pass} {}/base {}", s.id, s.base_key));
-                for (i, st) in s.steps.iter().enumerate() {
-                    out.push(format!("{pass} {}/{i} {}", s.id, st.cache_key));
+                let k = keys.stage(s.id).unwrap();
+                out.push(format!("{pass} {}/base {}", s.id, k.base));
+                for i in 0..s.steps.len() {
+                    out.push(format!(
+                        "{pass} {}/{i} {}",
+                        s.id,
+                        keys.step(s.id, i).unwrap()
+                    ));
                 }
-                out.push(format!("{pass} {}/final {}", s.id, s.final_key()));
+                out.push(format!(
+                    "{pass} {}/final {}",
+                    s.id,
+                    keys.final_key(s.id).unwrap()
+                ));
             }
         }
         out

@@ -1,6 +1,8 @@
-//! The build planner: [`Dockerfile`](crate::dockerfile::Dockerfile) + build args + target →
-//! [`BuildPlan`] (stage DAG, expanded steps, history text, cache keys). Pure: no I/O, no
-//! environment variables, no clock. Start at [`plan`].
+//! The build planner: [`Dockerfile`](crate::dockerfile::Dockerfile) + build args + target +
+//! a [`BaseResolver`] → [`BuildPlan`] (stage DAG, expanded steps, history text, key inputs),
+//! in one pass; then [`CacheKeys::compute`] → the cache keys, a separate value. Pure: no I/O
+//! (base images come through the resolver), no environment variables, no clock. Start at
+//! [`plan`].
 //!
 //! # What the planner decides
 //! - **ARG scoping** as BuildKit: ARGs before the first FROM are global and usable only in FROM
@@ -27,19 +29,23 @@
 //! # Cache keys
 //! Every key is `sha256("kiln-cache-v1\n" + parent key + "\n" + encoding + "\n" + inputs…)` in
 //! hex ([`key::chain`]). The inputs to a key are exactly:
-//! 1. the **parent key**: the previous step's key; for a stage's first step the stage's
-//!    [`Stage::base_key`], which chains from [`key::ROOT`] over the base encoding (the expanded
-//!    image reference and platform, `scratch`, or the parent stage's final key);
+//! 1. the **parent key**: the previous step's key; for a stage's first step the stage's base
+//!    key ([`StageKeys::base`]), which chains from [`key::ROOT`] over the base encoding (the
+//!    expanded image reference and platform, `scratch`, or the parent stage) and the digests
+//!    of [`Stage::base_inputs`] (the image's, or the parent stage's final key);
 //! 2. the step's **canonical encoding** ([`Step::encoding`]): the JSON of its [`StepKind`] with
 //!    every value expanded, plus for RUN the build environment (ENV and declared ARGs, in order),
 //!    the working directory, user, shell-wrapped argv, mounts, network and security mode, and
 //!    heredoc files. Config-only steps encode the edit they make. Spans, `created_by`, undeclared
 //!    proxy variables and the step index are **not** inputs;
 //! 3. the step's **input digests**, one per entry of [`Step::inputs`], in order: for
-//!    [`Input::Stage`] the other stage's final key (filled in by the planner); for
-//!    [`Input::Context`], [`Input::Image`], [`Input::Url`] and [`Input::Git`] a content digest
-//!    only the builder can compute (the planner uses the placeholder `unresolved`). A builder
-//!    calls [`BuildPlan::rekey`] with its digests to get the final keys.
+//!    [`Input::Stage`] the other stage's final key; for [`Input::Context`], [`Input::Image`],
+//!    [`Input::Url`] and [`Input::Git`] a content digest only the builder can compute, given to
+//!    [`CacheKeys::compute`] as a function (`None`, as `kiln plan` gives, hashes the
+//!    placeholder `unresolved`).
+//!
+//! The plan is never changed by keying: [`CacheKeys`] holds each step's key by stage id and
+//! step index, and each stage's base and final key.
 //!
 //! Consequently a key changes exactly when the parent key, an expanded value the step uses, or
 //! a content digest changes; editing a comment or another stage never changes it.
@@ -64,7 +70,7 @@ mod scope;
 mod steps;
 
 pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
-pub use key::Input;
+pub use key::{CacheKeys, Input, StageKeys};
 pub use planner::plan;
 pub use platform::Platform;
 
@@ -319,8 +325,6 @@ pub struct Step {
     pub encoding: String,
     /// Content the key depends on, in the order its digests are hashed.
     pub inputs: Vec<Input>,
-    /// The cache key (hex sha256).
-    pub cache_key: String,
 }
 
 /// A stage of the plan.
@@ -341,8 +345,6 @@ pub struct Stage {
     pub platform: Platform,
     /// The FROM line's `created_by`-free source text.
     pub from_source: String,
-    /// The key the first step chains from.
-    pub base_key: String,
     /// Inputs of the base key (the image, or the parent stage).
     pub base_inputs: Vec<Input>,
     /// The steps.
@@ -351,13 +353,6 @@ pub struct Stage {
     pub env: Vec<(String, String)>,
     /// The final working directory.
     pub workdir: String,
-}
-
-impl Stage {
-    /// The key of the stage's last step (its base key when it has no steps).
-    pub fn final_key(&self) -> &str {
-        self.steps.last().map_or(&self.base_key, |s| &s.cache_key)
-    }
 }
 
 /// The whole plan: the reachable stages in build order.

@@ -231,7 +231,6 @@ pub fn plan<R: BaseResolver + ?Sized>(
             position: def.from_command.position,
             platform,
             from_source: def.from_command.original.trim().to_string(),
-            base_key: String::new(),
             base_inputs,
             steps,
             env: final_state.config_env.entries.clone(),
@@ -248,16 +247,14 @@ pub fn plan<R: BaseResolver + ?Sized>(
         .cloned()
         .collect();
     unused.sort();
-    let mut plan = BuildPlan {
+    Ok(BuildPlan {
         stages,
         order,
         target,
         global_args: cx.globals.clone(),
         unused_build_args: unused,
         warnings: cx.warnings,
-    };
-    plan.rekey(&|_| None);
-    Ok(plan)
+    })
 }
 
 /// BuildKit's `UndefinedArgInFrom`: a FROM that uses a name no global ARG declares.

@@ -535,7 +535,6 @@ impl StagePlanner<'_, '_> {
             empty_layer,
             encoding,
             inputs,
-            cache_key: String::new(),
         })
     }
 

@@ -1,8 +1,8 @@
 //! Planner tests: ARG precedence, pruning, order, cycles, --target, history text and cache keys.
 use kiln::dockerfile::{instructions, parse};
 use kiln::plan::{
-    plan, Base, BaseConfig, BaseResolver, BuildPlan, ConfigEdit, Input, NoBases, PlanError,
-    PlanErrorKind, PlanOptions, Platform, Source, StepKind,
+    plan, Base, BaseConfig, BaseResolver, BuildPlan, CacheKeys, ConfigEdit, Input, NoBases,
+    PlanError, PlanErrorKind, PlanOptions, Platform, Source, StepKind,
 };
 use std::collections::BTreeMap;
 
@@ -230,9 +230,15 @@ fn created_by_matches_buildkit_history() {
 }
 
 fn keys(p: &BuildPlan) -> Vec<String> {
+    keys_with(p, &|_| None)
+}
+
+/// Every step key, stage by stage, with these input digests.
+fn keys_with(p: &BuildPlan, resolve: &dyn Fn(&Input) -> Option<String>) -> Vec<String> {
+    let k = CacheKeys::compute(p, resolve);
     p.stages
         .iter()
-        .flat_map(|s| s.steps.iter().map(|st| st.cache_key.clone()))
+        .flat_map(|s| k.stage(s.id).unwrap().steps.clone())
         .collect()
 }
 
@@ -267,16 +273,15 @@ fn cache_keys_change_exactly_when_an_input_changes() {
 }
 
 #[test]
-fn rekey_with_content_digests_changes_dependent_keys() {
-    let mut p = ok("FROM alpine\nRUN a\nCOPY . /src\nRUN b\n");
+fn content_digests_change_dependent_keys() {
+    let p = ok("FROM alpine\nRUN a\nCOPY . /src\nRUN b\n");
     let before = keys(&p);
     let step = &p.stages[0].steps[1];
     assert!(matches!(step.inputs[0], Input::Context { .. }));
-    p.rekey(&|i| match i {
+    let after = keys_with(&p, &|i| match i {
         Input::Context { .. } => Some("sha256:aaaa".into()),
         _ => None,
     });
-    let after = keys(&p);
     assert_eq!(before[0], after[0]);
     assert_ne!(before[1], after[1]);
     assert_ne!(before[2], after[2]);
@@ -378,6 +383,23 @@ fn cli_plan_prints_json() {
     assert_eq!(v["order"], serde_json::json!([0, 1]));
     assert_eq!(v["stages"][0]["base"]["reference"], "debian");
     assert_eq!(v["stages"][1]["platform"]["arch"], "arm64");
+    // The keys sit in place: each stage's base key and each step's key.
+    let p = plan_src(&std::fs::read_to_string(&df).unwrap(), &{
+        let mut o = with_args(&[("BASE", "debian")]);
+        o.target_platform = Platform::parse("linux/arm64").unwrap();
+        o.build_platform = Platform::host();
+        o
+    })
+    .unwrap();
+    let k = CacheKeys::compute(&p, &|_| None);
+    assert_eq!(
+        v["stages"][0]["base_key"],
+        k.stage(0).unwrap().base.as_str()
+    );
+    assert_eq!(
+        v["stages"][1]["steps"][0]["cache_key"],
+        k.step(1, 0).unwrap()
+    );
     assert_eq!(
         v["stages"][0]["steps"][1]["created_by"],
         "RUN |1 API_TOKEN= /bin/sh -c echo $X # buildkit"
@@ -561,13 +583,6 @@ fn the_builds_network_keys_run_steps_like_their_own_flag() {
                 StepKind::Run(r) => r.network.clone(),
                 k => panic!("not a RUN: {k:?}"),
             })
-            .collect()
-    };
-    let keys = |p: &BuildPlan| -> Vec<String> {
-        p.stages[0]
-            .steps
-            .iter()
-            .map(|s| s.cache_key.clone())
             .collect()
     };
     let default = ok(src);
