@@ -503,7 +503,7 @@ fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit, cmd_set: &mut bool) {
             c.cmd = Some(command.clone());
             *cmd_set = true;
         }
-        ConfigEdit::Entrypoint { command } => {
+        ConfigEdit::Entrypoint { command, .. } => {
             c.entrypoint = command.clone();
             // BuildKit: an ENTRYPOINT resets a CMD inherited from the base image.
             if !*cmd_set {

@@ -248,6 +248,12 @@ pub enum ConfigEdit {
     Entrypoint {
         /// The command (shell form wrapped).
         command: Option<Vec<String>>,
+        /// Also clear `Cmd`: the stage has not set CMD before this ENTRYPOINT, so the CMD it
+        /// has is inherited (from the base image or the parent stage) and BuildKit resets it.
+        /// Not serialized, so not part of the step's encoding: it follows from the steps
+        /// before it and the base, which the parent key already covers.
+        #[serde(skip)]
+        reset_cmd: bool,
     },
     /// Set `User`.
     User {

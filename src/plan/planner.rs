@@ -203,7 +203,7 @@ pub fn plan<R: BaseResolver + ?Sized>(
             _ => None,
         };
         let state = match &base {
-            Base::Stage { stage } => states.get(stage).cloned(),
+            Base::Stage { stage } => states.get(stage).map(State::child),
             _ => None,
         }
         .unwrap_or_else(|| State::initial(&base, &platform, config));

@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) shell: Vec<String>,
     /// Whether the environment is fully known (no unknown base image env).
     pub(crate) env_complete: bool,
+    /// Whether this stage has set CMD: until it has, an ENTRYPOINT resets the CMD it inherited.
+    pub(crate) cmd_set: bool,
 }
 
 impl State {
@@ -59,6 +61,7 @@ impl State {
             user: None,
             shell,
             env_complete: !matches!(base, Base::Image { .. }),
+            cmd_set: false,
         };
         if let Base::Image { .. } = base {
             if let Some(cfg) = config {
@@ -81,6 +84,17 @@ impl State {
             }
         }
         s
+    }
+}
+
+impl State {
+    /// The state a stage based on this one starts in: everything carries over except that
+    /// the new stage has not set CMD yet.
+    pub(crate) fn child(&self) -> State {
+        State {
+            cmd_set: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -383,6 +397,7 @@ impl StagePlanner<'_, '_> {
                 (StepKind::Config(ConfigEdit::User { user: u }), cb, true)
             }
             Instruction::Cmd { command } => {
+                self.state.cmd_set = true;
                 let c = self.wrap(command);
                 let cb = format!("CMD {}", go_q_slice(&c));
                 (StepKind::Config(ConfigEdit::Cmd { command: c }), cb, true)
@@ -393,11 +408,13 @@ impl StagePlanner<'_, '_> {
                     c => Some(self.wrap(c)),
                 };
                 let cb = format!("ENTRYPOINT {}", go_q_slice(c.as_deref().unwrap_or(&[])));
-                (
-                    StepKind::Config(ConfigEdit::Entrypoint { command: c }),
-                    cb,
-                    true,
-                )
+                // BuildKit's dispatchEntrypoint: an ENTRYPOINT resets the CMD the stage
+                // inherited, unless the stage set CMD itself before it.
+                let edit = ConfigEdit::Entrypoint {
+                    command: c,
+                    reset_cmd: !self.state.cmd_set,
+                };
+                (StepKind::Config(edit), cb, true)
             }
             Instruction::Expose { ports } => {
                 let env = self.state.env.clone();
