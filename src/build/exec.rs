@@ -477,7 +477,7 @@ fn context_digest(
     Ok(cache::context_digest(&items))
 }
 
-fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit, cmd_set: &mut bool) {
+fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit) {
     let c = &mut cfg.config;
     match edit {
         ConfigEdit::Env { pairs } => {
@@ -499,14 +499,11 @@ fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit, cmd_set: &mut bool) {
             }
         }
         ConfigEdit::Arg { .. } => {}
-        ConfigEdit::Cmd { command } => {
-            c.cmd = Some(command.clone());
-            *cmd_set = true;
-        }
-        ConfigEdit::Entrypoint { command, .. } => {
+        ConfigEdit::Cmd { command } => c.cmd = Some(command.clone()),
+        ConfigEdit::Entrypoint { command, reset_cmd } => {
             c.entrypoint = command.clone();
-            // BuildKit: an ENTRYPOINT resets a CMD inherited from the base image.
-            if !*cmd_set {
+            // The planner decided: an ENTRYPOINT resets a CMD the stage inherited.
+            if *reset_cmd {
                 c.cmd = None;
             }
         }
@@ -637,7 +634,6 @@ fn run_stage(
             })?;
             s.rootfs = None;
             s.stack = None;
-            s.cmd_set = false;
             s
         }
     };
@@ -675,7 +671,7 @@ fn run_stage(
         // computes the entries, writes the layer and records it.
         let entries = match (&step.kind, hit) {
             (StepKind::Config(edit), _) => {
-                apply_config(state.builder.config_mut(), edit, &mut state.cmd_set);
+                apply_config(state.builder.config_mut(), edit);
                 None
             }
             (_, Some(layer)) => {

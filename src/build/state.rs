@@ -33,7 +33,6 @@ pub(super) struct StageState {
     /// Overlay lower directories (bottom first), and how many layers they hold.
     pub(super) stack: Option<(Vec<PathBuf>, usize)>,
     pub(super) records: Vec<LayerRecord>,
-    pub(super) cmd_set: bool,
 }
 
 impl StageState {
@@ -64,7 +63,6 @@ impl StageState {
                     stats: None,
                 })
                 .collect(),
-            cmd_set: false,
         }
     }
 
@@ -78,7 +76,6 @@ impl StageState {
             rootfs: None,
             stack: None,
             records: Vec::new(),
-            cmd_set: false,
         }
     }
 
