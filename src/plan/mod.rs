@@ -68,6 +68,8 @@ mod planner;
 pub mod platform;
 mod scope;
 mod steps;
+#[cfg(test)]
+mod tests;
 
 pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
 pub use key::{CacheKeys, Input, StageKeys};
