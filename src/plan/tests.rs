@@ -285,7 +285,7 @@ fn onbuild_triggers_are_planned_after_the_from_and_located_there() {
             ..BaseConfig::default()
         },
     );
-    let p = with("# c\nFROM node\nRUN test\nONBUILD RUN later\n", &mut r);
+    let p = with("# c\n\nFROM node\nRUN test\nONBUILD RUN later\n", &mut r);
     let by: Vec<(&str, usize)> = p.stages[0]
         .steps
         .iter()
@@ -294,10 +294,10 @@ fn onbuild_triggers_are_planned_after_the_from_and_located_there() {
     assert_eq!(
         by,
         vec![
-            ("COPY . /app # buildkit", 2),
-            ("RUN /bin/sh -c npm ci # buildkit", 2),
-            ("RUN /bin/sh -c test # buildkit", 3),
-            ("ONBUILD RUN later", 4),
+            ("COPY . /app # buildkit", 3),
+            ("RUN /bin/sh -c npm ci # buildkit", 3),
+            ("RUN /bin/sh -c test # buildkit", 4),
+            ("ONBUILD RUN later", 5),
         ]
     );
     assert!(matches!(step(&p, 0, 0).inputs[0], Input::Context { .. }));
