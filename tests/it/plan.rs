@@ -607,3 +607,57 @@ fn the_builds_network_keys_run_steps_like_their_own_flag() {
     let flagged = ok("FROM scratch\nRUN --network=none a\n");
     assert_eq!(keys(&flagged)[0], nk[0]);
 }
+
+/// `kiln plan` and `kiln build` plan through one path with one host platform: the same
+/// `BUILDPLATFORM`/`TARGETPLATFORM` and the same cache keys for a build with no content inputs
+/// (regression: `kiln plan` had its own host platform).
+#[test]
+fn kiln_plan_and_kiln_build_compute_the_same_buildplatform_and_keys() {
+    let k = crate::support::Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let df = ctx.join("Dockerfile");
+    std::fs::write(
+        &df,
+        "FROM scratch AS base\nARG BUILDPLATFORM TARGETPLATFORM\nLABEL bp=$BUILDPLATFORM tp=$TARGETPLATFORM\nENV X=1\nWORKDIR /w\nFROM base\nENTRYPOINT [\"/w/run\"]\n",
+    )
+    .unwrap();
+    let plan = k.ok(&[
+        "plan",
+        ctx.to_str().unwrap(),
+        "-f",
+        df.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let host = Platform::host().to_string();
+    assert_eq!(
+        v["stages"][0]["steps"][1]["created_by"],
+        format!("LABEL bp={host} tp={host}").as_str()
+    );
+    let plan_keys: Vec<String> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["steps"].as_array().unwrap().iter())
+        .map(|s| s["cache_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(plan_keys.len(), 5);
+    let meta = k.path("meta.json");
+    k.ok(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "-t",
+        "it/plan-vs-build:1",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let build_keys: Vec<String> = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cache_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(plan_keys, build_keys);
+}
