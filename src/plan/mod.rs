@@ -61,6 +61,7 @@
 //! `$PATH` from the base expands to empty and no `UndefinedVar` warning is given for
 //! image-based stages).
 mod bases;
+mod copy;
 mod env;
 mod history;
 pub mod key;
