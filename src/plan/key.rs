@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 /// The parent of every stage's base key.
 pub const ROOT: &str = "kiln-cache-v1";
 
-/// The digest the planner hashes for content only a builder can see.
+/// The digest hashed for content only a builder can see, when it gives none.
 pub const UNRESOLVED: &str = "unresolved";
 
 /// Content a key depends on, beyond the step's own encoding.
@@ -23,7 +23,7 @@ pub enum Input {
         /// `--exclude` patterns.
         excludes: Vec<String>,
     },
-    /// Another stage: its final cache key (resolved by the planner).
+    /// Another stage: its final cache key (resolved by [`CacheKeys::compute`]).
     Stage {
         /// The stage.
         stage: StageId,
