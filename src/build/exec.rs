@@ -1,4 +1,5 @@
-//! The build loop: plan, fetch bases, hash inputs, then each stage's steps in order.
+//! The build loop: plan (base images fetched as the planner asks for them), fetch `--from`
+//! images, hash inputs, compute the cache keys, then each stage's steps in order.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
