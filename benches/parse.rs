@@ -59,7 +59,11 @@ fn bench(c: &mut Criterion) {
             for (_, src) in &files {
                 if let Ok(ast) = kiln::dockerfile::parse_bytes(src) {
                     if let Ok(df) = kiln::dockerfile::instructions(&ast) {
-                        let _ = std::hint::black_box(kiln::plan::plan(&df, &opts));
+                        let _ = std::hint::black_box(kiln::plan::plan(
+                            &df,
+                            &opts,
+                            &mut kiln::plan::NoBases,
+                        ));
                     }
                 }
             }

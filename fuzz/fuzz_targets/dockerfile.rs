@@ -3,7 +3,7 @@
 #![no_main]
 
 use kiln::dockerfile;
-use kiln::plan::{plan, PlanOptions};
+use kiln::plan::{plan, NoBases, PlanOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,12 +20,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut opts = PlanOptions::default();
-    let _ = plan(&df, &opts);
+    let _ = plan(&df, &opts, &mut NoBases);
     opts.build_args.insert("A".into(), "x y".into());
     if let Some(name) = df.stages.first().and_then(|s| s.name()) {
         opts.target = Some(name.to_string());
     }
-    if let Ok(p) = plan(&df, &opts) {
+    if let Ok(p) = plan(&df, &opts, &mut NoBases) {
         let _ = serde_json::to_string(&p);
     }
 });

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::{FileIndex, LayerCache};
 use crate::image::Image;
-use crate::plan::{BuildPlan, Source, StageId};
+use crate::plan::{BuildPlan, CacheKeys, Source, StageId};
 use crate::progress::Reporter;
 use crate::sandbox::{Sandbox, SnapshotterKind};
 use crate::store::Store;
@@ -43,6 +43,8 @@ pub struct Builder<'a> {
     pub(super) started: i64,
     /// Base and `--from` images, by reference as the plan names them.
     pub(super) images: BTreeMap<String, Image>,
+    /// The steps' cache keys, computed from the plan and the input digests.
+    pub(super) keys: CacheKeys,
     /// `ADD` URLs, downloaded into the store before any step.
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
     pub(super) context: Context,
@@ -80,7 +82,7 @@ pub fn build_with(
         opts,
         file: &front.file,
     };
-    let (mut plan, images) = inputs::plan_with_bases(env, &front)?;
+    let (plan, images) = inputs::plan_with_bases(env, &front)?;
     for w in &plan.warnings {
         reporter.on_warning(&format!(
             "{}:{}:{}: {} [{}]",
@@ -90,7 +92,7 @@ pub fn build_with(
     let context = inputs::context(opts)?;
     let mut files = FileIndex::load(store);
     let gathered = inputs::gather(env, &plan, &images, &context, &mut files)?;
-    plan.rekey(&|i| gathered.digest(i));
+    let keys = CacheKeys::compute(&plan, &|i| gathered.digest(i));
     preflight::check_run_steps(env, &plan)?;
     let scratch = tempfile::Builder::new()
         .prefix("build-")
@@ -101,7 +103,7 @@ pub fn build_with(
             source,
         })?;
     let cache = LayerCache::new(store);
-    preflight::check_programs(env, &plan, &images, &cache)?;
+    preflight::check_programs(env, &plan, &keys, &images, &cache)?;
     // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
     let started = match host {
         None if preflight::has_run(&plan) => {
@@ -124,6 +126,7 @@ pub fn build_with(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
         images,
+        keys,
         urls: gathered.urls,
         context,
         cache,

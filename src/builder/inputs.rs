@@ -9,7 +9,7 @@ use crate::dockerfile::ignore::{read_ignore_file, Ignore};
 use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
-use crate::plan::{self, Base, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
+use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -130,30 +130,73 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
-/// The plan, and every base and `--from` image it names, fetched once (into the store, lazily
-/// from a registry); the images' configs feed a second planning pass.
+/// The base images the planner asks for, as it meets each `FROM` (once per reference, as
+/// BuildKit's `MetaResolver` answers dockerfile2llb): read from the store or pulled (lazily),
+/// and kept for the build.
+struct Bases<'a> {
+    env: Env<'a>,
+    images: BTreeMap<String, Image>,
+}
+
+impl plan::BaseResolver for Bases<'_> {
+    type Error = transport::Error;
+
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &plan::Platform,
+        _position: Position,
+    ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
+        let remote = self.env.opts.remote.as_ref();
+        let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
+        let config = base_config(&img);
+        self.images.insert(reference.to_string(), img);
+        Ok(Some(config))
+    }
+}
+
+/// The plan, made in one pass with the base images' configs, and every base and `--from`
+/// image it names, fetched once (into the store, lazily from a registry).
 pub(super) fn plan_with_bases(
     env: Env<'_>,
     front: &Frontend,
 ) -> Result<(BuildPlan, BTreeMap<String, Image>)> {
     let opts = env.opts;
-    let mut popts = PlanOptions {
+    let popts = PlanOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
         target_platform: plan::Platform::from(&opts.platform),
         build_platform: plan::Platform::host(),
-        base_configs: BTreeMap::new(),
         network: match opts.network {
             crate::sandbox::Network::Default => None,
             crate::sandbox::Network::None => Some("none".into()),
             crate::sandbox::Network::Host => Some("host".into()),
         },
     };
-    let mut plan = plan::plan(&front.dockerfile, &popts).map_err(|e| front.render(e))?;
-    let mut images: BTreeMap<String, Image> = BTreeMap::new();
+    let mut bases = Bases {
+        env,
+        images: BTreeMap::new(),
+    };
+    let plan = plan::plan(&front.dockerfile, &popts, &mut bases).map_err(|e| match e {
+        plan::PlanFailure::Plan(e) => front.render(e),
+        plan::PlanFailure::Base {
+            position,
+            reference,
+            source,
+            ..
+        } => Error::Image {
+            file: env.file.to_string(),
+            line: position.line,
+            col: position.col,
+            reference,
+            source: Box::new(source),
+        },
+    })?;
+    // `--from` images (the bases came with planning), fetched once.
+    let mut images = bases.images;
     for stage in &plan.stages {
         let platform = stage.platform.to_oci();
-        for (r, pos) in image_refs(stage) {
+        for (r, pos) in from_images(stage) {
             if images.contains_key(&r) {
                 continue;
             }
@@ -169,24 +212,14 @@ pub(super) fn plan_with_bases(
             images.insert(r, img);
         }
     }
-    if !images.is_empty() {
-        popts.base_configs = images
-            .iter()
-            .map(|(k, v)| (k.clone(), base_config(v)))
-            .collect();
-        plan = plan::plan(&front.dockerfile, &popts).map_err(|e| front.render(e))?;
-    }
     Ok((plan, images))
 }
 
-/// The images a stage names, with where: its base, `COPY --from=IMAGE` and
+/// The images a stage's steps name, with where: `COPY --from=IMAGE` and
 /// `RUN --mount=from=IMAGE` (regression: only COPY's images were fetched, so such a mount
 /// failed with "image was not fetched").
-fn image_refs(stage: &plan::Stage) -> Vec<(String, Position)> {
+fn from_images(stage: &plan::Stage) -> Vec<(String, Position)> {
     let mut refs: Vec<(String, Position)> = Vec::new();
-    if let Base::Image { reference } = &stage.base {
-        refs.push((reference.clone(), stage_position(stage)));
-    }
     for step in &stage.steps {
         let sources: Vec<&Source> = match &step.kind {
             StepKind::Copy(c) => vec![&c.source],
@@ -200,20 +233,6 @@ fn image_refs(stage: &plan::Stage) -> Vec<(String, Position)> {
         }
     }
     refs
-}
-
-/// Where a stage starts, for messages about its base image.
-fn stage_position(stage: &plan::Stage) -> Position {
-    stage
-        .steps
-        .first()
-        .map_or(Position { line: 1, col: 1 }, |s| {
-            // The FROM line precedes the first step; without spans for FROM use the stage's start.
-            Position {
-                line: s.position.line.saturating_sub(1).max(1),
-                col: 1,
-            }
-        })
 }
 
 /// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`).

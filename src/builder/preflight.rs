@@ -8,7 +8,7 @@ use crate::cache::LayerCache;
 use crate::dockerfile::instructions::MountType;
 use crate::dockerfile::Position;
 use crate::image::Image;
-use crate::plan::{Base, BuildPlan, Step, StepKind};
+use crate::plan::{Base, BuildPlan, CacheKeys, Step, StepKind};
 use crate::progress::Reporter;
 use crate::sandbox::{self, probe, SandboxError, SandboxOptions, SnapshotterKind, UserNsSandbox};
 use std::collections::BTreeMap;
@@ -163,6 +163,7 @@ pub(super) fn missing_program(index: &FsIndex, argv: &[String]) -> Option<StepEr
 pub(super) fn check_programs(
     env: Env<'_>,
     plan: &BuildPlan,
+    keys: &CacheKeys,
     images: &BTreeMap<String, Image>,
     cache: &LayerCache,
 ) -> Result<()> {
@@ -178,17 +179,18 @@ pub(super) fn check_programs(
             Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
             Base::Stage { .. } => continue,
         };
-        let Some(step) = stage
+        let Some((index, step)) = stage
             .steps
             .iter()
-            .find(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
+            .enumerate()
+            .find(|(_, s)| matches!(s.kind, StepKind::Run(_) | StepKind::Copy(_)))
         else {
             continue;
         };
         let StepKind::Run(r) = &step.kind else {
             continue;
         };
-        let key = super::stage::layer_key(step, env.opts);
+        let key = super::stage::layer_key(keys.step(stage.id, index).unwrap_or_default(), env.opts);
         if !env.opts.no_cache && cache.get(env.store, &key).is_some() {
             continue;
         }

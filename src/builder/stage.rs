@@ -15,10 +15,10 @@ use super::state::{comment, StageState};
 use super::step::config::apply_config;
 use super::{BuildOptions, StepRecord};
 
-/// The key `step`'s layer is cached under with these options.
-pub(super) fn layer_key(step: &plan::Step, opts: &BuildOptions) -> String {
+/// The key a step's layer is cached under with these options (`step_key`: its plan key).
+pub(super) fn layer_key(step_key: &str, opts: &BuildOptions) -> String {
     cache::layer_key(
-        &step.cache_key,
+        step_key,
         &opts.compression.to_string(),
         opts.epoch,
         opts.clamp_mtimes,
@@ -32,6 +32,8 @@ pub(super) struct StepAt<'p> {
     pub(super) id: usize,
     /// The stage's name (or `stage-N`).
     pub(super) stage_name: &'p str,
+    /// Its cache key.
+    pub(super) key: &'p str,
 }
 
 impl Builder<'_> {
@@ -43,12 +45,14 @@ impl Builder<'_> {
             .unwrap_or_else(|| format!("stage-{}", stage.id));
         let mut state = self.stage_base(stage)?;
         let total = stage.steps.len();
+        let keys = self.keys.stage(stage.id).cloned().unwrap_or_default();
         for (i, step) in stage.steps.iter().enumerate() {
             self.counter += 1;
             let at = StepAt {
                 step,
                 id: self.counter,
                 stage_name: &stage_name,
+                key: keys.steps.get(i).map_or("", String::as_str),
             };
             let start = Instant::now();
             let label = format!("[{stage_name} {}/{total}]", i + 1);
@@ -79,7 +83,6 @@ impl Builder<'_> {
                     })?;
                 s.rootfs = None;
                 s.stack = None;
-                s.cmd_set = false;
                 s
             }
         })
@@ -94,12 +97,12 @@ impl Builder<'_> {
         start: Instant,
     ) -> Result<bool, StepError> {
         let step = at.step;
-        let key = layer_key(step, self.opts);
+        let key = layer_key(at.key, self.opts);
         if let StepKind::Workdir { path } = &step.kind {
             state.builder.config_mut().config.working_dir = Some(path.clone());
         }
         if let StepKind::Config(edit) = &step.kind {
-            apply_config(state.builder.config_mut(), edit, &mut state.cmd_set);
+            apply_config(state.builder.config_mut(), edit);
             state.builder.empty_step(&step.created_by);
             comment(&mut state.builder);
             return Ok(true);
@@ -163,7 +166,7 @@ impl Builder<'_> {
             step: at.step.created_by.clone(),
             cached,
             seconds,
-            cache_key: at.step.cache_key.clone(),
+            cache_key: at.key.to_string(),
         });
     }
 

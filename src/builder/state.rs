@@ -43,7 +43,6 @@ pub(super) struct StageState {
     /// Overlay lower directories (bottom first), and how many layers they hold.
     pub(super) stack: Option<(Vec<PathBuf>, usize)>,
     pub(super) records: Vec<LayerRecord>,
-    pub(super) cmd_set: bool,
 }
 
 /// The name of the scratch directories holding an image's files (`COPY --from=IMAGE`,
@@ -85,7 +84,6 @@ impl StageState {
                     stats: None,
                 })
                 .collect(),
-            cmd_set: false,
         }
     }
 
@@ -99,7 +97,6 @@ impl StageState {
             rootfs: None,
             stack: None,
             records: Vec::new(),
-            cmd_set: false,
         }
     }
 

@@ -87,7 +87,7 @@ pub fn run(args: &PlanArgs) -> i32 {
             return 2;
         }
     };
-    let p = match plan::plan(&df, &opts) {
+    let p = match plan::plan(&df, &opts, &mut plan::NoBases).map_err(plan::PlanError::from) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}", e.with_file(&name).render(&ast.source));
@@ -103,8 +103,13 @@ pub fn run(args: &PlanArgs) -> i32 {
             p.unused_build_args.join(", ")
         );
     }
+    // No content is read: context, image, URL and git inputs hash as `unresolved`.
+    let keys = plan::CacheKeys::compute(&p, &|_| None);
     if args.json {
-        match serde_json::to_string_pretty(&p) {
+        match serde_json::to_value(&p)
+            .map(|v| with_keys(v, &p, &keys))
+            .and_then(|v| serde_json::to_string_pretty(&v))
+        {
             Ok(s) => out(&s),
             Err(e) => {
                 eprintln!("error: cannot serialize the plan: {e}");
@@ -119,16 +124,38 @@ pub fn run(args: &PlanArgs) -> i32 {
             "stage {name} ({}) from {}",
             s.platform, s.from_source
         ));
-        for st in &s.steps {
+        for (i, st) in s.steps.iter().enumerate() {
             let kind = match &st.kind {
                 StepKind::Run(_) => "run",
                 StepKind::Copy(_) => "copy",
                 StepKind::Workdir { .. } => "workdir",
                 StepKind::Config(_) => "config",
             };
-            let key = st.cache_key.get(..12).unwrap_or(&st.cache_key);
+            let key = keys.step(s.id, i).unwrap_or_default();
+            let key = key.get(..12).unwrap_or(key);
             out(&format!("  {key} {kind:<7} {}", st.created_by));
         }
     }
     0
+}
+
+/// The plan's JSON with each stage's `base_key` and each step's `cache_key` in place (the
+/// shape `kiln plan --json` has always printed; the keys are a separate value in the plan API).
+fn with_keys(
+    mut v: serde_json::Value,
+    p: &plan::BuildPlan,
+    keys: &plan::CacheKeys,
+) -> serde_json::Value {
+    let stages = v.get_mut("stages").and_then(|s| s.as_array_mut());
+    for (stage, sv) in p.stages.iter().zip(stages.into_iter().flatten()) {
+        let Some(k) = keys.stage(stage.id) else {
+            continue;
+        };
+        sv["base_key"] = k.base.clone().into();
+        let steps = sv.get_mut("steps").and_then(|s| s.as_array_mut());
+        for (key, st) in k.steps.iter().zip(steps.into_iter().flatten()) {
+            st["cache_key"] = key.clone().into();
+        }
+    }
+    v
 }

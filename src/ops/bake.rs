@@ -176,10 +176,9 @@ pub fn check_foreign_run(opts: &BuildOptions) -> Result<(), BakeError> {
         target: opts.target.clone(),
         target_platform: conv(&opts.platform),
         build_platform: conv(&host),
-        base_configs: BTreeMap::new(),
         network: None,
     };
-    let Ok(plan) = crate::plan::plan(&df, &popts) else {
+    let Ok(plan) = crate::plan::plan(&df, &popts, &mut crate::plan::NoBases) else {
         return Ok(());
     };
     for stage in &plan.stages {

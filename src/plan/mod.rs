@@ -1,6 +1,8 @@
-//! The build planner: [`Dockerfile`](crate::dockerfile::Dockerfile) + build args + target →
-//! [`BuildPlan`] (stage DAG, expanded steps, history text, cache keys). Pure: no I/O, no
-//! environment variables, no clock. Start at [`plan`].
+//! The build planner: [`Dockerfile`](crate::dockerfile::Dockerfile) + build args + target +
+//! a [`BaseResolver`] → [`BuildPlan`] (stage DAG, expanded steps, history text, key inputs),
+//! in one pass; then [`CacheKeys::compute`] → the cache keys, a separate value. Pure: no I/O
+//! (base images come through the resolver), no environment variables, no clock. Start at
+//! [`plan`].
 //!
 //! # What the planner decides
 //! - **ARG scoping** as BuildKit: ARGs before the first FROM are global and usable only in FROM
@@ -27,38 +29,52 @@
 //! # Cache keys
 //! Every key is `sha256("kiln-cache-v1\n" + parent key + "\n" + encoding + "\n" + inputs…)` in
 //! hex ([`key::chain`]). The inputs to a key are exactly:
-//! 1. the **parent key**: the previous step's key; for a stage's first step the stage's
-//!    [`Stage::base_key`], which chains from [`key::ROOT`] over the base encoding (the expanded
-//!    image reference and platform, `scratch`, or the parent stage's final key);
+//! 1. the **parent key**: the previous step's key; for a stage's first step the stage's base
+//!    key ([`StageKeys::base`]), which chains from [`key::ROOT`] over the base encoding (the
+//!    expanded image reference and platform, `scratch`, or the parent stage) and the digests
+//!    of [`Stage::base_inputs`] (the image's, or the parent stage's final key);
 //! 2. the step's **canonical encoding** ([`Step::encoding`]): the JSON of its [`StepKind`] with
 //!    every value expanded, plus for RUN the build environment (ENV and declared ARGs, in order),
 //!    the working directory, user, shell-wrapped argv, mounts, network and security mode, and
 //!    heredoc files. Config-only steps encode the edit they make. Spans, `created_by`, undeclared
 //!    proxy variables and the step index are **not** inputs;
 //! 3. the step's **input digests**, one per entry of [`Step::inputs`], in order: for
-//!    [`Input::Stage`] the other stage's final key (filled in by the planner); for
-//!    [`Input::Context`], [`Input::Image`], [`Input::Url`] and [`Input::Git`] a content digest
-//!    only the builder can compute (the planner uses the placeholder `unresolved`). A builder
-//!    calls [`BuildPlan::rekey`] with its digests to get the final keys.
+//!    [`Input::Stage`] the other stage's final key; for [`Input::Context`], [`Input::Image`],
+//!    [`Input::Url`] and [`Input::Git`] a content digest only the builder can compute, given to
+//!    [`CacheKeys::compute`] as a function (`None`, as `kiln plan` gives, hashes the
+//!    placeholder `unresolved`).
+//!
+//! The plan is never changed by keying: [`CacheKeys`] holds each step's key by stage id and
+//! step index, and each stage's base and final key.
 //!
 //! Consequently a key changes exactly when the parent key, an expanded value the step uses, or
 //! a content digest changes; editing a comment or another stage never changes it.
 //!
 //! # Base images
-//! The planner cannot see base image configs. By default a base image contributes nothing to
-//! the environment (so `$PATH` from the base expands to empty and no `UndefinedVar` warning is
-//! given for image-based stages); a builder that has fetched the configs passes them in
-//! [`PlanOptions::base_configs`] and plans again. Those configs' `OnBuild` triggers are parsed and
-//! planned as steps right after the FROM (spans point at the FROM line), as BuildKit runs them.
-mod build;
+//! The planner reads no image. It asks a [`BaseResolver`] (the builder's, which fetches the
+//! image) for the [`BaseConfig`] of each reachable stage's base image, once per expanded
+//! reference, in build order, before it plans any step, as BuildKit's dockerfile2llb asks its
+//! `MetaResolver`; a failure is [`PlanFailure::Base`], located at the FROM. The config gives the
+//! stage its environment, working directory, user and shell, and its `OnBuild` triggers are
+//! parsed and planned as steps right after the FROM (spans point at the FROM line), as BuildKit
+//! runs them. With [`NoBases`] (`kiln plan`, lints, tests) a base image contributes nothing (so
+//! `$PATH` from the base expands to empty and no `UndefinedVar` warning is given for
+//! image-based stages).
+mod bases;
+mod copy;
 mod env;
 mod history;
 pub mod key;
+mod planner;
 pub mod platform;
+mod scope;
 mod steps;
+#[cfg(test)]
+mod tests;
 
-pub use build::plan;
-pub use key::Input;
+pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
+pub use key::{CacheKeys, Input, StageKeys};
+pub use planner::plan;
 pub use platform::Platform;
 
 use crate::dockerfile::ast::{Position, Span, Warning};
@@ -81,8 +97,6 @@ pub struct PlanOptions {
     pub target_platform: Platform,
     /// The platform the build runs on.
     pub build_platform: Platform,
-    /// Configs of base images, keyed by the expanded reference, when the builder knows them.
-    pub base_configs: BTreeMap<String, BaseConfig>,
     /// The build's `--network` (`none` or `host`) for RUN steps without a `--network` flag of
     /// their own; `None` for the default network, which keeps their cache keys unchanged.
     pub network: Option<String>,
@@ -95,25 +109,9 @@ impl Default for PlanOptions {
             target: None,
             target_platform: Platform::linux_amd64(),
             build_platform: Platform::linux_amd64(),
-            base_configs: BTreeMap::new(),
             network: None,
         }
     }
-}
-
-/// The parts of a base image config the planner uses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct BaseConfig {
-    /// `Env`, in order.
-    pub env: Vec<(String, String)>,
-    /// `WorkingDir`.
-    pub working_dir: Option<String>,
-    /// `User`.
-    pub user: Option<String>,
-    /// `Shell`.
-    pub shell: Option<Vec<String>>,
-    /// `OnBuild` triggers: run right after the FROM that uses the image, in order.
-    pub onbuild: Vec<String>,
 }
 
 /// Where a stage starts from.
@@ -253,6 +251,12 @@ pub enum ConfigEdit {
     Entrypoint {
         /// The command (shell form wrapped).
         command: Option<Vec<String>>,
+        /// Also clear `Cmd`: the stage has not set CMD before this ENTRYPOINT, so the CMD it
+        /// has is inherited (from the base image or the parent stage) and BuildKit resets it.
+        /// Not serialized, so not part of the step's encoding: it follows from the steps
+        /// before it and the base, which the parent key already covers.
+        #[serde(skip)]
+        reset_cmd: bool,
     },
     /// Set `User`.
     User {
@@ -330,8 +334,6 @@ pub struct Step {
     pub encoding: String,
     /// Content the key depends on, in the order its digests are hashed.
     pub inputs: Vec<Input>,
-    /// The cache key (hex sha256).
-    pub cache_key: String,
 }
 
 /// A stage of the plan.
@@ -343,12 +345,15 @@ pub struct Stage {
     pub name: Option<String>,
     /// Where it starts from.
     pub base: Base,
+    /// The FROM instruction in the Dockerfile.
+    pub span: Span,
+    /// Where the FROM instruction starts: errors about the base (a base image that cannot be
+    /// read, its ONBUILD triggers) name this line and column.
+    pub position: Position,
     /// The platform it is built for.
     pub platform: Platform,
     /// The FROM line's `created_by`-free source text.
     pub from_source: String,
-    /// The key the first step chains from.
-    pub base_key: String,
     /// Inputs of the base key (the image, or the parent stage).
     pub base_inputs: Vec<Input>,
     /// The steps.
@@ -357,13 +362,6 @@ pub struct Stage {
     pub env: Vec<(String, String)>,
     /// The final working directory.
     pub workdir: String,
-}
-
-impl Stage {
-    /// The key of the stage's last step (its base key when it has no steps).
-    pub fn final_key(&self) -> &str {
-        self.steps.last().map_or(&self.base_key, |s| &s.cache_key)
-    }
 }
 
 /// The whole plan: the reachable stages in build order.

@@ -1,21 +1,20 @@
 //! One stage's instructions → [`Step`]s: expansion with the stage environment, ARG resolution,
 //! working directory and shell tracking, `created_by` text as BuildKit writes it, and each
-//! step's canonical encoding and inputs.
-use super::build::{encode, expand, resolve_from, undefined, Ctx, PROXY_ARGS};
+//! step's canonical encoding and inputs. COPY and ADD are planned in [`super::copy`].
 use super::env::VarList;
 use super::history::{
-    go_q_slice, go_v_slice, healthcheck_created_by, history_arg, is_git_source, parse_port,
-    resolve_under, valid_signal,
+    go_q_slice, go_v_slice, healthcheck_created_by, history_arg, parse_port, resolve_under,
+    valid_signal,
 };
 use super::key::Input;
+use super::scope::{encode, expand, resolve_from, Ctx, PROXY_ARGS};
 use super::{
-    Base, ConfigEdit, CopyStep, InlineFile, PlanError, PlanErrorKind, PlanOptions, PlannedMount,
-    Platform, RunStep, Source, Step, StepKind,
+    Base, BaseConfig, ConfigEdit, InlineFile, PlanError, PlanErrorKind, PlannedMount, Platform,
+    RunStep, Source, Step, StepKind,
 };
 use crate::dockerfile::instructions::{
     Command, CommandLine, Instruction, MountType, Stage as StageDef,
 };
-use crate::dockerfile::lex::Lexer;
 use crate::dockerfile::parser::parse_heredoc;
 use serde::Serialize;
 
@@ -40,10 +39,13 @@ pub(crate) struct State {
     pub(crate) shell: Vec<String>,
     /// Whether the environment is fully known (no unknown base image env).
     pub(crate) env_complete: bool,
+    /// Whether this stage has set CMD: until it has, an ENTRYPOINT resets the CMD it inherited.
+    pub(crate) cmd_set: bool,
 }
 
 impl State {
-    pub(crate) fn initial(base: &Base, platform: &Platform, opts: &PlanOptions) -> State {
+    /// The state a stage starts in: the base image's config when the resolver gave it.
+    pub(crate) fn initial(base: &Base, platform: &Platform, config: Option<&BaseConfig>) -> State {
         let ci = platform.is_windows();
         let shell: Vec<String> = if ci {
             vec!["cmd".into(), "/S".into(), "/C".into()]
@@ -58,9 +60,10 @@ impl State {
             user: None,
             shell,
             env_complete: !matches!(base, Base::Image { .. }),
+            cmd_set: false,
         };
-        if let Base::Image { reference } = base {
-            if let Some(cfg) = opts.base_configs.get(reference) {
+        if let Base::Image { .. } = base {
+            if let Some(cfg) = config {
                 for (k, v) in &cfg.env {
                     s.env.set(k, v);
                     s.config_env.set(k, v);
@@ -83,6 +86,17 @@ impl State {
     }
 }
 
+impl State {
+    /// The state a stage based on this one starts in: everything carries over except that
+    /// the new stage has not set CMD yet.
+    pub(crate) fn child(&self) -> State {
+        State {
+            cmd_set: false,
+            ..self.clone()
+        }
+    }
+}
+
 pub(crate) struct StagePlanner<'c, 'a> {
     pub(crate) cx: &'c mut Ctx<'a>,
     pub(crate) stage: &'a StageDef,
@@ -90,13 +104,17 @@ pub(crate) struct StagePlanner<'c, 'a> {
 }
 
 impl StagePlanner<'_, '_> {
-    fn exp(&mut self, word: &str, cmd: &Command) -> Result<String, PlanError> {
+    pub(super) fn exp(&mut self, word: &str, cmd: &Command) -> Result<String, PlanError> {
         let warn = self.state.env_complete;
         let env = self.state.env.clone();
         expand(self.cx, word, &env, cmd, warn)
     }
 
-    fn exp_opt(&mut self, w: &Option<String>, cmd: &Command) -> Result<Option<String>, PlanError> {
+    pub(super) fn exp_opt(
+        &mut self,
+        w: &Option<String>,
+        cmd: &Command,
+    ) -> Result<Option<String>, PlanError> {
         w.as_ref().map(|w| self.exp(w, cmd)).transpose()
     }
 
@@ -111,7 +129,7 @@ impl StagePlanner<'_, '_> {
         }
     }
 
-    fn content_source(
+    pub(super) fn content_source(
         &mut self,
         from: &Option<String>,
         cmd: &Command,
@@ -330,41 +348,11 @@ impl StagePlanner<'_, '_> {
                 (StepKind::Run(step), cb, false)
             }
             Instruction::Copy(c) => {
-                let l = CopyLike {
-                    add: false,
-                    srcs: &c.sources,
-                    inline: &c.inline,
-                    dest: &c.dest,
-                    from: c.from.clone(),
-                    chown: &c.chown,
-                    chmod: &c.chmod,
-                    link: c.link,
-                    parents: c.parents,
-                    excludes: &c.excludes,
-                    keep_git_dir: false,
-                    checksum: &None,
-                    unpack: None,
-                };
-                let (cs, cb) = self.plan_copy(cmd, l, &mut inputs)?;
+                let (cs, cb) = self.plan_copy_instruction(cmd, c, &mut inputs)?;
                 (StepKind::Copy(cs), cb, false)
             }
             Instruction::Add(a) => {
-                let l = CopyLike {
-                    add: true,
-                    srcs: &a.sources,
-                    inline: &a.inline,
-                    dest: &a.dest,
-                    from: None,
-                    chown: &a.chown,
-                    chmod: &a.chmod,
-                    link: a.link,
-                    parents: false,
-                    excludes: &a.excludes,
-                    keep_git_dir: a.keep_git_dir,
-                    checksum: &a.checksum,
-                    unpack: a.unpack,
-                };
-                let (cs, cb) = self.plan_copy(cmd, l, &mut inputs)?;
+                let (cs, cb) = self.plan_add_instruction(cmd, a, &mut inputs)?;
                 (StepKind::Copy(cs), cb, false)
             }
             Instruction::Workdir { path } => {
@@ -382,6 +370,7 @@ impl StagePlanner<'_, '_> {
                 (StepKind::Config(ConfigEdit::User { user: u }), cb, true)
             }
             Instruction::Cmd { command } => {
+                self.state.cmd_set = true;
                 let c = self.wrap(command);
                 let cb = format!("CMD {}", go_q_slice(&c));
                 (StepKind::Config(ConfigEdit::Cmd { command: c }), cb, true)
@@ -392,11 +381,13 @@ impl StagePlanner<'_, '_> {
                     c => Some(self.wrap(c)),
                 };
                 let cb = format!("ENTRYPOINT {}", go_q_slice(c.as_deref().unwrap_or(&[])));
-                (
-                    StepKind::Config(ConfigEdit::Entrypoint { command: c }),
-                    cb,
-                    true,
-                )
+                // BuildKit's dispatchEntrypoint: an ENTRYPOINT resets the CMD the stage
+                // inherited, unless the stage set CMD itself before it.
+                let edit = ConfigEdit::Entrypoint {
+                    command: c,
+                    reset_cmd: !self.state.cmd_set,
+                };
+                (StepKind::Config(edit), cb, true)
             }
             Instruction::Expose { ports } => {
                 let env = self.state.env.clone();
@@ -534,141 +525,6 @@ impl StagePlanner<'_, '_> {
             empty_layer,
             encoding,
             inputs,
-            cache_key: String::new(),
         })
     }
-
-    fn plan_copy(
-        &mut self,
-        cmd: &Command,
-        l: CopyLike<'_>,
-        inputs: &mut Vec<Input>,
-    ) -> Result<(CopyStep, String), PlanError> {
-        let CopyLike {
-            add,
-            srcs,
-            inline,
-            dest,
-            from,
-            chown,
-            chmod,
-            link,
-            parents,
-            excludes,
-            ..
-        } = l;
-        let source = self.content_source(&from, cmd)?;
-        let mut sources = Vec::new();
-        for s in srcs {
-            sources.push(self.exp(s, cmd)?);
-        }
-        let dest_x = self.exp(dest, cmd)?;
-        let mut files = Vec::new();
-        for f in inline {
-            let data = if f.expand {
-                let mut lex = Lexer::new(self.cx.df.escape);
-                lex.skip_process_quotes = true;
-                let env = self.state.env.clone();
-                let r = lex.process_word(&f.data, &env).map_err(|e| {
-                    self.cx
-                        .err(PlanErrorKind::Expand(e), cmd.span, cmd.position)
-                })?;
-                if self.state.env_complete {
-                    undefined(self.cx, &r.unmatched, cmd);
-                }
-                r.result
-            } else {
-                f.data.clone()
-            };
-            files.push(InlineFile {
-                name: f.name.clone(),
-                data,
-            });
-        }
-        let chown = self.exp_opt(chown, cmd)?;
-        let chmod = self.exp_opt(chmod, cmd)?;
-        let (keep_git_dir, unpack) = (l.keep_git_dir, l.unpack);
-        let checksum = self.exp_opt(l.checksum, cmd)?;
-        // A relative destination is under WORKDIR; a trailing slash (or `.`) means a directory.
-        let dir = dest_x.ends_with('/') || dest_x == "." || dest_x.ends_with("/.");
-        let mut resolved = resolve_under(&self.state.workdir, &dest_x);
-        if dir && !resolved.ends_with('/') {
-            resolved.push('/');
-        }
-        match &source {
-            Source::Context => {
-                let mut local = Vec::new();
-                for s in &sources {
-                    if add && is_git_source(s) {
-                        inputs.push(Input::Git { url: s.clone() });
-                    } else if add && (s.starts_with("http://") || s.starts_with("https://")) {
-                        inputs.push(Input::Url { url: s.clone() });
-                    } else {
-                        local.push(s.clone());
-                    }
-                }
-                if !local.is_empty() {
-                    inputs.insert(
-                        0,
-                        Input::Context {
-                            paths: local,
-                            excludes: excludes.to_vec(),
-                        },
-                    );
-                }
-            }
-            Source::Stage { stage } => inputs.push(Input::Stage { stage: *stage }),
-            Source::Image { reference } => inputs.push(Input::Image {
-                reference: reference.clone(),
-                platform: String::new(),
-            }),
-        }
-        let mut cb = String::from(if add { "ADD" } else { "COPY" });
-        for s in &sources {
-            cb.push(' ');
-            cb.push_str(s);
-        }
-        for f in &files {
-            cb.push_str(" <<");
-            cb.push_str(&f.name);
-        }
-        cb.push(' ');
-        cb.push_str(&dest_x);
-        cb.push_str(" # buildkit");
-        Ok((
-            CopyStep {
-                add,
-                source,
-                sources,
-                inline: files,
-                dest: resolved,
-                chown,
-                chmod,
-                link,
-                parents,
-                excludes: excludes.to_vec(),
-                keep_git_dir,
-                checksum,
-                unpack,
-            },
-            cb,
-        ))
-    }
-}
-
-/// The fields COPY and ADD share.
-struct CopyLike<'a> {
-    add: bool,
-    srcs: &'a [String],
-    inline: &'a [crate::dockerfile::instructions::InlineSource],
-    dest: &'a str,
-    from: Option<String>,
-    chown: &'a Option<String>,
-    chmod: &'a Option<String>,
-    link: bool,
-    parents: bool,
-    excludes: &'a [String],
-    keep_git_dir: bool,
-    checksum: &'a Option<String>,
-    unpack: Option<bool>,
 }

@@ -252,6 +252,8 @@ fn failed_builds_name_the_location_exit_1_and_leave_no_image() {
         ("FROM busybox\nCOPY --from=nowhere /a /b\n", "nowhere"),
         ("FROM busybox\nCOPPY a.txt /x\n", "Dockerfile:2:1: unknown instruction"),
         ("FROM not-in-store:1\n", "Dockerfile:1:1: cannot use image `not-in-store:1`"),
+        // The FROM's own line, not one above the first step (regression: the builder guessed).
+        ("# the base\n\nFROM not-in-store:2\n\n\nCOPY a.txt /a\n", "Dockerfile:3:1: cannot use image `not-in-store:2`"),
     ];
     for (dockerfile, needle) in cases {
         std::fs::write(c.join("Dockerfile"), dockerfile).unwrap();

@@ -274,7 +274,11 @@ fn render_error(src: &str) -> Option<String> {
         Ok(d) => d,
         Err(e) => return Some(e.with_file(file).render(src)),
     };
-    match kiln::plan::plan(&df, &kiln::plan::PlanOptions::default()) {
+    match kiln::plan::plan(
+        &df,
+        &kiln::plan::PlanOptions::default(),
+        &mut kiln::plan::NoBases,
+    ) {
         Ok(_) => None,
         Err(e) => Some(e.with_file(file).render(src)),
     }
@@ -601,7 +605,11 @@ fn robustness_garbage_long_lines_nesting() {
         if let Ok(ast) = dockerfile::parse_bytes(&bytes) {
             let _ = ast.dump();
             if let Ok(df) = dockerfile::instructions(&ast) {
-                let _ = kiln::plan::plan(&df, &kiln::plan::PlanOptions::default());
+                let _ = kiln::plan::plan(
+                    &df,
+                    &kiln::plan::PlanOptions::default(),
+                    &mut kiln::plan::NoBases,
+                );
             }
         }
     }

@@ -1,14 +1,39 @@
 //! Planner tests: ARG precedence, pruning, order, cycles, --target, history text and cache keys.
 use kiln::dockerfile::{instructions, parse};
 use kiln::plan::{
-    plan, Base, BuildPlan, ConfigEdit, Input, PlanErrorKind, PlanOptions, Platform, Source,
-    StepKind,
+    plan, Base, BaseConfig, BaseResolver, BuildPlan, CacheKeys, ConfigEdit, Input, NoBases,
+    PlanError, PlanErrorKind, PlanOptions, Platform, Source, StepKind,
 };
+use std::collections::BTreeMap;
 
-fn plan_src(src: &str, opts: &PlanOptions) -> Result<BuildPlan, kiln::plan::PlanError> {
+fn plan_src(src: &str, opts: &PlanOptions) -> Result<BuildPlan, PlanError> {
+    plan_with(src, opts, &mut NoBases)
+}
+
+fn plan_with(
+    src: &str,
+    opts: &PlanOptions,
+    bases: &mut impl BaseResolver<Error = std::convert::Infallible>,
+) -> Result<BuildPlan, PlanError> {
     let ast = parse(src).expect("parses");
     let df = instructions(&ast).expect("validates");
-    plan(&df, opts)
+    plan(&df, opts, bases).map_err(PlanError::from)
+}
+
+/// Base image configs by reference, as a builder that has read the images gives them.
+struct Configs(BTreeMap<String, BaseConfig>);
+
+impl BaseResolver for Configs {
+    type Error = std::convert::Infallible;
+
+    fn resolve(
+        &mut self,
+        reference: &str,
+        _platform: &Platform,
+        _position: kiln::dockerfile::Position,
+    ) -> Result<Option<BaseConfig>, Self::Error> {
+        Ok(self.0.get(reference).cloned())
+    }
 }
 
 fn ok(src: &str) -> BuildPlan {
@@ -205,9 +230,15 @@ fn created_by_matches_buildkit_history() {
 }
 
 fn keys(p: &BuildPlan) -> Vec<String> {
+    keys_with(p, &|_| None)
+}
+
+/// Every step key, stage by stage, with these input digests.
+fn keys_with(p: &BuildPlan, resolve: &dyn Fn(&Input) -> Option<String>) -> Vec<String> {
+    let k = CacheKeys::compute(p, resolve);
     p.stages
         .iter()
-        .flat_map(|s| s.steps.iter().map(|st| st.cache_key.clone()))
+        .flat_map(|s| k.stage(s.id).unwrap().steps.clone())
         .collect()
 }
 
@@ -242,16 +273,15 @@ fn cache_keys_change_exactly_when_an_input_changes() {
 }
 
 #[test]
-fn rekey_with_content_digests_changes_dependent_keys() {
-    let mut p = ok("FROM alpine\nRUN a\nCOPY . /src\nRUN b\n");
+fn content_digests_change_dependent_keys() {
+    let p = ok("FROM alpine\nRUN a\nCOPY . /src\nRUN b\n");
     let before = keys(&p);
     let step = &p.stages[0].steps[1];
     assert!(matches!(step.inputs[0], Input::Context { .. }));
-    p.rekey(&|i| match i {
+    let after = keys_with(&p, &|i| match i {
         Input::Context { .. } => Some("sha256:aaaa".into()),
         _ => None,
     });
-    let after = keys(&p);
     assert_eq!(before[0], after[0]);
     assert_ne!(before[1], after[1]);
     assert_ne!(before[2], after[2]);
@@ -353,6 +383,23 @@ fn cli_plan_prints_json() {
     assert_eq!(v["order"], serde_json::json!([0, 1]));
     assert_eq!(v["stages"][0]["base"]["reference"], "debian");
     assert_eq!(v["stages"][1]["platform"]["arch"], "arm64");
+    // The keys sit in place: each stage's base key and each step's key.
+    let p = plan_src(&std::fs::read_to_string(&df).unwrap(), &{
+        let mut o = with_args(&[("BASE", "debian")]);
+        o.target_platform = Platform::parse("linux/arm64").unwrap();
+        o.build_platform = Platform::host();
+        o
+    })
+    .unwrap();
+    let k = CacheKeys::compute(&p, &|_| None);
+    assert_eq!(
+        v["stages"][0]["base_key"],
+        k.stage(0).unwrap().base.as_str()
+    );
+    assert_eq!(
+        v["stages"][1]["steps"][0]["cache_key"],
+        k.step(1, 0).unwrap()
+    );
     assert_eq!(
         v["stages"][0]["steps"][1]["created_by"],
         "RUN |1 API_TOKEN= /bin/sh -c echo $X # buildkit"
@@ -409,10 +456,11 @@ fn windows_targets_use_cmd_and_case_insensitive_names() {
 
 #[test]
 fn base_configs_feed_env_and_onbuild_triggers() {
-    let mut o = PlanOptions::default();
-    o.base_configs.insert(
+    let o = PlanOptions::default();
+    let mut bases = Configs(BTreeMap::new());
+    bases.0.insert(
         "node:0.10".into(),
-        kiln::plan::BaseConfig {
+        BaseConfig {
             env: vec![("PATH".into(), "/usr/bin".into())],
             working_dir: Some("/usr/src/app".into()),
             onbuild: vec![
@@ -422,9 +470,10 @@ fn base_configs_feed_env_and_onbuild_triggers() {
             ..Default::default()
         },
     );
-    let p = plan_src(
+    let p = plan_with(
         "FROM node:0.10\nENV PATH=$PATH:/x\nRUN echo $UNSET_THING\n",
         &o,
+        &mut bases,
     )
     .unwrap();
     let by: Vec<&str> = p.stages[0]
@@ -447,8 +496,8 @@ fn base_configs_feed_env_and_onbuild_triggers() {
     }
     // RUN text is not expanded by the planner, so no UndefinedVar for it.
     assert!(!p.warnings.iter().any(|w| w.message.contains("UNSET_THING")));
-    o.base_configs.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
-    assert!(plan_src("FROM node:0.10\n", &o).is_err());
+    bases.0.get_mut("node:0.10").unwrap().onbuild = vec!["FROM x".into()];
+    assert!(plan_with("FROM node:0.10\n", &o, &mut bases).is_err());
 }
 
 /// Every real-world and variant Dockerfile plans, for its default target and for every named
@@ -477,9 +526,9 @@ fn every_fixture_dockerfile_plans_for_every_target() {
                     target: t.clone(),
                     ..PlanOptions::default()
                 };
-                let a =
-                    plan(&df, &o).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
-                let b = plan(&df, &o).unwrap();
+                let a = plan(&df, &o, &mut NoBases)
+                    .unwrap_or_else(|e| panic!("{}: {}", p.display(), e.render(&src)));
+                let b = plan(&df, &o, &mut NoBases).unwrap();
                 assert_eq!(a, b, "{} {t:?}", p.display());
                 assert!(a.order.contains(&a.target));
                 n += 1;
@@ -536,13 +585,6 @@ fn the_builds_network_keys_run_steps_like_their_own_flag() {
             })
             .collect()
     };
-    let keys = |p: &BuildPlan| -> Vec<String> {
-        p.stages[0]
-            .steps
-            .iter()
-            .map(|s| s.cache_key.clone())
-            .collect()
-    };
     let default = ok(src);
     let s = |v: &str| Some(v.to_string());
     assert_eq!(
@@ -564,4 +606,58 @@ fn the_builds_network_keys_run_steps_like_their_own_flag() {
     // A RUN whose `none` is its own flag or the build's is the same step.
     let flagged = ok("FROM scratch\nRUN --network=none a\n");
     assert_eq!(keys(&flagged)[0], nk[0]);
+}
+
+/// `kiln plan` and `kiln build` plan through one path with one host platform: the same
+/// `BUILDPLATFORM`/`TARGETPLATFORM` and the same cache keys for a build with no content inputs
+/// (regression: `kiln plan` had its own host platform).
+#[test]
+fn kiln_plan_and_kiln_build_compute_the_same_buildplatform_and_keys() {
+    let k = crate::support::Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let df = ctx.join("Dockerfile");
+    std::fs::write(
+        &df,
+        "FROM scratch AS base\nARG BUILDPLATFORM TARGETPLATFORM\nLABEL bp=$BUILDPLATFORM tp=$TARGETPLATFORM\nENV X=1\nWORKDIR /w\nFROM base\nENTRYPOINT [\"/w/run\"]\n",
+    )
+    .unwrap();
+    let plan = k.ok(&[
+        "plan",
+        ctx.to_str().unwrap(),
+        "-f",
+        df.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let host = Platform::host().to_string();
+    assert_eq!(
+        v["stages"][0]["steps"][1]["created_by"],
+        format!("LABEL bp={host} tp={host}").as_str()
+    );
+    let plan_keys: Vec<String> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["steps"].as_array().unwrap().iter())
+        .map(|s| s["cache_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(plan_keys.len(), 5);
+    let meta = k.path("meta.json");
+    k.ok(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "-t",
+        "it/plan-vs-build:1",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let build_keys: Vec<String> = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cache_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(plan_keys, build_keys);
 }

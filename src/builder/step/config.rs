@@ -7,13 +7,9 @@ use crate::plan::ConfigEdit;
 use super::super::fsindex::{FsIndex, NodeKind};
 use super::super::user::Owner;
 
-/// Applies `edit` to the image config. `cmd_set`: whether this stage set CMD already (an
-/// ENTRYPOINT resets only a CMD inherited from the base image, as BuildKit does).
-pub(in crate::builder) fn apply_config(
-    cfg: &mut ImageConfig,
-    edit: &ConfigEdit,
-    cmd_set: &mut bool,
-) {
+/// Applies `edit` to the image config. Dockerfile semantics are the planner's: whether an
+/// ENTRYPOINT resets the CMD is decided there (`reset_cmd`), not here.
+pub(in crate::builder) fn apply_config(cfg: &mut ImageConfig, edit: &ConfigEdit) {
     let c = &mut cfg.config;
     match edit {
         ConfigEdit::Env { pairs } => {
@@ -37,12 +33,11 @@ pub(in crate::builder) fn apply_config(
         ConfigEdit::Arg { .. } => {}
         ConfigEdit::Cmd { command } => {
             c.cmd = Some(command.clone());
-            *cmd_set = true;
         }
-        ConfigEdit::Entrypoint { command } => {
+        ConfigEdit::Entrypoint { command, reset_cmd } => {
             c.entrypoint = command.clone();
-            // BuildKit: an ENTRYPOINT resets a CMD inherited from the base image.
-            if !*cmd_set {
+            // The planner decided: an ENTRYPOINT resets a CMD the stage inherited.
+            if *reset_cmd {
                 c.cmd = None;
             }
         }

@@ -1,84 +1,19 @@
 //! [`plan`]: global ARGs, stage bases, the stage graph (edges, cycles, pruning, order), then
-//! each reachable stage's steps (in [`super::steps`]) and the cache keys.
+//! each reachable stage's steps (in [`super::steps`]) and the cache keys. The scope both share
+//! is [`super::scope`].
 use super::env::VarList;
 use super::key::Input;
+use super::scope::{expand, resolve_from, Ctx, PROXY_ARGS};
 use super::steps::{StagePlanner, State};
 use super::{
-    Base, BuildPlan, PlanError, PlanErrorKind, PlanOptions, Platform, Source, Stage, StageId,
+    Base, BaseConfig, BaseResolver, BuildPlan, PlanError, PlanErrorKind, PlanFailure, PlanOptions,
+    Platform, Source, Stage, StageId,
 };
 use crate::dockerfile::ast::{Position, Span, Warning};
 use crate::dockerfile::instructions::{Command, Dockerfile, Instruction};
 use crate::dockerfile::lex::Lexer;
 use crate::dockerfile::suggest::suggest;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Names BuildKit passes to RUN without an ARG declaration (and keeps out of history).
-pub(crate) const PROXY_ARGS: [&str; 10] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
-
-/// Shared planning context.
-pub(crate) struct Ctx<'a> {
-    pub(crate) df: &'a Dockerfile,
-    pub(crate) opts: &'a PlanOptions,
-    pub(crate) lexer: Lexer,
-    pub(crate) warnings: Vec<Warning>,
-    pub(crate) consumed: BTreeSet<String>,
-    /// Global ARGs after resolution, including the predefined ones.
-    pub(crate) globals: Vec<(String, Option<String>)>,
-}
-
-impl Ctx<'_> {
-    /// An error at `span`; `fallback` is used when the span is empty (whole-file errors).
-    pub(crate) fn err(&self, kind: PlanErrorKind, span: Span, fallback: Position) -> PlanError {
-        let position = if span == Span::default() {
-            fallback
-        } else {
-            self.df.position(span.start)
-        };
-        PlanError {
-            file: None,
-            position,
-            span,
-            kind: Box::new(kind),
-        }
-    }
-
-    pub(crate) fn build_arg(&mut self, name: &str) -> Option<String> {
-        let v = self.opts.build_args.get(name).cloned();
-        if v.is_some() {
-            self.consumed.insert(name.to_string());
-        }
-        v
-    }
-
-    pub(crate) fn global(&self, name: &str) -> Option<Option<String>> {
-        self.globals
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn global_env(&self) -> VarList {
-        let mut env = VarList::new(false);
-        for (k, v) in &self.globals {
-            if let Some(v) = v {
-                env.set(k, v);
-            }
-        }
-        env
-    }
-}
 
 fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, Option<String>)> {
     vec![
@@ -89,8 +24,15 @@ fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, Option<String>)> {
     ]
 }
 
-/// Plans the build of `opts.target` (or the last stage) of `df`.
-pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError> {
+/// Plans the build of `opts.target` (or the last stage) of `df`, in one pass: `bases` is asked
+/// for the config of each reachable stage's base image (once per reference, in build order,
+/// before any step is planned), which gives the stage its environment, working directory,
+/// user, shell and the ONBUILD triggers planned right after its FROM.
+pub fn plan<R: BaseResolver + ?Sized>(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    bases: &mut R,
+) -> Result<BuildPlan, PlanFailure<R::Error>> {
     let mut cx = Ctx {
         df,
         opts,
@@ -100,11 +42,11 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         globals: Vec::new(),
     };
     let Some(last) = df.stages.last() else {
-        return Err(cx.err(
+        return Err(PlanFailure::Plan(cx.err(
             PlanErrorKind::NoStages,
             Span::default(),
             Position { line: 1, col: 1 },
-        ));
+        )));
     };
     let target = match &opts.target {
         None => last.index,
@@ -115,14 +57,14 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
                 None => {
                     let names = df.stages.iter().filter_map(|s| s.name());
                     let suggestion = suggest(&lower, names).map(str::to_string);
-                    return Err(cx.err(
+                    return Err(PlanFailure::Plan(cx.err(
                         PlanErrorKind::UnknownTarget {
                             name: t.clone(),
                             suggestion,
                         },
                         Span::default(),
                         Position { line: 1, col: 1 },
-                    ));
+                    )));
                 }
             }
         }
@@ -162,31 +104,31 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
     }
 
     // Stage bases and platforms, expanded in global scope.
-    let mut bases: Vec<(Base, Platform)> = Vec::new();
+    let mut bases_of: Vec<(Base, Platform)> = Vec::new();
     for s in &df.stages {
         let env = cx.global_env();
         let cmd = &s.from_command;
         let image = expand(&mut cx, &s.from.image, &env, cmd, false)?;
         undefined_in_from(&mut cx, &s.from.image, &env, cmd);
         if image.is_empty() {
-            return Err(cx.err(
+            return Err(PlanFailure::Plan(cx.err(
                 PlanErrorKind::BlankBase {
                     expr: s.from.image.clone(),
                 },
                 s.from.image_span,
                 cmd.position,
-            ));
+            )));
         }
         let platform = match &s.from.platform {
             None => opts.target_platform.clone(),
             Some(p) => {
                 let v = expand(&mut cx, p, &env, cmd, false)?;
                 if v.is_empty() {
-                    return Err(cx.err(
+                    return Err(PlanFailure::Plan(cx.err(
                         PlanErrorKind::EmptyPlatform { expr: p.clone() },
                         cmd.span,
                         cmd.position,
-                    ));
+                    )));
                 }
                 Platform::parse(&v).ok_or_else(|| {
                     cx.err(
@@ -208,13 +150,13 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         } else {
             Base::Image { reference: image }
         };
-        bases.push((base, platform));
+        bases_of.push((base, platform));
     }
 
     // Edges: base stage, COPY --from, RUN --mount from.
     let mut deps: Vec<BTreeSet<StageId>> = vec![BTreeSet::new(); df.stages.len()];
     for s in &df.stages {
-        if let Base::Stage { stage } = bases[s.index].0 {
+        if let Base::Stage { stage } = bases_of[s.index].0 {
             deps[s.index].insert(stage);
         }
         for c in &s.commands {
@@ -228,16 +170,43 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
     let order = topo_order(&cx, target, &deps)?;
 
     // Plan each reachable stage in order; children start from their parent's final state.
+    // Base image configs, resolved once per reference before any step is planned (BuildKit's
+    // `resolveStages` before `dispatchStages`).
+    let mut configs: BTreeMap<String, Option<BaseConfig>> = BTreeMap::new();
+    for &id in &order {
+        let (Base::Image { reference }, platform) = &bases_of[id] else {
+            continue;
+        };
+        if configs.contains_key(reference) {
+            continue;
+        }
+        let from = &df.stages[id].from_command;
+        let config = bases
+            .resolve(reference, platform, from.position)
+            .map_err(|source| PlanFailure::Base {
+                file: None,
+                position: from.position,
+                span: from.span,
+                reference: reference.clone(),
+                source,
+            })?;
+        configs.insert(reference.clone(), config);
+    }
+
     let mut states: BTreeMap<StageId, State> = BTreeMap::new();
     let mut stages: Vec<Stage> = Vec::new();
     for &id in &order {
         let def = &df.stages[id];
-        let (base, platform) = bases[id].clone();
+        let (base, platform) = bases_of[id].clone();
+        let config = match &base {
+            Base::Image { reference } => configs.get(reference).and_then(Option::as_ref),
+            _ => None,
+        };
         let state = match &base {
-            Base::Stage { stage } => states.get(stage).cloned(),
+            Base::Stage { stage } => states.get(stage).map(State::child),
             _ => None,
         }
-        .unwrap_or_else(|| State::initial(&base, &platform, opts));
+        .unwrap_or_else(|| State::initial(&base, &platform, config));
         let base_inputs = match &base {
             Base::Image { reference } => vec![Input::Image {
                 reference: reference.clone(),
@@ -251,16 +220,17 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
             stage: def,
             state,
         };
-        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, &base, opts)?;
+        let triggers = onbuild_triggers(sp.cx, &sp.stage.from_command, config)?;
         let steps = sp.plan_steps(&triggers)?;
         let final_state = sp.state;
         stages.push(Stage {
             id,
             name: def.from.name.clone(),
             base,
+            span: def.from_command.span,
+            position: def.from_command.position,
             platform,
             from_source: def.from_command.original.trim().to_string(),
-            base_key: String::new(),
             base_inputs,
             steps,
             env: final_state.config_env.entries.clone(),
@@ -277,34 +247,14 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, PlanError>
         .cloned()
         .collect();
     unused.sort();
-    let mut plan = BuildPlan {
+    Ok(BuildPlan {
         stages,
         order,
         target,
         global_args: cx.globals.clone(),
         unused_build_args: unused,
         warnings: cx.warnings,
-    };
-    plan.rekey(&|_| None);
-    Ok(plan)
-}
-
-/// Expands `word` with `env`, recording `UndefinedVar` warnings when `warn_undefined`.
-pub(crate) fn expand(
-    cx: &mut Ctx,
-    word: &str,
-    env: &VarList,
-    cmd: &Command,
-    warn_undefined: bool,
-) -> Result<String, PlanError> {
-    let r = cx
-        .lexer
-        .process_word(word, env)
-        .map_err(|e| cx.err(PlanErrorKind::Expand(e), cmd.span, cmd.position))?;
-    if warn_undefined {
-        undefined(cx, &r.unmatched, cmd);
-    }
-    Ok(r.result)
+    })
 }
 
 /// BuildKit's `UndefinedArgInFrom`: a FROM that uses a name no global ARG declares.
@@ -316,31 +266,6 @@ fn undefined_in_from(cx: &mut Ctx, word: &str, env: &VarList, cmd: &Command) {
         cx.warnings.push(Warning {
             rule: "UndefinedArgInFrom",
             message: format!("FROM argument '{n}' is not declared"),
-            span: cmd.span,
-            position: cmd.position,
-        });
-    }
-}
-
-/// Records one `UndefinedVar` warning per name.
-pub(crate) fn undefined(cx: &mut Ctx, names: &BTreeSet<String>, cmd: &Command) {
-    for n in names {
-        if n.chars().all(|c| c.is_ascii_digit())
-            || n.len() == 1 && !n.starts_with(char::is_alphabetic)
-        {
-            continue;
-        }
-        let message = format!("usage of undefined variable '${n}'");
-        if cx
-            .warnings
-            .iter()
-            .any(|w| w.span == cmd.span && w.message == message)
-        {
-            continue;
-        }
-        cx.warnings.push(Warning {
-            rule: "UndefinedVar",
-            message,
             span: cmd.span,
             position: cmd.position,
         });
@@ -367,65 +292,6 @@ pub(crate) fn from_refs(c: &Command) -> Vec<(String, Span)> {
     };
     visit(&c.instruction);
     out
-}
-
-/// Resolves a `--from` value seen in stage `current`: an earlier stage by name or index, else an
-/// image. `$` is refused, and references to the current or a later stage are errors.
-pub(crate) fn resolve_from(
-    cx: &Ctx,
-    value: &str,
-    current: StageId,
-    span: Span,
-    cmd: &Command,
-) -> Result<Source, PlanError> {
-    if value.contains('$') {
-        return Err(cx.err(
-            PlanErrorKind::FromExpansion {
-                value: value.to_string(),
-            },
-            span,
-            cmd.position,
-        ));
-    }
-    let stages = &cx.df.stages;
-    let lower = value.to_lowercase();
-    let by_name = stages.iter().find(|s| s.name() == Some(lower.as_str()));
-    let by_index = value
-        .parse::<usize>()
-        .ok()
-        .filter(|_| value.chars().all(|c| c.is_ascii_digit()))
-        .and_then(|i| stages.get(i));
-    let current_name = stages[current]
-        .name()
-        .map_or_else(|| current.to_string(), str::to_string);
-    match by_name.or(by_index) {
-        Some(s) if s.index < current => Ok(Source::Stage { stage: s.index }),
-        Some(s) if s.index == current && by_name.is_some() => Err(cx.err(
-            PlanErrorKind::Cycle {
-                stage: current_name,
-            },
-            span,
-            cmd.position,
-        )),
-        Some(_) => Err(cx.err(
-            PlanErrorKind::FutureStage {
-                name: value.to_string(),
-                current: current_name,
-            },
-            span,
-            cmd.position,
-        )),
-        None if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) => Err(cx.err(
-            PlanErrorKind::UnknownStageIndex {
-                index: value.to_string(),
-            },
-            span,
-            cmd.position,
-        )),
-        None => Ok(Source::Image {
-            reference: value.to_string(),
-        }),
-    }
 }
 
 /// The stages reachable from `target`, dependencies first (Kahn's algorithm, ties by index).
@@ -471,22 +337,13 @@ fn topo_order(
     Ok(order)
 }
 
-/// Keeps the module's key helper in one place for steps.
-pub(crate) fn encode<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
 /// A base image's ONBUILD triggers as commands located at the FROM line.
 fn onbuild_triggers(
     cx: &Ctx,
     from: &Command,
-    base: &Base,
-    opts: &PlanOptions,
+    config: Option<&BaseConfig>,
 ) -> Result<Vec<Command>, PlanError> {
-    let Base::Image { reference } = base else {
-        return Ok(Vec::new());
-    };
-    let Some(cfg) = opts.base_configs.get(reference) else {
+    let Some(cfg) = config else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
