@@ -362,7 +362,17 @@ fn the_first_opened_layer_of_a_lazy_base_brings_its_sibling_layers_each_fetched_
     store.tag("three:1", &image.descriptor).unwrap();
     let digests: Vec<kiln::oci::Digest> = three_layers.iter().map(|l| l.parse().unwrap()).collect();
     assert!(digests.iter().all(|d| !store.contains(d)));
-    drop(store.open_blob(&digests[2]).unwrap());
+    // The store itself never reaches the registry: opened there, a lazy layer says so.
+    assert!(
+        matches!(
+            store.open_blob(&digests[2]),
+            Err(kiln::store::Error::Lazy { .. })
+        ),
+        "the store fetched a lazy layer on its own"
+    );
+    assert!(digests.iter().all(|d| !store.contains(d)));
+    let layers = kiln::transport::LayerSource::new(&store, Some(&remote));
+    drop(layers.open_blob(&digests[2]).unwrap());
     assert!(
         digests.iter().all(|d| store.contains(d)),
         "the siblings were not fetched"

@@ -175,7 +175,8 @@ fn a_pull_a_push_and_a_lazy_fetch_report_every_blob() {
     assert_downloaded(&events, &config, config_size);
     assert_eq!(events.len(), 3, "only the config moves: {events:#?}");
     let (layer, layer_size) = digests(&img)[1].clone();
-    drop(lazy.open_blob(&layer).unwrap());
+    let layers = kiln::transport::LayerSource::new(&lazy, Some(&remote));
+    drop(layers.open_blob(&layer).unwrap());
     let events = rec.take();
     assert_downloaded(&events, &layer, layer_size);
 }
