@@ -167,7 +167,7 @@ impl<'a> Builder<'a> {
 
     /// An error of `step`, naming where it is.
     pub(super) fn step_error(&self, step: &crate::plan::Step, source: StepError) -> Error {
-        preflight::step_error(&self.file, step, source)
+        Error::step(&self.file, step, source)
     }
 
     /// Every stage of the plan, dependencies first; the states are kept in `done`.

@@ -101,6 +101,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of `step` in the Dockerfile `file`, naming where it is.
+    pub fn step(file: &str, step: &crate::plan::Step, source: StepError) -> Error {
+        Error::Step {
+            file: file.to_string(),
+            line: step.position.line,
+            col: step.position.col,
+            instruction: step.created_by.clone(),
+            source: Box::new(source),
+        }
+    }
+
     /// The message of a step error, and its causes, as one line each (for tests and logs that
     /// want the whole story without the CLI).
     pub fn chain_text(&self) -> String {

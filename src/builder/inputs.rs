@@ -17,7 +17,6 @@ use super::context::Context;
 use super::copy::CopyError;
 use super::error::{Error, Result, StepError};
 use super::fetch::{self, Fetched};
-use super::preflight::step_error;
 use super::BuildOptions;
 
 /// What every part of a build before its first step reads: the store, the options, and the
@@ -287,7 +286,7 @@ pub(super) fn gather(
                 if out.digests.iter().any(|(i, _)| i == input) {
                     continue;
                 }
-                let fail = |e: StepError| step_error(env.file, step, e);
+                let fail = |e: StepError| Error::step(env.file, step, e);
                 let d = match input {
                     Input::Context { paths, excludes } => {
                         context_digest(ctx, paths, excludes, opts.epoch, files).map_err(fail)?

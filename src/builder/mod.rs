@@ -128,6 +128,19 @@ pub struct BuildOptions {
     pub allow_network_host: bool,
 }
 
+impl BuildOptions {
+    /// The key a step's layer is cached under with these options (`step_key`: its plan key):
+    /// the compression and the timestamp rules change the layer's bytes.
+    pub fn layer_key(&self, step_key: &str) -> String {
+        crate::cache::layer_key(
+            step_key,
+            &self.compression.to_string(),
+            self.epoch,
+            self.clamp_mtimes,
+        )
+    }
+}
+
 /// A build secret's bytes. `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub Vec<u8>);

@@ -19,17 +19,6 @@ use super::inputs::Env;
 use super::state::StageState;
 use super::step::mounts::{network, secret_id_target, MountError};
 
-/// The error of `step` in the Dockerfile `file`, naming where it is.
-pub(super) fn step_error(file: &str, step: &Step, source: StepError) -> Error {
-    Error::Step {
-        file: file.to_string(),
-        line: step.position.line,
-        col: step.position.col,
-        instruction: step.created_by.clone(),
-        source: Box::new(source),
-    }
-}
-
 fn run_steps(plan: &BuildPlan) -> impl Iterator<Item = (&Step, &crate::plan::RunStep)> {
     plan.stages
         .iter()
@@ -50,7 +39,7 @@ pub(super) fn check_run_steps(env: Env<'_>, plan: &BuildPlan) -> Result<()> {
     for (step, r) in run_steps(plan) {
         check_mounts(env, r)
             .and_then(|()| check_network(env, r))
-            .map_err(|e| step_error(env.file, step, e))?;
+            .map_err(|e| Error::step(env.file, step, e))?;
     }
     Ok(())
 }
@@ -190,11 +179,13 @@ pub(super) fn check_programs(
         let StepKind::Run(r) = &step.kind else {
             continue;
         };
-        let key = super::stage::layer_key(keys.step(stage.id, index).unwrap_or_default(), env.opts);
+        let key = env
+            .opts
+            .layer_key(keys.step(stage.id, index).unwrap_or_default());
         if !env.opts.no_cache && cache.get(env.store, &key).is_some() {
             continue;
         }
-        let fail = |e: StepError| step_error(env.file, step, e);
+        let fail = |e: StepError| Error::step(env.file, step, e);
         if let Some(e) = missing_program(state.index(env.layers()).map_err(fail)?, &r.argv) {
             return Err(fail(e));
         }

@@ -3,7 +3,7 @@
 //! recorded in the cache, the image and the step records.
 use std::time::Instant;
 
-use crate::cache::{self, CachedLayer};
+use crate::cache::CachedLayer;
 use crate::layer::{Entry, LayerOptions, LayerStats, LayerWriter};
 use crate::oci::Descriptor;
 use crate::plan::{self, Base, Stage, StepKind};
@@ -13,17 +13,7 @@ use super::engine::Builder;
 use super::error::{Error, Result, StepError};
 use super::state::{comment, StageState};
 use super::step::config::apply_config;
-use super::{BuildOptions, StepRecord};
-
-/// The key a step's layer is cached under with these options (`step_key`: its plan key).
-pub(super) fn layer_key(step_key: &str, opts: &BuildOptions) -> String {
-    cache::layer_key(
-        step_key,
-        &opts.compression.to_string(),
-        opts.epoch,
-        opts.clamp_mtimes,
-    )
-}
+use super::StepRecord;
 
 /// One step of a stage being run: which, and where in the build.
 pub(super) struct StepAt<'p> {
@@ -97,7 +87,7 @@ impl Builder<'_> {
         start: Instant,
     ) -> Result<bool, StepError> {
         let step = at.step;
-        let key = layer_key(at.key, self.opts);
+        let key = self.opts.layer_key(at.key);
         if let StepKind::Workdir { path } = &step.kind {
             state.builder.config_mut().config.working_dir = Some(path.clone());
         }
