@@ -9,8 +9,8 @@
 //! The command process switches to the requested user (or, in single-id mode, installs the
 //! seccomp emulation instead), gets `/dev/null` as stdin and no other inherited descriptor, and
 //! execs the program found in the step's `PATH`.
-use super::helper::{cstr, Fail, InitReport, IoCtx};
-use super::protocol::RunJob;
+use super::fail::{cstr, Fail, IoCtx};
+use super::protocol::{InitReport, RunJob};
 use super::{mounts, seccomp, ExitStatus, Network, DEFAULT_PATH};
 use std::ffi::CString;
 use std::fs::File;

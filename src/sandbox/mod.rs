@@ -108,6 +108,7 @@
 //!   filesystem: discard them.
 
 mod error;
+mod fail;
 mod fake;
 mod helper;
 mod idmap;

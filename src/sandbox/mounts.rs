@@ -11,8 +11,9 @@
 //! *stubs*; after the step the stubs that are still empty are removed and their parent
 //! directory's times restored, as BuildKit's `MountStubsCleaner` does, so they leave no trace in
 //! the diff.
-use super::helper::{cstr, Fail, IoCtx};
-use super::protocol::{RootJob, RunJob, APT_SINGLE_ID_CONF};
+use super::fail::{cstr, Fail, IoCtx};
+use super::protocol::{RunJob, APT_SINGLE_ID_CONF};
+use super::snapshot::Root;
 use super::MountKind;
 use rustix::fs::{Mode, OFlags};
 use std::ffi::{CStr, CString, OsStr};
@@ -278,9 +279,9 @@ fn mount_overlay_fsconfig(
 }
 
 /// Mounts the root filesystem at its mount point and returns it with an fd of it.
-fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
+fn mount_root(root: &Root) -> Result<(PathBuf, OwnedFd), Fail> {
     let path = match root {
-        RootJob::Overlay {
+        Root::Overlay {
             lowers,
             upper,
             work,
@@ -294,7 +295,7 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
             })?;
             merged.clone()
         }
-        RootJob::Walk { rootfs } => {
+        Root::Walk { rootfs } => {
             let p = cstr(rootfs)?;
             mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None)
                 .ctx("bind the root filesystem", Some(rootfs))?;

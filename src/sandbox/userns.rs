@@ -339,7 +339,7 @@ impl Sandbox for UserNsSandbox {
         };
         let job = RunJob {
             spec: spec.clone(),
-            root: root.job(),
+            root: root.root().clone(),
             etc_files: self.etc_files(spec, &run_dir)?,
             apt_conf: self.apt_conf(&run_dir)?,
             secrets_dir: make_dir("secrets")?,
