@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # check-digests.sh - recompute the digests a refactor must not change and compare them with the
 # values recorded on this machine (issue #16: "behaviour, image digests and cache keys must not
-# change"). Two inputs, each made and measured in a fresh store under a temporary directory:
+# change"). Each input is made and measured in a fresh store under a temporary directory:
 #
 #   corpus layer   the benchmark corpus (scripts/make-corpus.sh: a copy of this machine's Rust
 #                  sysroot, ~1 GiB) written by `kiln layer DIR --source-date-epoch 0 --json`
@@ -13,6 +13,9 @@
 #   run            RUN steps on that base (the sandbox and its diff: new files, a symlink, a
 #                  deletion, a step as USER nobody), --no-cache --network none, once with each
 #                  snapshotter (overlay, walk): the image's manifest digest
+#   cache keys     the cache key of every step of the example and the run (overlay) builds, in
+#                  order, from their --metadata-file: the sha256 of the keys, one a line (a
+#                  changed key makes every cache an older kiln left miss)
 #
 #   scripts/check-digests.sh [--kiln PATH] [--corpus DIR] [--print]
 #     --kiln PATH   the binary to check (default target/release/kiln, built if missing)
@@ -35,9 +38,11 @@ declare -A EXPECTED=(
   [example.docker-archive]=sha256:e2f95397f73577c680f32705c0ef131d1bce93a49a290b863e4d466566b9b68a
   [run.overlay]=sha256:dbf2d9c6ad88b06099a10a38ffe454e7a20ac9b6c9e9b274c996b86a2b4d9f58
   [run.walk]=sha256:dbf2d9c6ad88b06099a10a38ffe454e7a20ac9b6c9e9b274c996b86a2b4d9f58
+  [example.cache-keys]=sha256:c2100a1cbe35d2917751ae5ba1d19029296073af79530253ff3c2bc8a61fa896
+  [run.cache-keys]=sha256:64988db5bd8171133e5911fb3dc97e87c1f496480f2e6561eadc049b9b1c9fad
 )
 ORDER=(corpus-layer.digest corpus-layer.diff_id example.base example.image example.oci-archive example.docker-archive
-  run.overlay run.walk)
+  run.overlay run.walk example.cache-keys run.cache-keys)
 
 KILN=; CORPUS=; PRINT=0
 while [ $# -gt 0 ]; do
@@ -45,7 +50,7 @@ while [ $# -gt 0 ]; do
     --kiln) KILN=$(readlink -f "$2"); shift 2 ;;
     --corpus) CORPUS=$2; shift 2 ;;
     --print) PRINT=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,28p' "$0" >&2; exit 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +65,9 @@ command -v busybox >/dev/null || { echo "busybox is not installed (scripts/insta
 work=$(mktemp -d /tmp/kiln-check-digests.XXXXXX); trap 'rm -rf "$work"' EXIT
 declare -A GOT
 field() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+keys() { # METADATA-FILE: sha256 of the steps' cache keys, one a line, in order
+  echo "sha256:$(python3 -c 'import json,sys;print("\n".join(s["cache_key"] for s in json.load(open(sys.argv[1]))["steps"]))' "$1" | sha256sum | cut -d' ' -f1)"
+}
 
 # The corpus layer.
 "$KILN" --root "$work/layer-store" --progress quiet layer "$CORPUS" --source-date-epoch 0 --json > "$work/layer.json"
@@ -79,10 +87,11 @@ chmod 1777 "$rootfs/tmp"
 K=("$KILN" --root "$work/store" --progress quiet)
 GOT[example.base]=$("${K[@]}" import "$rootfs" -t kiln.local/busybox:latest --cmd /bin/sh --source-date-epoch 0 \
   --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
-GOT[example.image]=$("${K[@]}" build fixtures/example -t kiln.local/example:latest \
+GOT[example.image]=$("${K[@]}" build fixtures/example -t kiln.local/example:latest --metadata-file "$work/example.json" \
   -o "oci-archive:$work/example.oci.tar" -o "docker-archive:$work/example.docker.tar:kiln.local/example:latest")
 GOT[example.oci-archive]=sha256:$(sha256sum < "$work/example.oci.tar" | cut -d' ' -f1)
 GOT[example.docker-archive]=sha256:$(sha256sum < "$work/example.docker.tar" | cut -d' ' -f1)
+GOT[example.cache-keys]=$(keys "$work/example.json")
 
 # RUN steps on the base, with each snapshotter.
 mkdir -p "$work/run"
@@ -93,8 +102,10 @@ USER nobody
 RUN id > /tmp/id && chmod 600 /tmp/id
 EOF
 for s in overlay walk; do
-  GOT[run.$s]=$("${K[@]}" build "$work/run" -t "kiln.local/run-$s:latest" --no-cache --network none --snapshotter "$s")
+  GOT[run.$s]=$("${K[@]}" build "$work/run" -t "kiln.local/run-$s:latest" --no-cache --network none --snapshotter "$s" \
+    --metadata-file "$work/run-$s.json")
 done
+GOT[run.cache-keys]=$(keys "$work/run-overlay.json")
 
 status=0
 for k in "${ORDER[@]}"; do
