@@ -12,7 +12,7 @@
 use super::fail::{Fail, IoCtx};
 use super::protocol::{HelperMessage, HelperRequest, InitReport, Job, RunJob, RESULT_FD};
 use super::snapshot::{self, overlay, walk, Diff, Root};
-use super::{init, mounts, ExitStatus, Network};
+use super::{init, mnt, ExitStatus, Network};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -90,9 +90,9 @@ fn helper_main() -> Result<(), Fail> {
             merged,
         } => {
             unshare_and_wait(&mut control, libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
-            mounts::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            mnt::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
                 .ctx("make / private", None)?;
-            mounts::mount_overlay(&[lower], &upper, &work, &merged)
+            mnt::mount_overlay(&[lower], &upper, &work, &merged)
                 .ctx("mount overlay", Some(&merged))?;
             let done = HelperMessage::Done {
                 status: ExitStatus::Code(0),

@@ -7,7 +7,7 @@
 use super::error::{Result, SandboxError, SandboxWarning};
 use super::helper::HELPER_ARG;
 use super::idmap::{search_path_or_env, IdMapping};
-use super::mounts::relative;
+use super::mnt::relative;
 use super::protocol::{HelperMessage, HelperRequest, Job, RunJob, RESULT_FD};
 use super::snapshot::{Snapshot, SnapshotterKind};
 use super::{RunOutcome, RunSpec, Sandbox, Stream};
