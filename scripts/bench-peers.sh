@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench-peers.sh - kiln against its peers on the same ≥1 GiB tree, in one run, runs alternated,
 # median of RUNS (default 5): the peer sections of scripts/bench.sh (layer, build, push, run),
-# without the ceilings, the Debian build, the scaling trees or the docs. See bench.sh for what is
-# measured and the targets; results go to out/bench-peers/.
+# without the ceilings, the Debian build, the scaling trees or the docs. See scripts/bench/SECTION.sh
+# for what is measured and the targets; results go to out/bench-peers/.
 #
 #   scripts/bench-peers.sh [--runs N] [--corpus DIR] [--only layer|build|push|run]
 set -euo pipefail

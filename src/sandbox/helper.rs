@@ -7,11 +7,12 @@
 //! ([`super::init`]), and after the step computes the [`super::Diff`] as root in the user
 //! namespace, where it can read every file the step made and sees the step's own ids. It talks
 //! to kiln over its stdin and fd 3 ([`super::protocol`]); its stdout and stderr are the step's.
-use super::init;
-use super::protocol::{HelperMessage, HelperRequest, Job, RootJob, RunJob, RESULT_FD};
-use super::snapshot::{self, overlay, walk, Diff};
-use super::{ExitStatus, Network};
-use serde::{Deserialize, Serialize};
+//! What fails on this side of the pipe is a [`Fail`] ([`super::fail`]), sent as
+//! [`HelperMessage::Failed`].
+use super::fail::{Fail, IoCtx};
+use super::protocol::{HelperMessage, HelperRequest, InitReport, Job, RunJob, RESULT_FD};
+use super::snapshot::{self, overlay, walk, Diff, Root};
+use super::{init, mnt, ExitStatus, Network};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -22,53 +23,6 @@ use std::path::{Path, PathBuf};
 
 /// The first argument that turns the kiln binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox-helper";
-
-/// A failure inside the helper, init or command process, sent to kiln as a stage, path and errno.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Fail {
-    pub stage: String,
-    pub path: Option<PathBuf>,
-    pub errno: i32,
-}
-
-impl Fail {
-    pub(crate) fn new(stage: &str, path: Option<&Path>, err: &io::Error) -> Fail {
-        Fail {
-            stage: stage.to_owned(),
-            path: path.map(Path::to_owned),
-            errno: err.raw_os_error().unwrap_or(libc::EIO),
-        }
-    }
-
-    pub(crate) fn invalid_mount(target: &str) -> Fail {
-        Fail {
-            stage: "resolve mount target".into(),
-            path: Some(target.into()),
-            errno: libc::EINVAL,
-        }
-    }
-}
-
-/// Attaches a stage and path to an I/O error.
-pub(crate) trait IoCtx<T> {
-    /// Turns the error into a [`Fail`].
-    fn ctx(self, stage: &str, path: Option<&Path>) -> Result<T, Fail>;
-}
-
-impl<T> IoCtx<T> for io::Result<T> {
-    fn ctx(self, stage: &str, path: Option<&Path>) -> Result<T, Fail> {
-        self.map_err(|e| Fail::new(stage, path, &e))
-    }
-}
-
-/// A C string of a path or text (which never holds a NUL when it comes from the OS or JSON).
-pub(crate) fn cstr(s: impl AsRef<OsStr>) -> Result<CString, Fail> {
-    CString::new(s.as_ref().as_bytes()).map_err(|_| Fail {
-        stage: "path contains a NUL byte".into(),
-        path: Some(PathBuf::from(s.as_ref())),
-        errno: libc::EINVAL,
-    })
-}
 
 /// If this process was started as the sandbox helper, runs it and exits; otherwise returns at
 /// once. `main` calls this before anything else.
@@ -136,9 +90,9 @@ fn helper_main() -> Result<(), Fail> {
             merged,
         } => {
             unshare_and_wait(&mut control, libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
-            crate::sandbox::mounts::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            mnt::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
                 .ctx("make / private", None)?;
-            crate::sandbox::mounts::mount_overlay(&[lower], &upper, &work, &merged)
+            mnt::mount_overlay(&[lower], &upper, &work, &merged)
                 .ctx("mount overlay", Some(&merged))?;
             let done = HelperMessage::Done {
                 status: ExitStatus::Code(0),
@@ -203,15 +157,6 @@ fn unshare_and_wait(control: &mut BufReader<File>, flags: libc::c_int) -> Result
     Ok(())
 }
 
-/// What the init process reports to the helper.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum InitReport {
-    /// The command ran and ended so.
-    Exited(ExitStatus),
-    /// Set-up or exec failed.
-    Failed(Fail),
-}
-
 fn run(control: &mut BufReader<File>, job: &RunJob) -> Result<(), Fail> {
     let mut flags =
         libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -227,10 +172,10 @@ fn run(control: &mut BufReader<File>, job: &RunJob) -> Result<(), Fail> {
     unsafe { libc::dup2(null.as_raw_fd(), 0) };
 
     let before = match &job.root {
-        RootJob::Walk { rootfs } => {
+        Root::Walk { rootfs } => {
             Some(walk::scan(rootfs).ctx("scan the root filesystem", Some(rootfs))?)
         }
-        RootJob::Overlay { .. } => None,
+        Root::Overlay { .. } => None,
     };
     let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(io::Error::from)
@@ -275,19 +220,19 @@ fn run(control: &mut BufReader<File>, job: &RunJob) -> Result<(), Fail> {
     let mut diff = Diff::default();
     if status.success() {
         diff = match (&job.root, before) {
-            (RootJob::Overlay { upper, lowers, .. }, _) => {
+            (Root::Overlay { upper, lowers, .. }, _) => {
                 overlay::diff(upper, lowers).ctx("read the upper directory", Some(upper))?
             }
-            (RootJob::Walk { rootfs }, Some(before)) => {
+            (Root::Walk { rootfs }, Some(before)) => {
                 let after = walk::scan(rootfs).ctx("scan the root filesystem", Some(rootfs))?;
                 walk::diff(&before, &after)
             }
-            (RootJob::Walk { .. }, None) => Diff::default(),
+            (Root::Walk { .. }, None) => Diff::default(),
         };
         if let Some(dir) = &job.readable_dir {
             let root = match &job.root {
-                RootJob::Overlay { upper, .. } => upper,
-                RootJob::Walk { rootfs } => rootfs,
+                Root::Overlay { upper, .. } => upper,
+                Root::Walk { rootfs } => rootfs,
             };
             snapshot::make_readable(&mut diff, root, dir)
                 .ctx("copy unreadable files", Some(dir))?;

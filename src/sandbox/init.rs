@@ -9,9 +9,9 @@
 //! The command process switches to the requested user (or, in single-id mode, installs the
 //! seccomp emulation instead), gets `/dev/null` as stdin and no other inherited descriptor, and
 //! execs the program found in the step's `PATH`.
-use super::helper::{cstr, Fail, InitReport, IoCtx};
-use super::protocol::RunJob;
-use super::{mounts, seccomp, ExitStatus, Network, DEFAULT_PATH};
+use super::fail::{cstr, Fail, IoCtx};
+use super::protocol::{InitReport, RunJob};
+use super::{mnt, mounts, seccomp, ExitStatus, Network, DEFAULT_PATH};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -70,7 +70,7 @@ fn init(job: &RunJob, report: &OwnedFd) -> Result<ExitStatus, Fail> {
             &io::Error::last_os_error(),
         ));
     }
-    let mut stubs = mounts::Stubs::default();
+    let mut stubs = mnt::Stubs::default();
     let result = mounts::set_up(job, &mut stubs).and_then(|()| run_command(job));
     // Also after a failure: the mounts die with this namespace, but the stubs would stay in the
     // image.

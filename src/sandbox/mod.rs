@@ -107,11 +107,14 @@
 //! - A failed step leaves its partial changes in the upper directory or the walk root
 //!   filesystem: discard them.
 
+mod copy;
 mod error;
+mod fail;
 mod fake;
 mod helper;
 mod idmap;
 mod init;
+mod mnt;
 mod mounts;
 mod net;
 mod probe;

@@ -7,203 +7,24 @@
 //! paths; the magic link names exactly the resolved file), so a symlink in the image
 //! (`/etc/hosts -> /x`, or an absolute one) can never make a mount land on the host. Bind
 //! sources are resolved the same way inside their own root (the context, a stage, an image),
-//! and a writable bind is an overlay or a copy on a private tmpfs, never the source itself. Missing targets are created as
-//! *stubs*; after the step the stubs that are still empty are removed and their parent
-//! directory's times restored, as BuildKit's `MountStubsCleaner` does, so they leave no trace in
-//! the diff.
-use super::helper::{cstr, Fail, IoCtx};
-use super::protocol::{RootJob, RunJob, APT_SINGLE_ID_CONF};
+//! and a writable bind is an overlay or a copy ([`super::copy`]) on a private tmpfs, never the
+//! source itself. Missing targets are created as *stubs* ([`super::mnt::Stubs`]); after the step
+//! the stubs that are still empty are removed and their parent directory's times restored, as
+//! BuildKit's `MountStubsCleaner` does, so they leave no trace in the diff. The primitives
+//! (`mount(2)`, overlayfs, the magic links) are in [`super::mnt`].
+use super::copy::{copy_entry, copy_tree};
+use super::fail::{cstr, Fail, IoCtx};
+use super::mnt::{fd_path, mount, mount_overlay, open_in_root, relative, sys, Mnt, Stubs};
+use super::protocol::{RunJob, APT_SINGLE_ID_CONF};
+use super::snapshot::Root;
 use super::MountKind;
 use rustix::fs::{Mode, OFlags};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// What to mount: the arguments of `mount(2)` besides the target.
-struct Mnt<'a> {
-    src: Option<&'a CStr>,
-    fstype: Option<&'a CStr>,
-    flags: libc::c_ulong,
-    data: Option<&'a CStr>,
-}
-
-/// What the clean-up needs to know.
-#[derive(Debug, Default)]
-pub(crate) struct Stubs {
-    /// Paths (relative to the root) created by kiln, in creation order, and whether each is a
-    /// directory.
-    created: Vec<(String, bool)>,
-    /// Existing directories in which stubs were created, with their (atime, mtime) before.
-    parents: Vec<(String, [libc::timespec; 2])>,
-    /// Mount targets, in mount order.
-    mounted: Vec<String>,
-    /// The root filesystem's mount, which stays the same mount before and after `pivot_root`.
-    root: Option<OwnedFd>,
-}
-
-fn sys(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `mount(2)` with optional arguments.
-pub(crate) fn mount(
-    src: Option<&CStr>,
-    target: &CStr,
-    fstype: Option<&CStr>,
-    flags: libc::c_ulong,
-    data: Option<&CStr>,
-) -> io::Result<()> {
-    let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
-    sys(unsafe { libc::mount(p(src), target.as_ptr(), p(fstype), flags, p(data).cast()) })
-}
-
-fn fd_path(fd: BorrowedFd<'_>) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a formatted number")
-}
-
-/// Opens `rel` inside `root` as an `O_PATH` fd, never leaving `root` ([`crate::inroot`]).
-fn open_in_root(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
-    Ok(crate::inroot::open(root, rel, OFlags::PATH)?)
-}
-
-/// Splits an absolute container path into its components; `..` is refused.
-pub(crate) fn relative(target: &str) -> Option<String> {
-    let comps: Vec<&str> = target
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    if !target.starts_with('/') || comps.contains(&"..") {
-        return None;
-    }
-    Some(comps.join("/"))
-}
-
-impl Stubs {
-    /// Makes sure `rel` exists in `root` (a file if `file`, else a directory), creating what is
-    /// missing, and returns an `O_PATH` fd of it.
-    fn ensure(&mut self, root: BorrowedFd<'_>, rel: &str, file: bool) -> io::Result<OwnedFd> {
-        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        let mut prefix = String::new();
-        for (i, comp) in comps.iter().enumerate() {
-            let parent = prefix.clone();
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(comp);
-            match open_in_root(root, &prefix) {
-                Ok(_) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
-            let pfd = open_in_root(root, &parent)?;
-            if !self.created.iter().any(|(p, _)| *p == parent)
-                && !self.parents.iter().any(|(p, _)| *p == parent)
-            {
-                let st = rustix::fs::fstat(&pfd)?;
-                let ts = |s: i64, ns: u64| libc::timespec {
-                    tv_sec: s,
-                    tv_nsec: ns as i64,
-                };
-                let times = [
-                    ts(st.st_atime as i64, st.st_atime_nsec as u64),
-                    ts(st.st_mtime as i64, st.st_mtime_nsec as u64),
-                ];
-                self.parents.push((parent.clone(), times));
-            }
-            let make_file = file && i + 1 == comps.len();
-            if make_file {
-                rustix::fs::openat(
-                    &pfd,
-                    *comp,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o644),
-                )?;
-            } else {
-                rustix::fs::mkdirat(&pfd, *comp, Mode::from_raw_mode(0o755))?;
-            }
-            self.created.push((prefix.clone(), !make_file));
-        }
-        open_in_root(root, rel)
-    }
-
-    /// Mounts onto `rel` (created if missing) and returns an fd of the new mount's root.
-    fn mount_at(
-        &mut self,
-        root: BorrowedFd<'_>,
-        rel: &str,
-        file: bool,
-        m: Mnt<'_>,
-    ) -> io::Result<OwnedFd> {
-        let target = self.ensure(root, rel, file)?;
-        mount(m.src, &fd_path(target.as_fd()), m.fstype, m.flags, m.data)?;
-        self.mounted.push(rel.to_owned());
-        open_in_root(root, rel)
-    }
-
-    /// After the step (or a failed set-up): unmounts everything kiln mounted, removes the stubs
-    /// that are still empty and restores their parents' times. Every path is resolved inside the
-    /// root filesystem, so this is safe before `pivot_root` as well as after it.
-    pub(crate) fn clean_up(&self) {
-        let Some(root) = self.root.as_ref().map(|r| r.as_fd()) else {
-            return;
-        };
-        for rel in self.mounted.iter().rev() {
-            if let Ok(fd) = open_in_root(root, rel) {
-                // SAFETY: the path is NUL-terminated. Failure only leaves the stub in place.
-                unsafe { libc::umount2(fd_path(fd.as_fd()).as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-        let split = |rel: &str| match rel.rsplit_once('/') {
-            Some((parent, name)) => (parent.to_owned(), name.to_owned()),
-            None => (String::new(), rel.to_owned()),
-        };
-        for (rel, dir) in self.created.iter().rev() {
-            let (parent, name) = split(rel);
-            let Ok(pfd) = open_in_root(root, &parent) else {
-                continue;
-            };
-            let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
-            if *dir {
-                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), rustix::fs::AtFlags::REMOVEDIR);
-            } else if rustix::fs::statat(&pfd, name.as_str(), flags)
-                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
-            {
-                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), rustix::fs::AtFlags::empty());
-            }
-        }
-        for (rel, times) in &self.parents {
-            let (parent, name) = if rel.is_empty() {
-                (String::new(), ".".to_owned())
-            } else {
-                split(rel)
-            };
-            let Ok(pfd) = open_in_root(root, &parent) else {
-                continue;
-            };
-            let Ok(cname) = CString::new(name) else {
-                continue;
-            };
-            // SAFETY: pfd is a valid directory fd, cname is NUL-terminated and times has the
-            // two entries utimensat reads.
-            unsafe {
-                libc::utimensat(
-                    pfd.as_raw_fd(),
-                    cname.as_ptr(),
-                    times.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-        }
-    }
-}
 
 fn open_host(path: &Path) -> Result<OwnedFd, Fail> {
     rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
@@ -211,76 +32,10 @@ fn open_host(path: &Path) -> Result<OwnedFd, Fail> {
         .ctx("open host file", Some(path))
 }
 
-/// Mounts overlayfs at `merged` with `userxattr` (required in a user namespace). Uses the new
-/// mount API with one `lowerdir+` per layer (Linux 6.8+), which has no limit on the total length
-/// of the layer paths; older kernels get the classic `lowerdir=a:b:c` option string, which must
-/// fit in one page.
-pub(crate) fn mount_overlay(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    merged: &Path,
-) -> io::Result<()> {
-    match mount_overlay_fsconfig(lowers, upper, work, merged) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
-            ) => {}
-        other => return other,
-    }
-    let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lowers.join(":"),
-        upper.display(),
-        work.display()
-    );
-    let c = |s: &OsStr| {
-        CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-    };
-    mount(
-        Some(c"overlay"),
-        &c(merged.as_os_str())?,
-        Some(c"overlay"),
-        0,
-        Some(&c(OsStr::new(&data))?),
-    )
-}
-
-fn mount_overlay_fsconfig(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    merged: &Path,
-) -> io::Result<()> {
-    use rustix::mount::{
-        fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
-    };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for lower in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", lower)?;
-    }
-    fsconfig_set_string(&fs, "upperdir", upper)?;
-    fsconfig_set_string(&fs, "workdir", work)?;
-    fsconfig_set_flag(&fs, "userxattr")?;
-    fsconfig_create(&fs)?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        merged,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
-    Ok(())
-}
-
 /// Mounts the root filesystem at its mount point and returns it with an fd of it.
-fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
+fn mount_root(root: &Root) -> Result<(PathBuf, OwnedFd), Fail> {
     let path = match root {
-        RootJob::Overlay {
+        Root::Overlay {
             lowers,
             upper,
             work,
@@ -294,7 +49,7 @@ fn mount_root(root: &RootJob) -> Result<(PathBuf, OwnedFd), Fail> {
             })?;
             merged.clone()
         }
-        RootJob::Walk { rootfs } => {
+        Root::Walk { rootfs } => {
             let p = cstr(rootfs)?;
             mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None)
                 .ctx("bind the root filesystem", Some(rootfs))?;
@@ -666,113 +421,6 @@ fn writable_copy(
     open_host(&copy)
 }
 
-/// Copies the directory `from` (an `O_PATH` fd) into the existing directory `to`, never
-/// following a symlink: files, directories and symlinks with their owners and modes (best
-/// effort: ids the namespace does not map keep the copier's); sockets, FIFOs and devices are
-/// left out. Every name is opened relative to its parent's descriptor.
-pub(crate) fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
-    let dir = rustix::fs::openat(
-        from,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut names = Vec::new();
-    for e in rustix::fs::Dir::read_from(&dir)? {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(std::ffi::OsString::from(OsStr::from_bytes(name)));
-        }
-    }
-    names.sort();
-    for name in names {
-        let st = rustix::fs::statat(&dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
-        copy_entry(dir.as_fd(), Some(&name), &st, to, &name)?;
-    }
-    Ok(())
-}
-
-/// Copies one entry: `name` in `parent` (or `parent` itself when `name` is `None`) with stat
-/// `st`, to `name_to` in `to`.
-fn copy_entry(
-    parent: BorrowedFd<'_>,
-    name: Option<&OsStr>,
-    st: &rustix::fs::Stat,
-    to: BorrowedFd<'_>,
-    name_to: &OsStr,
-) -> io::Result<()> {
-    let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
-    let owner = |fd: BorrowedFd<'_>, name: &OsStr, flags| {
-        let _ = rustix::fs::chownat(
-            fd,
-            name,
-            Some(rustix::process::Uid::from_raw(st.st_uid)),
-            Some(rustix::process::Gid::from_raw(st.st_gid)),
-            flags,
-        );
-    };
-    let src_name = name.unwrap_or(OsStr::new(""));
-    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => {
-            rustix::fs::mkdirat(to, name_to, Mode::from_raw_mode(0o700))?;
-            let sub = rustix::fs::openat(parent, src_name, OFlags::PATH | nofollow, Mode::empty())?;
-            let sub_to = rustix::fs::openat(to, name_to, OFlags::PATH | nofollow, Mode::empty())?;
-            copy_tree(sub.as_fd(), sub_to.as_fd())?;
-            owner(to, name_to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
-            rustix::fs::chmodat(to, name_to, mode, rustix::fs::AtFlags::empty())?;
-        }
-        libc::S_IFREG => {
-            let src = if name.is_some() {
-                rustix::fs::openat(parent, src_name, OFlags::RDONLY | nofollow, Mode::empty())?
-            } else {
-                // The resolved O_PATH descriptor of the source itself cannot be read: reopen it
-                // through its magic link (the only way to turn O_PATH into a readable fd).
-                rustix::fs::open(
-                    OsStr::from_bytes(fd_path(parent).as_bytes()),
-                    OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?
-            };
-            let dst = rustix::fs::openat(
-                to,
-                name_to,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | nofollow,
-                Mode::from_raw_mode(0o600),
-            )?;
-            io::copy(
-                &mut std::fs::File::from(src),
-                &mut std::fs::File::from(dst.try_clone()?),
-            )?;
-            let _ = rustix::fs::fchown(
-                &dst,
-                Some(rustix::process::Uid::from_raw(st.st_uid)),
-                Some(rustix::process::Gid::from_raw(st.st_gid)),
-            );
-            rustix::fs::fchmod(&dst, mode)?;
-            let ts = rustix::fs::Timestamps {
-                last_access: rustix::fs::Timespec {
-                    tv_sec: st.st_atime as _,
-                    tv_nsec: st.st_atime_nsec as _,
-                },
-                last_modification: rustix::fs::Timespec {
-                    tv_sec: st.st_mtime as _,
-                    tv_nsec: st.st_mtime_nsec as _,
-                },
-            };
-            let _ = rustix::fs::futimens(&dst, &ts);
-        }
-        libc::S_IFLNK => {
-            let target = rustix::fs::readlinkat(parent, src_name, Vec::new())?;
-            rustix::fs::symlinkat(&target, to, name_to)?;
-            owner(to, name_to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 /// Writes secret number `index` into the step's private tmpfs (mounted on first use over
 /// `job.secrets_dir`, in this mount namespace only) with its owner and mode, and returns an
 /// `O_PATH` fd of it to bind at the target.
@@ -874,57 +522,4 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: ifr is a valid ifreq naming "lo" with its flags.
     sys(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The copy a `rw` bind gets where overlayfs is refused: files, directories (with modes and
-    /// times) and symlinks as symlinks, never followed; nothing written outside the copy.
-    #[test]
-    fn copy_tree_copies_links_as_links_and_never_follows_them() {
-        let t = tempfile::tempdir().unwrap();
-        let (src, dst, out) = (
-            t.path().join("src"),
-            t.path().join("dst"),
-            t.path().join("out"),
-        );
-        for d in [&src, &dst, &out] {
-            std::fs::create_dir(d).unwrap();
-        }
-        std::fs::create_dir(src.join("sub")).unwrap();
-        std::fs::write(src.join("sub/f"), "f").unwrap();
-        std::fs::write(out.join("secret"), "host").unwrap();
-        std::os::unix::fs::symlink(&out, src.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../out/secret", src.join("rel")).unwrap();
-        let mode = |p: &Path, m| {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
-        };
-        mode(&src.join("sub/f"), 0o640);
-        mode(&src.join("sub"), 0o750);
-        let from = crate::inroot::open_root(&src).unwrap();
-        let to = crate::inroot::open_root(&dst).unwrap();
-        copy_tree(from.as_fd(), to.as_fd()).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
-        assert_eq!(std::fs::read(dst.join("sub/f")).unwrap(), b"f");
-        assert_eq!(md(&dst.join("sub/f")).permissions().mode() & 0o7777, 0o640);
-        assert_eq!(md(&dst.join("sub")).permissions().mode() & 0o7777, 0o750);
-        assert_eq!(std::fs::read_link(dst.join("abs")).unwrap(), out);
-        assert_eq!(
-            std::fs::read_link(dst.join("rel")).unwrap(),
-            Path::new("../out/secret")
-        );
-        assert_eq!(
-            std::fs::read_dir(&out).unwrap().count(),
-            1,
-            "the copy wrote through a link"
-        );
-        // A file source: the resolved O_PATH descriptor itself.
-        let f = crate::inroot::open_path(&src, "sub/f", OFlags::PATH).unwrap();
-        let st = rustix::fs::fstat(&f).unwrap();
-        copy_entry(f.as_fd(), None, &st, to.as_fd(), OsStr::new("file")).unwrap();
-        assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"f");
-    }
 }

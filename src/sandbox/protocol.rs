@@ -3,8 +3,12 @@
 //! kiln writes one [`HelperRequest`] line on the helper's stdin, waits for
 //! [`HelperMessage::Unshared`] on fd 3, writes the id maps, and answers `go` on stdin. The helper
 //! then runs the step and ends with one [`HelperMessage::Done`] or [`HelperMessage::Failed`].
-//! This is an internal interface between two copies of the same binary, so it has no version.
-use super::snapshot::Diff;
+//! The step's init process reports to the helper with one [`InitReport`] (JSON, on a pipe of its
+//! own). The root filesystem in a [`RunJob`] is the [`super::snapshot::Root`] of the step's
+//! snapshot, serialised as it is. This is an internal interface between two copies of the same
+//! binary, so it has no version.
+use super::fail::Fail;
+use super::snapshot::{Diff, Root};
 use super::{ExitStatus, RunSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -67,7 +71,7 @@ pub(crate) struct RunJob {
     /// The step.
     pub spec: RunSpec,
     /// The root filesystem.
-    pub root: RootJob,
+    pub root: Root,
     /// Host files bound at /etc/resolv.conf, /etc/hosts and /etc/hostname.
     pub etc_files: Vec<(String, PathBuf)>,
     /// Single-id mode: an apt configuration file bound at `APT_SINGLE_ID_CONF` when the image has
@@ -83,27 +87,6 @@ pub(crate) struct RunJob {
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.
     pub readable_dir: Option<PathBuf>,
-}
-
-/// The root filesystem as the helper mounts it.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RootJob {
-    /// Overlay of `lowers` (top first) with `upper` and `work`, mounted at `merged`.
-    Overlay {
-        /// Lower directories, top first.
-        lowers: Vec<PathBuf>,
-        /// Upper directory: becomes the diff.
-        upper: PathBuf,
-        /// Overlay work directory.
-        work: PathBuf,
-        /// Mount point.
-        merged: PathBuf,
-    },
-    /// A writable directory, compared with a metadata walk before and after.
-    Walk {
-        /// The root filesystem.
-        rootfs: PathBuf,
-    },
 }
 
 /// A message from the helper.
@@ -129,4 +112,13 @@ pub(crate) enum HelperMessage {
         /// The errno.
         errno: i32,
     },
+}
+
+/// What the init process reports to the helper.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum InitReport {
+    /// The command ran and ended so.
+    Exited(ExitStatus),
+    /// Set-up or exec failed.
+    Failed(Fail),
 }

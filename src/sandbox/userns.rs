@@ -7,7 +7,7 @@
 use super::error::{Result, SandboxError, SandboxWarning};
 use super::helper::HELPER_ARG;
 use super::idmap::{search_path_or_env, IdMapping};
-use super::mounts::relative;
+use super::mnt::relative;
 use super::protocol::{HelperMessage, HelperRequest, Job, RunJob, RESULT_FD};
 use super::snapshot::{Snapshot, SnapshotterKind};
 use super::{RunOutcome, RunSpec, Sandbox, Stream};
@@ -339,7 +339,7 @@ impl Sandbox for UserNsSandbox {
         };
         let job = RunJob {
             spec: spec.clone(),
-            root: root.job(),
+            root: root.root().clone(),
             etc_files: self.etc_files(spec, &run_dir)?,
             apt_conf: self.apt_conf(&run_dir)?,
             secrets_dir: make_dir("secrets")?,

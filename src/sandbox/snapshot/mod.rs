@@ -10,12 +10,14 @@
 //! Both are read inside the user namespace by the helper, so the ids in a [`Diff`] are the ids the
 //! step saw. A [`Diff`] lists changes with parents before children; the layer writer turns
 //! [`ChangeKind::Delete`] into `.wh.NAME` and [`ChangeKind::OpaqueDir`] into `.wh..wh..opq`.
+//!
+//! A [`Snapshot`] holds its root filesystem as a `Root`, which is also what kiln sends the helper
+//! to mount, serialised as it is (`protocol::RunJob`).
 mod bytes;
 pub mod overlay;
 pub(crate) mod walk;
 
 use super::error::{Result, SandboxError};
-use super::protocol::RootJob;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -61,15 +63,24 @@ pub struct Snapshot {
     root: Root,
 }
 
-#[derive(Debug, Clone)]
-enum Root {
+/// The root filesystem of a step: what [`Snapshot`] holds, and what kiln sends the helper in
+/// [`super::protocol::RunJob`] to mount (one type, serialised as it is).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Root {
+    /// Overlay of `lowers` (top first) with `upper` and `work`, mounted at `merged`.
     Overlay {
+        /// Lower directories, top first.
         lowers: Vec<PathBuf>,
+        /// Upper directory: becomes the diff.
         upper: PathBuf,
+        /// Overlay work directory.
         work: PathBuf,
+        /// Mount point.
         merged: PathBuf,
     },
+    /// A writable directory, compared with a metadata walk before and after.
     Walk {
+        /// The root filesystem.
         rootfs: PathBuf,
     },
 }
@@ -170,23 +181,9 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn job(&self) -> RootJob {
-        match &self.root {
-            Root::Overlay {
-                lowers,
-                upper,
-                work,
-                merged,
-            } => RootJob::Overlay {
-                lowers: lowers.clone(),
-                upper: upper.clone(),
-                work: work.clone(),
-                merged: merged.clone(),
-            },
-            Root::Walk { rootfs } => RootJob::Walk {
-                rootfs: rootfs.clone(),
-            },
-        }
+    /// The root filesystem, as the helper mounts it.
+    pub(crate) fn root(&self) -> &Root {
+        &self.root
     }
 }
 
