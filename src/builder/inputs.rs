@@ -129,13 +129,18 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
-/// The base images the planner asks for, as it meets each `FROM` (once per reference, as
+/// The base images the planner asks for, as it meets each `FROM` (once per reference and
+/// platform, as
 /// BuildKit's `MetaResolver` answers dockerfile2llb): read from the store or pulled (lazily),
 /// and kept for the build.
 struct Bases<'a> {
     env: Env<'a>,
-    images: BTreeMap<String, Image>,
+    images: BTreeMap<ImageKey, Image>,
 }
+
+/// Images by reference and platform: a base under its stage's platform (`os/arch[/variant]`),
+/// a `--from` image under `""` (as the plan's `Input::Image` names them).
+pub(super) type ImageKey = (String, String);
 
 impl plan::BaseResolver for Bases<'_> {
     type Error = transport::Error;
@@ -149,7 +154,8 @@ impl plan::BaseResolver for Bases<'_> {
         let remote = self.env.opts.remote.as_ref();
         let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
         let config = base_config(&img);
-        self.images.insert(reference.to_string(), img);
+        self.images
+            .insert((reference.to_string(), platform.to_string()), img);
         Ok(Some(config))
     }
 }
@@ -159,7 +165,7 @@ impl plan::BaseResolver for Bases<'_> {
 pub(super) fn plan_with_bases(
     env: Env<'_>,
     front: &Frontend,
-) -> Result<(BuildPlan, BTreeMap<String, Image>)> {
+) -> Result<(BuildPlan, BTreeMap<ImageKey, Image>)> {
     let opts = env.opts;
     let popts = PlanOptions {
         build_args: opts.build_args.clone(),
@@ -196,7 +202,8 @@ pub(super) fn plan_with_bases(
     for stage in &plan.stages {
         let platform = stage.platform.to_oci();
         for (r, pos) in from_images(stage) {
-            if images.contains_key(&r) {
+            let key = (r.clone(), String::new());
+            if images.contains_key(&key) {
                 continue;
             }
             let img = load_image(env.store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
@@ -208,7 +215,7 @@ pub(super) fn plan_with_bases(
                     source: Box::new(e),
                 }
             })?;
-            images.insert(r, img);
+            images.insert(key, img);
         }
     }
     Ok((plan, images))
@@ -271,7 +278,7 @@ impl Gathered {
 pub(super) fn gather(
     env: Env<'_>,
     plan: &BuildPlan,
-    images: &BTreeMap<String, Image>,
+    images: &BTreeMap<ImageKey, Image>,
     ctx: &Context,
     files: &mut FileIndex,
 ) -> Result<Gathered> {
@@ -302,7 +309,10 @@ pub(super) fn gather(
                             .insert(url.clone(), (env.store.blob_path(&f.digest), f));
                         d
                     }
-                    Input::Image { reference, .. } => match images.get(reference) {
+                    Input::Image {
+                        reference,
+                        platform,
+                    } => match images.get(&(reference.clone(), platform.clone())) {
                         Some(img) => img.digest().to_string(),
                         None => continue,
                     },
@@ -312,8 +322,12 @@ pub(super) fn gather(
             }
         }
         for input in &stage.base_inputs {
-            if let Input::Image { reference, .. } = input {
-                if let Some(img) = images.get(reference) {
+            if let Input::Image {
+                reference,
+                platform,
+            } = input
+            {
+                if let Some(img) = images.get(&(reference.clone(), platform.clone())) {
                     out.digests.push((input.clone(), img.digest().to_string()));
                 }
             }
