@@ -252,6 +252,48 @@ fn two_platform_build(who: Who) {
         ["amd64", "arm64"],
         "{index}"
     );
+    // The same bases from an `oci:` layout and an `oci-archive:` holding the index: each
+    // platform's base is chosen from it, and the index comes out the same.
+    let layout = k.path("out/bases");
+    let archive = k.path("out/bases.tar");
+    k.ok(&[
+        "copy",
+        "--all",
+        "bb",
+        &format!("oci:{}:bb", layout.display()),
+    ]);
+    k.ok(&[
+        "copy",
+        "--all",
+        "bb",
+        &format!("oci-archive:{}:bb", archive.display()),
+    ]);
+    let from_files = DOCKERFILE
+        .replace(
+            "FROM --platform=$BUILDPLATFORM bb AS",
+            &format!(
+                "FROM --platform=$BUILDPLATFORM oci-archive:{}:bb AS",
+                archive.display()
+            ),
+        )
+        .replace(
+            "\nFROM bb\n",
+            &format!("\nFROM oci:{}:bb\n", layout.display()),
+        );
+    assert_ne!(from_files, DOCKERFILE);
+    let ctx2 = k.context("ctx2", &from_files, &[]);
+    k.give(&ctx2);
+    let again = k.ok(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        ctx2.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        again.trim(),
+        index_digest,
+        "bases from oci: and oci-archive: indexes"
+    );
     for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
         // The same image again (every step a cache hit), written as an archive for podman.
         let archive = k.path(&format!("out/{arch}.oci.tar"));
