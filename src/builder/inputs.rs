@@ -80,7 +80,12 @@ impl Frontend {
 
 /// Reads a base or `--from` image: a store name, `oci:`, `oci-archive:`, `docker-archive:`,
 /// `docker://`; a name that is not in the store is pulled from its registry when one is
-/// configured (the local store wins, so air-gapped builds never reach for the network).
+/// configured (the local store wins, so air-gapped builds never reach for the network). A name
+/// the store holds as one image of another platform (pulled earlier for that platform: a pull
+/// names the platform's image) is pulled again for this one, and the name keeps its image; if
+/// that pull fails, the error says the store has another platform's image (rather than building
+/// on it and labelling the result with the wrong platform). Without a registry client (library
+/// use, unit tests) the local image is taken whatever its platform.
 fn load_image(
     store: &Store,
     reference: &str,
@@ -89,23 +94,51 @@ fn load_image(
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
-        if store.resolve(name).is_err() {
-            return match remote {
-                Some(_) => {
-                    let image = read_base_into_store(store, &Target::Registry(reference.to_string()), Some(platform), remote)?;
-                    // Named as pulled, so `kiln images` shows it and gc keeps it.
-                    if let Ok(r) = crate::registry::Reference::parse(reference) {
-                        let _ = store.tag(&r.to_string(), &image.descriptor);
-                    }
-                    Ok(image)
-                }
-                None => Err(transport::Error::NotFound {
+        let local = match store.resolve(name) {
+            Ok(_) => Some(read_base_into_store(
+                store,
+                &target,
+                Some(platform),
+                remote,
+            )?),
+            Err(_) => None,
+        };
+        let pull = |remote: &transport::Remote| {
+            read_base_into_store(
+                store,
+                &Target::Registry(reference.to_string()),
+                Some(platform),
+                Some(remote),
+            )
+        };
+        return match (local, remote) {
+            (Some(img), Some(remote)) if !img.platform().satisfies(platform) => {
+                pull(remote).map_err(|e| transport::Error::NotFound {
                     location: format!("the local store at {}", store.root().display()),
-                    wanted: format!("named `{name}`"),
-                    available: " (and no registry is configured; import it with `kiln import`, or name it as oci:, oci-archive:, docker-archive: or docker://)".into(),
-                }),
-            };
-        }
+                    wanted: format!("`{name}` for {platform}"),
+                    available: format!(
+                        " (it holds `{name}` for {}, and pulling the {platform} image failed: \
+                         {e}; import one with `kiln import --platform {platform}` and join them \
+                         with `kiln index create`)",
+                        img.platform()
+                    ),
+                })
+            }
+            (Some(img), _) => Ok(img),
+            (None, Some(remote)) => {
+                let image = pull(remote)?;
+                // Named as pulled, so `kiln images` shows it and gc keeps it.
+                if let Ok(r) = crate::registry::Reference::parse(reference) {
+                    let _ = store.tag(&r.to_string(), &image.descriptor);
+                }
+                Ok(image)
+            }
+            (None, None) => Err(transport::Error::NotFound {
+                location: format!("the local store at {}", store.root().display()),
+                wanted: format!("named `{name}`"),
+                available: " (and no registry is configured; import it with `kiln import`, or name it as oci:, oci-archive:, docker-archive: or docker://)".into(),
+            }),
+        };
     }
     read_base_into_store(store, &target, Some(platform), remote)
 }

@@ -410,3 +410,97 @@ fn a_handler_without_fix_binary_gets_its_interpreter_bound_into_the_step() {
         );
     }
 }
+
+/// `kiln bake` of a family with `platforms = ["linux/amd64", "linux/arm64"]`, its base an index
+/// in a registry (each platform's image pulled by platform), RUN steps of the arm64 image under
+/// emulation, the index pushed; skopeo reads the arm64 image back and its layer says `aarch64`.
+#[test]
+fn bake_pushes_a_two_platform_index_built_on_a_registry_base() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !emulator_registered() || !need("skopeo") || !need("dpkg-deb") {
+        return;
+    }
+    let (Some(amd), Some(arm)) = (busybox_deb("amd64"), busybox_deb("arm64")) else {
+        return;
+    };
+    let Some(reg) =
+        crate::support::registry::Registry::start(crate::support::registry::Mode::Plain)
+    else {
+        return;
+    };
+    let Some(k) = KilnAs::new(Who::Root) else {
+        return;
+    };
+    import_base(&k, "amd64", &amd);
+    import_base(&k, "arm64", &arm);
+    let base = format!("{}/it/bb:1", reg.addr);
+    k.ok(&[
+        "--tls-verify=false",
+        "index",
+        "create",
+        "-t",
+        &format!("docker://{base}"),
+        "bb-amd64",
+        "bb-arm64",
+    ]);
+    // A fresh store: the bases come from the registry only.
+    let Some(k) = KilnAs::new(Who::Root) else {
+        return;
+    };
+    let dir = k.path("family");
+    std::fs::create_dir_all(dir.join("variants")).unwrap();
+    std::fs::write(
+        dir.join("variants/Dockerfile"),
+        format!("FROM {base}\nRUN uname -m > /machine\n"),
+    )
+    .unwrap();
+    let toml = dir.join("kiln.toml");
+    std::fs::write(
+        &toml,
+        format!("[family]\nname = \"fam\"\nregistry = \"{}/it\"\nversion = \"1.0.0\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n[tags]\ndefault = [\"{{version}}\"]\n", reg.addr),
+    )
+    .unwrap();
+    let meta = k.path("out/digests.json");
+    k.ok(&[
+        "--tls-verify=false",
+        "--config",
+        toml.to_str().unwrap(),
+        "bake",
+        "--push",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    let r = format!("docker://{}/it/fam:1.0.0", reg.addr);
+    let raw = crate::support::run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &r,
+    ]));
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"], "{raw}");
+    for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let layout = k.path(&format!("out/{arch}"));
+        crate::support::run(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--override-arch",
+            arch,
+            &r,
+            &format!("oci:{}:{arch}", layout.display()),
+        ]));
+        let (_, bytes) = built_layers(&layout, arch);
+        assert!(
+            contains(&bytes, format!("{machine}\n").as_bytes()),
+            "{arch}"
+        );
+        assert_no_emulator(&layout, arch, &arch);
+    }
+}
