@@ -456,6 +456,7 @@ pub fn build_platforms(
     }
     let mut images = Vec::new();
     for (p, b) in builds {
+        reporter.on_status(&format!("build: {p}"));
         let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: opts.dockerfile.display().to_string(),
             platform: p.to_string(),
