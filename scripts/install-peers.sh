@@ -2,7 +2,7 @@
 # install-peers.sh - install the Debian packages kiln's tests and benchmarks run against, if missing.
 # Idempotent; waits for a dpkg lock held by another apt run on the machine.
 set -euo pipefail
-pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time passt)
+pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time passt qemu-user-static binfmt-support)
 # RUN steps reach the network through pasta (package passt), which opens /dev/net/tun inside
 # the step's user namespace: like Debian, Ubuntu and Fedora ship it, the device must be 0666
 # (some container images and minimal hosts leave it 0600, usable by root only).
@@ -13,7 +13,17 @@ setup_tun() {
   fi
   [ "$(stat -c %a /dev/net/tun)" = 666 ] || $s chmod 0666 /dev/net/tun || true
 }
-trap setup_tun EXIT
+# RUN steps for a foreign platform (kiln build --platform linux/arm64 on amd64) run under QEMU user
+# emulation, registered in binfmt_misc by qemu-user-static + binfmt-support. Mount binfmt_misc if
+# absent, (re)register the handlers, and check qemu-aarch64 is there.
+setup_binfmt() {
+  local s=; [ "$(id -u)" -eq 0 ] || s=sudo
+  [ -e /proc/sys/fs/binfmt_misc/register ] ||
+    $s mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || return 0
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { command -v update-binfmts >/dev/null && $s update-binfmts --enable >/dev/null 2>&1; } || true
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || echo "install-peers: qemu-aarch64 is not registered in binfmt_misc" >&2
+}
+trap 'setup_tun; setup_binfmt' EXIT
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,7 +8,7 @@ use crate::cache::{FileIndex, LayerCache};
 use crate::image::Image;
 use crate::plan::{BuildPlan, CacheKeys, Source, StageId};
 use crate::progress::Reporter;
-use crate::sandbox::{Sandbox, SnapshotterKind};
+use crate::sandbox::{Emulator, Sandbox, SnapshotterKind};
 use crate::store::Store;
 use crate::transport::{write_from_store, LayerSource};
 
@@ -41,8 +41,8 @@ pub struct Builder<'a> {
     /// written with the clock by this build (by the step, or by an earlier one whose layer gave
     /// it the epoch while the walk snapshotter's tree kept the real time).
     pub(super) started: i64,
-    /// Base and `--from` images, by reference as the plan names them.
-    pub(super) images: BTreeMap<String, Image>,
+    /// Base and `--from` images, by reference as the plan names them and platform.
+    pub(super) images: BTreeMap<inputs::ImageKey, Image>,
     /// The steps' cache keys, computed from the plan and the input digests.
     pub(super) keys: CacheKeys,
     /// `ADD` URLs, downloaded into the store before any step.
@@ -51,6 +51,8 @@ pub struct Builder<'a> {
     pub(super) cache: LayerCache,
     pub(super) scratch: &'a Path,
     pub(super) host: Option<RunHost<'a>>,
+    /// The emulator of each stage whose RUN steps run on a foreign platform.
+    pub(super) emulators: BTreeMap<StageId, Emulator>,
     /// Stages built so far.
     pub(super) done: BTreeMap<StageId, StageState>,
     /// Images used by `COPY --from=IMAGE` and `RUN --mount=from=IMAGE`, as stage states (for
@@ -117,6 +119,11 @@ pub fn build_with(
             kind: *kind,
         })
     });
+    // Foreign-platform RUN steps need an emulator: found (or refused) before any step.
+    let emulators = match host {
+        Some(h) => preflight::emulators(env, &plan, h.sandbox)?,
+        None => BTreeMap::new(),
+    };
     let mut b = Builder {
         store,
         opts,
@@ -132,6 +139,7 @@ pub fn build_with(
         cache,
         scratch: scratch.path(),
         host,
+        emulators,
         done: BTreeMap::new(),
         from_images: BTreeMap::new(),
         steps: Vec::new(),
@@ -201,7 +209,7 @@ impl<'a> Builder<'a> {
             Source::Image { reference } => {
                 let img = self
                     .images
-                    .get(reference)
+                    .get(&(reference.clone(), String::new()))
                     .ok_or_else(|| StepError::NotReady {
                         what: format!("image `{reference}`"),
                     })?;

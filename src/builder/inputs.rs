@@ -80,7 +80,12 @@ impl Frontend {
 
 /// Reads a base or `--from` image: a store name, `oci:`, `oci-archive:`, `docker-archive:`,
 /// `docker://`; a name that is not in the store is pulled from its registry when one is
-/// configured (the local store wins, so air-gapped builds never reach for the network).
+/// configured (the local store wins, so air-gapped builds never reach for the network). A name
+/// the store holds as one image of another platform (pulled earlier for that platform: a pull
+/// names the platform's image) is pulled again for this one, and the name keeps its image; if
+/// that pull fails, the error says the store has another platform's image (rather than building
+/// on it and labelling the result with the wrong platform). Without a registry client (library
+/// use, unit tests) the local image is taken whatever its platform.
 fn load_image(
     store: &Store,
     reference: &str,
@@ -89,23 +94,51 @@ fn load_image(
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
-        if store.resolve(name).is_err() {
-            return match remote {
-                Some(_) => {
-                    let image = read_base_into_store(store, &Target::Registry(reference.to_string()), Some(platform), remote)?;
-                    // Named as pulled, so `kiln images` shows it and gc keeps it.
-                    if let Ok(r) = crate::registry::Reference::parse(reference) {
-                        let _ = store.tag(&r.to_string(), &image.descriptor);
-                    }
-                    Ok(image)
-                }
-                None => Err(transport::Error::NotFound {
+        let local = match store.resolve(name) {
+            Ok(_) => Some(read_base_into_store(
+                store,
+                &target,
+                Some(platform),
+                remote,
+            )?),
+            Err(_) => None,
+        };
+        let pull = |remote: &transport::Remote| {
+            read_base_into_store(
+                store,
+                &Target::Registry(reference.to_string()),
+                Some(platform),
+                Some(remote),
+            )
+        };
+        return match (local, remote) {
+            (Some(img), Some(remote)) if !img.platform().satisfies(platform) => {
+                pull(remote).map_err(|e| transport::Error::NotFound {
                     location: format!("the local store at {}", store.root().display()),
-                    wanted: format!("named `{name}`"),
-                    available: " (and no registry is configured; import it with `kiln import`, or name it as oci:, oci-archive:, docker-archive: or docker://)".into(),
-                }),
-            };
-        }
+                    wanted: format!("`{name}` for {platform}"),
+                    available: format!(
+                        " (it holds `{name}` for {}, and pulling the {platform} image failed: \
+                         {e}; import one with `kiln import --platform {platform}` and join them \
+                         with `kiln index create`)",
+                        img.platform()
+                    ),
+                })
+            }
+            (Some(img), _) => Ok(img),
+            (None, Some(remote)) => {
+                let image = pull(remote)?;
+                // Named as pulled, so `kiln images` shows it and gc keeps it.
+                if let Ok(r) = crate::registry::Reference::parse(reference) {
+                    let _ = store.tag(&r.to_string(), &image.descriptor);
+                }
+                Ok(image)
+            }
+            (None, None) => Err(transport::Error::NotFound {
+                location: format!("the local store at {}", store.root().display()),
+                wanted: format!("named `{name}`"),
+                available: " (and no registry is configured; import it with `kiln import`, or name it as oci:, oci-archive:, docker-archive: or docker://)".into(),
+            }),
+        };
     }
     read_base_into_store(store, &target, Some(platform), remote)
 }
@@ -129,13 +162,18 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
-/// The base images the planner asks for, as it meets each `FROM` (once per reference, as
+/// The base images the planner asks for, as it meets each `FROM` (once per reference and
+/// platform, as
 /// BuildKit's `MetaResolver` answers dockerfile2llb): read from the store or pulled (lazily),
 /// and kept for the build.
 struct Bases<'a> {
     env: Env<'a>,
-    images: BTreeMap<String, Image>,
+    images: BTreeMap<ImageKey, Image>,
 }
+
+/// Images by reference and platform: a base under its stage's platform (`os/arch[/variant]`),
+/// a `--from` image under `""` (as the plan's `Input::Image` names them).
+pub(super) type ImageKey = (String, String);
 
 impl plan::BaseResolver for Bases<'_> {
     type Error = transport::Error;
@@ -149,7 +187,8 @@ impl plan::BaseResolver for Bases<'_> {
         let remote = self.env.opts.remote.as_ref();
         let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
         let config = base_config(&img);
-        self.images.insert(reference.to_string(), img);
+        self.images
+            .insert((reference.to_string(), platform.to_string()), img);
         Ok(Some(config))
     }
 }
@@ -159,7 +198,7 @@ impl plan::BaseResolver for Bases<'_> {
 pub(super) fn plan_with_bases(
     env: Env<'_>,
     front: &Frontend,
-) -> Result<(BuildPlan, BTreeMap<String, Image>)> {
+) -> Result<(BuildPlan, BTreeMap<ImageKey, Image>)> {
     let opts = env.opts;
     let popts = PlanOptions {
         build_args: opts.build_args.clone(),
@@ -196,7 +235,8 @@ pub(super) fn plan_with_bases(
     for stage in &plan.stages {
         let platform = stage.platform.to_oci();
         for (r, pos) in from_images(stage) {
-            if images.contains_key(&r) {
+            let key = (r.clone(), String::new());
+            if images.contains_key(&key) {
                 continue;
             }
             let img = load_image(env.store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
@@ -208,7 +248,7 @@ pub(super) fn plan_with_bases(
                     source: Box::new(e),
                 }
             })?;
-            images.insert(r, img);
+            images.insert(key, img);
         }
     }
     Ok((plan, images))
@@ -271,7 +311,7 @@ impl Gathered {
 pub(super) fn gather(
     env: Env<'_>,
     plan: &BuildPlan,
-    images: &BTreeMap<String, Image>,
+    images: &BTreeMap<ImageKey, Image>,
     ctx: &Context,
     files: &mut FileIndex,
 ) -> Result<Gathered> {
@@ -302,7 +342,10 @@ pub(super) fn gather(
                             .insert(url.clone(), (env.store.blob_path(&f.digest), f));
                         d
                     }
-                    Input::Image { reference, .. } => match images.get(reference) {
+                    Input::Image {
+                        reference,
+                        platform,
+                    } => match images.get(&(reference.clone(), platform.clone())) {
                         Some(img) => img.digest().to_string(),
                         None => continue,
                     },
@@ -312,8 +355,12 @@ pub(super) fn gather(
             }
         }
         for input in &stage.base_inputs {
-            if let Input::Image { reference, .. } = input {
-                if let Some(img) = images.get(reference) {
+            if let Input::Image {
+                reference,
+                platform,
+            } = input
+            {
+                if let Some(img) = images.get(&(reference.clone(), platform.clone())) {
                     out.digests.push((input.clone(), img.digest().to_string()));
                 }
             }

@@ -1,16 +1,19 @@
 //! What is checked before any step runs, so a build fails in seconds rather than after an hour
 //! of steps: RUN mounts that cannot be provided (secrets not given, `type=ssh`), the
-//! `network.host` entitlement, a RUN program missing from its base image; and starting the
-//! sandbox once per build, which learns what this machine allows.
+//! `network.host` entitlement, a RUN program missing from its base image; starting the
+//! sandbox once per build, which learns what this machine allows; and the emulator of each
+//! foreign-platform stage with RUN steps.
 use std::path::Path;
 
 use crate::cache::LayerCache;
 use crate::dockerfile::instructions::MountType;
 use crate::dockerfile::Position;
 use crate::image::Image;
-use crate::plan::{Base, BuildPlan, CacheKeys, Step, StepKind};
+use crate::plan::{Base, BuildPlan, CacheKeys, StageId, Step, StepKind};
 use crate::progress::Reporter;
-use crate::sandbox::{self, probe, SandboxError, SandboxOptions, SnapshotterKind, UserNsSandbox};
+use crate::sandbox::{
+    self, probe, Emulator, Sandbox, SandboxError, SandboxOptions, SnapshotterKind, UserNsSandbox,
+};
 use std::collections::BTreeMap;
 
 use super::error::{Error, Result, StepError};
@@ -135,6 +138,50 @@ pub(super) fn start(
     })
 }
 
+/// The emulator of every stage with RUN steps for a platform this host does not run natively
+/// (`FROM --platform=linux/arm64`, `--platform linux/arm64` on amd64), asked of the sandbox
+/// once per platform; a platform nothing runs fails here, at its first RUN step, naming the
+/// packages to install and the native-runner alternative.
+pub(super) fn emulators(
+    env: Env<'_>,
+    plan: &BuildPlan,
+    sandbox: &dyn Sandbox,
+) -> Result<BTreeMap<StageId, Emulator>> {
+    let mut found: BTreeMap<String, Option<Emulator>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for id in &plan.order {
+        let Some(stage) = plan.stage(*id) else {
+            continue;
+        };
+        let Some(step) = stage
+            .steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::Run(_)))
+        else {
+            continue;
+        };
+        let platform = stage.platform.to_oci();
+        let e = match found.get(&platform.to_string()) {
+            Some(e) => e.clone(),
+            None => {
+                let e = sandbox.emulator(&platform).map_err(|e| Error::Sandbox {
+                    file: env.file.to_string(),
+                    line: step.position.line,
+                    col: step.position.col,
+                    instruction: step.created_by.clone(),
+                    source: Box::new(e),
+                })?;
+                found.insert(platform.to_string(), e.clone());
+                e
+            }
+        };
+        if let Some(e) = e {
+            out.insert(stage.id, e);
+        }
+    }
+    Ok(out)
+}
+
 /// The error for a RUN whose program (`argv[0]`, absolute: the shell of a shell-form RUN) is
 /// not in the image, or `None` when it is (or is not absolute: found through `PATH`).
 pub(super) fn missing_program(index: &FsIndex, argv: &[String]) -> Option<StepError> {
@@ -153,7 +200,7 @@ pub(super) fn check_programs(
     env: Env<'_>,
     plan: &BuildPlan,
     keys: &CacheKeys,
-    images: &BTreeMap<String, Image>,
+    images: &BTreeMap<super::inputs::ImageKey, Image>,
     cache: &LayerCache,
 ) -> Result<()> {
     for id in &plan.order {
@@ -161,10 +208,12 @@ pub(super) fn check_programs(
             continue;
         };
         let mut state = match &stage.base {
-            Base::Image { reference } => match images.get(reference) {
-                Some(img) => StageState::from_image(img),
-                None => continue,
-            },
+            Base::Image { reference } => {
+                match images.get(&(reference.clone(), stage.platform.to_string())) {
+                    Some(img) => StageState::from_image(img),
+                    None => continue,
+                }
+            }
             Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
             Base::Stage { .. } => continue,
         };

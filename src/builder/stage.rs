@@ -7,7 +7,7 @@ use crate::cache::CachedLayer;
 use crate::layer::{Entry, LayerOptions, LayerStats, LayerWriter};
 use crate::oci::Descriptor;
 use crate::plan::{self, Base, Stage, StepKind};
-use crate::sandbox::SnapshotterKind;
+use crate::sandbox::{Emulator, SnapshotterKind};
 
 use super::engine::Builder;
 use super::error::{Error, Result, StepError};
@@ -24,6 +24,8 @@ pub(super) struct StepAt<'p> {
     pub(super) stage_name: &'p str,
     /// Its cache key.
     pub(super) key: &'p str,
+    /// The emulator RUN steps of a foreign-platform stage go through.
+    pub(super) emulator: Option<&'p Emulator>,
 }
 
 impl Builder<'_> {
@@ -36,6 +38,7 @@ impl Builder<'_> {
         let mut state = self.stage_base(stage)?;
         let total = stage.steps.len();
         let keys = self.keys.stage(stage.id).cloned().unwrap_or_default();
+        let emulator = self.emulators.get(&stage.id).cloned();
         for (i, step) in stage.steps.iter().enumerate() {
             self.counter += 1;
             let at = StepAt {
@@ -43,6 +46,7 @@ impl Builder<'_> {
                 id: self.counter,
                 stage_name: &stage_name,
                 key: keys.steps.get(i).map_or("", String::as_str),
+                emulator: emulator.as_ref(),
             };
             let start = Instant::now();
             let label = format!("[{stage_name} {}/{total}]", i + 1);
@@ -59,7 +63,16 @@ impl Builder<'_> {
     fn stage_base(&self, stage: &Stage) -> Result<StageState> {
         Ok(match &stage.base {
             Base::Scratch => StageState::scratch(&stage.platform.to_oci()),
-            Base::Image { reference } => StageState::from_image(&self.images[reference]),
+            Base::Image { reference } => {
+                let key = (reference.clone(), stage.platform.to_string());
+                let img = self.images.get(&key).ok_or_else(|| Error::Frontend {
+                    rendered: format!(
+                        "{}: the base `{reference}` ({}) was not fetched",
+                        self.file, key.1
+                    ),
+                })?;
+                StageState::from_image(img)
+            }
             Base::Stage { stage: parent } => {
                 let mut s = self
                     .done

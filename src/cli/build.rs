@@ -285,10 +285,6 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         }
         return out(&index.digest.to_string());
     }
-    ops::check_foreign_run(&opts).map_err(|e| Exit {
-        code: 1,
-        error: Some(e.into()),
-    })?;
     let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
         Ok(o) => o,
         // A failed build is exit 1: the error names the Dockerfile location or the object. An

@@ -98,22 +98,6 @@ pub enum BakeError {
         #[source]
         source: Box<crate::builder::Error>,
     },
-    /// A RUN step for a platform this host cannot execute.
-    #[error("{file}:{line}:{col}: {instruction}: cannot run a RUN step for {platform} on this {host} host; build that stage for the build platform with `FROM --platform=$BUILDPLATFORM …` and cross-compile or copy the results into the target stage")]
-    ForeignRun {
-        /// The Dockerfile.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// The RUN instruction.
-        instruction: String,
-        /// The stage's platform.
-        platform: String,
-        /// The host's platform.
-        host: String,
-    },
     /// Pushing or storing a target failed.
     #[error("target `{target}`: cannot write `{dest}`")]
     Write {
@@ -150,15 +134,15 @@ pub enum BakeError {
     NoRemote,
 }
 
-/// Fails when the Dockerfile has a RUN step in a stage built for a platform the host cannot
-/// execute (no emulation here), pointing at the step and at `FROM --platform=$BUILDPLATFORM`.
-pub fn check_foreign_run(opts: &BuildOptions) -> Result<(), BakeError> {
+/// Fails when the Dockerfile has a RUN step in a stage built for a platform this host runs
+/// neither natively nor through a `binfmt_misc` emulator, as the build itself would at that
+/// platform's start (`builder::preflight`); called for every platform of a multi-platform build
+/// before any is built, so the last platform's missing emulator does not fail the build after
+/// the first platform's steps ran. What this cannot plan (a bad Dockerfile) the build reports.
+pub fn check_emulation(opts: &BuildOptions, target: &str) -> Result<(), BakeError> {
     let host = Platform::host();
-    if opts.platform.satisfies(&host) || host.satisfies(&opts.platform) {
-        return Ok(());
-    }
     let Ok(bytes) = std::fs::read(&opts.dockerfile) else {
-        return Ok(()); // the build reports the unreadable file itself
+        return Ok(());
     };
     let Ok(ast) = crate::dockerfile::parse_bytes(&bytes) else {
         return Ok(());
@@ -166,45 +150,41 @@ pub fn check_foreign_run(opts: &BuildOptions) -> Result<(), BakeError> {
     let Ok(df) = crate::dockerfile::instructions(&ast) else {
         return Ok(());
     };
-    let conv = |p: &Platform| crate::plan::Platform {
-        os: p.os.clone(),
-        arch: p.architecture.clone(),
-        variant: p.variant.clone().unwrap_or_default(),
-    };
     let popts = crate::plan::PlanOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
-        target_platform: conv(&opts.platform),
-        build_platform: conv(&host),
+        target_platform: crate::plan::Platform::from(&opts.platform),
+        build_platform: crate::plan::Platform::from(&host),
         network: None,
     };
     let Ok(plan) = crate::plan::plan(&df, &popts, &mut crate::plan::NoBases) else {
         return Ok(());
     };
+    let dir = std::path::Path::new(crate::sandbox::binfmt::BINFMT_DIR);
     for stage in &plan.stages {
-        let p = &stage.platform;
-        let sp = Platform {
-            architecture: p.arch.clone(),
-            os: p.os.clone(),
-            os_version: None,
-            os_features: Vec::new(),
-            variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
-        };
-        if sp.satisfies(&host) || host.satisfies(&sp) {
-            continue;
-        }
-        if let Some(step) = stage
+        let sp = stage.platform.to_oci();
+        let Some(step) = stage
             .steps
             .iter()
             .find(|s| matches!(s.kind, crate::plan::StepKind::Run(_)))
-        {
-            return Err(BakeError::ForeignRun {
-                file: opts.dockerfile.display().to_string(),
-                line: step.position.line,
-                col: step.position.col,
-                instruction: step.created_by.clone(),
-                platform: sp.to_string(),
-                host: host.to_string(),
+        else {
+            continue;
+        };
+        if let Err(why) = crate::sandbox::binfmt::emulator(dir, &sp) {
+            return Err(BakeError::Build {
+                target: target.to_string(),
+                platform: opts.platform.to_string(),
+                source: Box::new(crate::builder::Error::Sandbox {
+                    file: opts.dockerfile.display().to_string(),
+                    line: step.position.line,
+                    col: step.position.col,
+                    instruction: step.created_by.clone(),
+                    source: Box::new(crate::sandbox::SandboxError::NoEmulator {
+                        platform: sp.to_string(),
+                        host: host.to_string(),
+                        why,
+                    }),
+                }),
             });
         }
     }
@@ -348,7 +328,7 @@ fn bake_one(
         b.default_labels = t.default_labels.clone();
         b.annotations = t.annotations.clone();
         // Every platform is checked before anything is built.
-        check_foreign_run(&b)?;
+        check_emulation(&b, &t.name)?;
         builds.push((p, b));
     }
     for (p, b) in builds {
@@ -463,13 +443,20 @@ pub fn build_platforms(
     platforms: &[Platform],
     reporter: &dyn Reporter,
 ) -> Result<(Descriptor, Vec<Image>), BakeError> {
-    let mut images = Vec::new();
+    let target = opts.dockerfile.display().to_string();
+    let mut builds = Vec::new();
     for p in platforms {
         let mut b = opts.clone();
         b.platform = p.clone();
         b.tags = Vec::new();
         b.outputs = Vec::new();
-        check_foreign_run(&b)?;
+        // Every platform is checked before anything is built.
+        check_emulation(&b, &target)?;
+        builds.push((p, b));
+    }
+    let mut images = Vec::new();
+    for (p, b) in builds {
+        reporter.on_status(&format!("build: {p}"));
         let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: opts.dockerfile.display().to_string(),
             platform: p.to_string(),

@@ -17,7 +17,7 @@ mod resolve;
 mod store;
 
 pub use bake::{
-    bake, build_platforms, check_foreign_run, push_index, store_index, BakeError, BakeOptions,
+    bake, build_platforms, check_emulation, push_index, store_index, BakeError, BakeOptions,
     BakeResult, BakedTarget, PlatformImage, PushFailure,
 };
 pub use build::{build, metadata};

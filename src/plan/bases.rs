@@ -30,8 +30,8 @@ pub struct BaseConfig {
 ///
 /// The planner calls [`BaseResolver::resolve`] for every stage it plans (the ones reachable from
 /// the target) whose FROM names an image, in build order, before it plans any step, and once per
-/// expanded reference: a second stage on the same reference reuses the first answer, whatever
-/// its platform (a builder keeps one image per reference).
+/// expanded reference and platform: a second stage on the same reference and platform reuses
+/// the first answer (a builder keeps one image per reference and platform).
 pub trait BaseResolver {
     /// Why a base could not be resolved.
     type Error;

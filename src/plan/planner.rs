@@ -25,7 +25,7 @@ fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, Option<String>)> {
 }
 
 /// Plans the build of `opts.target` (or the last stage) of `df`, in one pass: `bases` is asked
-/// for the config of each reachable stage's base image (once per reference, in build order,
+/// for the config of each reachable stage's base image (once per reference and platform, in build order,
 /// before any step is planned), which gives the stage its environment, working directory,
 /// user, shell and the ONBUILD triggers planned right after its FROM.
 pub fn plan<R: BaseResolver + ?Sized>(
@@ -170,14 +170,16 @@ pub fn plan<R: BaseResolver + ?Sized>(
     let order = topo_order(&cx, target, &deps)?;
 
     // Plan each reachable stage in order; children start from their parent's final state.
-    // Base image configs, resolved once per reference before any step is planned (BuildKit's
-    // `resolveStages` before `dispatchStages`).
-    let mut configs: BTreeMap<String, Option<BaseConfig>> = BTreeMap::new();
+    // Base image configs, resolved once per reference and platform before any step is planned
+    // (BuildKit's `resolveStages` before `dispatchStages`): a `FROM --platform=$BUILDPLATFORM`
+    // stage and a target-platform stage on the same name are two images.
+    let mut configs: BTreeMap<(String, String), Option<BaseConfig>> = BTreeMap::new();
     for &id in &order {
         let (Base::Image { reference }, platform) = &bases_of[id] else {
             continue;
         };
-        if configs.contains_key(reference) {
+        let key = (reference.clone(), platform.to_string());
+        if configs.contains_key(&key) {
             continue;
         }
         let from = &df.stages[id].from_command;
@@ -190,7 +192,7 @@ pub fn plan<R: BaseResolver + ?Sized>(
                 reference: reference.clone(),
                 source,
             })?;
-        configs.insert(reference.clone(), config);
+        configs.insert(key, config);
     }
 
     let mut states: BTreeMap<StageId, State> = BTreeMap::new();
@@ -199,7 +201,9 @@ pub fn plan<R: BaseResolver + ?Sized>(
         let def = &df.stages[id];
         let (base, platform) = bases_of[id].clone();
         let config = match &base {
-            Base::Image { reference } => configs.get(reference).and_then(Option::as_ref),
+            Base::Image { reference } => configs
+                .get(&(reference.clone(), platform.to_string()))
+                .and_then(Option::as_ref),
             _ => None,
         };
         let state = match &base {

@@ -201,18 +201,26 @@ fn a_stage_carries_its_from_span_and_position() {
 }
 
 #[test]
-fn the_resolver_is_asked_once_per_reachable_reference_with_its_from() {
+fn the_resolver_is_asked_once_per_reachable_reference_and_platform_with_its_from() {
     let mut r = Recorder::default();
     let src = "FROM alpine AS a\nFROM --platform=linux/arm64 alpine AS b\nFROM debian AS unused\nFROM a AS c\nCOPY --from=b /x /x\nCOPY --from=busybox /y /y\nFROM scratch\nCOPY --from=c /z /z\n";
     with(src, &mut r);
     assert_eq!(
         r.calls,
-        vec![(
-            "alpine".to_string(),
-            "linux/amd64".to_string(),
-            Position { line: 1, col: 1 }
-        )],
-        "stage and scratch bases, COPY --from images and unreachable stages are not asked"
+        vec![
+            (
+                "alpine".to_string(),
+                "linux/amd64".to_string(),
+                Position { line: 1, col: 1 }
+            ),
+            (
+                "alpine".to_string(),
+                "linux/arm64".to_string(),
+                Position { line: 2, col: 1 }
+            )
+        ],
+        "stage and scratch bases, COPY --from images and unreachable stages are not asked; \
+         one reference for two platforms is two images"
     );
     let mut r = Recorder::default();
     with(

@@ -12,6 +12,21 @@ pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
 /// Everything that can go wrong while running a step.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// No `binfmt_misc` handler runs this platform's programs on this host.
+    #[error(
+        "RUN steps for {platform} cannot run on this {host} host: {why}; install \
+         `qemu-user-static binfmt-support` (as root, with binfmt_misc mounted at \
+         /proc/sys/fs/binfmt_misc) to run them under QEMU user emulation, or build {platform} \
+         on a native runner and join the images with `kiln index create`"
+    )]
+    NoEmulator {
+        /// The target platform.
+        platform: String,
+        /// The host's platform.
+        host: String,
+        /// What was looked for and not found.
+        why: String,
+    },
     /// A sysctl or security module forbids user namespaces.
     #[error("user namespaces are disabled on this machine: `{setting}` is `{value}`; fix: {fix}")]
     UserNamespacesDisabled {

@@ -61,6 +61,7 @@ pub struct FakeSandbox {
     scripts: RefCell<VecDeque<Script>>,
     chowns: RefCell<Vec<(Vec<u8>, u32, u32)>>,
     binds: RefCell<Vec<(String, Bound)>>,
+    binfmt_dir: Option<PathBuf>,
 }
 
 /// What a bind mount's source was when a step ran (see [`FakeSandbox::binds`]).
@@ -95,6 +96,14 @@ impl FakeSandbox {
     /// A fake with no scripted steps.
     pub fn new() -> FakeSandbox {
         FakeSandbox::default()
+    }
+
+    /// A fake that answers [`Sandbox::emulator`] from the `binfmt_misc` entries in `dir`.
+    pub fn with_binfmt(dir: &Path) -> FakeSandbox {
+        FakeSandbox {
+            binfmt_dir: Some(dir.to_path_buf()),
+            ..FakeSandbox::default()
+        }
     }
 
     /// Scripts the next unscripted step: its exit status, stdout and file changes.
@@ -249,6 +258,19 @@ impl Sandbox for FakeSandbox {
 
     fn ownership(&self) -> String {
         "fake".into()
+    }
+
+    /// Every platform runs (the fake runs nothing) unless [`FakeSandbox::with_binfmt`] gave
+    /// a `binfmt_misc` directory to consult, as the real sandbox does.
+    fn emulator(&self, platform: &crate::oci::Platform) -> Result<Option<super::Emulator>> {
+        let Some(dir) = &self.binfmt_dir else {
+            return Ok(None);
+        };
+        super::binfmt::emulator(dir, platform).map_err(|why| SandboxError::NoEmulator {
+            platform: platform.to_string(),
+            host: crate::oci::Platform::host().to_string(),
+            why,
+        })
     }
 }
 

@@ -4,7 +4,8 @@
 //! This module owns: the [`Sandbox`] trait and its real implementation [`UserNsSandbox`], the
 //! hidden helper process that sets up the namespaces ([`helper_main_if_requested`], called first
 //! thing by `main.rs`), uid/gid mapping ([`IdMapping`]), the single-id seccomp emulation, the
-//! [`probe`] of what this machine allows, the snapshotters ([`Snapshot`]: kernel overlayfs or a
+//! [`probe`] of what this machine allows, the `binfmt_misc` emulators that run foreign-platform
+//! programs ([`binfmt`]), the snapshotters ([`Snapshot`]: kernel overlayfs or a
 //! metadata walk) and [`FakeSandbox`] for unit tests of build logic. It does not write tar
 //! layers (that is `layer`), resolve `USER` names (the builder does, from the stage's
 //! `/etc/passwd`), or own cache directories (the store does; they are passed in as [`Mount`]s).
@@ -107,6 +108,7 @@
 //! - A failed step leaves its partial changes in the upper directory or the walk root
 //!   filesystem: discard them.
 
+pub mod binfmt;
 mod copy;
 mod error;
 mod fail;
@@ -123,6 +125,7 @@ mod seccomp;
 pub mod snapshot;
 mod userns;
 
+pub use binfmt::Emulator;
 pub use error::{Result, SandboxError, SandboxWarning};
 pub use fake::{Bound, FakeSandbox, ScriptedChange};
 pub use helper::{helper_main_if_requested, HELPER_ARG};
@@ -158,6 +161,11 @@ pub trait Sandbox {
     /// How the files this sandbox owns are owned on the host (the id mapping), in words: part
     /// of the key of a persistent unpacked snapshot, whose owners on disk depend on it.
     fn ownership(&self) -> String;
+
+    /// How programs of `platform` run in this sandbox: `None` natively, or the QEMU user
+    /// emulator registered in `binfmt_misc` ([`binfmt`]); [`SandboxError::NoEmulator`] when
+    /// nothing would run them. Checked before the first step of a build.
+    fn emulator(&self, platform: &crate::oci::Platform) -> Result<Option<Emulator>>;
 }
 
 /// What a step is: the command and the environment it runs in.

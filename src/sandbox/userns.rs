@@ -38,6 +38,8 @@ pub struct SandboxOptions {
     pub pasta: Option<PathBuf>,
     /// The TUN device pasta opens (`/dev/net/tun`).
     pub tun_device: PathBuf,
+    /// The `binfmt_misc` mount that says how foreign programs run (`/proc/sys/fs/binfmt_misc`).
+    pub binfmt_dir: PathBuf,
 }
 
 impl Default for SandboxOptions {
@@ -49,6 +51,7 @@ impl Default for SandboxOptions {
             etc_dir: PathBuf::from("/etc"),
             pasta: None,
             tun_device: PathBuf::from("/dev/net/tun"),
+            binfmt_dir: PathBuf::from(super::binfmt::BINFMT_DIR),
         }
     }
 }
@@ -386,6 +389,16 @@ impl Sandbox for UserNsSandbox {
 
     fn ownership(&self) -> String {
         format!("userns {:?}", self.id_mapping())
+    }
+
+    fn emulator(&self, platform: &crate::oci::Platform) -> Result<Option<super::Emulator>> {
+        super::binfmt::emulator(&self.options().binfmt_dir, platform).map_err(|why| {
+            SandboxError::NoEmulator {
+                platform: platform.to_string(),
+                host: crate::oci::Platform::host().to_string(),
+                why,
+            }
+        })
     }
 }
 

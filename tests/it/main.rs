@@ -10,6 +10,7 @@ mod family;
 mod fidelity;
 mod hardening;
 mod hostile;
+mod multiarch;
 mod plan;
 mod registry;
 mod resolve;

@@ -58,7 +58,18 @@ impl Builder<'_> {
         let host = self.host.ok_or_else(|| StepError::NotReady {
             what: "the sandbox".into(),
         })?;
-        let spec = self.run_spec(r, state)?;
+        let mut spec = self.run_spec(r, state)?;
+        if let Some(e) = at.emulator {
+            // A handler without `F` needs its interpreter inside the step's root: bound
+            // read-only, its mount point a stub the sandbox removes (never in the diff).
+            spec.mounts.splice(0..0, e.binds());
+            self.reporter.on_status(&format!(
+                "step {}: {} runs under emulation: {}",
+                at.id,
+                e.platform,
+                e.describe()
+            ));
+        }
         let step_dir = self.scratch.join(format!("step-{}", at.id));
         std::fs::create_dir_all(&step_dir).map_err(StepError::io("create", &step_dir))?;
         let snap = match host.kind {

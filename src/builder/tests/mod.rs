@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod platform;
 mod run;
 mod stages;
 
