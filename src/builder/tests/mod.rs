@@ -230,6 +230,8 @@ impl Fixture {
             remote: None,
             network: Network::Default,
             allow_network_host: false,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 

@@ -100,7 +100,7 @@ pub(super) fn import_layer(store: &Store, dir: &Path, layer: &CachedLayer) -> Re
 }
 
 /// The digest of the uncompressed bytes of a layer in the store.
-pub(crate) fn diff_id(store: &Store, d: &Descriptor) -> std::io::Result<Digest> {
+pub fn diff_id(store: &Store, d: &Descriptor) -> std::io::Result<Digest> {
     use crate::layer::Compressed;
     use crate::oci::LayerCompression as C;
     let format = match d.media_type.layer_compression() {

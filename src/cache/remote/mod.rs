@@ -30,6 +30,8 @@
 //! last complete manifest wins.
 mod local;
 
+pub use local::diff_id;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -317,9 +319,11 @@ impl RemoteCache {
         cache
     }
 
-    /// Whether no cache answered anything.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Whether a cache has `key` (nothing is recorded or copied).
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| !self.denied.contains(&e.layer.descriptor.digest))
     }
 
     /// The layer cached under `key` in a cache, if any. From a registry: its origin is
@@ -340,7 +344,11 @@ impl RemoteCache {
             }
             Origin::Local { dir } => {
                 if let Err(err) = local::import_layer(store, dir, &e.layer) {
-                    reporter.on_warning(&format!("{}; the step is built instead", chain(&err)));
+                    reporter.on_warning(&format!(
+                        "layer `{}` from the cache does not verify ({}); the step is built instead",
+                        e.layer.descriptor.digest,
+                        chain(&err)
+                    ));
                     let d = e.layer.descriptor.digest.clone();
                     self.denied.insert(d);
                     return None;
@@ -353,14 +361,22 @@ impl RemoteCache {
         })
     }
 
-    /// The layers answered from a registry cache whose bytes are still not in the store.
-    pub fn lazy_layers(&self, store: &Store) -> Vec<CachedLayer> {
-        self.entries
-            .values()
-            .filter(|e| self.lazy.contains(&e.layer.descriptor.digest))
-            .filter(|e| !store.contains(&e.layer.descriptor.digest))
-            .map(|e| e.layer.clone())
-            .collect()
+    /// The layers answered from a registry cache without their bytes whose diff_id is not
+    /// checked yet, each once.
+    pub fn unchecked(&self) -> Vec<CachedLayer> {
+        let mut out: Vec<CachedLayer> = Vec::new();
+        for e in self.entries.values() {
+            let d = &e.layer.descriptor.digest;
+            if self.lazy.contains(d) && !out.iter().any(|l| &l.descriptor.digest == d) {
+                out.push(e.layer.clone());
+            }
+        }
+        out
+    }
+
+    /// `digest`'s bytes were fetched and their diff_id checked.
+    pub fn checked(&mut self, digest: &Digest) {
+        self.lazy.remove(digest);
     }
 
     /// Never answers with `digest` again (its bytes did not verify).

@@ -10,6 +10,7 @@
 //! `lazy` (lazy layers) and `progress` (blob transfers reported through the `Reporter`, and
 //! how the CLI shows them).
 mod auth;
+mod cache;
 mod cli;
 mod cli_faults;
 mod copy_all;

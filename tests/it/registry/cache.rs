@@ -1,0 +1,356 @@
+//! `--cache-to` / `--cache-from` between two "runners" (two kilns with empty stores and their
+//! own working directories), through the real registry or an OCI layout directory: a
+//! nothing-changed build on runner B is all remote hits, runs no RUN, downloads no layer and
+//! gives runner A's digest; a changed file runs only the steps after it; a cache whose layer
+//! bytes do not match their digest is detected and the steps rebuilt, giving the right image.
+use std::path::{Path, PathBuf};
+
+use crate::support::registry::{Access, Mode, Registry};
+use crate::support::{busybox, Kiln};
+
+/// Two stages, RUN in both, `COPY --from`: what `mode=max` is for.
+fn dockerfile(base: &str) -> String {
+    format!(
+        "FROM {base} AS build\nCOPY a.txt /a.txt\nRUN cp /a.txt /built.txt && echo built >> /built.txt\n\
+         FROM {base}\nCOPY --from=build /built.txt /built.txt\nCOPY c.txt /c.txt\n\
+         RUN cat /c.txt /built.txt > /d.txt\nCMD [\"cat\", \"/d.txt\"]\n"
+    )
+}
+
+/// A context in `k`'s own directory (each runner has its own working directory).
+fn context(k: &Kiln, base: &str) -> PathBuf {
+    let c = k.path("work/ctx");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("Dockerfile"), dockerfile(base)).unwrap();
+    std::fs::write(c.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(c.join("c.txt"), b"gamma\n").unwrap();
+    c
+}
+
+fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, serde_json::Value) {
+    let meta = k.path("meta.json");
+    let mut args = vec![
+        "build",
+        ctx.to_str().unwrap(),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let digest = k.ok(&args).trim().to_string();
+    let m = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    (digest, m)
+}
+
+/// (step, how it was answered) for each layer-making step (config steps say `none`).
+fn answers(meta: &serde_json::Value) -> Vec<(String, String)> {
+    meta["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["cache"] != "none")
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["cache"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn layer_digests(meta: &serde_json::Value) -> Vec<String> {
+    meta["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn blob_gets<'a>(log: &'a [Access], blobs: &[String]) -> Vec<&'a Access> {
+    log.iter()
+        .filter(|a| {
+            a.method == "GET"
+                && blobs
+                    .iter()
+                    .any(|b| a.path.ends_with(&format!("/blobs/{b}")))
+        })
+        .collect()
+}
+
+/// A registry with busybox at `REG/base:1`, and runner A's kiln (which imported it).
+fn setup() -> Option<(Registry, Kiln, String)> {
+    let a = Kiln::new();
+    busybox::import(&a, "busybox")?;
+    let reg = Registry::start(Mode::Plain)?;
+    let base = format!("{}/base:1", reg.addr);
+    a.ok(&["push", "busybox", &base]);
+    Some((reg, a, base))
+}
+
+#[test]
+fn a_fresh_runner_with_the_registry_cache_downloads_no_layer_and_rebuilds_only_what_changed() {
+    let Some((reg, a, base)) = setup() else {
+        return;
+    };
+    let cache = format!("{}/cache:main", reg.addr);
+    let app = format!("{}/app:1", reg.addr);
+    let cache_to = format!("type=registry,ref={cache},mode=max");
+    let ctx_a = context(&a, &base);
+    let (digest_a, meta_a) = build(&a, &ctx_a, &["-t", &app, "--push", "--cache-to", &cache_to]);
+    assert!(
+        answers(&meta_a).iter().all(|(_, h)| h == "ran"),
+        "{meta_a:#}"
+    );
+
+    // Runner B: another empty store, another working directory, nothing changed.
+    let b = Kiln::new();
+    let ctx_b = context(&b, &base);
+    assert_ne!(ctx_a, ctx_b);
+    let before = reg.accesses().len();
+    let app2 = format!("{}/app:2", reg.addr);
+    let (digest_b, meta_b) = build(&b, &ctx_b, &["-t", &app2, "--push", "--cache-from", &cache]);
+    assert_eq!(digest_b, digest_a);
+    let hits = answers(&meta_b);
+    assert_eq!(hits.len(), 6, "{meta_b:#}");
+    assert!(hits.iter().all(|(_, h)| h == "remote"), "{hits:#?}");
+    assert!(meta_b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["cache"] == "remote")
+        .all(|s| s["cache_from"] == cache.as_str()));
+    // No layer bytes: every layer of both stages (the image's, and the build stage's RUN) is
+    // only HEADed or mounted.
+    let log: Vec<Access> = reg.accesses().into_iter().skip(before).collect();
+    let layers = layer_digests(&meta_a);
+    assert_eq!(blob_gets(&log, &layers), Vec::<&Access>::new(), "{log:#?}");
+    assert!(
+        !log.iter().any(|a| a.method == "GET"
+            && a.path.contains("/blobs/")
+            && !a.path.contains("/cache/blobs/")
+            && !a.path.contains("/base/blobs/")),
+        "a blob other than the cache's and the base's config was fetched: {log:#?}"
+    );
+    let fetched: Vec<&Access> = log
+        .iter()
+        .filter(|a| a.method == "GET" && a.path.contains("/blobs/"))
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        2,
+        "the base's config and the cache's: {fetched:#?}"
+    );
+
+    // One changed context file: only the steps after it run.
+    std::fs::write(ctx_b.join("c.txt"), b"changed\n").unwrap();
+    let (digest_c, meta_c) = build(&b, &ctx_b, &["-t", &app2, "--cache-from", &cache]);
+    assert_ne!(digest_c, digest_a);
+    let hits: Vec<String> = answers(&meta_c).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        hits,
+        ["remote", "remote", "remote", "ran", "ran"],
+        "{meta_c:#}"
+    );
+    // The same change on runner A, without any cache, gives the same image.
+    let (digest_a2, _) = build(&a, &ctx_b, &["--no-cache"]);
+    assert_eq!(digest_c, digest_a2);
+}
+
+#[test]
+fn a_cache_ref_that_does_not_exist_yet_is_not_an_error_and_mode_min_holds_the_final_stage_only() {
+    let Some((reg, a, base)) = setup() else {
+        return;
+    };
+    let cache = format!("{}/cache:min", reg.addr);
+    let ctx = context(&a, &base);
+    let (digest_a, _) = build(
+        &a,
+        &ctx,
+        &[
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &format!("type=registry,ref={cache}"),
+        ],
+    );
+    let b = Kiln::new();
+    let ctx_b = context(&b, &base);
+    let (digest_b, meta_b) = build(
+        &b,
+        &ctx_b,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert_eq!(digest_a, digest_b);
+    let hits: Vec<String> = answers(&meta_b).into_iter().map(|(_, h)| h).collect();
+    // The build stage was not exported (mode=min): it runs; the final stage's steps hit.
+    assert_eq!(
+        hits,
+        ["ran", "ran", "remote", "remote", "remote"],
+        "{meta_b:#}"
+    );
+}
+
+#[test]
+fn a_poisoned_registry_cache_layer_is_detected_and_its_steps_rebuilt() {
+    let Some((reg, a, base)) = setup() else {
+        return;
+    };
+    let cache = format!("{}/cache:p", reg.addr);
+    let ctx_a = context(&a, &base);
+    let (_, meta_a) = build(
+        &a,
+        &ctx_a,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    // The `COPY --from` layer, which the final RUN needs, gets other bytes of the same size in
+    // the registry's storage.
+    let idx = meta_a["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| l["step"].as_str().unwrap().starts_with("COPY --from"))
+        .unwrap();
+    let poisoned = layer_digests(&meta_a)[idx].clone();
+    let hex = &poisoned[7..];
+    let data = reg
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    bytes[n - 9] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let b = Kiln::new();
+    let ctx_b = context(&b, &base);
+    std::fs::write(ctx_b.join("c.txt"), b"changed\n").unwrap();
+    let meta = b.path("meta.json");
+    let out = b
+        .cmd()
+        .args(["--progress", "plain"])
+        .args([
+            "build",
+            ctx_b.to_str().unwrap(),
+            "--cache-from",
+            &cache,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "layer `{poisoned}` from the cache does not verify"
+        )),
+        "{stderr}"
+    );
+    let digest_b = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let meta_b: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let hits: Vec<String> = answers(&meta_b).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        hits,
+        ["remote", "remote", "ran", "ran", "ran"],
+        "{meta_b:#}"
+    );
+    // The right image: what a build without any cache gives.
+    let c = Kiln::new();
+    let (digest_c, _) = build(&c, &ctx_b, &["--no-cache"]);
+    assert_eq!(digest_b, digest_c);
+}
+
+#[test]
+fn a_fresh_runner_with_a_local_cache_directory_runs_nothing_and_a_poisoned_layer_is_rebuilt() {
+    let a = Kiln::new();
+    let b = Kiln::new();
+    if busybox::import(&a, "busybox").is_none() || busybox::import(&b, "busybox").is_none() {
+        return;
+    }
+    let dir = a.path("ci-cache");
+    let ctx_a = context(&a, "busybox");
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    let (digest_a, meta_a) = build(&a, &ctx_a, &["--cache-to", &to]);
+    assert!(dir.join("index.json").is_file());
+
+    let from = format!("type=local,src={}", dir.display());
+    let ctx_b = context(&b, "busybox");
+    let (digest_b, meta_b) = build(&b, &ctx_b, &["--cache-from", &from]);
+    assert_eq!(digest_a, digest_b);
+    assert!(
+        answers(&meta_b).iter().all(|(_, h)| h == "remote"),
+        "{meta_b:#}"
+    );
+
+    // One changed file.
+    std::fs::write(ctx_b.join("c.txt"), b"changed\n").unwrap();
+    let (_, meta_c) = build(&b, &ctx_b, &["--cache-from", &from]);
+    let hits: Vec<String> = answers(&meta_c).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        hits,
+        ["local", "local", "local", "ran", "ran"],
+        "{meta_c:#}"
+    );
+
+    // A poisoned layer (the build stage's RUN) on a third runner: a warning, the step runs,
+    // and the image is runner A's.
+    let cfg_layers: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let c = Kiln::new();
+    busybox::import(&c, "busybox").unwrap();
+    // Find the RUN layer among the blobs: the one A's build-stage RUN made (its metadata
+    // records the final stage's layers only, so take the blob that is no layer of the image
+    // and not a document).
+    let image_layers = layer_digests(&meta_a);
+    let mut poisoned = None;
+    for hex in &cfg_layers {
+        let p = dir.join("blobs/sha256").join(hex);
+        let bytes = std::fs::read(&p).unwrap();
+        let is_doc = bytes.first() == Some(&b'{');
+        if !is_doc && !image_layers.contains(&format!("sha256:{hex}")) {
+            let mut bad = bytes.clone();
+            let n = bad.len();
+            bad[n / 2] ^= 0xff;
+            std::fs::write(&p, bad).unwrap();
+            poisoned = Some(hex.clone());
+        }
+    }
+    let poisoned = poisoned.expect("the build stage's RUN layer is in the cache");
+    let ctx_c = context(&c, "busybox");
+    let meta = c.path("meta.json");
+    let out = c
+        .cmd()
+        .args(["--progress", "plain"])
+        .args([
+            "build",
+            ctx_c.to_str().unwrap(),
+            "--cache-from",
+            &from,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "layer `sha256:{poisoned}` from the cache does not verify"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest_a);
+    let meta_c: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let hits: Vec<String> = answers(&meta_c).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        hits,
+        ["remote", "ran", "remote", "remote", "remote"],
+        "{meta_c:#}"
+    );
+}
