@@ -3,6 +3,7 @@
 //! nothing-changed build on runner B is all remote hits, runs no RUN, downloads no layer and
 //! gives runner A's digest; a changed file runs only the steps after it; a cache whose layer
 //! bytes do not match their digest is detected and the steps rebuilt, giving the right image.
+//! The main scenario runs against a registry with TLS and basic auth.
 use std::path::{Path, PathBuf};
 
 use crate::support::registry::{Access, Mode, Registry};
@@ -27,7 +28,55 @@ fn context(k: &Kiln, base: &str) -> PathBuf {
     c
 }
 
+/// How a runner reaches the registry: with `--cert-dir` and a `DOCKER_CONFIG` holding the
+/// credentials of a registry with TLS and basic auth, or plainly.
+#[derive(Clone, Default)]
+struct Auth {
+    certs: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+}
+
+impl Auth {
+    /// Credentials and the CA of `reg` (TLS, `user`:`password`), written under `dir`.
+    fn for_registry(reg: &Registry, dir: &Path, user: &str, password: &str) -> Auth {
+        use base64::Engine as _;
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(reg.ca_file.as_ref().unwrap(), certs.join("ca.crt")).unwrap();
+        let config = dir.join("docker-config");
+        std::fs::create_dir_all(&config).unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        std::fs::write(
+            config.join("config.json"),
+            serde_json::json!({"auths": {reg.addr.as_str(): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+        Auth {
+            certs: Some(certs),
+            docker_config: Some(config),
+        }
+    }
+
+    /// Runs `k` with `args`; panics unless it succeeds; returns stdout.
+    fn ok(&self, k: &Kiln, args: &[&str]) -> String {
+        let mut c = k.cmd();
+        if let Some(d) = &self.docker_config {
+            c.env("DOCKER_CONFIG", d);
+        }
+        if let Some(d) = &self.certs {
+            c.arg("--cert-dir").arg(d);
+        }
+        let out = c.args(args).output().unwrap();
+        crate::support::assert_success(&out, &args);
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
 fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, serde_json::Value) {
+    build_as(&Auth::default(), k, ctx, extra)
+}
+
+fn build_as(auth: &Auth, k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, serde_json::Value) {
     let meta = k.path("meta.json");
     let mut args = vec![
         "build",
@@ -36,7 +85,7 @@ fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, serde_json::Value) {
         meta.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let digest = k.ok(&args).trim().to_string();
+    let digest = auth.ok(k, &args).trim().to_string();
     let m = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     (digest, m)
 }
@@ -87,16 +136,36 @@ fn setup() -> Option<(Registry, Kiln, String)> {
     Some((reg, a, base))
 }
 
+/// As [`setup`], the registry with TLS and basic auth; each runner gets the credentials.
+fn setup_with_auth() -> Option<(Registry, Kiln, String, Auth, Auth)> {
+    let a = Kiln::new();
+    busybox::import(&a, "busybox")?;
+    let reg = Registry::start(Mode::BasicTls {
+        user: "ci".into(),
+        password: "cache-pw".into(),
+    })?;
+    let auth_a = Auth::for_registry(&reg, &a.path("auth"), "ci", "cache-pw");
+    let base = format!("{}/base:1", reg.addr);
+    auth_a.ok(&a, &["push", "busybox", &base]);
+    let auth_b = Auth::for_registry(&reg, &a.path("auth-b"), "ci", "cache-pw");
+    Some((reg, a, base, auth_a, auth_b))
+}
+
 #[test]
 fn a_fresh_runner_with_the_registry_cache_downloads_no_layer_and_rebuilds_only_what_changed() {
-    let Some((reg, a, base)) = setup() else {
+    let Some((reg, a, base, auth_a, auth_b)) = setup_with_auth() else {
         return;
     };
     let cache = format!("{}/cache:main", reg.addr);
     let app = format!("{}/app:1", reg.addr);
     let cache_to = format!("type=registry,ref={cache},mode=max");
     let ctx_a = context(&a, &base);
-    let (digest_a, meta_a) = build(&a, &ctx_a, &["-t", &app, "--push", "--cache-to", &cache_to]);
+    let (digest_a, meta_a) = build_as(
+        &auth_a,
+        &a,
+        &ctx_a,
+        &["-t", &app, "--push", "--cache-to", &cache_to],
+    );
     assert!(
         answers(&meta_a).iter().all(|(_, h)| h == "ran"),
         "{meta_a:#}"
@@ -108,7 +177,12 @@ fn a_fresh_runner_with_the_registry_cache_downloads_no_layer_and_rebuilds_only_w
     assert_ne!(ctx_a, ctx_b);
     let before = reg.accesses().len();
     let app2 = format!("{}/app:2", reg.addr);
-    let (digest_b, meta_b) = build(&b, &ctx_b, &["-t", &app2, "--push", "--cache-from", &cache]);
+    let (digest_b, meta_b) = build_as(
+        &auth_b,
+        &b,
+        &ctx_b,
+        &["-t", &app2, "--push", "--cache-from", &cache],
+    );
     assert_eq!(digest_b, digest_a);
     let hits = answers(&meta_b);
     assert_eq!(hits.len(), 5, "{meta_b:#}");
@@ -143,7 +217,7 @@ fn a_fresh_runner_with_the_registry_cache_downloads_no_layer_and_rebuilds_only_w
 
     // One changed context file: only the steps after it run.
     std::fs::write(ctx_b.join("c.txt"), b"changed\n").unwrap();
-    let (digest_c, meta_c) = build(&b, &ctx_b, &["-t", &app2, "--cache-from", &cache]);
+    let (digest_c, meta_c) = build_as(&auth_b, &b, &ctx_b, &["-t", &app2, "--cache-from", &cache]);
     assert_ne!(digest_c, digest_a);
     let hits: Vec<String> = answers(&meta_c).into_iter().map(|(_, h)| h).collect();
     assert_eq!(
@@ -152,7 +226,7 @@ fn a_fresh_runner_with_the_registry_cache_downloads_no_layer_and_rebuilds_only_w
         "{meta_c:#}"
     );
     // The same change on runner A, without any cache, gives the same image.
-    let (digest_a2, _) = build(&a, &ctx_b, &["--no-cache"]);
+    let (digest_a2, _) = build_as(&auth_a, &a, &ctx_b, &["--no-cache"]);
     assert_eq!(digest_c, digest_a2);
 }
 
