@@ -426,3 +426,100 @@ fn a_fresh_runner_with_a_local_cache_directory_runs_nothing_and_a_poisoned_layer
         "{meta_c:#}\n{stderr}"
     );
 }
+
+#[test]
+fn a_cache_that_is_not_kilns_is_ignored_with_a_warning_and_export_failures_follow_ignore_error() {
+    let Some((_reg, a, base)) = setup() else {
+        return;
+    };
+    let ctx = context(&a, &base);
+    // An image is not a cache: a warning, and the build runs every step.
+    let out = a
+        .cmd()
+        .args(["build", ctx.to_str().unwrap(), "--cache-from", &base])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: cache `") && stderr.contains("not a kiln cache"),
+        "{stderr}"
+    );
+    // A cache that cannot be written: exit 2 naming it, or a warning with ignore-error=true.
+    let nowhere = format!("127.0.0.1:{}/cache:x", crate::support::free_port());
+    let (code, stderr) = a.fails(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--cache-to",
+        &format!("type=registry,ref={nowhere}"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("its cache could not be written") && stderr.contains(&nowhere),
+        "{stderr}"
+    );
+    let out = a
+        .cmd()
+        .args([
+            "build",
+            ctx.to_str().unwrap(),
+            "--cache-to",
+            &format!("type=registry,ref={nowhere},ignore-error=true"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ignore-error=true"), "{stderr}");
+}
+
+#[test]
+fn concurrent_writers_of_one_cache_ref_leave_one_complete_cache() {
+    let Some((reg, a, base)) = setup() else {
+        return;
+    };
+    let cache = format!("{}/cache:shared", reg.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let b = Kiln::new();
+    let ctx_a = context(&a, &base);
+    let ctx_b = context(&b, &base);
+    std::fs::write(ctx_b.join("c.txt"), b"other\n").unwrap();
+    let spawn = |k: &Kiln, ctx: &Path| {
+        k.cmd()
+            .args(["build", ctx.to_str().unwrap(), "--cache-to", &to])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a, &ctx_a), spawn(&b, &ctx_b));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A third runner: the cache verifies, and it is one writer's whole cache.
+    let all_remote = |ctx: &Path| {
+        let c = Kiln::new();
+        let meta = c.path("meta.json");
+        let out = c
+            .cmd()
+            .args(["build", ctx.to_str().unwrap(), "--cache-from", &cache])
+            .args(["--metadata-file", meta.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning: cache"), "{stderr}");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        answers(&m).iter().all(|(_, h)| h == "remote")
+    };
+    let (one, two) = (all_remote(&ctx_a), all_remote(&ctx_b));
+    assert!(
+        one != two,
+        "exactly one writer's cache is there: {one} {two}"
+    );
+}
