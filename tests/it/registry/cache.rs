@@ -523,3 +523,93 @@ fn concurrent_writers_of_one_cache_ref_leave_one_complete_cache() {
         "exactly one writer's cache is there: {one} {two}"
     );
 }
+
+#[test]
+fn a_cache_entry_whose_diff_id_is_wrong_is_found_once_fetched_and_its_steps_rebuilt() {
+    use kiln::oci::{Digest, MediaType};
+    use kiln::registry::{NoProgress, Reference};
+    let Some((reg, a, base)) = setup() else {
+        return;
+    };
+    let cache = format!("{}/cache:d", reg.addr);
+    let ctx_a = context(&a, &base);
+    let (_, meta_a) = build(
+        &a,
+        &ctx_a,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    let idx = meta_a["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| l["step"].as_str().unwrap().starts_with("COPY /built.txt"))
+        .unwrap();
+    let target = layer_digests(&meta_a)[idx].clone();
+    // Rewrite the cache: the `COPY --from` entry claims another diff_id (its bytes are intact).
+    let client = super::client();
+    let r = Reference::parse(&cache).unwrap();
+    let m = client.get_manifest(&r).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+    let cfg_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut cfg = Vec::new();
+    client
+        .get_blob(&r, &cfg_digest, None, &mut cfg, &NoProgress)
+        .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    let mut changed = 0;
+    for (_, e) in config["layers"].as_object_mut().unwrap() {
+        if e["descriptor"]["digest"] == target.as_str() {
+            e["diff_id"] = Digest::sha256(b"not this layer").to_string().into();
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 1);
+    let bytes = std::sync::Arc::new(serde_json::to_vec(&config).unwrap());
+    client
+        .push_blob(&r, &super::upload(bytes.clone(), &[]), &NoProgress)
+        .unwrap();
+    manifest["config"]["digest"] = Digest::sha256(&bytes).to_string().into();
+    manifest["config"]["size"] = bytes.len().into();
+    client
+        .put_manifest(
+            &r,
+            &serde_json::to_vec(&manifest).unwrap(),
+            &MediaType::OciManifest,
+        )
+        .unwrap();
+
+    // Runner B changes a file after it: the final RUN needs the layer, so it is fetched, its
+    // diff_id checked, and the steps it answered built again.
+    let b = Kiln::new();
+    let ctx_b = context(&b, &base);
+    std::fs::write(ctx_b.join("c.txt"), b"changed\n").unwrap();
+    let meta = b.path("meta.json");
+    let out = b
+        .cmd()
+        .args(["build", ctx_b.to_str().unwrap(), "--cache-from", &cache])
+        .args(["--metadata-file", meta.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "layer `{target}` from the cache does not verify (its diff_id is"
+        )),
+        "{stderr}"
+    );
+    let meta_b: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let hits: Vec<String> = answers(&meta_b).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        hits,
+        ["remote", "remote", "ran", "ran", "ran"],
+        "{meta_b:#}\n{stderr}"
+    );
+    let c = Kiln::new();
+    let (digest_c, _) = build(&c, &ctx_b, &["--no-cache"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest_c);
+}
