@@ -4,8 +4,8 @@
 //! their digest) only when a step that runs or an export opens the layer.
 //!
 //! A layer from a cache is untrusted: once the stages are built, every such layer whose bytes
-//! were fetched has its diff_id checked, and when the build failed, the ones not fetched yet are
-//! fetched to learn whether one of them is why. A layer that does not verify is never used
+//! were fetched has its diff_id checked, and when a step failed because a layer could not be
+//! read (`StepError::ReadLayer`), that layer is fetched again to learn whether it is why. A layer that does not verify is never used
 //! again by this build, and the stages are built again without it (the steps it answered run;
 //! the store's cache entries the failed attempt wrote are not trusted). Only a build that
 //! verified is written to `--cache-to`: the blobs, the config, the manifest last.
@@ -13,12 +13,31 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cache::remote::{self, CacheMode};
 use crate::cache::CachedLayer;
+use crate::oci::Digest;
 use crate::plan::{Base, BuildPlan};
 
 use super::engine::Builder;
-use super::error::{Error, Result};
+use super::error::{Error, Result, StepError};
 use super::stage::Answer;
 use super::StepCache;
+
+/// The layers an error says could not be read (a lazy layer whose download did not verify
+/// ends a step this way).
+fn layers_named(e: &Error) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        // `Error::Step` holds its cause boxed.
+        let step = c
+            .downcast_ref::<StepError>()
+            .or_else(|| c.downcast_ref::<Box<StepError>>().map(|b| &**b));
+        if let Some(StepError::ReadLayer { digest, .. }) = step {
+            out.insert(digest.clone());
+        }
+        cur = c.source();
+    }
+    out
+}
 
 impl Builder<'_> {
     /// The layer cached under `key`: the store's, then a `--cache-from`'s.
@@ -47,7 +66,11 @@ impl Builder<'_> {
     pub(super) fn run_stages_verified(&mut self, plan: &BuildPlan) -> Result<()> {
         loop {
             let result = self.run_stages(plan);
-            let bad = self.unverified(result.is_err());
+            let named = match &result {
+                Err(e) => layers_named(e),
+                Ok(()) => BTreeSet::new(),
+            };
+            let bad = self.unverified(&named);
             if bad.is_empty() {
                 return result;
             }
@@ -62,14 +85,15 @@ impl Builder<'_> {
         }
     }
 
-    /// The lazy cache layers that do not verify: those fetched (by the build, or now when
-    /// `fetch` is set) whose bytes or diff_id are not what the cache says.
-    fn unverified(&mut self, fetch: bool) -> Vec<(CachedLayer, String)> {
+    /// The lazy cache layers that do not verify: those fetched (by the build, or now when the
+    /// error that ended the build names them: `failed`) whose bytes or diff_id are not what the
+    /// cache says.
+    fn unverified(&mut self, failed: &BTreeSet<Digest>) -> Vec<(CachedLayer, String)> {
         let mut bad = Vec::new();
         for l in self.remote_cache.unchecked() {
             let d = &l.descriptor;
             if !self.store.contains(&d.digest) {
-                if !fetch {
+                if !failed.contains(&d.digest) {
                     continue;
                 }
                 if let Err(e) = self.layers().open_blob_sized(&d.digest, Some(d.size)) {
