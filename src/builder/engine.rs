@@ -1,10 +1,11 @@
 //! [`Builder`]: one build's values (store, options, reporter, fetched images, context, cache,
 //! scratch directory, sandbox) and its progress; [`build`] and [`build_with`] make one and run
 //! it. The steps are `impl Builder` blocks in `super::step`, the stage loop in `super::stage`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::cache::{FileIndex, LayerCache};
+use crate::cache::remote::RemoteCache;
+use crate::cache::{CachedLayer, FileIndex, LayerCache};
 use crate::image::Image;
 use crate::plan::{BuildPlan, CacheKeys, Source, StageId};
 use crate::progress::Reporter;
@@ -62,6 +63,16 @@ pub struct Builder<'a> {
     pub(super) steps: Vec<StepRecord>,
     /// Steps started so far (the id the reporter knows a step by).
     pub(super) counter: usize,
+    /// The `--cache-from` caches.
+    pub(super) remote_cache: RemoteCache,
+    /// Every layer-making step so far: its stage, layer key and layer (what `--cache-to`
+    /// writes).
+    pub(super) made: Vec<(StageId, String, CachedLayer)>,
+    /// Layer keys this build recorded in the store's cache.
+    pub(super) written: BTreeSet<String>,
+    /// Layer keys whose store cache entries are not trusted (recorded by an attempt that used
+    /// a layer of a `--cache-from` found not to verify).
+    pub(super) distrusted: BTreeSet<String>,
 }
 
 /// Runs the build described by `opts`; the image ends in the store under its tags. RUN steps
@@ -105,7 +116,9 @@ pub fn build_with(
             source,
         })?;
     let cache = LayerCache::new(store);
-    preflight::check_programs(env, &plan, &keys, &images, &cache)?;
+    let remote_cache = RemoteCache::load(&opts.cache_from, opts.remote.as_ref(), reporter);
+    let hit = |key: &str| cache.get(store, key).is_some() || remote_cache.contains(key);
+    preflight::check_programs(env, &plan, &keys, &images, &hit)?;
     // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
     let started = match host {
         None if preflight::has_run(&plan) => {
@@ -144,8 +157,12 @@ pub fn build_with(
         from_images: BTreeMap::new(),
         steps: Vec::new(),
         counter: 0,
+        remote_cache,
+        made: Vec::new(),
+        written: BTreeSet::new(),
+        distrusted: BTreeSet::new(),
     };
-    let result = b.run_stages(&plan);
+    let result = b.run_stages_verified(&plan);
     // Steps may have left files only a user namespace can delete (rootless RUN).
     if let Some(h) = &b.host {
         let _ = h.sandbox.remove_tree(scratch.path());
@@ -153,6 +170,7 @@ pub fn build_with(
     result?;
     files.save()?;
     let mut outcome = b.finish(&plan)?;
+    b.export_caches(&plan)?;
     outcome.context_files_hashed = files.files_hashed;
     outcome.context_files_reused = files.files_reused;
     Ok(outcome)
@@ -179,7 +197,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Every stage of the plan, dependencies first; the states are kept in `done`.
-    fn run_stages(&mut self, plan: &BuildPlan) -> Result<()> {
+    pub(super) fn run_stages(&mut self, plan: &BuildPlan) -> Result<()> {
         for id in &plan.order {
             let Some(stage) = plan.stage(*id) else {
                 continue;

@@ -98,6 +98,9 @@ pub enum Error {
     /// Writing an output failed.
     #[error(transparent)]
     Output(Box<crate::transport::Error>),
+    /// The image was built, but a `--cache-to` could not be written.
+    #[error("the image was built, but its cache could not be written")]
+    CacheExport(#[source] Box<crate::cache::remote::Error>),
 }
 
 impl Error {

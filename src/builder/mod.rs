@@ -14,6 +14,7 @@
 //! | `inputs` | the Dockerfile, the plan with the bases' configs, the context, input digests |
 //! | `preflight` | what is refused before any step runs; starting the sandbox once |
 //! | `stage` | the step loop: cache hit or execute, parent directories, the layer, records |
+//! | `remote` | the caches outside the store: lookups after the store's, unverifiable hits rebuilt, the export after the build |
 //! | `step::copy`, `step::run`, `step::config` | one kind of step each, as `impl Builder` |
 //! | `step::mounts`, `step::diff` | `RUN --mount`s; a RUN's diff as layer entries |
 //! | [`copy`] | the COPY/ADD rules (sources, wildcards, archives, ownership, modes) |
@@ -43,6 +44,7 @@ mod fetch;
 pub mod fsindex;
 mod inputs;
 mod preflight;
+mod remote;
 pub mod snapshots;
 mod stage;
 mod state;
@@ -126,6 +128,11 @@ pub struct BuildOptions {
     pub network: crate::sandbox::Network,
     /// `--allow network.host` (BuildKit's entitlement): RUN steps may use the host's network.
     pub allow_network_host: bool,
+    /// `--cache-from`: caches outside the store (registries, OCI layout directories) that
+    /// answer a step the store's cache does not, in order.
+    pub cache_from: Vec<crate::cache::remote::CacheLocation>,
+    /// `--cache-to`: where the layer keys of this build are written after it succeeds.
+    pub cache_to: Vec<crate::cache::remote::CacheExport>,
 }
 
 impl BuildOptions {
@@ -181,10 +188,30 @@ pub struct StepRecord {
     pub step: String,
     /// Whether it was a cache hit (or made no layer and needed no work).
     pub cached: bool,
+    /// Where its layer came from: `local` (the store's cache), `remote` (a `--cache-from`),
+    /// `ran`, or `none` (a config step: no layer).
+    pub cache: StepCache,
+    /// For a `remote` hit: the cache, as `--cache-from` named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_from: Option<String>,
     /// Seconds spent.
     pub seconds: f64,
     /// The cache key.
     pub cache_key: String,
+}
+
+/// How a step was answered (see [`StepRecord::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepCache {
+    /// A hit in the store's layer cache.
+    Local,
+    /// A hit in a `--cache-from` cache.
+    Remote,
+    /// Executed.
+    Ran,
+    /// A config step (no layer, no work).
+    None,
 }
 
 /// What a build produced.

@@ -5,7 +5,6 @@
 //! foreign-platform stage with RUN steps.
 use std::path::Path;
 
-use crate::cache::LayerCache;
 use crate::dockerfile::instructions::MountType;
 use crate::dockerfile::Position;
 use crate::image::Image;
@@ -195,13 +194,14 @@ pub(super) fn missing_program(index: &FsIndex, argv: &[String]) -> Option<StepEr
 /// A RUN needs its program (for the shell form, the stage's shell) in the image. Where nothing
 /// before a RUN in its stage can have added it (the stage starts from an image or `scratch`,
 /// and no COPY, ADD or other RUN comes first), a missing program is reported here, before any
-/// step of the build runs. RUN steps the cache will answer are not checked: they do not run.
+/// step of the build runs. RUN steps the cache will answer (`hit`: the store's or a
+/// `--cache-from`'s) are not checked: they do not run, and their base's layers need not be read.
 pub(super) fn check_programs(
     env: Env<'_>,
     plan: &BuildPlan,
     keys: &CacheKeys,
     images: &BTreeMap<super::inputs::ImageKey, Image>,
-    cache: &LayerCache,
+    hit: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
     for id in &plan.order {
         let Some(stage) = plan.stage(*id) else {
@@ -231,7 +231,7 @@ pub(super) fn check_programs(
         let key = env
             .opts
             .layer_key(keys.step(stage.id, index).unwrap_or_default());
-        if !env.opts.no_cache && cache.get(env.store, &key).is_some() {
+        if !env.opts.no_cache && hit(&key) {
             continue;
         }
         let fail = |e: StepError| Error::step(env.file, step, e);

@@ -13,7 +13,7 @@ use super::engine::Builder;
 use super::error::{Error, Result, StepError};
 use super::state::{comment, StageState};
 use super::step::config::apply_config;
-use super::StepRecord;
+use super::{StepCache, StepRecord};
 
 /// One step of a stage being run: which, and where in the build.
 pub(super) struct StepAt<'p> {
@@ -26,7 +26,12 @@ pub(super) struct StepAt<'p> {
     pub(super) key: &'p str,
     /// The emulator RUN steps of a foreign-platform stage go through.
     pub(super) emulator: Option<&'p Emulator>,
+    /// Its stage.
+    pub(super) stage: plan::StageId,
 }
+
+/// How a step was answered, and from which `--cache-from` for a remote hit.
+pub(super) type Answer = (StepCache, Option<String>);
 
 impl Builder<'_> {
     /// Runs every step of `stage` and returns its state.
@@ -47,14 +52,15 @@ impl Builder<'_> {
                 stage_name: &stage_name,
                 key: keys.steps.get(i).map_or("", String::as_str),
                 emulator: emulator.as_ref(),
+                stage: stage.id,
             };
             let start = Instant::now();
             let label = format!("[{stage_name} {}/{total}]", i + 1);
             self.reporter.on_step(at.id, &label, &step.created_by);
-            let cached = self
+            let answer = self
                 .run_step_of(&at, &mut state, start)
                 .map_err(|e| self.step_error(step, e))?;
-            self.record_step(&at, cached, start);
+            self.record_step(&at, answer, start);
         }
         Ok(state)
     }
@@ -91,14 +97,14 @@ impl Builder<'_> {
         })
     }
 
-    /// One step: a config edit, a cache hit, or executed and written as a layer. Returns
-    /// whether it was answered without work.
+    /// One step: a config edit, a cache hit (the store's, then `--cache-from`'s), or executed
+    /// and written as a layer. Returns how it was answered.
     fn run_step_of(
         &mut self,
         at: &StepAt<'_>,
         state: &mut StageState,
         start: Instant,
-    ) -> Result<bool, StepError> {
+    ) -> Result<Answer, StepError> {
         let step = at.step;
         let key = self.opts.layer_key(at.key);
         if let StepKind::Workdir { path } = &step.kind {
@@ -108,16 +114,14 @@ impl Builder<'_> {
             apply_config(state.builder.config_mut(), edit);
             state.builder.empty_step(&step.created_by);
             comment(&mut state.builder);
-            return Ok(true);
+            return Ok((StepCache::None, None));
         }
         // Layer-making steps: a cache hit reuses the layer without reading anything; a miss
         // computes the entries, writes the layer and records it.
-        if let Some(layer) = (!self.opts.no_cache)
-            .then(|| self.cache.get(self.store, &key))
-            .flatten()
-        {
+        if let Some((layer, answer)) = self.lookup(&key) {
+            self.made.push((at.stage, key, layer.clone()));
             state.push(layer, &step.created_by, None, true, 0.0);
-            return Ok(true);
+            return Ok(answer);
         }
         let entries = match &step.kind {
             StepKind::Workdir { path } => self.workdir_step(path, state)?,
@@ -129,7 +133,7 @@ impl Builder<'_> {
             // An existing WORKDIR makes no layer.
             state.builder.empty_step(&step.created_by);
             comment(&mut state.builder);
-            return Ok(true);
+            return Ok((StepCache::None, None));
         };
         // Every parent of the entries, with its metadata from before the step (not for
         // `COPY --link`, whose layer does not depend on what is below it).
@@ -144,6 +148,8 @@ impl Builder<'_> {
         }
         let (layer, stats) = self.write_entries(&entries)?;
         self.cache.put(&key, &layer)?;
+        self.written.insert(key.clone());
+        self.made.push((at.stage, key, layer.clone()));
         let seconds = start.elapsed().as_secs_f64();
         state.push(layer, &step.created_by, Some(&entries), false, seconds);
         if let Some(r) = state.records.last_mut() {
@@ -157,17 +163,20 @@ impl Builder<'_> {
                 SnapshotterKind::Walk => state.mark_rootfs_current(),
             }
         }
-        Ok(false)
+        Ok((StepCache::Ran, None))
     }
 
     /// Reports a finished step and records it for the metadata file.
-    fn record_step(&mut self, at: &StepAt<'_>, cached: bool, start: Instant) {
+    fn record_step(&mut self, at: &StepAt<'_>, (cache, from): Answer, start: Instant) {
         let seconds = start.elapsed().as_secs_f64();
+        let cached = cache != StepCache::Ran;
         self.reporter.on_step_done(at.id, cached, seconds);
         self.steps.push(StepRecord {
             stage: at.stage_name.to_string(),
             step: at.step.created_by.clone(),
             cached,
+            cache,
+            cache_from: from,
             seconds,
             cache_key: at.key.to_string(),
         });

@@ -23,6 +23,12 @@
 //! change, and cannot be set back by users, so a match means the content is the same.
 //! The index is loaded once per build and written back atomically; concurrent builds may lose
 //! each other's additions, never correctness (every hit is re-checked against a fresh stat).
+//!
+//! # Outside the store
+//! [`remote`]: the same layer keys in a registry or an OCI layout directory
+//! (`--cache-to` / `--cache-from`), read before a build and written after it.
+
+pub mod remote;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -147,6 +147,8 @@ pub(crate) fn build_options(
         remote: Some(ctx.remote()?),
         network: crate::sandbox::Network::Default,
         allow_network_host: false,
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     })
 }
 

@@ -90,6 +90,57 @@ pub struct BuildArgs {
     /// network (`--network host`, `RUN --network=host`).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Write the build cache here after the build, as buildx does:
+    /// `type=registry,ref=REPO[:TAG][,mode=min|max][,compression=gzip|zstd][,ignore-error=true]`,
+    /// `type=local,dest=DIR[,mode=min|max]`, or a bare `REF` (docs/CACHE.md).
+    #[arg(
+        long = "cache-to",
+        value_name = "type=registry,ref=REF|type=local,dest=DIR|REF"
+    )]
+    pub cache_to: Vec<String>,
+    /// Reuse the layers of a build cache (repeatable, first match wins):
+    /// `type=registry,ref=REPO[:TAG]`, `type=local,src=DIR`, or a bare `REF`.
+    #[arg(
+        long = "cache-from",
+        value_name = "type=registry,ref=REF|type=local,src=DIR|REF"
+    )]
+    pub cache_from: Vec<String>,
+}
+
+/// Parses `--cache-to` and `--cache-from`; a `compression=` must agree with the build's
+/// `--compression` (cache layers are the image's own blobs).
+pub(crate) fn cache_flags(
+    to: &[String],
+    from: &[String],
+    compression: &Compression,
+) -> Result<
+    (
+        Vec<crate::cache::remote::CacheExport>,
+        Vec<crate::cache::remote::CacheLocation>,
+    ),
+    Exit,
+> {
+    let mut exports = Vec::new();
+    for spec in to {
+        let t = super::cache::parse_cache_to(spec).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(c) = &t.compression {
+            let build = compression.to_string();
+            if build.split(':').next() != Some(c.as_str()) {
+                return Err(anyhow::anyhow!(
+                    "--cache-to `{spec}`: compression={c}, but the layers are {build} \
+                     (--compression): the cache holds the image's own layers; give \
+                     `--compression {c}`"
+                )
+                .into());
+            }
+        }
+        exports.push(t.export);
+    }
+    let imports = from
+        .iter()
+        .map(|s| super::cache::parse_cache_from(s).map_err(|e| anyhow::anyhow!(e).into()))
+        .collect::<Result<_, Exit>>()?;
+    Ok((exports, imports))
 }
 
 /// Parses `--network` and `--allow` (shared with `kiln bake`): the RUN steps' default network
@@ -224,6 +275,14 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .collect::<Result<_, _>>()?,
     };
     let (network, allow_network_host) = network_flags(&a.network, &a.allow)?;
+    let (cache_to, cache_from) = cache_flags(&a.cache_to, &a.cache_from, &a.compression)?;
+    if platforms.len() > 1 && !cache_to.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--cache-to with several platforms is not supported yet (each platform's build would \
+             replace the others' cache); build one platform per invocation with a cache ref each"
+        )
+        .into());
+    }
     let opts = BuildOptions {
         dockerfile: a
             .file
@@ -269,6 +328,8 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         remote: Some(ctx.remote()?),
         network,
         allow_network_host,
+        cache_from,
+        cache_to,
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();
@@ -290,7 +351,10 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         // A failed build is exit 1: the error names the Dockerfile location or the object. An
         // image that was built but could not be exported or pushed is exit 2, like `kiln push`.
         Err(e) => {
-            let code = if matches!(e, crate::builder::Error::Output(_)) {
+            let code = if matches!(
+                e,
+                crate::builder::Error::Output(_) | crate::builder::Error::CacheExport(_)
+            ) {
                 2
             } else {
                 1

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
 mod build;
+mod cache;
 mod diff;
 mod images;
 mod import;

@@ -126,13 +126,14 @@ impl RegistryFetcher {
         &self,
         store: &Store,
         digest: &Digest,
+        size: Option<u64>,
         origins: &[String],
     ) -> std::result::Result<(), String> {
         if store.contains(digest) {
             return Ok(());
         }
         let mut tried = Vec::new();
-        let size = declared_size(store, digest);
+        let size = size.or_else(|| declared_size(store, digest));
         for line in origins {
             let Some(r) = origin_reference(line) else {
                 continue;
@@ -228,11 +229,12 @@ impl RegistryFetcher {
 
     /// Downloads the lazy blob `digest` from the first of `origins` (`registry/repository`, in
     /// the order recorded) that has it, verified, into the store; the error text names the
-    /// registries tried.
+    /// registries tried. `size`, when known (a layer descriptor's), bounds the download.
     pub(crate) fn fetch(
         &self,
         store: &Store,
         digest: &Digest,
+        size: Option<u64>,
         origins: &[String],
     ) -> std::result::Result<(), String> {
         // One job at a time fetches only what was asked for: no need to look for siblings.
@@ -241,7 +243,7 @@ impl RegistryFetcher {
             _ => lazy_siblings(store, digest),
         };
         if siblings.is_empty() {
-            return self.fetch_one(store, digest, origins);
+            return self.fetch_one(store, digest, size, origins);
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let mut result = Ok(());
@@ -253,11 +255,11 @@ impl RegistryFetcher {
                         let Some((d, from)) = siblings.get(i) else {
                             return;
                         };
-                        let _ = self.fetch_one(store, d, from);
+                        let _ = self.fetch_one(store, d, None, from);
                     })
                 })
                 .collect();
-            result = self.fetch_one(store, digest, origins);
+            result = self.fetch_one(store, digest, size, origins);
             for w in workers {
                 let _ = w.join();
             }
@@ -438,15 +440,77 @@ pub(crate) fn push(
     reference: &str,
 ) -> Result<Descriptor> {
     let r = Reference::parse(reference).map_err(reg)?;
-    let mut uploads = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
     let config = &image.manifest.config;
-    for d in image
+    let blobs: Vec<&Descriptor> = image
         .layers()
         .iter()
         .filter(|l| !l.media_type.is_foreign_layer())
         .chain(std::iter::once(config))
-    {
+        .collect();
+    upload_blobs(store, remote, &r, &blobs)?;
+    let digest =
+        match remote
+            .client
+            .put_manifest(&r, &image.raw_manifest, &image.descriptor.media_type)
+        {
+            Ok(d) => d,
+            // Some registries still refuse OCI media types: send the same image as Docker schema 2.
+            Err(e) if e.is_manifest_rejected() => match docker_manifest(image) {
+                Some(bytes) => remote
+                    .client
+                    .put_manifest(&r, &bytes, &MediaType::DockerManifest)
+                    .map_err(reg)?,
+                None => return Err(reg(e)),
+            },
+            Err(e) => return Err(reg(e)),
+        };
+    let there = location(&r);
+    for d in image.layers().iter().chain(std::iter::once(config)) {
+        crate::store::record_origin(store, &d.digest, &there);
+    }
+    Ok(Descriptor::new(
+        image.descriptor.media_type.clone(),
+        digest,
+        image.raw_manifest.len() as u64,
+    ))
+}
+
+/// Pushes a manifest that is not an image's (kiln's build cache, `crate::cache::remote`):
+/// `blobs` first (its config and layers, in the store or lazy, each skipped, mounted or uploaded
+/// as [`push`] does), then `manifest` (bytes of `media_type`) under `reference`, last, so the
+/// reference never names a manifest whose blobs are not all there. Returns its digest.
+pub fn push_artifact(
+    store: &Store,
+    remote: &Remote,
+    reference: &Reference,
+    blobs: &[&Descriptor],
+    manifest: &[u8],
+    media_type: &MediaType,
+) -> Result<Digest> {
+    upload_blobs(store, remote, reference, blobs)?;
+    let digest = remote
+        .client
+        .put_manifest(reference, manifest, media_type)
+        .map_err(reg)?;
+    let there = location(reference);
+    for d in blobs {
+        crate::store::record_origin(store, &d.digest, &there);
+    }
+    Ok(digest)
+}
+
+/// Makes every blob of `blobs` present in `r`'s repository: skipped when the registry has it,
+/// mounted from another repository of the same registry it is known in, else uploaded (from
+/// the store, or streamed from its origin when it is lazy).
+fn upload_blobs(
+    store: &Store,
+    remote: &Remote,
+    r: &Reference,
+    blobs: &[&Descriptor],
+) -> Result<()> {
+    let mut uploads = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for d in blobs.iter().copied() {
         if !seen.insert(d.digest.clone()) {
             continue;
         }
@@ -490,32 +554,8 @@ pub(crate) fn push(
         });
     }
     let progress = ReportTransfers::new(&*remote.reporter, Direction::Upload);
-    push_blobs(&remote.client, &r, &uploads, remote.jobs.max(1), &progress).map_err(reg)?;
-    let digest =
-        match remote
-            .client
-            .put_manifest(&r, &image.raw_manifest, &image.descriptor.media_type)
-        {
-            Ok(d) => d,
-            // Some registries still refuse OCI media types: send the same image as Docker schema 2.
-            Err(e) if e.is_manifest_rejected() => match docker_manifest(image) {
-                Some(bytes) => remote
-                    .client
-                    .put_manifest(&r, &bytes, &MediaType::DockerManifest)
-                    .map_err(reg)?,
-                None => return Err(reg(e)),
-            },
-            Err(e) => return Err(reg(e)),
-        };
-    let there = location(&r);
-    for d in image.layers().iter().chain(std::iter::once(config)) {
-        crate::store::record_origin(store, &d.digest, &there);
-    }
-    Ok(Descriptor::new(
-        image.descriptor.media_type.clone(),
-        digest,
-        image.raw_manifest.len() as u64,
-    ))
+    push_blobs(&remote.client, r, &uploads, remote.jobs.max(1), &progress).map_err(reg)?;
+    Ok(())
 }
 
 /// The image's manifest with Docker schema 2 media types (same config and layer blobs), or

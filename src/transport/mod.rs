@@ -41,7 +41,7 @@ use crate::image::Image;
 use crate::oci::{Descriptor, Platform};
 use crate::store::{self, Store};
 
-pub use docker::Remote;
+pub use docker::{push_artifact, Remote};
 pub use select::load_image;
 
 /// Where the bytes of layers come from: the store and, for a layer a build's `FROM` pulled
@@ -68,11 +68,21 @@ impl<'a> LayerSource<'a> {
     /// Opens a blob of the store, downloading it first (verified) when it is lazy and a
     /// registry was given.
     pub fn open_blob(&self, digest: &crate::oci::Digest) -> Result<std::fs::File> {
+        self.open_blob_sized(digest, None)
+    }
+
+    /// As [`LayerSource::open_blob`], a lazy download bounded by `size` when the caller knows
+    /// it (a layer descriptor's; else the size a named image's manifest declares).
+    pub fn open_blob_sized(
+        &self,
+        digest: &crate::oci::Digest,
+        size: Option<u64>,
+    ) -> Result<std::fs::File> {
         if let (false, Some(remote)) = (self.store.contains(digest), self.remote) {
             let origins = store::origins(self.store, digest);
             if !origins.is_empty() {
                 docker::RegistryFetcher::new(remote)
-                    .fetch(self.store, digest, &origins)
+                    .fetch(self.store, digest, size, &origins)
                     .map_err(|message| store::Error::LazyFetch {
                         digest: digest.clone(),
                         message,
@@ -84,7 +94,7 @@ impl<'a> LayerSource<'a> {
 
     /// A reader of the uncompressed tar of `layer`.
     pub fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn std::io::Read>> {
-        let blob = self.open_blob(&layer.digest)?;
+        let blob = self.open_blob_sized(&layer.digest, Some(layer.size))?;
         let path = self.store.blob_path(&layer.digest);
         let r = docker_archive::decompress(blob, &layer.media_type, &path)?;
         // Whoever reads the tar (index, unpack, whiteout scan) reads it with bounded memory.

@@ -23,6 +23,7 @@ mod config;
 mod copy;
 mod errors;
 mod platform;
+mod remote;
 mod run;
 mod stages;
 
@@ -231,6 +232,8 @@ impl Fixture {
             remote: None,
             network: Network::Default,
             allow_network_host: false,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 
