@@ -16,12 +16,14 @@ mod images;
 mod import;
 mod index;
 mod layer;
+mod output;
 pub mod parse;
 pub mod plan;
 mod registry;
 mod render;
 mod resolve;
 mod store;
+mod unsupported;
 
 pub use render::ProgressMode;
 
@@ -137,6 +139,10 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            if let Some(text) = unsupported::explain(&e) {
+                eprintln!("error: {text}");
+                return 2;
+            }
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return code;
@@ -169,9 +175,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> CliResult {
+    let progress = match &cli.command {
+        Command::Build(a) if a.quiet => ProgressMode::Quiet,
+        _ => cli.progress,
+    };
     let ctx = Context {
         root: cli.root.clone(),
-        reporter: render::reporter(cli.progress),
+        reporter: render::reporter(progress),
         registry: cli.registry.clone(),
     };
     match cli.command {
