@@ -541,6 +541,18 @@ pub(crate) fn plan(
     epoch_given: bool,
     platforms: &[Platform],
 ) -> Result<BuildOutputs> {
+    // A missing context is named as such (not as a missing Dockerfile inside it).
+    match std::fs::metadata(&a.context) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!(
+            "the build context `{}` is not a directory",
+            a.context.display()
+        ),
+        Err(e) => bail!(
+            "the build context directory `{}` cannot be read: {e}",
+            a.context.display()
+        ),
+    }
     for t in &a.tags {
         crate::store::normalize_name(t).map_err(|e| anyhow!("-t `{t}`: {e}"))?;
     }

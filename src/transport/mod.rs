@@ -9,6 +9,8 @@
 //! | registry | `docker://REF` | with the registry module | with the registry module |
 //!
 //! What it owns: [`Target`] parsing, and moving images between the local store and those places.
+//! An OCI layout or archive names the image it holds as containerd and BuildKit do
+//! ([`named_entry`]): `io.containerd.image.name` (the full name) and `ref.name` (its tag).
 //! Every read goes *into* the store first (blobs verified as they land), so the rest of kiln only
 //! ever reads images from the store; every write reads from the store. Writes of files are atomic:
 //! archives are written to a temp file beside the destination and renamed; OCI layouts get their
@@ -290,6 +292,18 @@ impl FromStr for Target {
                     value: value.to_string(),
                     transport: t.to_string(),
                 });
+            }
+        }
+        // `foo:/tmp/x` or `foo:./x`: a transport kiln does not know, not a store name.
+        if let Some((t, rest)) = value.split_once(':') {
+            let word = !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if word && (rest.starts_with('/') || rest.starts_with('.')) {
+                return Err(bad(&format!(
+                    "`{t}:` is not a transport kiln knows (oci:DIR, oci-archive:FILE, \
+                     docker-archive:FILE, docker://REF, or a name in the store)"
+                )));
             }
         }
         let name = store::normalize_name(value).map_err(|e| bad(&e.to_string()))?;
@@ -618,6 +632,8 @@ mod tests {
             "containers-storage:x",
             "Bad Name",
             "docker://",
+            "foo:/tmp/x",
+            "foo:./x",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
