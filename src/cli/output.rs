@@ -176,6 +176,9 @@ pub(crate) fn parse(specs: &[String], tags: &[String], push: bool) -> Result<Out
     }
     if push {
         // `--push` is buildx's shorthand for `--output=type=registry`.
+        if tags.is_empty() {
+            bail!("--push needs a name to push to: add -t REF (or use -o type=registry,name=REF)");
+        }
         one(&mut out, "type=registry", tags)?;
     }
     Ok(out)

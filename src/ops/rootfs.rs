@@ -7,8 +7,9 @@
 //! (created when missing); as root the owners from the layers are set, otherwise the files
 //! belong to the caller, as BuildKit's local exporter leaves them to its client. `type=tar`
 //! unpacks into a temporary directory beside FILE, then writes one tar of it with kiln's
-//! deterministic writer: owners come from the layers (the merged index of their headers, so a
-//! rootless export keeps them too), mtimes as the layers carry them; FILE is replaced whole.
+//! deterministic writer: owners and modes come from the layers (the merged index of their
+//! headers, so a rootless export keeps them too), mtimes as the layers carry them; FILE is
+//! replaced whole.
 use std::path::{Path, PathBuf};
 
 use crate::builder::fsindex::FsIndex;
@@ -92,16 +93,24 @@ fn to_tar(layers: LayerSource<'_>, image: &Image, file: &Path) -> BoxResult<()> 
         _ => PathBuf::from("."),
     };
     let root = rustix::process::geteuid().is_root();
-    let tmp_dir = tempfile::Builder::new()
-        .prefix(".kiln-rootfs-")
-        .tempdir_in(&parent)
-        .map_err(|e| {
-            format!(
-                "cannot create a temporary directory in `{}`: {e}",
-                parent.display()
-            )
-        })?;
+    let guard = OpenedOnDrop(
+        tempfile::Builder::new()
+            .prefix(".kiln-rootfs-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                format!(
+                    "cannot create a temporary directory in `{}`: {e}",
+                    parent.display()
+                )
+            })?,
+    );
+    let tmp_dir = &guard.0;
     unpack(layers, image, tmp_dir.path(), root)?;
+    if !root {
+        // The caller owns every file: let it read each one and, when the temp dir goes, remove
+        // them (the modes written below come from the layers, not from the disk).
+        open_up(tmp_dir.path())?;
+    }
     // The owners the layers give, merged as the unpacker applied them (later layers win,
     // whiteouts remove): what a rootless unpack could not set on disk.
     let mut index = FsIndex::default();
@@ -115,6 +124,9 @@ fn to_tar(layers: LayerSource<'_>, image: &Image, file: &Path) -> BoxResult<()> 
         let (uid, gid) = index.get(&e.path).map_or((0, 0), |n| (n.uid, n.gid));
         e.uid = uid;
         e.gid = gid;
+        if let Some(n) = index.get(&e.path) {
+            e.mode = n.mode;
+        }
     }
     let tmp = tempfile::Builder::new()
         .prefix(".kiln-rootfs-")
@@ -142,5 +154,39 @@ fn to_tar(layers: LayerSource<'_>, image: &Image, file: &Path) -> BoxResult<()> 
     let (sink, _) = w.finish()?;
     sink.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A temporary tree opened up (see [`open_up`]) before it is removed, so a failed export does
+/// not leave behind what a directory of mode 0555 would keep.
+struct OpenedOnDrop(tempfile::TempDir);
+
+impl Drop for OpenedOnDrop {
+    fn drop(&mut self) {
+        if !rustix::process::geteuid().is_root() {
+            let _ = open_up(self.0.path());
+        }
+    }
+}
+
+/// Gives the caller read access to every file and full access to every directory under `dir`
+/// (its own temporary tree; symlinks are not followed).
+fn open_up(dir: &Path) -> BoxResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    std::fs::set_permissions(
+        dir,
+        std::fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
+    )?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            open_up(&e.path())?;
+        } else if t.is_file() {
+            let m = e.metadata()?.permissions().mode();
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(m | 0o400))?;
+        }
+    }
     Ok(())
 }

@@ -15,7 +15,8 @@ use crate::support::{assert_success, Kiln};
 const ROOTFS_DOCKERFILE: &str = "FROM busybox\n\
 COPY gone /gone\n\
 COPY keep /keep\n\
-RUN rm /gone && mkdir -p /x && echo y > /x/y && chown 1000:1000 /x/y\n";
+RUN rm /gone && mkdir -p /x && echo y > /x/y && chown 1000:1000 /x/y\n\
+RUN mkdir /ro && echo s > /ro/secret && chmod 000 /ro/secret && chmod 555 /ro\n";
 
 fn entries(tar: &Path) -> BTreeMap<String, TarEntry> {
     layer_entries(&std::fs::read(tar).unwrap())
@@ -87,6 +88,19 @@ fn rootfs_outputs(who: Who) {
     );
     assert_eq!((e["keep"].uid, e["bin/busybox"].uid), (0, 0));
     assert_eq!(e["bin/sh"].kind, 'l', "symlinks stay symlinks");
+    // Modes as the layers give them, even those the caller could not read or write through.
+    assert_eq!(
+        (e["ro"].mode & 0o7777, e["ro/secret"].mode & 0o7777),
+        (0o555, 0)
+    );
+    assert!(
+        !std::fs::read_dir(k.path("out")).unwrap().any(|d| d
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".kiln-rootfs-")),
+        "{who:?}: the temporary tree was left behind"
+    );
 }
 
 #[test]
@@ -243,6 +257,10 @@ fn output_keys_kiln_does_not_support_fail_before_the_build() {
             "the directory `/nonexistent-dir` does not exist",
         ),
         (vec!["-t".into(), "Foo/Bar".into()], "-t `Foo/Bar`"),
+        (
+            vec!["--push".into()],
+            "--push needs a name to push to: add -t REF",
+        ),
         (
             vec!["-o".into(), "type=image,name=Bad/Name".into()],
             "name `Bad/Name`",
