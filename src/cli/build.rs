@@ -232,6 +232,11 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .collect::<Result<_, _>>()?,
     };
     let (network, allow_network_host) = network_flags(&a.network, &a.allow)?;
+    // A missing context fails as a build does (exit 1), before anything else is read.
+    super::output::check_context(&a.context).map_err(|e| Exit {
+        code: 1,
+        error: Some(e),
+    })?;
     let plan = super::output::plan(&a, given.is_some(), &platforms)?;
     if platforms.len() > 1 && !plan.outputs.files.is_empty() {
         return Err(anyhow::anyhow!(

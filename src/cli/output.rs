@@ -521,6 +521,22 @@ pub(crate) fn annotations(
     Ok(m)
 }
 
+/// Checks that the build context is a directory, so a missing one is named as such (not as a
+/// missing Dockerfile inside it).
+pub(crate) fn check_context(context: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(context) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "the build context `{}` is not a directory",
+            context.display()
+        ),
+        Err(e) => bail!(
+            "the build context directory `{}` cannot be read: {e}",
+            context.display()
+        ),
+    }
+}
+
 /// What `kiln build` takes from `-t`, `-o`, `--push`, `--compression` and `--annotation`,
 /// all checked before the build starts.
 pub(crate) struct BuildOutputs {
@@ -544,18 +560,6 @@ pub(crate) fn plan(
     epoch_given: bool,
     platforms: &[Platform],
 ) -> Result<BuildOutputs> {
-    // A missing context is named as such (not as a missing Dockerfile inside it).
-    match std::fs::metadata(&a.context) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!(
-            "the build context `{}` is not a directory",
-            a.context.display()
-        ),
-        Err(e) => bail!(
-            "the build context directory `{}` cannot be read: {e}",
-            a.context.display()
-        ),
-    }
     for t in &a.tags {
         crate::store::normalize_name(t).map_err(|e| anyhow!("-t `{t}`: {e}"))?;
     }

@@ -459,10 +459,10 @@ fn input_errors_name_the_object_and_change_nothing() {
     );
     let images = k.ok(&["images"]);
     assert!(!images.contains("foo"), "{images}");
-    // A missing context is reported as a missing context.
+    // A missing context is reported as a missing context (exit 1, as a failed build).
     let missing = k.path("no-such-context");
     let (code, err) = k.fails(&["build", missing.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("build context directory") && !err.contains("Dockerfile"),
         "{err}"
