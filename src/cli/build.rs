@@ -233,11 +233,11 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
     };
     let (network, allow_network_host) = network_flags(&a.network, &a.allow)?;
     // A missing context fails as a build does (exit 1), before anything else is read.
-    super::output::check_context(&a.context).map_err(|e| Exit {
+    super::build_outputs::check_context(&a.context).map_err(|e| Exit {
         code: 1,
         error: Some(e),
     })?;
-    let plan = super::output::plan(&a, given.is_some(), &platforms)?;
+    let plan = super::build_outputs::plan(&a, given.is_some(), &platforms)?;
     if platforms.len() > 1 && !plan.outputs.files.is_empty() {
         return Err(anyhow::anyhow!(
             "-o: a build of several platforms writes an index to the store and registries only; \
@@ -339,7 +339,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             )),
         });
     }
-    super::output::write_files(ctx, &store, &outcome, &plan.outputs.files)?;
+    super::build_outputs::write_files(ctx, &store, &outcome, &plan.outputs.files)?;
     let digest = outcome.image.digest().to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)

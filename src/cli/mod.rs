@@ -2,8 +2,8 @@
 //!
 //! This is the only module that reads environment variables (`KILN_ROOT`, `XDG_DATA_HOME`,
 //! `HOME`, `SOURCE_DATE_EPOCH`). Each command lives in its own file; `render` draws progress;
-//! `output` reads `kiln build -o` (buildx's syntax and kiln's transports) and checks every name
-//! and destination before the build starts; `help` builds the clap command (per-command help,
+//! `output` reads `kiln build -o` (buildx's syntax and kiln's transports), `build_outputs`
+//! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
 //! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
 //! `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
 //! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
 mod build;
+mod build_outputs;
 mod diff;
 pub mod help;
 mod images;
