@@ -72,7 +72,7 @@ pub enum Error {
         source: Box<StepError>,
     },
     /// A base or `--from` image cannot be used.
-    #[error("{file}:{line}:{col}: cannot use image `{reference}`")]
+    #[error("{file}:{line}:{col}: cannot use image `{reference}`{}", did_you_mean(.stage.as_deref()))]
     Image {
         /// The Dockerfile.
         file: String,
@@ -82,6 +82,9 @@ pub enum Error {
         col: usize,
         /// The reference.
         reference: String,
+        /// For a `--from=NAME` that names no stage: the stage whose name is close to it (a
+        /// typo is read as an image reference, as BuildKit reads it, and fails as one).
+        stage: Option<String>,
         /// The cause.
         #[source]
         source: Box<crate::transport::Error>,
@@ -258,4 +261,11 @@ impl StepError {
             source,
         }
     }
+}
+
+/// The hint after an image error when the reference looks like a misspelt stage name.
+fn did_you_mean(stage: Option<&str>) -> String {
+    stage.map_or_else(String::new, |s| {
+        format!(" (no stage has that name; did you mean the stage `{s}`?)")
+    })
 }

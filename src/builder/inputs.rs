@@ -227,6 +227,7 @@ pub(super) fn plan_with_bases(
             line: position.line,
             col: position.col,
             reference,
+            stage: None,
             source: Box::new(source),
         },
     })?;
@@ -245,6 +246,7 @@ pub(super) fn plan_with_bases(
                     line: pos.line,
                     col: pos.col,
                     reference: r.clone(),
+                    stage: stage_like(front, &r),
                     source: Box::new(e),
                 }
             })?;
@@ -252,6 +254,16 @@ pub(super) fn plan_with_bases(
         }
     }
     Ok((plan, images))
+}
+
+/// The stage whose name `reference` looks like a misspelling of, when it is a bare word (no
+/// registry, path, tag or digest) that names no stage.
+fn stage_like(front: &Frontend, reference: &str) -> Option<String> {
+    if reference.contains(['/', ':', '.', '@']) {
+        return None;
+    }
+    let names = front.dockerfile.stages.iter().filter_map(|s| s.name());
+    crate::dockerfile::suggest::suggest(&reference.to_lowercase(), names).map(String::from)
 }
 
 /// The images a stage's steps name, with where: `COPY --from=IMAGE` and

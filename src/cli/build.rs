@@ -34,9 +34,12 @@ pub struct BuildArgs {
     /// build one image each and an OCI index of them.
     #[arg(long, value_name = "OS/ARCH[,...]")]
     pub platform: Option<String>,
-    /// Also write the image here (`oci:DIR[:TAG]`, `oci-archive:FILE`, `docker-archive:FILE[:NAME:TAG]`).
-    #[arg(short = 'o', long = "output", value_name = "DEST")]
-    pub outputs: Vec<Target>,
+    /// Also write the image or its files, as buildx: `type=oci|docker,dest=FILE[,name=REF]`,
+    /// `type=local,dest=DIR`, `type=tar,dest=FILE`, `type=image|registry[,name=REF]`, a bare DIR
+    /// (= type=local), or kiln's `oci:DIR[:TAG]`, `oci-archive:FILE`,
+    /// `docker-archive:FILE[:NAME:TAG]`, `docker://REF`.
+    #[arg(short = 'o', long = "output", value_name = "OUTPUT")]
+    pub outputs: Vec<String>,
     /// Layer compression: gzip, zstd or none, with an optional `:LEVEL`.
     #[arg(long, default_value = "gzip")]
     pub compression: Compression,
@@ -105,6 +108,11 @@ pub struct BuildArgs {
         value_name = "type=registry,ref=REF|type=local,src=DIR|REF"
     )]
     pub cache_from: Vec<String>,
+
+    // buildx's output flags (src/cli/output.rs).
+    /// Print only the image digest: no progress (buildx's `-q`).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// Parses `--cache-to` and `--cache-from`; a `compression=` must agree with the build's
@@ -283,36 +291,43 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         )
         .into());
     }
+    // A missing context fails as a build does (exit 1), before anything else is read.
+    super::build_outputs::check_context(&a.context).map_err(|e| Exit {
+        code: 1,
+        error: Some(e),
+    })?;
+    let plan = super::build_outputs::plan(&a, given.is_some(), &platforms)?;
+    if platforms.len() > 1 && !plan.outputs.files.is_empty() {
+        return Err(anyhow::anyhow!(
+            "-o: a build of several platforms writes an index to the store and registries only; \
+             build one platform per command for type=oci, docker, local or tar"
+        )
+        .into());
+    }
     let opts = BuildOptions {
         dockerfile: a
             .file
             .clone()
             .unwrap_or_else(|| a.context.join("Dockerfile")),
         context: a.context,
-        tags: a.tags.clone(),
+        tags: plan.tags.clone(),
         build_args,
         target: a.target,
         platform: platforms.first().cloned().unwrap_or_else(Platform::host),
-        outputs: {
-            let mut o = a.outputs;
-            if a.push {
-                if a.tags.is_empty() {
-                    return Err(
-                        anyhow::anyhow!("--push needs at least one -t NAME to push to").into(),
-                    );
-                }
-                o.extend(a.tags.iter().map(|t| Target::Registry(t.clone())));
-            }
-            o
-        },
-        compression: a.compression,
+        outputs: plan
+            .outputs
+            .push
+            .iter()
+            .map(|r| Target::Registry(r.clone()))
+            .collect(),
+        compression: plan.compression,
         threads: a.threads,
         epoch,
-        clamp_mtimes: given.is_some(),
+        clamp_mtimes: plan.clamp_mtimes,
         no_cache: a.no_cache,
         labels: pairs("--label", &a.labels)?,
         default_labels: Default::default(),
-        annotations: pairs("--annotation", &a.annotations)?,
+        annotations: plan.annotations.clone(),
         secrets: a
             .secrets
             .iter()
@@ -384,6 +399,7 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             )),
         });
     }
+    super::build_outputs::write_files(ctx, &store, &outcome, &plan.outputs.files)?;
     let digest = outcome.image.digest().to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)

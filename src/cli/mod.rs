@@ -1,7 +1,11 @@
 //! Command-line interface: clap arguments → validated options → `ops`.
 //!
 //! This is the only module that reads environment variables (`KILN_ROOT`, `XDG_DATA_HOME`,
-//! `HOME`, `SOURCE_DATE_EPOCH`). Each command lives in its own file; `render` draws progress.
+//! `HOME`, `SOURCE_DATE_EPOCH`). Each command lives in its own file; `render` draws progress;
+//! `output` reads `kiln build -o` (buildx's syntax and kiln's transports), `build_outputs`
+//! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
+//! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
+//! `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
 //! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
 //! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
@@ -11,24 +15,39 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
 mod build;
+mod build_outputs;
 mod cache;
 mod diff;
+pub mod help;
 mod images;
 mod import;
 mod index;
 mod layer;
+mod output;
 pub mod parse;
 pub mod plan;
 mod registry;
 mod render;
 mod resolve;
 mod store;
+mod unauthorized;
+mod unsupported;
 
 pub use render::ProgressMode;
 
+/// `kiln --version`: the package version, the commit and the build date (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KILN_COMMIT"),
+    ", built ",
+    env!("KILN_BUILD_DATE"),
+    ")"
+);
+
 /// kiln: a daemonless, rootless, reproducible OCI image builder.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, max_term_width = 100)]
+#[command(name = "kiln", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     /// The local store [default: $KILN_ROOT, else $XDG_DATA_HOME/kiln, else ~/.local/share/kiln]
     #[arg(long, global = true, value_name = "DIR")]
@@ -91,6 +110,8 @@ pub enum Command {
     Ensure(resolve::EnsureArgs),
     /// Show the resolved image (`Image: none` when nothing is configured).
     Status(resolve::ResolveArgs),
+    /// Print a shell completion script: `source <(kiln completions bash)`.
+    Completions(help::CompletionsArgs),
 }
 
 /// Output format for commands that can print JSON.
@@ -135,9 +156,16 @@ pub(crate) type CliResult = Result<(), Exit>;
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match help::command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
+            if let Some(text) = unsupported::explain(&e) {
+                eprintln!("error: {text}");
+                return 2;
+            }
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return code;
@@ -153,6 +181,7 @@ pub fn main() -> i32 {
             if is_broken_pipe(&error) {
                 return 0;
             }
+            let error = unauthorized::explain(error);
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("caused by: {cause}");
@@ -170,9 +199,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> CliResult {
+    let progress = match &cli.command {
+        Command::Build(a) if a.quiet => ProgressMode::Quiet,
+        _ => cli.progress,
+    };
     let ctx = Context {
         root: cli.root.clone(),
-        reporter: render::reporter(cli.progress),
+        reporter: render::reporter(progress),
         registry: cli.registry.clone(),
     };
     match cli.command {
@@ -197,6 +230,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Resolve(a) => resolve::run_resolve(&ctx, a),
         Command::Ensure(a) => resolve::run_ensure(&ctx, a),
         Command::Status(a) => resolve::run_status(&ctx, a),
+        Command::Completions(a) => help::completions(a),
     }
 }
 

@@ -12,9 +12,13 @@ use crate::progress::{BlobOutcome, Direction, Reporter};
 pub enum ProgressMode {
     /// A live status line on a terminal, plain lines otherwise.
     Auto,
+    /// The live status line (buildx's `tty`); on a non-terminal, plain lines: escape codes are
+    /// never written where no terminal reads them.
+    Tty,
     /// One line per event on stderr.
     Plain,
-    /// One JSON object per event on stderr.
+    /// One JSON object per event on stderr (buildx's `rawjson`; `json` is kept as an alias).
+    #[value(name = "rawjson", alias = "json")]
     Json,
     /// Warnings only.
     Quiet,
@@ -22,8 +26,10 @@ pub enum ProgressMode {
 
 pub(crate) fn reporter(mode: ProgressMode) -> Arc<dyn Reporter> {
     match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => Arc::new(Terminal::default()),
-        ProgressMode::Auto | ProgressMode::Plain => Arc::new(Plain),
+        ProgressMode::Auto | ProgressMode::Tty if std::io::stderr().is_terminal() => {
+            Arc::new(Terminal::default())
+        }
+        ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain => Arc::new(Plain),
         ProgressMode::Json => Arc::new(Json),
         ProgressMode::Quiet => Arc::new(Quiet),
     }

@@ -14,6 +14,7 @@ mod index;
 mod inspect;
 mod layer;
 mod resolve;
+mod rootfs;
 mod store;
 
 pub use bake::{
@@ -30,6 +31,7 @@ pub use index::{create_index, IndexError, IndexOptions, IndexResult};
 pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};
 pub use layer::{layer, LayerCommandOptions, LayerResult};
 pub use resolve::{ensure, EnsureError, Ensured};
+pub use rootfs::{export_rootfs, RootfsDest, RootfsError};
 pub use store::{fsck, gc};
 
 use std::path::PathBuf;

@@ -44,10 +44,22 @@ pub fn normalize_name(name: &str) -> Result<String> {
         let is_host = i == 0
             && path.contains('/')
             && (comp.contains('.') || comp.contains(':') || comp == "localhost");
+        // A host's `:PORT` is digits (`foo:/tmp/x` is not a registry `foo:` and a path).
+        let port_ok = || {
+            let after_host = match comp.strip_prefix('[') {
+                Some(v6) => v6.split_once(']').map_or("x", |(_, rest)| rest),
+                None => comp.split_once(':').map_or("", |(h, _)| &comp[h.len()..]),
+            };
+            after_host.is_empty()
+                || after_host
+                    .strip_prefix(':')
+                    .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
         let ok = !comp.is_empty()
             && if is_host {
                 comp.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    && port_ok()
             } else {
                 comp.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
@@ -133,7 +145,17 @@ mod tests {
             "localhost:5000/a/b:latest"
         );
         assert_eq!(normalize_name("a/b:1.0").unwrap(), "a/b:1.0");
-        for bad in ["", "App", "a//b", "a:", "a:-x", "a@sha256:zz", "-a"] {
+        for bad in [
+            "",
+            "App",
+            "a//b",
+            "a:",
+            "a:-x",
+            "a@sha256:zz",
+            "-a",
+            "foo:/tmp/x",
+            "h:5x/a",
+        ] {
             assert!(normalize_name(bad).is_err(), "{bad}");
         }
     }

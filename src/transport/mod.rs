@@ -9,6 +9,8 @@
 //! | registry | `docker://REF` | with the registry module | with the registry module |
 //!
 //! What it owns: [`Target`] parsing, and moving images between the local store and those places.
+//! An OCI layout or archive names the image it holds as containerd and BuildKit do
+//! ([`named_entry`]): `io.containerd.image.name` (the full name) and `ref.name` (its tag).
 //! Every read goes *into* the store first (blobs verified as they land), so the rest of kiln only
 //! ever reads images from the store; every write reads from the store. Writes of files are atomic:
 //! archives are written to a temp file beside the destination and renamed; OCI layouts get their
@@ -302,6 +304,18 @@ impl FromStr for Target {
                 });
             }
         }
+        // `foo:/tmp/x` or `foo:./x`: a transport kiln does not know, not a store name.
+        if let Some((t, rest)) = value.split_once(':') {
+            let word = !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if word && (rest.starts_with('/') || rest.starts_with('.')) {
+                return Err(bad(&format!(
+                    "`{t}:` is not a transport kiln knows (oci:DIR, oci-archive:FILE, \
+                     docker-archive:FILE, docker://REF, or a name in the store)"
+                )));
+            }
+        }
         let name = store::normalize_name(value).map_err(|e| bad(&e.to_string()))?;
         Ok(Target::Store(name))
     }
@@ -395,8 +409,42 @@ fn index_entry(image: &Image) -> Descriptor {
     )
 }
 
-/// Writes `image` (whose blobs are in the store) to `dest`. `name` is the image's name, used
-/// for docker-archive `RepoTags` when `dest` does not give one. Returns the manifest descriptor.
+/// The containerd annotation that carries an image's full name on an `index.json` entry
+/// (containerd `core/images/annotations.go`).
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// `entry` named as BuildKit's OCI exporter names it through containerd's archive writer
+/// (containerd `core/images/archive/exporter.go`, `addNameAnnotation`): with a `name`,
+/// `io.containerd.image.name` is the full normalised name (`docker.io/library/app:1`) and
+/// `org.opencontainers.image.ref.name` its tag, so `ctr images import` and k3s's air-gap import
+/// find the name; an explicit `:REF` of the transport syntax (`oci-archive:F:REF`) is kept as
+/// the `ref.name`, as skopeo writes and reads it.
+pub fn named_entry(entry: &Descriptor, reference: Option<&str>, name: Option<&str>) -> Descriptor {
+    let mut d = entry.clone();
+    d.annotations.remove(crate::oci::ANNOTATION_REF_NAME);
+    d.annotations.remove(ANNOTATION_IMAGE_NAME);
+    let mut tag = None;
+    if let Some(n) = name {
+        let full = crate::registry::Reference::parse(n)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| n.to_string());
+        tag = crate::registry::Reference::parse(n).ok().and_then(|r| {
+            r.tag()
+                .map(String::from)
+                .or_else(|| r.digest().map(|d| d.to_string()))
+        });
+        d.annotations.insert(ANNOTATION_IMAGE_NAME.into(), full);
+    }
+    if let Some(r) = reference.map(String::from).or(tag) {
+        d.annotations
+            .insert(crate::oci::ANNOTATION_REF_NAME.into(), r);
+    }
+    d
+}
+
+/// Writes `image` (whose blobs are in the store) to `dest`. `name` is the image's name: for
+/// docker-archive `RepoTags` when `dest` does not give one, and for the names an OCI layout or
+/// archive's index entry carries ([`named_entry`]). Returns the manifest descriptor.
 pub fn write_from_store(
     store: &Store,
     image: &Image,
@@ -413,10 +461,12 @@ pub fn write_from_store(
             store.tag(n, &image.descriptor)?;
         }
         Target::OciDir(dir, r) => {
-            oci_dir::write_tree(layers, one, None, &index_entry(image), dir, r.as_deref())?
+            let entry = named_entry(&index_entry(image), r.as_deref(), name);
+            oci_dir::write_tree(layers, one, None, &entry, dir)?
         }
         Target::OciArchive(file, r) => {
-            oci_archive::write_tree(layers, one, None, &index_entry(image), file, r.as_deref())?
+            let entry = named_entry(&index_entry(image), r.as_deref(), name);
+            oci_archive::write_tree(layers, one, None, &entry, file)?
         }
         Target::DockerArchive(file, r) => {
             let tag = match r.as_deref() {
@@ -533,16 +583,13 @@ pub fn write_all_from_store(
     match dest {
         Target::Store(n) => store.tag(n, &top)?,
         Target::OciDir(dir, r) => {
-            oci_dir::write_tree(layers, &tree.images, Some(&top.digest), &top, dir, r.as_deref())?
+            let entry = named_entry(&top, r.as_deref(), name);
+            oci_dir::write_tree(layers, &tree.images, Some(&top.digest), &entry, dir)?
         }
-        Target::OciArchive(file, r) => oci_archive::write_tree(
-            layers,
-            &tree.images,
-            Some(&top.digest),
-            &top,
-            file,
-            r.as_deref(),
-        )?,
+        Target::OciArchive(file, r) => {
+            let entry = named_entry(&top, r.as_deref(), name);
+            oci_archive::write_tree(layers, &tree.images, Some(&top.digest), &entry, file)?
+        }
         Target::DockerArchive(..) => {
             return Err(Error::InvalidTarget {
                 value: dest.to_string(),
@@ -595,6 +642,8 @@ mod tests {
             "containers-storage:x",
             "Bad Name",
             "docker://",
+            "foo:/tmp/x",
+            "foo:./x",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }

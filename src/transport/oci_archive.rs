@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use crate::image::Image;
-use crate::oci::{self, Descriptor, Digest, Index, Platform, ANNOTATION_REF_NAME};
+use crate::oci::{self, Descriptor, Digest, Index, Platform};
 use crate::store::Store;
 
 use super::archive_tar::{clean_member, open_archive, read_metadata_member, ArchiveWriter};
@@ -77,25 +77,20 @@ pub(crate) fn read_entry(
 }
 
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
-/// them; `index.json` names `top`.
+/// them; `index.json` names `top` with the annotations it carries (its names: see
+/// [`super::named_entry`]).
 pub(crate) fn write_tree(
     layers: super::LayerSource<'_>,
     images: &[Image],
     index_blob: Option<&Digest>,
     top: &Descriptor,
     file: &Path,
-    reference: Option<&str>,
 ) -> Result<()> {
     let store = layers.store();
     let mut w = ArchiveWriter::create(file)?;
     w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut d = top.clone();
-    d.annotations.remove(ANNOTATION_REF_NAME);
-    if let Some(r) = reference {
-        d.annotations.insert(ANNOTATION_REF_NAME.into(), r.into());
-    }
     let mut index = Index::new();
-    index.manifests.push(d);
+    index.manifests.push(top.clone());
     w.bytes("index.json", &oci::to_canonical_json(&index))?;
     w.dir("blobs")?;
     w.dir("blobs/sha256")?;

@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use crate::image::Image;
-use crate::oci::{self, Descriptor, Index, Platform, ANNOTATION_REF_NAME};
+use crate::oci::{self, Descriptor, Index, Platform};
 use crate::store::Store;
 
 use super::select::{load_image, pick};
@@ -14,7 +14,8 @@ pub(crate) fn location(dir: &Path) -> String {
 }
 
 /// Finds the index entry for `reference` (matched against `ref.name`, also as the tag part of a
-/// full name, as skopeo and buildah write either), or the only entry when none is given.
+/// full name, as skopeo and buildah write either, or against containerd's full
+/// `io.containerd.image.name`), or the only entry when none is given.
 pub(crate) fn find_entry<'a>(
     index: &'a Index,
     reference: Option<&str>,
@@ -41,7 +42,10 @@ pub(crate) fn find_entry<'a>(
                     n == r
                         || n.rsplit_once(':')
                             .is_some_and(|(_, tag)| tag == r && !r.contains(':'))
-                })
+                }) || m
+                    .annotations
+                    .get(super::ANNOTATION_IMAGE_NAME)
+                    .is_some_and(|full| full == r || full_name(r).as_deref() == Some(full))
             })
             .ok_or_else(|| Error::NotFound {
                 location: loc.to_string(),
@@ -55,6 +59,14 @@ pub(crate) fn find_entry<'a>(
             available: names(),
         }),
     }
+}
+
+/// `r` as a full normalised image name (`app:1` → `docker.io/library/app:1`), as containerd's
+/// `io.containerd.image.name` carries it.
+fn full_name(r: &str) -> Option<String> {
+    crate::registry::Reference::parse(r)
+        .ok()
+        .map(|n| n.to_string())
 }
 
 /// Where the layout in `dir` keeps the blob `d` names.
@@ -156,14 +168,15 @@ pub(crate) fn read(
 }
 
 /// Writes `images` and, when given, the index (`top`, whose blob is in the store) that lists
-/// them, then names `top` in `index.json`.
+/// them, then names `top` in `index.json` with the annotations it carries (its names: see
+/// [`super::named_entry`]): an entry of the same `ref.name` is replaced, or without one an
+/// unnamed entry of the same digest.
 pub(crate) fn write_tree(
     layers: super::LayerSource<'_>,
     images: &[Image],
     index: Option<&oci::Digest>,
     top: &Descriptor,
     dir: &Path,
-    reference: Option<&str>,
 ) -> Result<()> {
     let store = layers.store();
     let loc = location(dir);
@@ -212,13 +225,9 @@ pub(crate) fn write_tree(
         location: loc,
         reason: e.to_string(),
     })?;
-    let mut d = top.clone();
-    d.annotations.remove(ANNOTATION_REF_NAME);
-    match reference {
-        Some(r) => {
-            index.manifests.retain(|m| m.ref_name() != Some(r));
-            d.annotations.insert(ANNOTATION_REF_NAME.into(), r.into());
-        }
+    let d = top.clone();
+    match d.ref_name() {
+        Some(r) => index.manifests.retain(|m| m.ref_name() != Some(r)),
         None => index
             .manifests
             .retain(|m| !(m.digest == d.digest && m.ref_name().is_none())),

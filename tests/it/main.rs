@@ -4,6 +4,7 @@ mod support;
 mod bake;
 mod build;
 mod build_diff;
+mod cli;
 mod dockerfile;
 mod export;
 mod family;

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 pub mod busybox;
+pub mod containerd;
 pub mod debian;
 pub mod fault_proxy;
 pub mod measured;
