@@ -11,6 +11,7 @@ mod fidelity;
 mod hardening;
 mod hostile;
 mod multiarch;
+mod multiarch_family;
 mod plan;
 mod registry;
 mod resolve;
