@@ -12,7 +12,7 @@
 #            --docs DIR (write BENCHMARKS.md and bench/*.svg there)  --no-docs  --corpus DIR
 #            --kiln PATH (measure this binary instead of building target/release/kiln)
 #            --keep (with --only: re-measure those sections, keep the others' results in --out)
-#   sections: layer ceiling build push run minimal scale (default: all)
+#   sections: layer ceiling build push run minimal multiarch scale (default: all)
 #
 # Each section is a file of scripts/bench/ (targets from issues #2, #4, #5, #6, #8 in its header):
 #   layer.sh    kiln layer gzip / gzip:6 / zstd:3 vs umoci insert, tar | pigz, tar | zstd
@@ -21,9 +21,10 @@
 #   push.sh     kiln push vs skopeo copy to a local docker-registry, cold and warm
 #   run.sh      rootless 20 × RUN true, and one RUN in the ≥1 GiB image: kiln vs buildah bud
 #   minimal.sh  variants/Dockerfile.minimal on a debootstrap Debian base: kiln vs buildah bud
+#   multiarch.sh  Dockerfile.minimal for linux/amd64,linux/arm64 (arm64 under QEMU): kiln vs buildah bud --manifest
 #   scale.sh    kiln alone: kiln layer time and peak RSS against tree size and file count
-# Each defines SECTION_setup (if it needs one) and SECTION_round ROUND; user.sh is what run and
-# minimal share (the unprivileged user). lib.sh has `measure` (one timed run → runs.tsv) and the
+# Each defines SECTION_setup (if it needs one) and SECTION_round ROUND; user.sh is what run,
+# minimal and multiarch share (the unprivileged user). lib.sh has `measure` (one timed run → runs.tsv) and the
 # inputs; results.sh the result files under --out (their format is in its header) and the
 # closing plot_bench.py. This file parses the options and runs: set-ups, then RUNS rounds of
 # every section asked for, kiln and its peer alternated (A B A B …) within a round.
@@ -56,7 +57,7 @@ done
 [ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=5; }
 SCALE_RUNS=$(( RUNS < 3 ? RUNS : 3 ))   # kiln alone, unpaired: the median of 3 is enough
 [ -n "$DOCS" ] || { [ "$QUICK" = 1 ] && DOCS=$OUT/docs || DOCS=docs; }
-SECTIONS=(layer ceiling build push run minimal scale)   # in the order they run
+SECTIONS=(layer ceiling build push run minimal multiarch scale)   # in the order they run
 # shellcheck source=scripts/bench/lib.sh
 . scripts/bench/lib.sh
 # shellcheck source=scripts/bench/results.sh
@@ -91,6 +92,8 @@ inputs
 . scripts/bench/run.sh
 # shellcheck source=scripts/bench/minimal.sh
 . scripts/bench/minimal.sh
+# shellcheck source=scripts/bench/multiarch.sh
+. scripts/bench/multiarch.sh
 # shellcheck source=scripts/bench/scale.sh
 . scripts/bench/scale.sh
 

@@ -94,6 +94,7 @@ PAIRS = [  # (kiln case, peer case, target ratio or None, size rule, label, shor
     ("kiln run true", "buildah run true", 0.25, None, "20 × RUN true (rootless) vs buildah bud", "20 × RUN true"),
     ("kiln run big", "buildah run big", 0.25, None, "one-file RUN in the ≥1 GiB image (rootless) vs buildah bud", "one-file RUN, 1 GiB image"),
     ("kiln build minimal", "buildah bud minimal", None, None, "variants/Dockerfile.minimal on Debian (rootless) vs buildah bud", "Dockerfile.minimal"),
+    ("kiln build multiarch", "buildah bud multiarch", 0.8, None, "Dockerfile.minimal + a $BUILDPLATFORM stage, linux/amd64 + linux/arm64 under QEMU (rootless) vs buildah bud --manifest", "Dockerfile.minimal, 2 platforms"),
     ("kiln push cold", "skopeo copy cold", 1.0, None, "push, cold (new repository), vs skopeo copy", "push, cold"),
     ("kiln push warm", "skopeo copy warm", 1.0, None, "push, warm (blobs present), vs skopeo copy", "push, warm"),
 ]
@@ -549,7 +550,7 @@ def write_docs(docs, out, results, rows, meta, svgs):
     a("## Method")
     a("")
     a("- One command on a fresh machine of this kind: `scripts/bench.sh` (`--quick` for a 1-round smoke run on small")
-    a("  inputs, `--runs N`, `--only layer,ceiling,build,push,run,minimal,scale`, `--profile` for a `perf` profile of")
+    a("  inputs, `--runs N`, `--only layer,ceiling,build,push,run,minimal,multiarch,scale`, `--profile` for a `perf` profile of")
     a("  the default gzip layer). It installs the peers (Debian bookworm packages, `scripts/install-peers.sh`), builds")
     a("  kiln in release mode and makes its inputs with `scripts/make-corpus.sh`: a copy of the Rust toolchain's sysroot")
     a(f"  (this run's corpus: {int(corpus[1]) / 2**20:.0f} MiB, {corpus[2]} entries), subsets of it hard-linked (10 and 100 MiB), four real copies")
@@ -571,6 +572,11 @@ def write_docs(docs, out, results, rows, meta, svgs):
     a("  subordinate ids: buildah with `--runtime runc` (crun fails on this cgroup-hybrid VM), vfs, `--no-cache")
     a("  --layers`; `--network none` for the RUN cases and `--network host` for Dockerfile.minimal, whose `apt-get`")
     a("  needs the Debian mirror (rootless slirp4netns cannot open /dev/net/tun here); kiln with `--no-cache`.")
+    a("- Two platforms (`multiarch`): Dockerfile.minimal plus a small `FROM --platform=$BUILDPLATFORM` stage, built")
+    a("  rootless for linux/amd64 and linux/arm64 in one command (`kiln build --platform` vs `buildah bud --platform")
+    a("  --manifest`, vfs, runc, `--network host`), the arm64 RUN steps under the QEMU user emulator in binfmt_misc, on")
+    a("  debootstrap bases for both (arm64 by `debootstrap --arch=arm64`, cached in `/var/tmp`) imported from the same")
+    a("  tarballs into both stores; cache on, stores holding only the bases at the start of each round.")
     a("- Push: the corpus as a one-layer image to a `docker-registry` on 127.0.0.1 (plain HTTP), kiln push vs")
     a("  `skopeo copy` from an OCI layout; cold = new repository with kiln's blob-origin memory and skopeo's")
     a("  blob-info cache cleared (else both mount instead of uploading), warm = the repository has every blob.")

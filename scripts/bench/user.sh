@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# user.sh - what the rootless sections (run.sh, minimal.sh) share: they run kiln and buildah as
+# user.sh - what the rootless sections (run.sh, minimal.sh, multiarch.sh) share: they run kiln and buildah as
 # an unprivileged user with subordinate ids (the tests' user, kiln-test-user, when bench.sh runs
 # as root; the caller otherwise), with HOME, XDG_RUNTIME_DIR and TMPDIR under $WORK/u.
 #   as_user CMD...   runs CMD as that user     UK=(kiln ...)  UB=(buildah ... vfs)  their stores

@@ -239,7 +239,7 @@ fn kiln_diff_names_each_changed_path_with_its_layer() {
 
 /// Whether Debian's archive and PyPI answer on their ports (skips, or fails under `CI=true`,
 /// naming the host that does not).
-fn package_registries_reachable() -> bool {
+pub(crate) fn package_registries_reachable() -> bool {
     for (host, port) in [
         ("deb.debian.org", 80),
         ("pypi.org", 443),

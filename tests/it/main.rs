@@ -12,6 +12,7 @@ mod fidelity;
 mod hardening;
 mod hostile;
 mod multiarch;
+mod multiarch_family;
 mod plan;
 mod registry;
 mod resolve;

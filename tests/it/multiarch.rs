@@ -17,7 +17,7 @@ const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
 
 /// The tests of this module one at a time: while one registers a handler without `F`, every
 /// arm64 program on the machine goes through it (podman's containers would lack its interpreter).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The `busybox-static` `.deb` of `arch`, downloaded once with `apt-get download` (after
 /// `dpkg --add-architecture arm64` for the foreign one).
@@ -64,7 +64,7 @@ fn busybox_deb(arch: &str) -> Option<PathBuf> {
 }
 
 /// Whether `qemu-aarch64` is registered and enabled (skip, or fail under CI, when not).
-fn emulator_registered() -> bool {
+pub(crate) fn emulator_registered() -> bool {
     let ok = std::fs::read_to_string(format!("{BINFMT}/qemu-aarch64"))
         .is_ok_and(|t| t.starts_with("enabled"));
     if !ok {
@@ -157,7 +157,7 @@ fn assert_no_emulator(layout: &Path, tag: &str, what: &dyn std::fmt::Debug) {
 }
 
 /// `podman run --arch ARCH` of an OCI archive.
-fn podman_run_arch(dir: &Path, archive: &Path, arch: &str, cmd: &[&str]) -> String {
+pub(crate) fn podman_run_arch(dir: &Path, archive: &Path, arch: &str, cmd: &[&str]) -> String {
     let out = Command::new("podman")
         .arg("--root")
         .arg(dir.join("root"))
