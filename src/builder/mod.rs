@@ -43,6 +43,7 @@ mod error;
 mod fetch;
 pub mod fsindex;
 mod inputs;
+mod mountcache;
 mod preflight;
 mod remote;
 pub mod snapshots;
