@@ -49,7 +49,7 @@ fn a_changed_step_sees_the_other_runner_s_cache_mount(who: Who) {
         &format!(
             "FROM busybox\nRUN {mount} test \"$(cat /var/cache/dl/sub/a.txt)\" = from-a && \
              test \"$(stat -c %u:%g /var/cache/dl/sub/a.txt)\" = 1000:1001 && \
-             ! grep -r {SECRET} /var/cache/dl && echo b > /b\n"
+             test ! -s /var/cache/dl/token && echo b > /b\n"
         ),
         &[],
     );
@@ -70,7 +70,8 @@ fn a_changed_step_sees_the_other_runner_s_cache_mount(who: Who) {
         .filter(|x| x.method == "GET" && x.path.contains("/blobs/sha256:"))
         .count();
     assert!(gets >= 2, "the cache config and the mount's layer");
-    // Nothing of the secret in runner B's store, the mount's directory included.
+    // Nothing of the secret in runner B's store: the mount's directory (the cache layer's
+    // members, unpacked) included.
     for f in b.store_files() {
         let bytes = std::fs::read(&f).unwrap_or_default();
         assert!(
