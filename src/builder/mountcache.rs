@@ -10,6 +10,10 @@
 //! `--cache-from` contents of mounts no step ran with. Only `type=cache` mounts have contents
 //! here; secret, tmpfs and bind mounts never do. Cache-mount contents are an optimisation: one
 //! that cannot be restored or read is a warning, never a failed build.
+//!
+//! BuildKit exports no cache-mount contents (moby/buildkit#1474, #2370: "mounted caches aren't
+//! pushed to a registry"); it shares a cache mount by its id, and so does the key here
+//! (`cache::remote::mount_key`).
 use std::collections::BTreeMap;
 use std::path::Path;
 
