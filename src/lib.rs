@@ -15,7 +15,7 @@
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
 //! | [`plan`] | Dockerfile + build args + target (+ a base-config resolver) → `BuildPlan` (stage DAG, steps), then its `CacheKeys`; no I/O |
-//! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index; `cache::remote`: the same keys in a registry or an OCI layout (`--cache-to` / `--cache-from`, docs/CACHE.md) |
+//! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index; `cache::remote`: the same keys, and cache mounts' contents, in a registry or an OCI layout (`--cache-to` / `--cache-from`, docs/CACHE.md) |
 //! | [`builder`] | the build engine: runs a `BuildPlan` (bases, input digests, COPY/ADD, RUN through a `sandbox::Sandbox`, config edits, layers, cache) into an image |
 //! | [`bake`] | the image family: the `kiln.toml` model, targets, tag templates, the bake plan, lints |
 //! | [`resolve`] | which image a deployer runs: the `[image]` section and its five rules |

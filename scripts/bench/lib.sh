@@ -26,7 +26,8 @@ inputs() {
   chmod 755 "$WORK"
 }
 # shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() { [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
+  [ -z "${CACHE_REG_PID:-}" ] || kill "$CACHE_REG_PID" 2>/dev/null || true; rm -rf "$WORK"; }
 
 # measure SECTION NAME ROUND CMD... : one run under GNU time; appends a row to runs.tsv. A failed
 # run is logged to failures.tsv and skipped (returns 1), so one flaky peer does not lose the rest.

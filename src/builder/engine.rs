@@ -68,6 +68,8 @@ pub struct Builder<'a> {
     /// Every layer-making step so far: its stage, layer key and layer (what `--cache-to`
     /// writes).
     pub(super) made: Vec<(StageId, String, CachedLayer)>,
+    /// The cache mounts RUN steps ran with: mount key → (directory, the last step's layer key).
+    pub(super) mounts_run: BTreeMap<String, (PathBuf, String)>,
     /// Layer keys this build recorded in the store's cache.
     pub(super) written: BTreeSet<String>,
     /// Layer keys whose store cache entries are not trusted (recorded by an attempt that used
@@ -159,6 +161,7 @@ pub fn build_with(
         counter: 0,
         remote_cache,
         made: Vec::new(),
+        mounts_run: BTreeMap::new(),
         written: BTreeSet::new(),
         distrusted: BTreeSet::new(),
     };

@@ -15,6 +15,7 @@
 //! | `preflight` | what is refused before any step runs; starting the sandbox once |
 //! | `stage` | the step loop: cache hit or execute, parent directories, the layer, records |
 //! | `remote` | the caches outside the store: lookups after the store's, unverifiable hits rebuilt, the export after the build |
+//! | `mountcache` | `RUN --mount=type=cache` contents through those caches (`mode=max`): restored into an empty mount before a step runs, written after the build |
 //! | `step::copy`, `step::run`, `step::config` | one kind of step each, as `impl Builder` |
 //! | `step::mounts`, `step::diff` | `RUN --mount`s; a RUN's diff as layer entries |
 //! | [`copy`] | the COPY/ADD rules (sources, wildcards, archives, ownership, modes) |
@@ -43,6 +44,7 @@ mod error;
 mod fetch;
 pub mod fsindex;
 mod inputs;
+mod mountcache;
 mod preflight;
 mod remote;
 pub mod snapshots;

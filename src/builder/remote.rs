@@ -116,6 +116,7 @@ impl Builder<'_> {
         self.from_images.clear();
         self.steps.clear();
         self.made.clear();
+        self.mounts_run.clear();
         self.counter = 0;
         let written = std::mem::take(&mut self.written);
         self.distrusted.extend(written);
@@ -160,6 +161,11 @@ impl Builder<'_> {
                 _ => None,
             };
         }
+        let mounts = if self.opts.cache_to.iter().any(|t| t.mode == CacheMode::Max) {
+            self.mount_contents()
+        } else {
+            BTreeMap::new()
+        };
         for to in &self.opts.cache_to {
             let layers: BTreeMap<String, CachedLayer> = self
                 .made
@@ -167,12 +173,18 @@ impl Builder<'_> {
                 .filter(|(stage, _, _)| to.mode == CacheMode::Max || finals.contains(stage))
                 .map(|(_, k, l)| (k.clone(), l.clone()))
                 .collect();
+            let mounts = match to.mode {
+                CacheMode::Max => mounts.clone(),
+                CacheMode::Min => BTreeMap::new(),
+            };
             self.reporter.on_status(&format!(
-                "writing the cache `{}` ({} layers)",
+                "writing the cache `{}` ({} layers, {} cache mounts)",
                 to.location,
-                layers.len()
+                layers.len(),
+                mounts.len()
             ));
-            match remote::export(self.store, self.opts.remote.as_ref(), &to.location, layers) {
+            let (store, remote) = (self.store, self.opts.remote.as_ref());
+            match remote::export(store, remote, &to.location, layers, mounts) {
                 Ok(_) => {}
                 Err(e) if to.ignore_error => self.reporter.on_warning(&format!(
                     "{} (ignored: ignore-error=true)",

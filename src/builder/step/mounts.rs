@@ -140,6 +140,16 @@ fn abs_target(target: &str, workdir: &str) -> String {
     }
 }
 
+/// The id of a cache mount (`id=`, else its absolute target); `None` for other mounts. Only
+/// `type=cache` mounts have contents that outlive a step (a secret is never one of them).
+pub(in crate::builder) fn cache_id(m: &DfMount, workdir: &str) -> Option<String> {
+    if m.mount_type() != MountType::Cache {
+        return None;
+    }
+    let target = abs_target(m.target.as_deref()?, workdir);
+    Some(m.id.clone().unwrap_or(target))
+}
+
 /// Everything a RUN's mounts need from the rest of the build.
 pub(in crate::builder) struct MountEnv<'a> {
     pub(in crate::builder) store_root: &'a Path,
@@ -208,7 +218,7 @@ pub(in crate::builder) fn mounts(
                     .as_deref()
                     .ok_or(MountError::NoTarget { kind: "cache" })?;
                 let target = abs_target(target, &r.workdir);
-                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let id = cache_id(m, &r.workdir).unwrap_or_default();
                 let key = crate::oci::Digest::sha256(id.as_bytes());
                 let source = env
                     .store_root

@@ -59,6 +59,8 @@ impl Builder<'_> {
             what: "the sandbox".into(),
         })?;
         let mut spec = self.run_spec(r, state)?;
+        let layer_key = self.opts.layer_key(at.key);
+        self.cache_mounts(r, &spec.mounts, &layer_key);
         if let Some(e) = at.emulator {
             // A handler without `F` needs its interpreter inside the step's root: bound
             // read-only, its mount point a stub the sandbox removes (never in the diff).

@@ -150,7 +150,7 @@ pub(super) fn write(
     let location = dir.display().to_string();
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(access(&location, "create its blobs directory"))?;
-    for l in config.layers.values() {
+    for (_, l) in config.all_layers() {
         let d = &l.descriptor;
         let path = blob_path(dir, &d.digest);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == d.size) {

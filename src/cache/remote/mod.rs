@@ -127,6 +127,43 @@ pub struct CacheConfig {
     pub version: u32,
     /// Layer key (64 lowercase hex digits) → the layer.
     pub layers: BTreeMap<String, CachedLayer>,
+    /// `mode=max`: mount key ([`mount_key`] of a `RUN --mount=type=cache` id) → the mount's
+    /// contents. Absent when empty, so a cache without mounts has the bytes it always had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, MountContents>,
+}
+
+/// The contents of one cache mount (`RUN --mount=type=cache`), exported with `mode=max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountContents {
+    /// The directory as a layer (its members relative to the mount's root).
+    pub layer: CachedLayer,
+    /// The layer key of the step that ran last with the mount in the build that wrote it.
+    pub step: String,
+}
+
+/// The key a cache mount's contents are found by: sha256 of `kiln.cache-mount.v1`, a NUL and
+/// the mount's id (`id=`, or its absolute target), as 64 hex digits. A step that runs is a step
+/// whose layer key missed, so the step cannot be part of the lookup (it is recorded, as
+/// [`MountContents::step`]); BuildKit shares a cache mount by its id the same way.
+pub fn mount_key(id: &str) -> String {
+    let mut b = b"kiln.cache-mount.v1\0".to_vec();
+    b.extend_from_slice(id.as_bytes());
+    Digest::sha256(&b).hex().to_string()
+}
+
+fn check_layer(k: &str, l: &CachedLayer) -> Result<(), String> {
+    if l.descriptor.digest.algorithm() != crate::oci::Algorithm::Sha256 {
+        return Err(format!("entry `{k}`: kiln caches name layers by sha256"));
+    }
+    if l.descriptor.media_type.layer_compression().is_none() {
+        return Err(format!(
+            "entry `{k}`: `{}` is not a layer media type",
+            l.descriptor.media_type
+        ));
+    }
+    Ok(())
 }
 
 fn is_layer_key(k: &str) -> bool {
@@ -153,24 +190,32 @@ impl CacheConfig {
             if !is_layer_key(k) {
                 return Err(format!("`{k}` is not a layer key"));
             }
-            if l.descriptor.digest.algorithm() != crate::oci::Algorithm::Sha256 {
-                return Err(format!("entry `{k}`: kiln caches name layers by sha256"));
-            }
-            if l.descriptor.media_type.layer_compression().is_none() {
+            check_layer(k, l)?;
+        }
+        for (k, m) in &c.mounts {
+            if !is_layer_key(k) || !is_layer_key(&m.step) {
                 return Err(format!(
-                    "entry `{k}`: `{}` is not a layer media type",
-                    l.descriptor.media_type
+                    "mount `{k}` (step `{}`) is not a mount key",
+                    m.step
                 ));
             }
+            check_layer(k, &m.layer)?;
         }
         Ok(c)
+    }
+
+    /// Every layer the config names, the mounts' included.
+    pub(super) fn all_layers(&self) -> impl Iterator<Item = (&String, &CachedLayer)> {
+        self.layers
+            .iter()
+            .chain(self.mounts.iter().map(|(k, m)| (k, &m.layer)))
     }
 
     /// The manifest of this config (whose bytes are `config`): every layer once, by digest.
     pub fn manifest(&self, config: &[u8]) -> Vec<u8> {
         let mut layers: Vec<Descriptor> = Vec::new();
         let mut seen = BTreeSet::new();
-        for l in self.layers.values() {
+        for (_, l) in self.all_layers() {
             if seen.insert(l.descriptor.digest.clone()) {
                 layers.push(Descriptor::new(
                     l.descriptor.media_type.clone(),
@@ -223,7 +268,7 @@ pub fn verify_config(m: &Manifest, bytes: &[u8]) -> Result<CacheConfig, String> 
     }
     let c = CacheConfig::parse(bytes)?;
     let listed: BTreeMap<&Digest, &Descriptor> = m.layers.iter().map(|l| (&l.digest, l)).collect();
-    for (k, l) in &c.layers {
+    for (k, l) in c.all_layers() {
         match listed.get(&l.descriptor.digest) {
             Some(d) if d.size == l.descriptor.size && d.media_type == l.descriptor.media_type => {}
             _ => {
@@ -271,6 +316,8 @@ pub struct RemoteCache {
     denied: BTreeSet<Digest>,
     /// Layers answered from a registry cache without their bytes.
     lazy: BTreeSet<Digest>,
+    /// Cache mounts' contents: mount key → the contents, where from, the cache's name.
+    mounts: BTreeMap<String, (MountContents, Origin, String)>,
 }
 
 impl RemoteCache {
@@ -304,6 +351,12 @@ impl RemoteCache {
             match read {
                 Ok(Some((config, origin))) => {
                     reporter.on_status(&format!("cache `{name}`: {} layers", config.layers.len()));
+                    for (k, m) in config.mounts {
+                        cache
+                            .mounts
+                            .entry(k)
+                            .or_insert_with(|| (m, origin.clone(), name.clone()));
+                    }
                     for (k, layer) in config.layers {
                         cache.entries.entry(k).or_insert_with(|| Entry {
                             layer,
@@ -379,6 +432,51 @@ impl RemoteCache {
         self.lazy.remove(digest);
     }
 
+    /// The mount keys the caches have contents for.
+    pub fn mount_keys(&self) -> Vec<String> {
+        self.mounts.keys().cloned().collect()
+    }
+
+    /// The contents of the cache mount `key` in a cache, if any, with the cache's name. With
+    /// `fetch`, the layer is in the store afterwards, verified against its digest and
+    /// diff_id; without, a registry layer is only recorded at its origin (to be mounted or
+    /// streamed by an export).
+    pub fn mount(
+        &self,
+        layers: crate::transport::LayerSource<'_>,
+        key: &str,
+        fetch: bool,
+    ) -> Result<Option<(MountContents, String)>, Error> {
+        let Some((m, origin, name)) = self.mounts.get(key) else {
+            return Ok(None);
+        };
+        let (d, store) = (&m.layer.descriptor, layers.store());
+        match origin {
+            Origin::Local { dir } => local::import_layer(store, dir, &m.layer)?,
+            Origin::Registry { location } => {
+                if !store.contains(&d.digest) {
+                    crate::store::record_origin(store, &d.digest, location);
+                }
+                if fetch {
+                    layers
+                        .open_blob_sized(&d.digest, Some(d.size))
+                        .map_err(access(name, "read a cache mount's layer"))?;
+                    let id = diff_id(store, d).map_err(access(name, "read a layer"))?;
+                    if id != m.layer.diff_id {
+                        return Err(Error::Invalid {
+                            location: name.clone(),
+                            reason: format!(
+                                "layer `{}` has diff_id `{id}`, not `{}` as the cache says",
+                                d.digest, m.layer.diff_id
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Some((m.clone(), name.clone())))
+    }
+
     /// Never answers with `digest` again (its bytes did not verify).
     pub fn deny(&mut self, digest: &Digest) {
         self.denied.insert(digest.clone());
@@ -442,18 +540,20 @@ fn read_registry(remote: &Remote, r: &Reference) -> Result<Option<CacheConfig>, 
     verify_config(&m, &bytes).map(Some).map_err(invalid)
 }
 
-/// Writes a cache of `layers` (layer key → layer) to `to`: blobs, config, then the manifest.
+/// Writes a cache of `layers` (layer key → layer) and `mounts` (mount key → contents) to `to`: blobs, config, then the manifest.
 /// Returns the manifest's digest.
 pub fn export(
     store: &Store,
     remote: Option<&Remote>,
     to: &CacheLocation,
     layers: BTreeMap<String, CachedLayer>,
+    mounts: BTreeMap<String, MountContents>,
 ) -> Result<Digest, Error> {
     let location = to.to_string();
     let config = CacheConfig {
         version: FORMAT_VERSION,
         layers,
+        mounts,
     };
     let config_bytes = config.to_bytes();
     let manifest = config.manifest(&config_bytes);

@@ -18,6 +18,7 @@ fn config() -> CacheConfig {
         layers: [(key(1), layer(1)), (key(2), layer(2)), (key(3), layer(1))]
             .into_iter()
             .collect(),
+        mounts: BTreeMap::new(),
     }
 }
 
@@ -93,4 +94,51 @@ fn a_manifest_of_another_kind_or_too_large_a_config_is_refused() {
     m.config.size = MAX_CONFIG_SIZE + 1;
     let e = parse_manifest(&crate::oci::to_canonical_json(&m)).unwrap_err();
     assert!(e.contains("limit"), "{e}");
+}
+
+#[test]
+fn cache_mount_contents_are_listed_in_the_manifest_and_checked_like_layers() {
+    // Without mounts the config has no `mounts` member (the bytes of a mode=min cache).
+    assert!(!String::from_utf8(config().to_bytes())
+        .unwrap()
+        .contains("mounts"));
+    let mut c = config();
+    let contents = MountContents {
+        layer: layer(7),
+        step: key(1),
+    };
+    c.mounts.insert(mount_key("pip"), contents.clone());
+    let bytes = c.to_bytes();
+    let m = parse_manifest(&c.manifest(&bytes)).unwrap();
+    assert!(m
+        .layers
+        .iter()
+        .any(|l| l.digest == layer(7).descriptor.digest));
+    assert_eq!(verify_config(&m, &bytes).unwrap(), c);
+    // Keys: by id, versioned, never the id itself (a path would be a file name elsewhere).
+    assert_eq!(mount_key("pip"), mount_key("pip"));
+    assert_ne!(mount_key("pip"), mount_key("npm"));
+    assert_eq!(mount_key("pip").len(), 64);
+    let mut bad = config();
+    bad.mounts.insert("/root/.cache".into(), contents.clone());
+    assert!(CacheConfig::parse(&bad.to_bytes())
+        .unwrap_err()
+        .contains("is not a mount key"));
+    let mut bad = config();
+    let mut l = contents;
+    l.layer.descriptor.media_type = MediaType::OciConfig;
+    bad.mounts.insert(mount_key("x"), l);
+    assert!(CacheConfig::parse(&bad.to_bytes())
+        .unwrap_err()
+        .contains("not a layer media type"));
+    // A mount layer the manifest does not list is refused like any entry.
+    let mut m2 = parse_manifest(&config().manifest(&config().to_bytes())).unwrap();
+    m2.config = Descriptor::new(
+        m2.config.media_type.clone(),
+        Digest::sha256(&bytes),
+        bytes.len() as u64,
+    );
+    assert!(verify_config(&m2, &bytes)
+        .unwrap_err()
+        .contains("is not among the manifest's layers"));
 }
