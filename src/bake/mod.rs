@@ -90,6 +90,10 @@ pub struct TargetSpec {
     pub description: Option<String>,
     /// The repository, overriding `{registry}/{name}` (variants) or `{registry}/{target}`.
     pub repository: Option<String>,
+    /// `cache_to` values (`--cache-to` syntax, with `{target}`, `{variant}`, `{platform}` …).
+    pub cache_to: Vec<String>,
+    /// `cache_from` values (`--cache-from` syntax, templated as `cache_to`).
+    pub cache_from: Vec<String>,
 }
 
 /// Tag templates by kind of target.
@@ -192,6 +196,18 @@ pub enum Error {
     #[error("--set `{value}`: {reason}")]
     BadSet {
         /// The argument.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `cache_to` / `cache_from` value cannot be rendered for a target.
+    #[error("target `{target}`: `{key}` = `{value}`: {reason}")]
+    Cache {
+        /// The target.
+        target: String,
+        /// `cache_to` or `cache_from`.
+        key: String,
+        /// The value.
         value: String,
         /// Why.
         reason: String,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
+mod bake_fanout;
 mod build;
 mod cache;
 mod diff;

@@ -56,7 +56,10 @@ fn shared_kiln() -> PathBuf {
         // can still be using them, so the directory does not grow with every rebuild.
         let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < stale);
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale);
             if e.path() != bin && old {
                 let _ = std::fs::remove_file(e.path());
             }
