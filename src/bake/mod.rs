@@ -3,8 +3,9 @@
 //!
 //! What it owns: reading and validating `kiln.toml` ([`config::load`]) into a [`Family`] of
 //! [`TargetSpec`]s (variants discovered from `variants/Dockerfile*` or listed, other targets by
-//! glob), applying `--set` overrides and git facts to get a [`BakePlan`] ([`plan::resolve`]),
-//! and the lints ([`lint`]). What it does not: building or pushing (that is
+//! glob), applying `--set` overrides and git facts to get a [`BakePlan`] ([`plan::resolve`]:
+//! tags, and each target's `cache_to` / `cache_from` rendered per platform), and the lints
+//! ([`lint`]). What it does not: building or pushing (that is
 //! [`crate::ops::bake`], which runs [`crate::builder::build`] for each target), or the `[image]`
 //! section deployers resolve (that is [`crate::resolve`]); `[[registry]]` tables are read by the
 //! CLI's registry settings and only accepted here.
