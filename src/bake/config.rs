@@ -27,6 +27,8 @@ const FAMILY: &[&str] = &[
     "size_budget",
     "build_args",
     "labels",
+    "cache_to",
+    "cache_from",
 ];
 const TAGS: &[&str] = &["default", "variant", "other"];
 const TARGET: &[&str] = &[
@@ -40,6 +42,8 @@ const TARGET: &[&str] = &[
     "size_budget",
     "description",
     "repository",
+    "cache_to",
+    "cache_from",
 ];
 
 /// Reads and validates `path`.
@@ -97,6 +101,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
         None => vec![Platform::host()],
     };
     let default_budget = cx.size(fam, "family.", "size_budget")?;
+    let family_cache_to = cx.cache(fam, "family.", "cache_to")?.unwrap_or_default();
+    let family_cache_from = cx.cache(fam, "family.", "cache_from")?.unwrap_or_default();
     let default_variant = cx
         .string(fam, "family.", "default_variant")?
         .unwrap_or_else(|| "full".into());
@@ -172,6 +178,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
             size_budget: default_budget,
             description: None,
             repository: None,
+            cache_to: family_cache_to.clone(),
+            cache_from: family_cache_from.clone(),
         });
     }
 
@@ -212,6 +220,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
                 size_budget: default_budget,
                 description: None,
                 repository: None,
+                cache_to: family_cache_to.clone(),
+                cache_from: family_cache_from.clone(),
             });
         }
     }
@@ -247,6 +257,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
                     size_budget: default_budget,
                     description: None,
                     repository: None,
+                    cache_to: family_cache_to.clone(),
+                    cache_from: family_cache_from.clone(),
                 });
                 targets.len() - 1
             }
@@ -280,6 +292,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
         }
         spec.description = cx.string(t, &prefix, "description")?;
         spec.repository = cx.string(t, &prefix, "repository")?;
+        if let Some(c) = cx.cache(t, &prefix, "cache_to")? {
+            spec.cache_to = c;
+        }
+        if let Some(c) = cx.cache(t, &prefix, "cache_from")? {
+            spec.cache_from = c;
+        }
     }
     if targets.is_empty() {
         return Err(Error::NoTargets {
@@ -506,6 +524,19 @@ impl Cx<'_> {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// `cache_to` / `cache_from`: a string or a list of strings, placeholders checked.
+    fn cache(&self, t: &Table, prefix: &str, k: &str) -> Result<Option<Vec<String>>> {
+        let Some(list) = self.strings(t, prefix, k)? else {
+            return Ok(None);
+        };
+        for s in &list {
+            super::template::check_text(s).map_err(|reason| {
+                self.bad(&format!("{prefix}{k}"), &Value::String(s.clone()), &reason)
+            })?;
+        }
+        Ok(Some(list))
     }
 
     fn size(&self, t: &Table, prefix: &str, k: &str) -> Result<Option<u64>> {

@@ -3,8 +3,9 @@
 //!
 //! What it owns: reading and validating `kiln.toml` ([`config::load`]) into a [`Family`] of
 //! [`TargetSpec`]s (variants discovered from `variants/Dockerfile*` or listed, other targets by
-//! glob), applying `--set` overrides and git facts to get a [`BakePlan`] ([`plan::resolve`]),
-//! and the lints ([`lint`]). What it does not: building or pushing (that is
+//! glob), applying `--set` overrides and git facts to get a [`BakePlan`] ([`plan::resolve`]:
+//! tags, and each target's `cache_to` / `cache_from` rendered per platform), and the lints
+//! ([`lint`]). What it does not: building or pushing (that is
 //! [`crate::ops::bake`], which runs [`crate::builder::build`] for each target), or the `[image]`
 //! section deployers resolve (that is [`crate::resolve`]); `[[registry]]` tables are read by the
 //! CLI's registry settings and only accepted here.
@@ -90,6 +91,10 @@ pub struct TargetSpec {
     pub description: Option<String>,
     /// The repository, overriding `{registry}/{name}` (variants) or `{registry}/{target}`.
     pub repository: Option<String>,
+    /// `cache_to` values (`--cache-to` syntax, with `{target}`, `{variant}`, `{platform}` …).
+    pub cache_to: Vec<String>,
+    /// `cache_from` values (`--cache-from` syntax, templated as `cache_to`).
+    pub cache_from: Vec<String>,
 }
 
 /// Tag templates by kind of target.
@@ -192,6 +197,18 @@ pub enum Error {
     #[error("--set `{value}`: {reason}")]
     BadSet {
         /// The argument.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `cache_to` / `cache_from` value cannot be rendered for a target.
+    #[error("target `{target}`: `{key}` = `{value}`: {reason}")]
+    Cache {
+        /// The target.
+        target: String,
+        /// `cache_to` or `cache_from`.
+        key: String,
+        /// The value.
         value: String,
         /// Why.
         reason: String,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::template::{sanitize, Template};
+use super::template::{render_text, sanitize, Template};
 use super::{config, Error, Family, Kind, Result, TargetSpec};
 use crate::oci::Platform;
 
@@ -52,6 +52,10 @@ pub struct PlannedTarget {
     pub size_budget: Option<u64>,
     /// Labels the lint requires.
     pub required_labels: Vec<String>,
+    /// Platform → its `--cache-to` values, rendered (`{platform}` as `linux-amd64`).
+    pub cache_to: BTreeMap<String, Vec<String>>,
+    /// Platform → its `--cache-from` values, rendered.
+    pub cache_from: BTreeMap<String, Vec<String>>,
 }
 
 impl PlannedTarget {
@@ -79,7 +83,9 @@ pub struct BakePlan {
     pub targets: Vec<PlannedTarget>,
 }
 
-/// Applies one `--set TARGET.KEY=VALUE` (TARGET may be `*`) to `family`.
+/// Applies one `--set TARGET.KEY=VALUE` (TARGET may be `*`) to `family`; `cache-to` and
+/// `cache-from` take one value each (it has commas) and `TARGET.KEY+=VALUE` appends one, as
+/// buildx bake's `--set` does; an empty value clears the list.
 pub fn apply_set(family: &mut Family, set: &str) -> Result<()> {
     let bad = |reason: &str| Error::BadSet {
         value: set.to_string(),
@@ -88,9 +94,16 @@ pub fn apply_set(family: &mut Family, set: &str) -> Result<()> {
     let (lhs, value) = set
         .split_once('=')
         .ok_or_else(|| bad("expected TARGET.KEY=VALUE"))?;
+    let (lhs, append) = match lhs.strip_suffix('+') {
+        Some(l) => (l, true),
+        None => (lhs, false),
+    };
     let (target, key) = lhs
         .split_once('.')
         .ok_or_else(|| bad("expected TARGET.KEY=VALUE"))?;
+    if append && !is_cache_key(key) {
+        return Err(bad("`+=` appends to cache-to and cache-from only"));
+    }
     let names: Vec<String> = family.targets.iter().map(|t| t.name.clone()).collect();
     if target != "*" && !names.iter().any(|n| n == target) {
         return Err(bad(&format!(
@@ -104,7 +117,36 @@ pub fn apply_set(family: &mut Family, set: &str) -> Result<()> {
         .iter_mut()
         .filter(|t| target == "*" || t.name == target)
     {
-        set_one(t, key, value, &root).map_err(|r| bad(&r))?;
+        if is_cache_key(key) {
+            set_cache(t, key, value, append).map_err(|r| bad(&r))?;
+        } else {
+            set_one(t, key, value, &root).map_err(|r| bad(&r))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_cache_key(key: &str) -> bool {
+    matches!(key, "cache-to" | "cache_to" | "cache-from" | "cache_from")
+}
+
+fn set_cache(
+    t: &mut TargetSpec,
+    key: &str,
+    value: &str,
+    append: bool,
+) -> std::result::Result<(), String> {
+    let list = if key.ends_with("to") {
+        &mut t.cache_to
+    } else {
+        &mut t.cache_from
+    };
+    if !append {
+        list.clear();
+    }
+    if !value.trim().is_empty() {
+        super::template::check_text(value)?;
+        list.push(value.trim().to_string());
     }
     Ok(())
 }
@@ -151,7 +193,7 @@ fn set_one(
                 t.labels.insert(n.to_string(), value.to_string());
             } else {
                 return Err(format!(
-                    "unknown key `{k}` (known: dockerfile, context, stage, tags, platforms, size_budget, repository, description, args.NAME, labels.NAME)"
+                    "unknown key `{k}` (known: dockerfile, context, stage, tags, platforms, size_budget, repository, description, cache-to, cache-from, args.NAME, labels.NAME)"
                 ));
             }
         }
@@ -196,6 +238,7 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
         let mut vars: BTreeMap<&str, String> = BTreeMap::new();
         vars.insert("version", version.clone());
         vars.insert("variant", t.name.clone());
+        vars.insert("target", t.name.clone());
         if let Some(s) = &git.sha {
             vars.insert("gitsha", s.chars().take(12).collect());
         }
@@ -265,6 +308,7 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
         }
         build_args.extend(family.build_args.clone());
         build_args.extend(t.build_args.clone());
+        let (cache_to, cache_from) = cache_refs(t, &vars)?;
         targets.push(PlannedTarget {
             name: t.name.clone(),
             kind: t.kind,
@@ -280,6 +324,8 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
             annotations: meta,
             size_budget: t.size_budget,
             required_labels: family.required_labels.clone(),
+            cache_to,
+            cache_from,
         });
     }
     Ok(BakePlan {
@@ -289,4 +335,148 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
         created,
         targets,
     })
+}
+
+/// A platform as a tag component: `linux/arm64/v8` → `linux-arm64-v8`.
+pub fn platform_slug(p: &str) -> String {
+    sanitize(p)
+}
+
+type CacheRefs = BTreeMap<String, Vec<String>>;
+
+/// Renders a target's `cache_to` / `cache_from` for each of its platforms. Two platforms
+/// writing one cache ref would overwrite each other, so a target of several platforms needs
+/// `{platform}` in every `cache_to`.
+fn cache_refs(t: &TargetSpec, vars: &BTreeMap<&str, String>) -> Result<(CacheRefs, CacheRefs)> {
+    let err = |key: &str, value: &str, reason: String| Error::Cache {
+        target: t.name.clone(),
+        key: key.into(),
+        value: value.into(),
+        reason,
+    };
+    if t.platforms.len() > 1 {
+        if let Some(v) = t.cache_to.iter().find(|v| !v.contains("{platform}")) {
+            return Err(err(
+                "cache_to",
+                v,
+                format!(
+                    "the target builds {} platforms and each needs its own cache ref: put `{{platform}}` in it",
+                    t.platforms.len()
+                ),
+            ));
+        }
+    }
+    let mut to = BTreeMap::new();
+    let mut from = BTreeMap::new();
+    for p in &t.platforms {
+        let p = p.to_string();
+        let mut vars = vars.clone();
+        vars.insert("platform", platform_slug(&p));
+        let render = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|v| render_text(v, &vars).map_err(|r| err(key, v, r)))
+                .collect::<Result<Vec<_>>>()
+        };
+        to.insert(p.clone(), render("cache_to", &t.cache_to)?);
+        from.insert(p, render("cache_from", &t.cache_from)?);
+    }
+    Ok((to, from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family(toml: &str) -> (tempfile::TempDir, Family) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("variants")).unwrap();
+        for f in ["Dockerfile", "Dockerfile.python"] {
+            std::fs::write(dir.path().join("variants").join(f), "FROM scratch\n").unwrap();
+        }
+        let file = dir.path().join("kiln.toml");
+        std::fs::write(&file, format!("{toml}{TAGS}")).unwrap();
+        let fam = config::load(&file).unwrap();
+        (dir, fam)
+    }
+
+    const HEAD: &str =
+        "[family]\nname = \"sandbox\"\nversion = \"0.1.0\"\nplatforms = [\"linux/amd64\"]\n";
+    const TAGS: &str = "\n[tags]\ndefault = [\"{version}\"]\n";
+
+    #[test]
+    fn cache_refs_are_per_target_templated_and_overridden_by_set() {
+        let (_d, mut fam) = family(&format!(
+            "{HEAD}cache_to = \"type=registry,ref=r.example/c:{{variant}},mode=max\"\n\
+             cache_from = [\"r.example/c:{{target}}\", \"type=local,src=/c/{{platform}}\"]\n\
+             [target.python]\ncache_to = \"type=local,dest=/tmp/{{target}}\"\n"
+        ));
+        let plan = resolve(&fam, &[], &GitInfo::default(), 0).unwrap();
+        let full = &plan.targets[0];
+        assert_eq!(full.name, "full");
+        assert_eq!(
+            full.cache_to["linux/amd64"],
+            ["type=registry,ref=r.example/c:full,mode=max"]
+        );
+        assert_eq!(
+            full.cache_from["linux/amd64"],
+            ["r.example/c:full", "type=local,src=/c/linux-amd64"]
+        );
+        assert_eq!(
+            plan.targets[1].cache_to["linux/amd64"],
+            ["type=local,dest=/tmp/python"]
+        );
+        // `=` replaces the list (one value, commas and all), `+=` appends, empty clears.
+        apply_set(
+            &mut fam,
+            "python.cache-to=type=registry,ref=x/y:{variant},mode=max",
+        )
+        .unwrap();
+        apply_set(&mut fam, "python.cache-to+=type=local,dest=/d").unwrap();
+        apply_set(&mut fam, "*.cache-from=").unwrap();
+        let plan = resolve(&fam, &["python".into()], &GitInfo::default(), 0).unwrap();
+        let py = &plan.targets[0];
+        assert_eq!(
+            py.cache_to["linux/amd64"],
+            [
+                "type=registry,ref=x/y:python,mode=max",
+                "type=local,dest=/d"
+            ]
+        );
+        assert!(py.cache_from["linux/amd64"].is_empty());
+        assert!(apply_set(&mut fam, "python.tags+=x").is_err());
+        assert!(apply_set(&mut fam, "python.cache-to=r/c:{colour}").is_err());
+    }
+
+    #[test]
+    fn a_target_of_several_platforms_needs_platform_in_its_cache_to() {
+        let (_d, fam) = family(&format!(
+            "{HEAD}cache_to = \"r.example/c:{{variant}}\"\n[target.full]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n"
+        ));
+        let e = resolve(&fam, &[], &GitInfo::default(), 0).unwrap_err();
+        assert!(e.to_string().contains("{platform}"), "{e}");
+        assert!(e.to_string().contains("target `full`"), "{e}");
+    }
+
+    #[test]
+    fn bad_cache_values_in_the_file_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("variants")).unwrap();
+        std::fs::write(dir.path().join("variants/Dockerfile"), "FROM scratch\n").unwrap();
+        let file = dir.path().join("kiln.toml");
+        for (toml, key) in [
+            (
+                format!("{HEAD}cache_to = \"r/c:{{colour}}\"\n"),
+                "family.cache_to",
+            ),
+            (format!("{HEAD}cache_from = 3\n"), "family.cache_from"),
+            (
+                format!("{HEAD}[target.full]\ncache_to = [\"r/c:{{variant\"]\n"),
+                "target.full.cache_to",
+            ),
+        ] {
+            std::fs::write(&file, format!("{toml}{TAGS}")).unwrap();
+            let e = config::load(&file).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
 }

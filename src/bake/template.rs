@@ -4,6 +4,55 @@ use std::collections::BTreeMap;
 /// The placeholders a tag template may use.
 pub const PLACEHOLDERS: &[&str] = &["version", "variant", "gitsha", "branch"];
 
+/// The placeholders a `cache_to` / `cache_from` value may use.
+pub const CACHE_PLACEHOLDERS: &[&str] = &[
+    "target", "variant", "platform", "version", "gitsha", "branch",
+];
+
+/// Checks a `cache_to` / `cache_from` value: braces balanced, only [`CACHE_PLACEHOLDERS`].
+/// The value itself (buildx's cache syntax) is checked once rendered, by the CLI.
+pub fn check_text(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err("`}` without a matching `{`".into());
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| "`{` without a matching `}`".to_string())?;
+        let name = &after[..close];
+        if !CACHE_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` (known: {})",
+                CACHE_PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+/// Fills the placeholders of a value [`check_text`] accepted.
+pub fn render_text(text: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
+    check_text(text)?;
+    let mut out = text.to_string();
+    for p in CACHE_PLACEHOLDERS {
+        let key = format!("{{{p}}}");
+        if out.contains(&key) {
+            let v = vars
+                .get(p)
+                .ok_or_else(|| format!("`{{{p}}}` has no value here"))?;
+            out = out.replace(&key, v);
+        }
+    }
+    Ok(out)
+}
+
 /// A validated tag template such as `{version}-{variant}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
@@ -135,5 +184,23 @@ mod tests {
         let t = Template::parse("sha-{gitsha}").unwrap();
         assert!(t.render(&vars).unwrap_err().contains("{gitsha}"));
         assert_eq!(sanitize("feature/x y"), "feature-x-y");
+    }
+
+    #[test]
+    fn cache_values_render_target_variant_and_platform() {
+        let vars = BTreeMap::from([
+            ("target", "python".into()),
+            ("variant", "python".into()),
+            ("platform", "linux-amd64".into()),
+        ]);
+        assert_eq!(
+            render_text("type=registry,ref=r/c:{variant}-{platform},mode=max", &vars).unwrap(),
+            "type=registry,ref=r/c:python-linux-amd64,mode=max"
+        );
+        assert!(check_text("r/c:{colour}").unwrap_err().contains("{colour}"));
+        assert!(check_text("r/c:{target").is_err());
+        assert!(render_text("r/c:{gitsha}", &vars)
+            .unwrap_err()
+            .contains("{gitsha}"));
     }
 }

@@ -181,8 +181,8 @@ pub struct LayerRecord {
     pub stats: Option<crate::layer::LayerStats>,
 }
 
-/// One executed step, for progress and metadata.
-#[derive(Debug, Clone, Serialize)]
+/// One executed step, for progress and metadata (read back by `kiln bake --merge`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// The stage's name or index.
     pub stage: String,
@@ -203,7 +203,7 @@ pub struct StepRecord {
 }
 
 /// How a step was answered (see [`StepRecord::cache`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepCache {
     /// A hit in the store's layer cache.

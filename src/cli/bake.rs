@@ -1,5 +1,6 @@
 //! `kiln bake [TARGET...] [--push] [--set TARGET.KEY=VALUE]... [--metadata-file F] [--print]`:
 //! builds the image family `kiln.toml` describes, in the spirit of `docker buildx bake`.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -8,7 +9,7 @@ use crate::bake::{self, GitInfo};
 use crate::builder::BuildOptions;
 use crate::layer::Compression;
 use crate::oci::Platform;
-use crate::ops::{self, BakeOptions};
+use crate::ops::{self, BakeOptions, TargetCache};
 
 use super::{given_epoch, out, out_json, CliResult, Context, Exit};
 
@@ -20,9 +21,23 @@ pub struct BakeArgs {
     /// Push every tag to its registry.
     #[arg(long)]
     pub push: bool,
+    /// Push each platform's image by digest only (no tag, no index), for `--merge` to join.
+    #[arg(long, conflicts_with_all = ["push", "matrix", "merge"])]
+    pub push_by_digest: bool,
+    /// Print the targets × platforms as a CI matrix (each entry: target, platform, the
+    /// `kiln bake` command that builds and pushes it by digest, its cache refs); build nothing.
+    #[arg(long, conflicts_with_all = ["print", "merge"])]
+    pub matrix: bool,
+    /// The matrix's format: `json` (an array) or `github` (`{"include": [...]}`, one line).
+    #[arg(long, value_name = "json|github", requires = "matrix")]
+    pub format: Option<String>,
+    /// Join the runners' digests files (the positional arguments) into the tagged images and
+    /// indexes, pushed, and one digests file (`--metadata-file`).
+    #[arg(long, conflicts_with_all = ["print", "push"])]
+    pub merge: bool,
     /// Override a target's setting: `TARGET.KEY=VALUE` (TARGET `*` for all; keys: dockerfile,
-    /// context, stage, tags, platforms, size_budget, repository, description, args.NAME,
-    /// labels.NAME).
+    /// context, stage, tags, platforms, size_budget, repository, description, cache-to,
+    /// cache-from, args.NAME, labels.NAME); `TARGET.cache-to+=VALUE` appends a cache ref.
     #[arg(long = "set", value_name = "TARGET.KEY=VALUE")]
     pub sets: Vec<String>,
     /// Write the digests file (target → manifest digest, tags, platforms, size, steps) here.
@@ -152,25 +167,66 @@ pub(crate) fn build_options(
     })
 }
 
+/// Parses every target's rendered `cache_to` / `cache_from` (the `--cache-to` /
+/// `--cache-from` syntax); an error names the file, the target and the value.
+fn target_caches(
+    file: &Path,
+    plan: &bake::BakePlan,
+    compression: &Compression,
+) -> Result<BTreeMap<(String, String), TargetCache>, Exit> {
+    let mut caches = BTreeMap::new();
+    for t in &plan.targets {
+        for p in &t.platforms {
+            let to = t.cache_to.get(p).cloned().unwrap_or_default();
+            let from = t.cache_from.get(p).cloned().unwrap_or_default();
+            let (to, from) =
+                super::build::cache_flags(&to, &from, compression).map_err(|e| Exit {
+                    code: 2,
+                    error: Some(anyhow::anyhow!(
+                        "`{}`: target `{}` ({p}): {}",
+                        file.display(),
+                        t.name,
+                        e.error
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "bad cache value".into())
+                    )),
+                })?;
+            caches.insert((t.name.clone(), p.clone()), TargetCache { to, from });
+        }
+    }
+    Ok(caches)
+}
+
 pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
     let file = family_file(ctx);
     let mut family = bake::config::load(&file)?;
-    if let Some(p) = &a.platform {
-        bake::plan::apply_set(&mut family, &format!("*.platforms={p}"))?;
-    }
     for s in &a.sets {
         bake::plan::apply_set(&mut family, s)?;
     }
+    // After the `--set`s: the command line's platform is the one built (a matrix entry's).
+    if let Some(p) = &a.platform {
+        bake::plan::apply_set(&mut family, &format!("*.platforms={p}"))?;
+    }
     let epoch = given_epoch(a.source_date_epoch)?;
     let git = git_info(&family.root);
-    let plan = bake::plan::resolve(&family, &a.targets, &git, epoch.unwrap_or(0))?;
+    let only: &[String] = if a.merge { &[] } else { &a.targets };
+    let plan = bake::plan::resolve(&family, only, &git, epoch.unwrap_or(0))?;
     if a.print {
         return out_json(&plan);
     }
+    if a.matrix {
+        return super::bake_fanout::print_matrix(ctx, &a, &plan);
+    }
+    if a.merge {
+        return super::bake_fanout::run_merge(ctx, &a, plan);
+    }
     let (network, allow_network_host) = super::build::network_flags(&a.network, &a.allow)?;
+    let caches = target_caches(&family.file, &plan, &a.compression)?;
     let opts = BakeOptions {
+        caches,
         plan,
         push: a.push,
+        push_by_digest: a.push_by_digest,
         strict: a.strict,
         build: BuildOptions {
             secrets: a

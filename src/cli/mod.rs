@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
+mod bake_fanout;
 mod build;
 mod build_outputs;
 mod cache;

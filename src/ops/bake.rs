@@ -23,15 +23,31 @@ pub struct BakeOptions {
     pub plan: BakePlan,
     /// Push every tag.
     pub push: bool,
+    /// Push each platform's image by digest only (`REPOSITORY@DIGEST`): no tag, no index;
+    /// `kiln bake --merge` makes those from the digests files of every runner.
+    pub push_by_digest: bool,
     /// Lint findings are errors.
     pub strict: bool,
     /// Shared build settings (compression, epoch, cache, sandbox, registry client); its
-    /// per-target fields (context, Dockerfile, tags, args, labels, platform) are replaced.
+    /// per-target fields (context, Dockerfile, tags, args, labels, platform, cache refs) are
+    /// replaced.
     pub build: BuildOptions,
+    /// `(target, platform)` → its cache refs (`cache_to` / `cache_from` of `kiln.toml`,
+    /// rendered and parsed); a pair not here uses `build`'s.
+    pub caches: BTreeMap<(String, String), TargetCache>,
+}
+
+/// One target's cache refs for one platform.
+#[derive(Debug, Clone, Default)]
+pub struct TargetCache {
+    /// Where the build's layer keys are written.
+    pub to: Vec<crate::cache::remote::CacheExport>,
+    /// Where steps are looked up after the store.
+    pub from: Vec<crate::cache::remote::CacheLocation>,
 }
 
 /// One platform's image of a target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PlatformImage {
     /// The platform.
     pub platform: String,
@@ -276,7 +292,7 @@ pub fn bake(
     opts: &BakeOptions,
     reporter: &dyn Reporter,
 ) -> Result<BakeResult, BakeError> {
-    if opts.push && opts.build.remote.is_none() {
+    if (opts.push || opts.push_by_digest) && opts.build.remote.is_none() {
         return Err(BakeError::NoRemote);
     }
     let mut targets = BTreeMap::new();
@@ -327,6 +343,10 @@ fn bake_one(
         b.labels = t.labels.clone();
         b.default_labels = t.default_labels.clone();
         b.annotations = t.annotations.clone();
+        if let Some(c) = opts.caches.get(&(t.name.clone(), p.to_string())) {
+            b.cache_to = c.to.clone();
+            b.cache_from = c.from.clone();
+        }
         // Every platform is checked before anything is built.
         check_emulation(&b, &t.name)?;
         builds.push((p, b));
@@ -362,7 +382,22 @@ fn bake_one(
     };
     let mut pushed = Vec::new();
     let mut up_to_date = Vec::new();
-    if opts.push {
+    if opts.push_by_digest {
+        let remote = opts.build.remote.as_ref().ok_or(BakeError::NoRemote)?;
+        for img in &images {
+            let r = format!("{}@{}", t.repository, img.digest());
+            let uploaded =
+                push_image(remote, store, img, &r).map_err(|source| BakeError::Write {
+                    target: t.name.clone(),
+                    dest: format!("docker://{r}"),
+                    source: Box::new(source),
+                })?;
+            if !uploaded {
+                up_to_date.push(r.clone());
+            }
+            pushed.push(r);
+        }
+    } else if opts.push {
         let remote = opts.build.remote.as_ref().ok_or(BakeError::NoRemote)?;
         for tag in &t.tags {
             let uploaded =
@@ -413,7 +448,7 @@ fn bake_one(
 }
 
 /// Pushes one image under `tag` unless the registry has that tag at this digest already.
-fn push_image(
+pub(super) fn push_image(
     remote: &transport::Remote,
     store: &Store,
     image: &Image,

@@ -13,13 +13,14 @@ mod import;
 mod index;
 mod inspect;
 mod layer;
+mod merge;
 mod resolve;
 mod rootfs;
 mod store;
 
 pub use bake::{
     bake, build_platforms, check_emulation, push_index, store_index, BakeError, BakeOptions,
-    BakeResult, BakedTarget, PlatformImage, PushFailure,
+    BakeResult, BakedTarget, PlatformImage, PushFailure, TargetCache,
 };
 pub use build::{build, metadata};
 pub use copy::{copy, CopyOptions};
@@ -30,6 +31,7 @@ pub use import::{import, ImportOptions, ImportResult};
 pub use index::{create_index, IndexError, IndexOptions, IndexResult};
 pub use inspect::{images, inspect, ImageSummary, Inspection, LayerInfo};
 pub use layer::{layer, LayerCommandOptions, LayerResult};
+pub use merge::{merge, MergeError, MergeOptions, MergeResult};
 pub use resolve::{ensure, EnsureError, Ensured};
 pub use rootfs::{export_rootfs, RootfsDest, RootfsError};
 pub use store::{fsck, gc};

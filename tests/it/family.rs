@@ -5,6 +5,8 @@
 //!   subordinate ids) to a real registry through Debian's archive and PyPI, then each checked
 //!   with podman: uid 1000, /tmp 1777 and writable, python/node versions, no stale `.pyc`
 //!   (`scripts/check-pyc.py`, the checks `scripts/build-family.sh` makes);
+//! - the same bake on a fresh store through the registry cache (`cache_to` / `cache_from` by
+//!   `--set`, one ref per variant): every step a remote hit, the same digests, nothing uploaded;
 //! - `Dockerfile.minimal` and `Dockerfile.python` give the same digests built as root and as the
 //!   unprivileged user, on bases both imported from the same debootstrap tarball.
 //!
@@ -403,19 +405,38 @@ fn the_family_bakes_pushes_and_runs_as_an_unprivileged_user() {
     k.give(&dir);
     let digests = k.path("out/digests.json");
     let ca = pip_ca();
-    let mut args = vec![
-        "--tls-verify=false",
-        "--config",
-        config.to_str().unwrap(),
-        "bake",
-        "--push",
-        "--metadata-file",
-        digests.to_str().unwrap(),
-    ];
-    if let Some(ca) = &ca {
-        args.extend(["--secret", ca.as_str()]);
-    }
-    k.ok(&args);
+    // One registry cache ref per variant (and platform), written by this bake.
+    let cache_to = format!(
+        "*.cache-to=type=registry,ref={}/kiln/cache:{{variant}}-{{platform}},mode=max",
+        reg.addr
+    );
+    let cache_from = format!(
+        "*.cache-from={}/kiln/cache:{{variant}}-{{platform}}",
+        reg.addr
+    );
+    let bake_args = |digests: &Path| {
+        let mut args: Vec<String> = [
+            "--tls-verify=false",
+            "--config",
+            config.to_str().unwrap(),
+            "bake",
+            "--push",
+            "--set",
+            &cache_to,
+            "--set",
+            &cache_from,
+            "--metadata-file",
+            digests.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(ca) = &ca {
+            args.extend(["--secret".to_string(), ca.clone()]);
+        }
+        args
+    };
+    let args = bake_args(&digests);
+    k.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let baked = start.elapsed();
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&digests).unwrap()).unwrap();
@@ -445,6 +466,49 @@ fn the_family_bakes_pushes_and_runs_as_an_unprivileged_user() {
         start.elapsed() - baked
     );
     assert!(failed.is_empty(), "{failed:#?}");
+
+    // A fresh runner (an empty store) with nothing changed: every layer step is answered by
+    // the registry cache, nothing runs, every tag is already current, the digests are the same.
+    let Some(fresh) = KilnAs::new(Who::User) else {
+        return;
+    };
+    let again = fresh.path("out/digests.json");
+    let args = bake_args(&again);
+    let t0 = Instant::now();
+    fresh.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!(
+        "the family from the registry cache on a fresh store: {:?}",
+        t0.elapsed()
+    );
+    let meta2: serde_json::Value = serde_json::from_slice(&std::fs::read(&again).unwrap()).unwrap();
+    for (target, t) in targets {
+        let t2 = &meta2["targets"][target];
+        assert_eq!(t2["digest"], t["digest"], "{target}");
+        assert_eq!(t2["up_to_date"], t["tags"], "{target}: {t2}");
+        // A step shared with a variant baked before is a local hit (the remote hit is in the
+        // store's cache by then); none ran.
+        let steps: Vec<&serde_json::Value> = t2["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|i| i["steps"].as_array().unwrap())
+            .collect();
+        assert!(
+            steps.iter().all(|s| s["cache"] != "ran"),
+            "{target}: {steps:#?}"
+        );
+        assert!(
+            steps.iter().any(|s| s["cache"] == "remote"),
+            "{target}: {steps:#?}"
+        );
+    }
+    let remote = meta2["targets"]["full"]["images"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["cache"] == "remote")
+        .count();
+    assert!(remote > 0);
 }
 
 /// `Dockerfile.minimal` and `Dockerfile.python` built `--no-cache` as root and as the

@@ -7,9 +7,10 @@
 //! (the library against challenges, credential stores, injected faults and hostile servers),
 //! and the `kiln` command against a registry: `cli` (`build --push`, push, pull, copy, tags,
 //! mirrors), `cli_faults` (the same through a fault proxy), `copy_all` (`kiln copy --all`),
-//! `lazy` (lazy layers), `cache` (`--cache-to` / `--cache-from` between two runners), `cache_mounts` (cache-mount contents between them) and `progress` (blob transfers reported through the `Reporter`, and
+//! `lazy` (lazy layers), `cache` (`--cache-to` / `--cache-from` between two runners), `cache_mounts` (cache-mount contents between them), `bake_fanout` (`kiln bake --matrix`, runners, `--merge`) and `progress` (blob transfers reported through the `Reporter`, and
 //! how the CLI shows them).
 mod auth;
+mod bake_fanout;
 mod cache;
 mod cache_mounts;
 mod cli;
