@@ -138,6 +138,21 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// How the layers a step writes are made: compression, threads, and mtimes clamped to the
+    /// epoch when one was given.
+    pub fn layer_options(&self) -> crate::layer::LayerOptions {
+        crate::layer::LayerOptions {
+            compression: self.compression,
+            threads: self.threads,
+            // Clamped only to an epoch the user gave (see `clamp_mtimes`).
+            epoch: if self.clamp_mtimes {
+                self.epoch
+            } else {
+                i64::MAX
+            },
+        }
+    }
+
     /// The key a step's layer is cached under with these options (`step_key`: its plan key):
     /// the compression and the timestamp rules change the layer's bytes.
     pub fn layer_key(&self, step_key: &str) -> String {

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use crate::cache::remote::{mount_key, MountContents};
 use crate::cache::CachedLayer;
-use crate::layer::{apply_layer, IdMap, LayerOptions, LayerWriter, UnpackOptions, WalkOptions};
+use crate::layer::{apply_layer, IdMap, LayerWriter, UnpackOptions, WalkOptions};
 use crate::oci::Descriptor;
 use crate::plan::RunStep;
 use crate::sandbox::{Mount, MountKind};
@@ -139,18 +139,7 @@ impl Builder<'_> {
     /// `dir` as a layer in the store, owned as the steps saw it.
     fn write_dir_layer(&self, dir: &Path) -> Result<CachedLayer, Box<dyn std::error::Error>> {
         let opts = self.opts;
-        let mut w = LayerWriter::new(
-            self.store.blob_writer()?,
-            LayerOptions {
-                compression: opts.compression,
-                threads: opts.threads,
-                epoch: if opts.clamp_mtimes {
-                    opts.epoch
-                } else {
-                    i64::MAX
-                },
-            },
-        )?;
+        let mut w = LayerWriter::new(self.store.blob_writer()?, opts.layer_options())?;
         // Rootless, files are owned by the caller and its subordinate ids on disk: record the
         // ids inside the namespace, as `kiln import` does.
         let ids = crate::sandbox::caller_view(Path::new("/etc")).map(|(uid, gid)| {

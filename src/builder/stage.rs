@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::cache::CachedLayer;
-use crate::layer::{Entry, LayerOptions, LayerStats, LayerWriter};
+use crate::layer::{Entry, LayerStats, LayerWriter};
 use crate::oci::Descriptor;
 use crate::plan::{self, Base, Stage, StepKind};
 use crate::sandbox::{Emulator, SnapshotterKind};
@@ -185,18 +185,7 @@ impl Builder<'_> {
     /// Writes `entries` as a layer blob in the store.
     fn write_entries(&self, entries: &[Entry]) -> Result<(CachedLayer, LayerStats), StepError> {
         let opts = self.opts;
-        let mut w = LayerWriter::new(
-            self.store.blob_writer()?,
-            LayerOptions {
-                compression: opts.compression,
-                threads: opts.threads,
-                epoch: if opts.clamp_mtimes {
-                    opts.epoch
-                } else {
-                    i64::MAX
-                },
-            },
-        )?;
+        let mut w = LayerWriter::new(self.store.blob_writer()?, opts.layer_options())?;
         for e in entries {
             w.append(e)?;
         }
