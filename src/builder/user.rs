@@ -47,8 +47,10 @@ pub enum OwnerError {
     },
 }
 
-/// Resolves `spec`; the error names what could not be found and where it was looked up.
-pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
+/// The stage's `/etc/passwd` and `/etc/group` (when it has them) and `spec`'s user and group.
+type Spec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a str, Option<&'a str>);
+
+fn split_spec<'a>(index: &'a FsIndex, spec: &'a str) -> Result<Spec<'a>, OwnerError> {
     let passwd = index.get(b"etc/passwd").and_then(|n| n.content.as_deref());
     let group = index.get(b"etc/group").and_then(|n| n.content.as_deref());
     let (user, grp) = match spec.split_once(':') {
@@ -58,6 +60,12 @@ pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
     if user.is_empty() {
         return Err(OwnerError::Invalid { spec: spec.into() });
     }
+    Ok((passwd, group, user, grp))
+}
+
+/// Resolves `spec`; the error names what could not be found and where it was looked up.
+pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
+    let (passwd, group, user, grp) = split_spec(index, spec)?;
     let (uid, primary) = match user.parse::<u32>() {
         Ok(id) => (id, lookup_by_uid(passwd, id).unwrap_or(id)),
         Err(_) => lookup(passwd, user).ok_or_else(|| OwnerError::NoUser { user: user.into() })?,
@@ -79,15 +87,7 @@ pub fn resolve_owner(index: &FsIndex, spec: &str) -> Result<Owner, OwnerError> {
 /// `/etc/passwd` entry keeps group 0 (not gid = uid), and without an explicit group the user
 /// gets, as supplementary groups, every group whose `/etc/group` member list names it.
 pub fn resolve_exec_user(index: &FsIndex, spec: &str) -> Result<ExecUser, OwnerError> {
-    let passwd = index.get(b"etc/passwd").and_then(|n| n.content.as_deref());
-    let group = index.get(b"etc/group").and_then(|n| n.content.as_deref());
-    let (user, grp) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    if user.is_empty() {
-        return Err(OwnerError::Invalid { spec: spec.into() });
-    }
+    let (passwd, group, user, grp) = split_spec(index, spec)?;
     // (name, uid, gid) of the matching passwd line: by uid when numeric, else by name.
     let entry = passwd_lines(passwd).find(|(name, uid, _)| match user.parse::<u32>() {
         Ok(id) => *uid == id,
