@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::bake::BakePlan;
 use crate::ops::{self, MergeOptions};
 
-use super::bake::BakeArgs;
+use super::bake_args::BakeArgs;
 use super::{out, CliResult, Context, Exit};
 
 /// One entry of the matrix: one target, one platform.

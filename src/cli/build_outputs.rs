@@ -118,7 +118,7 @@ pub(crate) struct BuildOutputs {
 /// epoch (`--source-date-epoch`, `$SOURCE_DATE_EPOCH`, `--timestamp`). Every name is checked
 /// here (`-t Foo/Bar` fails before any step runs) and every file's directory must exist.
 pub(crate) fn plan(
-    a: &super::build::BuildArgs,
+    a: &super::build_args::BuildArgs,
     epoch_given: bool,
     platforms: &[Platform],
 ) -> Result<BuildOutputs> {

@@ -14,8 +14,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bake;
+mod bake_args;
 mod bake_fanout;
 mod build;
+mod build_args;
 mod build_outputs;
 mod cache;
 mod diff;
