@@ -12,8 +12,19 @@ pub const CACHE_PLACEHOLDERS: &[&str] = &[
 /// Checks a `cache_to` / `cache_from` value: braces balanced, only [`CACHE_PLACEHOLDERS`].
 /// The value itself (buildx's cache syntax) is checked once rendered, by the CLI.
 pub fn check_text(text: &str) -> Result<(), String> {
+    scan(text, CACHE_PLACEHOLDERS, &|_| Ok(()))
+}
+
+/// Walks `text`: braces balanced, every placeholder one of `known`, and each literal part
+/// accepted by `literal`. The one scanner of tag templates and cache values.
+fn scan(
+    text: &str,
+    known: &[&str],
+    literal: &dyn Fn(&str) -> Result<(), String>,
+) -> Result<(), String> {
     let mut rest = text;
     while let Some(open) = rest.find(['{', '}']) {
+        literal(&rest[..open])?;
         if rest.as_bytes()[open] == b'}' {
             return Err("`}` without a matching `{`".into());
         }
@@ -22,10 +33,10 @@ pub fn check_text(text: &str) -> Result<(), String> {
             .find('}')
             .ok_or_else(|| "`{` without a matching `}`".to_string())?;
         let name = &after[..close];
-        if !CACHE_PLACEHOLDERS.contains(&name) {
+        if !known.contains(&name) {
             return Err(format!(
                 "unknown placeholder `{{{name}}}` (known: {})",
-                CACHE_PLACEHOLDERS
+                known
                     .iter()
                     .map(|p| format!("{{{p}}}"))
                     .collect::<Vec<_>>()
@@ -34,7 +45,7 @@ pub fn check_text(text: &str) -> Result<(), String> {
         }
         rest = &after[close + 1..];
     }
-    Ok(())
+    literal(rest)
 }
 
 /// Fills the placeholders of a value [`check_text`] accepted.
@@ -65,30 +76,7 @@ impl Template {
         if text.is_empty() {
             return Err("a tag template cannot be empty".into());
         }
-        let mut rest = text;
-        while let Some(open) = rest.find(['{', '}']) {
-            literal(&rest[..open])?;
-            if rest.as_bytes()[open] == b'}' {
-                return Err("`}` without a matching `{`".into());
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| "`{` without a matching `}`".to_string())?;
-            let name = &after[..close];
-            if !PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "unknown placeholder `{{{name}}}` (known: {})",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            rest = &after[close + 1..];
-        }
-        literal(rest)?;
+        scan(text, PLACEHOLDERS, &literal)?;
         Ok(Template(text.to_string()))
     }
 
