@@ -23,8 +23,9 @@ const REGISTRY_FLAGS: [&str; 7] = [
 /// Which global flags each command does not read.
 fn unused(command: &str) -> &'static [&'static str] {
     match command {
-        // Local only: no registry, no transfers.
-        "parse" | "plan" => &[
+        // No store, no registry, no transfers (parse, plan: local files only; logout: the
+        // credentials file; completions: nothing).
+        "parse" | "plan" | "logout" | "completions" => &[
             "root",
             "progress",
             "tls_verify",
@@ -36,17 +37,6 @@ fn unused(command: &str) -> &'static [&'static str] {
             "speed_time",
         ],
         "images" | "rmi" | "store" | "layer" => &REGISTRY_FLAGS,
-        "logout" | "completions" => &[
-            "root",
-            "progress",
-            "tls_verify",
-            "cert_dir",
-            "jobs",
-            "chunk_size",
-            "config",
-            "speed_limit",
-            "speed_time",
-        ],
         // One request at a time, no blobs.
         "login" | "tags" => &["root", "progress", "jobs", "chunk_size"],
         _ => &[],
