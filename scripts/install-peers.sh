@@ -26,6 +26,16 @@ setup_binfmt() {
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || echo "install-peers: qemu-aarch64 is not registered in binfmt_misc" >&2
 }
 trap 'setup_tun; setup_binfmt' EXIT
+# The SBOM and provenance validators tests/it/attest.rs runs (PyPI: spdx-tools' pyspdxtools,
+# cyclonedx-python-lib's JSON validator, in-toto-attestation's SLSA v1 protobuf types), in a venv
+# of their own at $KILN_VALIDATORS (default /var/tmp/kiln-validators).
+validators=${KILN_VALIDATORS:-/var/tmp/kiln-validators}
+if [ ! -x "$validators/bin/pyspdxtools" ] || ! "$validators/bin/python" -c 'import cyclonedx.validation.json, in_toto_attestation' 2>/dev/null; then
+  echo "installing the SBOM/provenance validators into $validators" >&2
+  python3 -m venv "$validators" &&
+    "$validators/bin/pip" install -q spdx-tools 'cyclonedx-python-lib[json-validation]' in-toto-attestation ||
+    echo "install-peers: could not install the SBOM/provenance validators (pip)" >&2
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

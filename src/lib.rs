@@ -13,6 +13,7 @@
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
+//! | [`attest`] | supply-chain attestations: package scanners over an image's layers (cached per diff_id), SPDX and CycloneDX SBOMs, SLSA v1 provenance, in-toto statements and the attestation manifests of an index |
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
 //! | [`plan`] | Dockerfile + build args + target (+ a base-config resolver) → `BuildPlan` (stage DAG, steps), then its `CacheKeys`; no I/O |
 //! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index; `cache::remote`: the same keys, and cache mounts' contents, in a registry or an OCI layout (`--cache-to` / `--cache-from`, docs/CACHE.md) |
@@ -29,6 +30,7 @@
 //! compressed streams do not depend on the thread count, and JSON is canonical.
 #![warn(missing_docs)]
 
+pub mod attest;
 pub mod bake;
 pub mod builder;
 pub mod cache;

@@ -320,6 +320,16 @@ impl<'a> Builder<'a> {
             steps: std::mem::take(&mut self.steps),
             context_files_hashed: 0,
             context_files_reused: 0,
+            images: self
+                .images
+                .iter()
+                .map(|((r, p), img)| (r.clone(), p.clone(), img.digest().clone()))
+                .collect(),
+            urls: self
+                .urls
+                .iter()
+                .map(|(u, (_, f))| (u.clone(), f.digest.clone()))
+                .collect(),
         })
     }
 }

@@ -246,4 +246,9 @@ pub struct BuildOutcome {
     pub context_files_hashed: u64,
     /// Context files whose hash came from the index.
     pub context_files_reused: u64,
+    /// Base and `--from` images as the plan names them: reference, platform (empty for a
+    /// `--from` image), manifest digest (for provenance).
+    pub images: Vec<(String, String, crate::oci::Digest)>,
+    /// `ADD` URLs and their content's digest (for provenance).
+    pub urls: Vec<(String, crate::oci::Digest)>,
 }

@@ -201,7 +201,25 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         )
         .into());
     }
-    let opts = BuildOptions {
+    let attest = super::attest::options(a.sbom.as_deref(), a.provenance.as_deref(), &a.attest)?;
+    if attest.any() && platforms.len() > 1 {
+        return Err(anyhow::anyhow!(
+            "--sbom/--provenance/--attest with several platforms is not supported yet: build \
+             one platform per command"
+        )
+        .into());
+    }
+    // With attestations, names and pushes get the index (image + attestation manifest),
+    // written after the build instead of by it.
+    let pushes: Vec<String> = if attest.any() {
+        plan.outputs.push.clone()
+    } else {
+        Vec::new()
+    };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut opts = BuildOptions {
         dockerfile: a
             .file
             .clone()
@@ -243,6 +261,9 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         cache_from,
         cache_to,
     };
+    if attest.any() {
+        opts.outputs.clear();
+    }
     let store = ctx.store()?;
     let reporter = ctx.reporter();
     if platforms.len() > 1 {
@@ -286,6 +307,38 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
     for f in &findings {
         reporter.on_warning(&format!("{} [{}]", f.message, f.rule));
     }
+    let attached = if attest.any() {
+        let times = match a.timestamp.as_deref() {
+            Some("now") => Some((
+                started,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            )),
+            _ => given.map(|e| (e, e)),
+        };
+        let facts = super::attest::facts(&opts, &platforms, times)?;
+        let layers = crate::transport::LayerSource::new(&store, opts.remote.as_ref());
+        reporter.on_status("attestations: scanning layers, writing the index");
+        let att = ops::attach(&store, layers, &outcome, &facts, &attest, epoch)?;
+        for w in &att.warnings {
+            reporter.on_warning(&format!("sbom: {w}"));
+        }
+        for r in &pushes {
+            reporter.on_status(&format!("pushing {r} (with attestations)"));
+            ops::write_attached(
+                &store,
+                &att,
+                &Target::Registry(r.clone()),
+                None,
+                opts.remote.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!(e).context(format!("cannot push {r}")))?;
+        }
+        Some(att)
+    } else {
+        None
+    };
     drop(reporter);
     if a.strict && !findings.is_empty() {
         return Err(Exit {
@@ -296,14 +349,38 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             )),
         });
     }
-    super::build_outputs::write_files(ctx, &store, &outcome, &plan.outputs.files)?;
-    let digest = outcome.image.digest().to_string();
+    super::build_outputs::write_files(
+        ctx,
+        &store,
+        &outcome,
+        &plan.outputs.files,
+        attached.as_ref(),
+    )?;
+    // With attestations the build's result is the index, as buildx reports it.
+    let digest = match &attached {
+        Some(att) => att.tree.top.digest.to_string(),
+        None => outcome.image.digest().to_string(),
+    };
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
-        let text = serde_json::to_string_pretty(&ops::metadata(&outcome))?;
+        let mut m = ops::metadata(&outcome);
+        if let Some(att) = &attached {
+            m["containerimage.digest"] = serde_json::Value::from(digest.clone());
+            m["containerimage.descriptor"] = serde_json::json!({
+                "mediaType": att.tree.top.media_type.to_string(),
+                "digest": digest,
+                "size": att.tree.top.size,
+            });
+            m["attestations"] = serde_json::json!({
+                "manifest": att.tree.images.last().map(|i| i.digest().to_string()),
+                "sbom_layers_scanned": att.layers.0,
+                "sbom_layers_cached": att.layers.1,
+            });
+        }
+        let text = serde_json::to_string_pretty(&m)?;
         std::fs::write(f, text)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }

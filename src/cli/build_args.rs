@@ -102,6 +102,19 @@ pub struct BuildArgs {
     )]
     pub cache_from: Vec<String>,
 
+    // Supply-chain attestations (#19; src/cli/attest.rs), buildx's flags.
+    /// Attach an SBOM (SPDX 2.3) attestation to the image, in an index: `--sbom`,
+    /// `--sbom=true|false`.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attach SLSA v1 provenance: `--provenance`, `--provenance=true|false|mode=min|max`.
+    #[arg(long, value_name = "true|false|mode=min|max", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+    /// An attestation, buildx's syntax: `type=sbom[,disabled=true]`,
+    /// `type=provenance[,mode=min|max][,disabled=true]`.
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,...]")]
+    pub attest: Vec<String>,
+
     // buildx's output flags (src/cli/output.rs).
     /// Print only the image digest: no progress (buildx's `-q`).
     #[arg(short = 'q', long)]

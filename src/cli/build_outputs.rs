@@ -190,13 +190,16 @@ pub(crate) fn plan(
     })
 }
 
-/// Writes the image and root-filesystem outputs of a finished build, in order. A failure is
-/// exit 2, as a failed push is: the image was built and is in the store.
+/// Writes the image and root-filesystem outputs of a finished build, in order; with
+/// `attached`, image outputs get the index with the attestations (a docker-archive, which
+/// cannot hold one, the image alone, with a warning). A failure is exit 2, as a failed push
+/// is: the image was built and is in the store.
 pub(crate) fn write_files(
     ctx: &super::Context,
     store: &crate::store::Store,
     outcome: &crate::builder::BuildOutcome,
     files: &[FileOutput],
+    attached: Option<&crate::ops::Attached>,
 ) -> Result<(), super::Exit> {
     if files.is_empty() {
         return Ok(());
@@ -207,6 +210,18 @@ pub(crate) fn write_files(
         match f {
             FileOutput::Image { target, name } => {
                 reporter.on_status(&format!("writing {target}"));
+                if let Some(att) = attached {
+                    if matches!(target, Target::DockerArchive(..)) {
+                        reporter.on_warning(&format!(
+                            "{target}: a docker-archive cannot hold attestations (they live in \
+                             an image index): the image is written without them; use \
+                             `-o type=oci` or push to keep them"
+                        ));
+                    }
+                    crate::ops::write_attached(store, att, target, name.as_deref(), Some(&remote))
+                        .map_err(|e| anyhow!(e).context(format!("cannot write {target}")))?;
+                    continue;
+                }
                 crate::transport::write_from_store(
                     store,
                     &outcome.image,

@@ -5,7 +5,7 @@
 //! `output` reads `kiln build -o` (buildx's syntax and kiln's transports), `build_outputs`
 //! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
 //! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
-//! `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
+//! `attest` reads the attestation flags and runs `kiln sbom`; `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
 //! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
 //! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod attest;
 mod bake;
 mod bake_args;
 mod bake_fanout;
@@ -115,6 +116,8 @@ pub enum Command {
     Status(resolve::ResolveArgs),
     /// Print a shell completion script: `source <(kiln completions bash)`.
     Completions(help::CompletionsArgs),
+    /// Print the SBOM (SPDX or CycloneDX JSON) of any image kiln can read.
+    Sbom(attest::SbomArgs),
 }
 
 /// Output format for commands that can print JSON.
@@ -234,6 +237,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Ensure(a) => resolve::run_ensure(&ctx, a),
         Command::Status(a) => resolve::run_status(&ctx, a),
         Command::Completions(a) => help::completions(a),
+        Command::Sbom(a) => attest::run_sbom(&ctx, a),
     }
 }
 

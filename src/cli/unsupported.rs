@@ -41,12 +41,6 @@ const FLAGS: &[(&str, &str)] = &[
         "kiln has no builder instances: it runs in this process; remove `--builder`",
     ),
     (
-        "--provenance",
-        "kiln writes no attestations: remove the flag",
-    ),
-    ("--sbom", "kiln writes no attestations: remove the flag"),
-    ("--attest", "kiln writes no attestations: remove the flag"),
-    (
         "--call",
         "use `kiln parse FILE` for the Dockerfile's checks and `kiln plan` for the build plan",
     ),

@@ -5,6 +5,7 @@
 //!
 //! [`Reporter`]: crate::progress::Reporter
 
+mod attest;
 mod bake;
 mod build;
 mod copy;
@@ -18,6 +19,9 @@ mod resolve;
 mod rootfs;
 mod store;
 
+pub use attest::{
+    attach, parse_rfc3339, sbom, write_attached, Attached, AttestError, AttestOptions, SbomFormat,
+};
 pub use bake::{
     bake, build_platforms, check_emulation, push_index, store_index, BakeError, BakeOptions,
     BakeResult, BakedTarget, PlatformImage, PushFailure, TargetCache,

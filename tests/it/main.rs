@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, one module per area.
 mod support;
 
+mod attest;
 mod bake;
 mod build;
 mod build_diff;
