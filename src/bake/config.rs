@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 use super::template::Template;
-use super::{Error, Family, Kind, Result, TagScheme, TargetSpec};
+use super::{Attest, Error, Family, Kind, Result, TagScheme, TargetSpec};
 use crate::oci::Platform;
 
 const TOP: &[&str] = &["family", "tags", "target", "image", "registry"];
@@ -29,6 +29,8 @@ const FAMILY: &[&str] = &[
     "labels",
     "cache_to",
     "cache_from",
+    "sbom",
+    "provenance",
 ];
 const TAGS: &[&str] = &["default", "variant", "other"];
 const TARGET: &[&str] = &[
@@ -44,6 +46,8 @@ const TARGET: &[&str] = &[
     "repository",
     "cache_to",
     "cache_from",
+    "sbom",
+    "provenance",
 ];
 
 /// Reads and validates `path`.
@@ -103,6 +107,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
     let default_budget = cx.size(fam, "family.", "size_budget")?;
     let family_cache_to = cx.cache(fam, "family.", "cache_to")?.unwrap_or_default();
     let family_cache_from = cx.cache(fam, "family.", "cache_from")?.unwrap_or_default();
+    let family_attest = cx.attest(fam, "family.", Attest::default())?;
     let default_variant = cx
         .string(fam, "family.", "default_variant")?
         .unwrap_or_else(|| "full".into());
@@ -180,6 +185,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
             repository: None,
             cache_to: family_cache_to.clone(),
             cache_from: family_cache_from.clone(),
+            attest: family_attest,
         });
     }
 
@@ -222,6 +228,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
                 repository: None,
                 cache_to: family_cache_to.clone(),
                 cache_from: family_cache_from.clone(),
+                attest: family_attest,
             });
         }
     }
@@ -259,6 +266,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
                     repository: None,
                     cache_to: family_cache_to.clone(),
                     cache_from: family_cache_from.clone(),
+                    attest: family_attest,
                 });
                 targets.len() - 1
             }
@@ -298,6 +306,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Family> {
         if let Some(c) = cx.cache(t, &prefix, "cache_from")? {
             spec.cache_from = c;
         }
+        spec.attest = cx.attest(t, &prefix, spec.attest)?;
     }
     if targets.is_empty() {
         return Err(Error::NoTargets {
@@ -537,6 +546,31 @@ impl Cx<'_> {
             })?;
         }
         Ok(Some(list))
+    }
+
+    /// `sbom = true|false` and `provenance = true|false|"min"|"max"` over `base`.
+    fn attest(&self, t: &Table, prefix: &str, base: Attest) -> Result<Attest> {
+        use crate::attest::provenance::Mode;
+        let mut a = base;
+        match t.get("sbom") {
+            None => {}
+            Some(Value::Boolean(b)) => a.sbom = *b,
+            Some(v) => return Err(self.bad(&format!("{prefix}sbom"), v, "expected true or false")),
+        }
+        match t.get("provenance") {
+            None => {}
+            Some(Value::Boolean(b)) => a.provenance = b.then_some(Mode::Min),
+            Some(Value::String(m)) if m == "min" => a.provenance = Some(Mode::Min),
+            Some(Value::String(m)) if m == "max" => a.provenance = Some(Mode::Max),
+            Some(v) => {
+                return Err(self.bad(
+                    &format!("{prefix}provenance"),
+                    v,
+                    "expected true, false, \"min\" or \"max\"",
+                ))
+            }
+        }
+        Ok(a)
     }
 
     fn size(&self, t: &Table, prefix: &str, k: &str) -> Result<Option<u64>> {

@@ -95,6 +95,18 @@ pub struct TargetSpec {
     pub cache_to: Vec<String>,
     /// `cache_from` values (`--cache-from` syntax, templated as `cache_to`).
     pub cache_from: Vec<String>,
+    /// `sbom` and `provenance`: the attestations its images get.
+    pub attest: Attest,
+}
+
+/// The attestations a target's images get (`sbom = true`, `provenance = true|"min"|"max"` in
+/// `[family]` or `[target.NAME]`; docs/SUPPLY-CHAIN.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attest {
+    /// An SPDX SBOM.
+    pub sbom: bool,
+    /// SLSA provenance, and its mode.
+    pub provenance: Option<crate::attest::provenance::Mode>,
 }
 
 /// Tag templates by kind of target.

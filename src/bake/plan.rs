@@ -56,6 +56,9 @@ pub struct PlannedTarget {
     pub cache_to: BTreeMap<String, Vec<String>>,
     /// Platform → its `--cache-from` values, rendered.
     pub cache_from: BTreeMap<String, Vec<String>>,
+    /// The attestations its images get.
+    #[serde(skip)]
+    pub attest: super::Attest,
 }
 
 impl PlannedTarget {
@@ -326,6 +329,7 @@ pub fn resolve(family: &Family, only: &[String], git: &GitInfo, epoch: i64) -> R
             required_labels: family.required_labels.clone(),
             cache_to,
             cache_from,
+            attest: t.attest,
         });
     }
     Ok(BakePlan {

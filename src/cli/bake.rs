@@ -172,6 +172,13 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
             allow_network_host,
             ..build_options(ctx, a.compression, epoch, a.no_cache, a.single_id)?
         },
+        // For targets with `provenance` in kiln.toml (src/cli/attest.rs).
+        provenance: crate::attest::provenance::Facts {
+            git: super::attest::git_source(&family.root),
+            builder_platform: Some(Platform::host()),
+            times: epoch.map(|e| (e, e)),
+            ..Default::default()
+        },
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

@@ -5,6 +5,7 @@ use serde_json::Value;
 use crate::attest::manifest::{attestation_manifest, index_with_attestations, Statement};
 use crate::attest::{self, provenance, sbom as scan, Subject};
 use crate::builder::BuildOutcome;
+use crate::image::Image;
 use crate::oci::{Descriptor, Platform};
 use crate::store::Store;
 use crate::transport::{self, LayerSource, Remote, Target, Tree};
@@ -58,6 +59,42 @@ pub enum AttestError {
     /// Writing blobs or names to the store.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// Reading the Dockerfile (for its digest).
+    #[error("cannot read `{}`", path.display())]
+    Dockerfile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The provenance facts of one platform's build of bake target `t` (built with `b`):
+/// `template` (git, builder platform, times) with the target's Dockerfile, stage, platform,
+/// args and secrets.
+pub(crate) fn target_facts(
+    template: &provenance::Facts,
+    t: &crate::bake::PlannedTarget,
+    b: &crate::builder::BuildOptions,
+) -> Result<provenance::Facts, AttestError> {
+    let mut f = template.clone();
+    let bytes = std::fs::read(&t.dockerfile).map_err(|source| AttestError::Dockerfile {
+        path: t.dockerfile.clone(),
+        source,
+    })?;
+    f.dockerfile_digest = Some(crate::oci::Digest::sha256(&bytes));
+    f.dockerfile_path = t
+        .dockerfile
+        .strip_prefix(&t.context)
+        .unwrap_or(&t.dockerfile)
+        .display()
+        .to_string();
+    f.target = t.stage.clone();
+    f.platforms = vec![b.platform.clone()];
+    f.build_args = t.build_args.clone();
+    f.secrets = b.secrets.keys().cloned().collect();
+    Ok(f)
 }
 
 /// A built image with its attestations: the index (stored, the build's names moved to it)
@@ -72,18 +109,28 @@ pub struct Attached {
     pub layers: (usize, usize),
 }
 
-/// Makes the attestations `opts` asks for about `outcome`'s image (`facts`: what the build
-/// was given, without its steps, which come from `outcome`), stores them with an index of the
-/// image and its attestation manifest, and points the build's names at the index. `epoch`
-/// dates the SBOM.
-pub fn attach(
+/// One image's attestation manifest (stored) and its index entry, with the scan's warnings
+/// and (layers scanned, layers from the cache).
+pub struct ImageAttestations {
+    /// The attestation manifest as an image, and its index entry.
+    pub manifest: (Image, Descriptor),
+    /// Warnings of the scan.
+    pub warnings: Vec<String>,
+    /// Layers scanned, and answered by the cache.
+    pub layers: (usize, usize),
+}
+
+/// Makes the statements `opts` asks for about `outcome`'s image (`facts`: what the build was
+/// given, without its images, URLs and steps, which come from `outcome`) and stores its
+/// attestation manifest. `epoch` dates the SBOM.
+pub fn attest_image(
     store: &Store,
     layers: LayerSource<'_>,
     outcome: &BuildOutcome,
     facts: &provenance::Facts,
     opts: &AttestOptions,
     epoch: i64,
-) -> Result<Attached, AttestError> {
+) -> Result<ImageAttestations, AttestError> {
     let image = &outcome.image;
     let subject = Subject {
         name: outcome.names.first().cloned(),
@@ -130,11 +177,28 @@ pub fn attach(
             bytes: attest::statement(&subject, attest::PREDICATE_SLSA_V1, p),
         });
     }
-    let att = attestation_manifest(store, image, &statements)?;
+    Ok(ImageAttestations {
+        manifest: attestation_manifest(store, image, &statements)?,
+        warnings,
+        layers: counts,
+    })
+}
+
+/// As [`attest_image`], then an index of the image and its attestation manifest, stored, the
+/// build's names moved to it.
+pub fn attach(
+    store: &Store,
+    layers: LayerSource<'_>,
+    outcome: &BuildOutcome,
+    facts: &provenance::Facts,
+    opts: &AttestOptions,
+    epoch: i64,
+) -> Result<Attached, AttestError> {
+    let a = attest_image(store, layers, outcome, facts, opts, epoch)?;
     let (top, images) = index_with_attestations(
         store,
-        std::slice::from_ref(image),
-        &[att],
+        std::slice::from_ref(&outcome.image),
+        &[a.manifest],
         &Default::default(),
     )?;
     for n in &outcome.names {
@@ -142,8 +206,8 @@ pub fn attach(
     }
     Ok(Attached {
         tree: Tree { top, images },
-        warnings,
-        layers: counts,
+        warnings: a.warnings,
+        layers: a.layers,
     })
 }
 

@@ -35,6 +35,9 @@ pub struct BakeOptions {
     /// `(target, platform)` → its cache refs (`cache_to` / `cache_from` of `kiln.toml`,
     /// rendered and parsed); a pair not here uses `build`'s.
     pub caches: BTreeMap<(String, String), TargetCache>,
+    /// What provenance records beyond each target's own parameters: the git checkout, the
+    /// builder platform, the times (a target with `provenance` in `kiln.toml`).
+    pub provenance: crate::attest::provenance::Facts,
 }
 
 /// One target's cache refs for one platform.
@@ -148,6 +151,15 @@ pub enum BakeError {
     /// `--push` without a registry client.
     #[error("--push needs a registry client")]
     NoRemote,
+    /// A target's attestations (`sbom`, `provenance` in `kiln.toml`) failed.
+    #[error("target `{target}`: cannot make its attestations")]
+    Attest {
+        /// The target.
+        target: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::ops::AttestError>,
+    },
 }
 
 /// Fails when the Dockerfile has a RUN step in a stage built for a platform this host runs
@@ -351,6 +363,11 @@ fn bake_one(
         check_emulation(&b, &t.name)?;
         builds.push((p, b));
     }
+    let attest = crate::ops::AttestOptions {
+        sbom: t.attest.sbom,
+        provenance: t.attest.provenance,
+    };
+    let mut attestations = Vec::new();
     for (p, b) in builds {
         let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
             target: t.name.clone(),
@@ -363,6 +380,22 @@ fn bake_one(
                 findings.push(x);
             }
         }
+        if attest.any() {
+            let err = |source| BakeError::Attest {
+                target: t.name.clone(),
+                source: Box::new(source),
+            };
+            let facts = crate::ops::attest::target_facts(&opts.provenance, t, &b).map_err(err)?;
+            let mut named = outcome.clone();
+            named.names = t.tags.clone();
+            let layers = transport::LayerSource::new(store, b.remote.as_ref());
+            let a = crate::ops::attest_image(store, layers, &named, &facts, &attest, b.epoch)
+                .map_err(err)?;
+            for w in &a.warnings {
+                reporter.on_warning(&format!("{}: sbom: {w}", t.name));
+            }
+            attestations.push(a.manifest);
+        }
         records.push(PlatformImage {
             platform: p.to_string(),
             digest: outcome.image.digest().clone(),
@@ -371,7 +404,21 @@ fn bake_one(
         });
         images.push(outcome.image);
     }
-    let (top, index_bytes) = if multi {
+    let (top, index_bytes) = if !attestations.is_empty() {
+        // With attestations, an index even for one platform (as buildx writes it).
+        let (d, all) = crate::attest::manifest::index_with_attestations(
+            store,
+            &images,
+            &attestations,
+            &t.annotations,
+        )?;
+        for tag in &t.tags {
+            store.tag(tag, &d)?;
+        }
+        let bytes = store.read_blob(&d.digest)?;
+        images = all;
+        (d, Some(bytes))
+    } else if multi {
         let (d, bytes) = store_index(store, &images, &t.annotations)?;
         for tag in &t.tags {
             store.tag(tag, &d)?;

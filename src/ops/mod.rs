@@ -5,7 +5,7 @@
 //!
 //! [`Reporter`]: crate::progress::Reporter
 
-mod attest;
+pub(crate) mod attest;
 mod bake;
 mod build;
 mod copy;
@@ -20,7 +20,8 @@ mod rootfs;
 mod store;
 
 pub use attest::{
-    attach, parse_rfc3339, sbom, write_attached, Attached, AttestError, AttestOptions, SbomFormat,
+    attach, attest_image, parse_rfc3339, sbom, write_attached, Attached, AttestError,
+    AttestOptions, ImageAttestations, SbomFormat,
 };
 pub use bake::{
     bake, build_platforms, check_emulation, push_index, store_index, BakeError, BakeOptions,

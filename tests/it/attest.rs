@@ -544,3 +544,99 @@ fn the_python_variants_sbom_equals_dpkg_query_and_pip_list() {
         validate(&py, Some(&f), None, None);
     }
 }
+
+/// `sbom = true` in `[family]` and `provenance = "max"` in `[target.full]` of `kiln.toml`: a
+/// two-platform bake pushes one index with each platform's image and, after them, each one's
+/// attestation manifest pointing at it; `kiln sbom --platform` reads either image back.
+#[test]
+fn kiln_toml_attestations_bake_into_a_two_platform_index() {
+    let k = Kiln::new();
+    let Some(reg) = Registry::start(Mode::Plain) else {
+        return;
+    };
+    let dir = k.path("att");
+    std::fs::create_dir_all(dir.join("variants")).unwrap();
+    std::fs::write(
+        dir.join("variants/Dockerfile"),
+        "FROM scratch\nCOPY package.json /app/node_modules/left-pad/package.json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("variants/package.json"),
+        r#"{"name":"left-pad","version":"1.3.0"}"#,
+    )
+    .unwrap();
+    let toml = format!("[family]\nname = \"att\"\nregistry = \"{}/it\"\nversion = \"1.0.0\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nsbom = true\n[target.full]\nprovenance = \"max\"\n[tags]\ndefault = [\"{{version}}\"]\n", reg.addr);
+    std::fs::write(dir.join("kiln.toml"), toml).unwrap();
+    let meta = k.path("bake.json");
+    k.ok(&[
+        "--tls-verify=false",
+        "--config",
+        dir.join("kiln.toml").to_str().unwrap(),
+        "bake",
+        "--push",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    let r = format!("{}/it/att:1.0.0", reg.addr);
+    let digest = json(&std::fs::read(&meta).unwrap())["targets"]["full"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if need("skopeo") {
+        let raw = run(Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{r}")));
+        assert_eq!(
+            format!("sha256:{}", crate::support::sha256_hex(raw.as_bytes())),
+            digest
+        );
+        let index = json(raw.as_bytes());
+        let m = index["manifests"].as_array().unwrap();
+        let platforms: Vec<String> = m
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["platform"]["os"].as_str().unwrap(),
+                    d["platform"]["architecture"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            platforms,
+            [
+                "linux/amd64",
+                "linux/arm64",
+                "unknown/unknown",
+                "unknown/unknown"
+            ]
+        );
+        assert_eq!(
+            m[2]["annotations"]["vnd.docker.reference.digest"],
+            m[0]["digest"]
+        );
+        assert_eq!(
+            m[3]["annotations"]["vnd.docker.reference.digest"],
+            m[1]["digest"]
+        );
+    }
+    let doc = json(
+        k.ok(&[
+            "--tls-verify=false",
+            "sbom",
+            &format!("docker://{r}"),
+            "--platform",
+            "linux/arm64",
+        ])
+        .as_bytes(),
+    );
+    assert!(
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "left-pad"),
+        "{doc}"
+    );
+}
