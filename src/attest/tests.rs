@@ -96,23 +96,36 @@ fn later_layers_rewrite_and_whiteouts_remove() {
             0o644,
             b"Name: idna\nVersion: 3.3\n",
         ),
+        (
+            "app/node_modules/x/package.json",
+            0o644,
+            br#"{"name":"x","version":"1.0.0"}"#,
+        ),
     ]);
-    // Layer 2 installs curl (the database rewritten) and removes six.
+    // Layer 2 installs curl (the database rewritten), removes six
     let mut status2 = STATUS.to_vec();
     status2.extend_from_slice(
         b"\nPackage: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 7.88.1-10\n",
     );
-    let mut second = scan(&[("var/lib/dpkg/status", 0o644, &status2)]);
-    second
-        .removed
-        .push("usr/lib/python3/dist-packages/six-1.16.0.dist-info".into());
+    // and removes the npm package x (whiteouts as the layer's tar carries them).
+    let second = scan(&[
+        ("var/lib/dpkg/status", 0o644, &status2),
+        (
+            "usr/lib/python3/dist-packages/.wh.six-1.16.0.dist-info",
+            0o644,
+            b"",
+        ),
+        ("app/node_modules/.wh.x", 0o644, b""),
+    ]);
     // Layer 3 makes the site directory opaque and puts one distribution back.
-    let mut third = scan(&[(
-        "usr/lib/python3/dist-packages/idna-3.7.dist-info/METADATA",
-        0o644,
-        b"Name: idna\nVersion: 3.7\n",
-    )]);
-    third.opaque.push("usr/lib/python3/dist-packages".into());
+    let third = scan(&[
+        ("usr/lib/python3/dist-packages/.wh..wh..opq", 0o644, b""),
+        (
+            "usr/lib/python3/dist-packages/idna-3.7.dist-info/METADATA",
+            0o644,
+            b"Name: idna\nVersion: 3.7\n",
+        ),
+    ]);
     let s = sbom::merge(&[
         (l1.clone(), base),
         (l2.clone(), second),
