@@ -27,6 +27,10 @@ attest_setup() {
   echo 0 > "$WORK/attest/ctx/stamp.txt"
 }
 ATTEST_ARGS=(--build-arg BASE=localhost/debian:bookworm-minbase --build-arg VERSION=1.4.0 -t sandbox-python)
+# A TLS-intercepting proxy's CA for pip, as the tests pass it (tests/it/bake.rs pip_ca).
+for ca in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}"; do
+  [ -n "$ca" ] && [ -f "$ca" ] && { ATTEST_ARGS+=(--secret "id=pip-ca,src=$ca"); break; }
+done
 ATTEST_ON=(--sbom --provenance=mode=max)
 attest_store() { # NAME: a fresh store with the base imported
   rm -rf "$WORK/attest/$1"
