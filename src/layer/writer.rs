@@ -205,7 +205,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     /// Appends one entry. Entries must come sorted by path, parents first, for a canonical layer;
-    /// [`walk`] returns them that way.
+    /// [`walk`](crate::layer::walk) returns them that way.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
         validate_path(&entry.path).map_err(|reason| Error::InvalidPath {
             path: String::from_utf8_lossy(&entry.path).into_owned(),
@@ -367,7 +367,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     /// Walks `root` and appends everything below it. The walk runs on its own thread and hands
-    /// entries over in sorted order as it finds them ([`SortedWalk`]), so tarring and compressing
+    /// entries over in sorted order as it finds them (a sorted walk), so tarring and compressing
     /// start with the first directories rather than after the whole tree is listed.
     pub fn append_dir(&mut self, root: &Path, walk_opts: &WalkOptions) -> Result<()> {
         let mut walker = SortedWalk::new(root, walk_opts.clone())?;
