@@ -32,6 +32,7 @@ pub mod plan;
 mod registry;
 mod render;
 mod resolve;
+mod sign;
 mod store;
 mod unauthorized;
 mod unsupported;
@@ -115,6 +116,15 @@ pub enum Command {
     Status(resolve::ResolveArgs),
     /// Print a shell completion script: `source <(kiln completions bash)`.
     Completions(help::CompletionsArgs),
+    /// Manage signing keys (cosign's format).
+    #[command(subcommand)]
+    Key(sign::KeyCommand),
+    /// Sign an image in a registry (cosign's `sha256-<hex>.sig` layout).
+    Sign(sign::SignArgs),
+    /// Attach a signed in-toto attestation (DSSE) to an image in a registry.
+    Attest(sign::AttestArgs),
+    /// Verify an image's signatures, or its attestations, with a public key.
+    Verify(sign::VerifyArgs),
 }
 
 /// Output format for commands that can print JSON.
@@ -234,6 +244,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Ensure(a) => resolve::run_ensure(&ctx, a),
         Command::Status(a) => resolve::run_status(&ctx, a),
         Command::Completions(a) => help::completions(a),
+        Command::Key(c) => sign::run_key(c),
+        Command::Sign(a) => sign::run_sign(&ctx, a),
+        Command::Attest(a) => sign::run_attest(&ctx, a),
+        Command::Verify(a) => sign::run_verify(&ctx, a),
     }
 }
 
