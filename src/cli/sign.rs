@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use crate::registry::{Client, Reference};
+use crate::registry::Reference;
 use crate::sign::{self, dsse, keys, verify, Attestation};
 
 use super::{out_json, CliResult, Context, Exit};
@@ -164,15 +164,36 @@ pub(crate) fn run_sign(ctx: &Context, a: SignArgs) -> CliResult {
     )
 }
 
-/// Signs each of `digests` in `repo` (what `build --push --sign` and `bake --sign` pushed).
+/// The key for `build --sign` / `bake --sign`, read (and its password checked) before the build.
+pub(crate) fn signing_key(
+    sign: bool,
+    key: Option<&Path>,
+) -> Result<Option<keys::PrivateKey>, Exit> {
+    match (sign, key) {
+        (true, Some(k)) => Ok(Some(load_private_key(k)?)),
+        (true, None) => Err(anyhow::anyhow!("--sign needs --key FILE").into()),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Signs `digest` in the repository of each of `pushed` (once per repository): what
+/// `build --push --sign` and `bake --push --sign` pushed.
 pub(crate) fn sign_pushed(
-    client: &Client,
+    ctx: &Context,
     key: &keys::PrivateKey,
-    repo: &Reference,
+    pushed: &[String],
     digest: &crate::oci::Digest,
 ) -> CliResult {
-    let s = sign::sign_digest(client, repo, digest, key)?;
-    eprintln!("signed {}@{} → {}", repo.name(), s.digest, s.tag);
+    let remote = ctx.remote()?;
+    let mut done = std::collections::BTreeSet::new();
+    for p in pushed {
+        let r = image_ref(p)?;
+        if !done.insert(r.name()) {
+            continue;
+        }
+        let s = sign::sign_digest(&remote.client, &r, digest, key)?;
+        eprintln!("Pushing signature to: {}", s.tag);
+    }
     Ok(())
 }
 

@@ -95,3 +95,44 @@ pub(super) fn parse(file: &Path, t: &Table) -> Result<Verification> {
         allow_unverified_local_build: flag("allow_unverified_local_build")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(body: &str) -> Result<Option<super::super::ImageSection>> {
+        super::super::parse(
+            Path::new("/d/kiln.toml"),
+            &format!("[image]\nname = \"r/a\"\n{body}"),
+        )
+    }
+
+    #[test]
+    fn keys_parse_and_builder_id_implies_provenance() {
+        let s =
+            section("verify_signature = true\npublic_key = \"keys/k.pub\"\nbuilder_id = \"b\"\n")
+                .unwrap()
+                .unwrap();
+        let v = s.verification;
+        assert!(v.requirements.signature && v.requirements.provenance);
+        assert_eq!(v.requirements.builder_id.as_deref(), Some("b"));
+        assert_eq!(v.public_key.as_deref(), Some(Path::new("/d/keys/k.pub")));
+        assert!(!v.allow_unverified_local_build);
+        assert!(!section("").unwrap().unwrap().verification.any());
+    }
+
+    #[test]
+    fn verification_without_a_key_or_with_a_bad_value_is_an_error() {
+        let e = section("verify_provenance = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("image.verify_provenance") && e.contains("needs `image.public_key`"),
+            "{e}"
+        );
+        let e = section("verify_signature = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected true or false"), "{e}");
+    }
+}

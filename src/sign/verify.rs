@@ -313,7 +313,7 @@ pub struct Failed {
     /// `verify_signature`, `verify_provenance`, `builder_id` or `source_repository`.
     pub rule: &'static str,
     /// What failed.
-    pub error: Error,
+    pub error: Box<Error>,
 }
 
 /// Checks `req` against the manifest `image` resolves to, with `key`.
@@ -323,7 +323,12 @@ pub fn enforce(
     key: &PublicKey,
     req: &Requirements,
 ) -> Result<Verdict, Failed> {
-    let fail = |rule| move |error| Failed { rule, error };
+    let fail = |rule| {
+        move |error| Failed {
+            rule,
+            error: Box::new(error),
+        }
+    };
     let first = if req.signature {
         "verify_signature"
     } else {
@@ -387,7 +392,7 @@ fn check_provenance(statements: &[Statement], req: &Requirements) -> Result<Stri
         .unwrap_or(("verify_provenance", "no provenance".into()));
     Err(Failed {
         rule,
-        error: Error::Verify(text),
+        error: Box::new(Error::Verify(text)),
     })
 }
 

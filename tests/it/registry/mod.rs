@@ -21,6 +21,7 @@ mod faults;
 mod hostile;
 mod lazy;
 mod progress;
+mod sign;
 
 use std::io::Cursor;
 use std::sync::Arc;
