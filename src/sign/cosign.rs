@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{to_canonical_json, Descriptor, Digest, Manifest, MediaType};
 use crate::registry::{BlobUpload, Client, NoProgress, Reference};
 
-use super::Error;
+use super::error::Error;
 
 /// The simple-signing payload's media type.
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::Error;
 use super::keys::{b64, unb64, PrivateKey, PublicKey};
-use super::Error;
 use crate::oci::Digest;
 
 /// The in-toto payload type.

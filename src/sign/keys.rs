@@ -25,7 +25,7 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use serde::{Deserialize, Serialize};
 
-use super::Error;
+use super::error::Error;
 
 /// The PEM label cosign writes for a new private key.
 pub const SIGSTORE_PRIVATE_KEY_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";

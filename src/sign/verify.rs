@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::cosign::{self, SimpleSigning};
 use super::dsse::{self, Envelope, Statement};
+use super::error::Error;
 use super::keys::{unb64, PublicKey};
-use super::Error;
 use crate::oci::{Descriptor, Digest};
 use crate::registry::{Client, Reference};
 

@@ -22,6 +22,7 @@ mod hostile;
 mod lazy;
 mod progress;
 mod sign;
+mod sign_resolve;
 
 use std::io::Cursor;
 use std::sync::Arc;
