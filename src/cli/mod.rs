@@ -6,7 +6,8 @@
 //! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
 //! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
 //! `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
-//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
+//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ; for
+//! `kiln verify`, and `resolve`/`ensure` with `[image]` verification, a failed verification), 2
 //! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
 use std::path::PathBuf;
