@@ -470,6 +470,49 @@ fn normalize_repo(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn layer_for(
+        repo: &str,
+        digest: &Digest,
+        key: &super::super::keys::PrivateKey,
+    ) -> cosign::Layer {
+        let payload = cosign::simple_signing_payload(&Reference::parse(repo).unwrap(), digest);
+        let sig = super::super::keys::b64(&key.sign(&payload));
+        cosign::Layer {
+            media_type: cosign::SIMPLE_SIGNING_MEDIA_TYPE.into(),
+            payload,
+            annotations: [(cosign::SIGNATURE_ANNOTATION.to_string(), sig)].into(),
+        }
+    }
+
+    #[test]
+    fn a_signature_counts_only_for_its_key_digest_and_repository() {
+        let key = super::super::keys::PrivateKey::generate().unwrap();
+        let d = Digest::sha256(b"manifest");
+        let image = Reference::parse("reg.example/app:v1").unwrap();
+        let good = layer_for("reg.example/app", &d, &key);
+        assert!(check_signature_layer(&good, &image, &d, &key.public()).is_ok());
+        let other = super::super::keys::PrivateKey::generate().unwrap();
+        let e = check_signature_layer(&good, &image, &d, &other.public()).unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+        let e =
+            check_signature_layer(&good, &image, &Digest::sha256(b"x"), &key.public()).unwrap_err();
+        assert!(e.contains("signed for another digest"), "{e}");
+        let moved = layer_for("reg.example/other", &d, &key);
+        let e = check_signature_layer(&moved, &image, &d, &key.public()).unwrap_err();
+        assert!(e.contains("signed for another repository"), "{e}");
+        let mut tampered = good.clone();
+        tampered.payload.push(b' ');
+        assert!(check_signature_layer(&tampered, &image, &d, &key.public()).is_err());
+        let mut keyless = good;
+        keyless.annotations = [(
+            cosign::CERTIFICATE_ANNOTATION.to_string(),
+            "PEM".to_string(),
+        )]
+        .into();
+        let e = check_signature_layer(&keyless, &image, &d, &key.public()).unwrap_err();
+        assert!(e.contains("keyless"), "{e}");
+    }
+
     #[test]
     fn source_repositories_normalise() {
         assert_eq!(
