@@ -13,6 +13,7 @@
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
+//! | [`sign`] | cosign-compatible keys, signatures (`sha256-<hex>.sig`), DSSE attestations (`.att`, OCI 1.1 referrers with the tag-schema fallback) and their verification |
 //! | [`dockerfile`] | Dockerfile parser (text → AST with spans), typed instructions, word expansion |
 //! | [`plan`] | Dockerfile + build args + target (+ a base-config resolver) → `BuildPlan` (stage DAG, steps), then its `CacheKeys`; no I/O |
 //! | [`cache`] | the build cache: step key → layer, and the persistent file-hash index; `cache::remote`: the same keys, and cache mounts' contents, in a registry or an OCI layout (`--cache-to` / `--cache-from`, docs/CACHE.md) |
@@ -44,5 +45,6 @@ pub mod progress;
 pub mod registry;
 pub mod resolve;
 pub mod sandbox;
+pub mod sign;
 pub mod store;
 pub mod transport;

@@ -155,6 +155,7 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
         return super::bake_fanout::run_merge(ctx, &a, plan);
     }
     let (network, allow_network_host) = super::build::network_flags(&a.network, &a.allow)?;
+    let signer = super::sign::signing_key(a.sign, a.sign_key.as_deref())?;
     let caches = target_caches(&family.file, &plan, &a.compression)?;
     let opts = BakeOptions {
         caches,
@@ -185,6 +186,11 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
         }
     };
     drop(reporter);
+    if let Some(k) = &signer {
+        for t in result.targets.values() {
+            super::sign::sign_pushed(ctx, k, &t.tags, &t.digest)?;
+        }
+    }
     if let Some(f) = &a.metadata_file {
         let text = serde_json::to_string_pretty(&result)?;
         std::fs::write(f, text)

@@ -194,6 +194,13 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         error: Some(e),
     })?;
     let plan = super::build_outputs::plan(&a, given.is_some(), &platforms)?;
+    if a.sign && plan.outputs.push.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--sign signs what the build pushes: add --push (or -o type=registry)"
+        )
+        .into());
+    }
+    let signer = super::sign::signing_key(a.sign, a.sign_key.as_deref())?;
     if platforms.len() > 1 && !plan.outputs.files.is_empty() {
         return Err(anyhow::anyhow!(
             "-o: a build of several platforms writes an index to the store and registries only; \
@@ -256,6 +263,9 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             std::fs::write(f, index.digest.to_string())
                 .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
         }
+        if let Some(k) = &signer {
+            super::sign::sign_pushed(ctx, k, &plan.outputs.push, &index.digest)?;
+        }
         return out(&index.digest.to_string());
     }
     let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
@@ -297,6 +307,9 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         });
     }
     super::build_outputs::write_files(ctx, &store, &outcome, &plan.outputs.files)?;
+    if let Some(k) = &signer {
+        super::sign::sign_pushed(ctx, k, &plan.outputs.push, outcome.image.digest())?;
+    }
     let digest = outcome.image.digest().to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)

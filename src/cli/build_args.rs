@@ -102,6 +102,16 @@ pub struct BuildArgs {
     )]
     pub cache_from: Vec<String>,
 
+    // Signing (#19, src/cli/sign.rs).
+    /// Sign what `--push` (or `-o type=registry`) pushed with a cosign private key (`--key`),
+    /// in cosign's `sha256-<hex>.sig` layout: each pushed repository's manifest digest, the
+    /// index for several platforms (cosign's default, not `--recursive`).
+    #[arg(long, requires = "sign_key")]
+    pub sign: bool,
+    /// The cosign private key for `--sign` (password: $COSIGN_PASSWORD, else asked).
+    #[arg(long = "key", value_name = "FILE", requires = "sign")]
+    pub sign_key: Option<PathBuf>,
+
     // buildx's output flags (src/cli/output.rs).
     /// Print only the image digest: no progress (buildx's `-q`).
     #[arg(short = 'q', long)]

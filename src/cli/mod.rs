@@ -6,7 +6,8 @@
 //! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
 //! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
 //! `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
-//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
+//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ; for
+//! `kiln verify`, and `resolve`/`ensure` with `[image]` verification, a failed verification), 2
 //! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub mod plan;
 mod registry;
 mod render;
 mod resolve;
+mod sign;
 mod store;
 mod unauthorized;
 mod unsupported;
@@ -115,6 +117,15 @@ pub enum Command {
     Status(resolve::ResolveArgs),
     /// Print a shell completion script: `source <(kiln completions bash)`.
     Completions(help::CompletionsArgs),
+    /// Manage signing keys (cosign's format).
+    #[command(subcommand)]
+    Key(sign::KeyCommand),
+    /// Sign an image in a registry (cosign's `sha256-<hex>.sig` layout).
+    Sign(sign::SignArgs),
+    /// Attach a signed in-toto attestation (DSSE) to an image in a registry.
+    Attest(sign::AttestArgs),
+    /// Verify an image's signatures, or its attestations, with a public key.
+    Verify(sign::VerifyArgs),
 }
 
 /// Output format for commands that can print JSON.
@@ -234,6 +245,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Ensure(a) => resolve::run_ensure(&ctx, a),
         Command::Status(a) => resolve::run_status(&ctx, a),
         Command::Completions(a) => help::completions(a),
+        Command::Key(c) => sign::run_key(c),
+        Command::Sign(a) => sign::run_sign(&ctx, a),
+        Command::Attest(a) => sign::run_attest(&ctx, a),
+        Command::Verify(a) => sign::run_verify(&ctx, a),
     }
 }
 
