@@ -48,6 +48,8 @@ pub struct Builder<'a> {
     pub(super) keys: CacheKeys,
     /// `ADD` URLs, downloaded into the store before any step.
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// `ADD` git sources, fetched before any step.
+    pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
     pub(super) context: Context,
     pub(super) cache: LayerCache,
     pub(super) scratch: &'a Path,
@@ -150,6 +152,7 @@ pub fn build_with(
         images,
         keys,
         urls: gathered.urls,
+        gits: gathered.gits,
         context,
         cache,
         scratch: scratch.path(),

@@ -98,6 +98,7 @@ pub(crate) fn build_options(
         allow_network_host: false,
         cache_from: Vec::new(),
         cache_to: Vec::new(),
+        named_contexts: Default::default(),
     })
 }
 

@@ -234,6 +234,7 @@ impl Fixture {
             allow_network_host: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            named_contexts: BTreeMap::new(),
         }
     }
 
