@@ -160,10 +160,15 @@ impl BuildOptions {
         if let Some(c) = self.named_contexts.get(reference) {
             return Some(c);
         }
-        let norm = crate::store::normalize_name(reference).ok()?;
+        let full = |r: &str| {
+            crate::registry::Reference::parse(r)
+                .ok()
+                .map(|r| r.to_string())
+        };
+        let norm = full(reference)?;
         self.named_contexts
             .iter()
-            .find(|(k, _)| crate::store::normalize_name(k).ok().as_deref() == Some(norm.as_str()))
+            .find(|(k, _)| full(k).as_deref() == Some(norm.as_str()))
             .map(|(_, c)| c)
     }
 

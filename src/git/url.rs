@@ -79,7 +79,7 @@ impl GitRef {
             None => (s, None),
         };
         let mut r = if let Some(path) = base.strip_prefix("github.com/") {
-            GitRef::from_url("https", "github.com", path).map_err(|e| fail(&e))?
+            GitRef::from_url("https", "github.com", &format!("/{path}")).map_err(|e| fail(&e))?
         } else if let Some(scheme) = scheme_of(base) {
             let scheme = scheme.to_ascii_lowercase();
             if !matches!(scheme.as_str(), "http" | "https" | "ssh" | "git" | "file") {

@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod named;
 mod platform;
 mod remote;
 mod run;
