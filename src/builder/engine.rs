@@ -262,6 +262,12 @@ impl<'a> Builder<'a> {
 
     /// The directory holding a `--from` source's files; `None` for the build context.
     pub(super) fn source_root(&mut self, src: &Source) -> Result<Option<PathBuf>, StepError> {
+        // `RUN --mount=from=NAME` of a directory `--build-context`: that directory.
+        if let Source::Image { reference } = src {
+            if let Some(super::NamedContext::Dir(d)) = self.opts.named_context(reference) {
+                return Ok(Some(d.clone()));
+            }
+        }
         let disk = self.disk();
         match self.source_state(src)? {
             Some((state, name)) => Ok(Some(state.rootfs(disk, &name)?)),

@@ -162,6 +162,51 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
+/// The Dockerfile with every stage a `--build-context` of its name replaces, as BuildKit's
+/// dockerfile2llb does (the stage's own instructions are not run): `FROM NAME AS stage` becomes
+/// `FROM <the named image> AS stage` with no steps.
+fn named_stages<'f>(
+    front: &'f Frontend,
+    opts: &BuildOptions,
+) -> Result<std::borrow::Cow<'f, Dockerfile>> {
+    let replaced =
+        |s: &dockerfile::instructions::Stage| s.name().and_then(|n| opts.named_contexts.get(n));
+    if !front
+        .dockerfile
+        .stages
+        .iter()
+        .any(|s| replaced(s).is_some())
+    {
+        return Ok(std::borrow::Cow::Borrowed(&front.dockerfile));
+    }
+    let mut df = front.dockerfile.clone();
+    for stage in &mut df.stages {
+        match replaced(stage) {
+            None => {}
+            Some(super::NamedContext::Image(t)) => {
+                stage.from.image = t.clone();
+                stage.commands.clear();
+            }
+            Some(super::NamedContext::Dir(d)) => {
+                let pos = stage.from_command.position;
+                return Err(Error::Frontend {
+                    rendered: format!(
+                        "{}:{}:{}: --build-context {} is the directory `{}`, which cannot \
+                         replace the stage of that name in kiln (give an image: \
+                         docker-image:// or oci-layout://)",
+                        front.file,
+                        pos.line,
+                        pos.col,
+                        stage.name().unwrap_or(""),
+                        d.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(df))
+}
+
 /// The image a `--build-context` gives for `reference`, if one does. A directory context is
 /// not a base image (kiln reads it with `COPY --from` only).
 fn named_image(
@@ -241,7 +286,8 @@ pub(super) fn plan_with_bases(
         env,
         images: BTreeMap::new(),
     };
-    let plan = plan::plan(&front.dockerfile, &popts, &mut bases).map_err(|e| match e {
+    let dockerfile = named_stages(front, opts)?;
+    let plan = plan::plan(&dockerfile, &popts, &mut bases).map_err(|e| match e {
         plan::PlanFailure::Plan(e) => front.render(e),
         plan::PlanFailure::Base {
             position,

@@ -394,3 +394,65 @@ fn dir_size(dir: &Path) -> u64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(c: &Command) -> Vec<(String, String)> {
+        c.get_envs()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credentials_go_to_the_environment_scoped_to_the_origin_never_the_command_line() {
+        let r = GitRef::parse("https://git.example.com/r.git#main").unwrap();
+        let opts = FetchOptions {
+            credential: Some(Credential::basic("ci", "s3cr3t")),
+            ..FetchOptions::default()
+        };
+        let dir = Path::new("/nonexistent");
+        let git = Git {
+            r: &r,
+            dir,
+            opts: &opts,
+            cwd: dir.to_path_buf(),
+        };
+        let c = git.command(&["fetch", "origin", "main"]);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args
+            .iter()
+            .any(|a| a.contains("s3cr3t") || a.contains("czNjcjN0")));
+        let env = env_of(&c);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("GIT_CONFIG_KEY_0").as_deref(),
+            Some("http.https://git.example.com/.extraHeader")
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode("ci:s3cr3t");
+        assert_eq!(
+            get("GIT_CONFIG_VALUE_0"),
+            Some(format!("Authorization: Basic {b64}"))
+        );
+        assert_eq!(get("GIT_TERMINAL_PROMPT").as_deref(), Some("0"));
+        assert!(args.contains(&"core.hooksPath=/dev/null".to_string()));
+        assert!(args.contains(&"protocol.file.allow=never".to_string()));
+        // Not for ssh or git://: no header at all.
+        let r = GitRef::parse("git@git.example.com:r.git").unwrap();
+        let git = Git { r: &r, ..git };
+        assert!(get_none(&git.command(&["fetch"])));
+    }
+
+    fn get_none(c: &Command) -> bool {
+        !env_of(c).iter().any(|(k, _)| k == "GIT_CONFIG_VALUE_0")
+    }
+}

@@ -44,3 +44,48 @@ fn a_directory_context_is_read_by_copy_from_and_keyed_by_its_content() {
     let e = err_text(f.build_opts(&o));
     assert!(e.contains("COPY --from=files only"), "{e}");
 }
+
+#[test]
+fn a_directory_context_is_a_bind_mount_source() {
+    use crate::sandbox::{Bound, ExitStatus, MountKind};
+    let f = Fixture::new();
+    let named = f.ctx().parent().unwrap().join("named");
+    std::fs::create_dir_all(&named).unwrap();
+    std::fs::write(named.join("conf"), b"NAMED").unwrap();
+    let mut o = f.opts();
+    o.named_contexts
+        .insert("cfg".into(), NamedContext::Dir(named.clone()));
+    f.fake.script(ExitStatus::Code(0), b"", vec![]);
+    f.dockerfile("FROM base\nRUN --mount=type=bind,from=cfg,source=conf,target=/c true\n");
+    f.build_opts(&o).unwrap();
+    let m = &f.specs()[0].mounts;
+    match &m[0].kind {
+        MountKind::Bind { root, source, .. } => {
+            assert_eq!((root, source.as_str()), (&named, "conf"));
+        }
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(
+        f.fake.binds(),
+        [("/c".into(), Bound::File(b"NAMED".to_vec()))]
+    );
+}
+
+#[test]
+fn an_image_context_replaces_the_stage_of_its_name() {
+    let f = Fixture::new();
+    let mut o = f.opts();
+    o.named_contexts
+        .insert("builder".into(), NamedContext::Image("base".into()));
+    // The stage's own base does not exist and its RUN is not run: the named image replaces it.
+    f.dockerfile(
+        "FROM nonexistent.example/x AS builder\nRUN exit 1\nFROM base\nCOPY --from=builder /etc/group /g\n",
+    );
+    let out = f.build_opts(&o).unwrap();
+    assert_eq!(node(&f.top(&out.image), "g").kind, 'f');
+    assert!(f.specs().is_empty(), "the replaced stage's RUN ran");
+    o.named_contexts
+        .insert("builder".into(), NamedContext::Dir(f.ctx()));
+    let e = err_text(f.build_opts(&o));
+    assert!(e.contains("cannot replace the stage"), "{e}");
+}
