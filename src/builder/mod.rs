@@ -1,7 +1,8 @@
 //! The build engine: runs a [`crate::plan::BuildPlan`] into an image in the store.
 //!
 //! What it owns: fetching bases (the store, `oci:`, `oci-archive:`, `docker-archive:`, a
-//! registry), the content digests of step inputs, COPY and ADD, RUN through a
+//! registry, or what a `--build-context` names instead), `ADD <git url>` checkouts, the
+//! content digests of step inputs, COPY and ADD, RUN through a
 //! [`crate::sandbox::Sandbox`], config edits, WORKDIR, the layer cache, history, and the final
 //! image. What it does not: parsing and planning (`dockerfile`, `plan`), writing layer bytes
 //! (`layer`), or running processes (`sandbox`).

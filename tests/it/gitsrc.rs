@@ -529,6 +529,22 @@ fn add_a_git_url_with_and_without_keep_git_dir_cached_by_commit() {
     let tag = git::git(&work, &["rev-parse", "v1.2.0^{commit}"]);
     assert_eq!(head.trim(), tag);
 
+    // `--checksum` of a git source is the commit.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={tag} {url}#v1.2.0 /src\n"),
+    )
+    .unwrap();
+    build("five");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum=0000000 {url}#v1.2.0 /src\n"),
+    )
+    .unwrap();
+    let (code, err) = k.fails(&["build", ctx.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("expected commit `0000000`"), "{err}");
+
     // A Dockerfile cannot ADD a repository on the builder's disk through file://.
     std::fs::write(
         ctx.join("Dockerfile"),

@@ -54,8 +54,9 @@ pub struct CopyInput<'a> {
     pub scratch: &'a Path,
     /// URLs of ADD, already downloaded into the store: url → (blob path, digest, size, mtime).
     pub urls: &'a BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
-    /// `ADD` git URLs, already fetched: url → the directory it names (with its `.git`).
-    pub gits: &'a BTreeMap<String, PathBuf>,
+    /// `ADD` git URLs, already fetched: url → (the directory it names, with its `.git`; the
+    /// commit).
+    pub gits: &'a BTreeMap<String, (PathBuf, String)>,
     /// The build epoch, the newest mtime a context file is given: git keeps no mtimes, so a
     /// checkout's are the time of the checkout, noise that would make COPY irreproducible.
     pub epoch: i64,
@@ -239,10 +240,18 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
     let mut urls = Vec::new();
     for s in &step.sources {
         if step.add && crate::plan::is_git_source(s) {
-            let dir = input
+            let (dir, commit) = input
                 .gits
                 .get(s)
                 .ok_or_else(|| CopyError::Other(format!("`{s}` was not fetched")))?;
+            // As BuildKit: `--checksum` of a git source is the commit it must be at.
+            if let Some(want) = &step.checksum {
+                if !commit.starts_with(want.as_str()) || want.len() < 7 {
+                    return Err(CopyError::Other(format!(
+                        "checksum of `{s}` does not match: expected commit `{want}`, got `{commit}`"
+                    )));
+                }
+            }
             // BuildKit drops `.git` unless `--keep-git-dir`.
             let ignore = if step.keep_git_dir {
                 Ignore::default()

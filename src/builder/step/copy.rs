@@ -52,7 +52,7 @@ impl Builder<'_> {
         let gits = self
             .gits
             .iter()
-            .map(|(url, g)| (url.clone(), g.context.clone()))
+            .map(|(url, g)| (url.clone(), (g.context.clone(), g.commit.clone())))
             .collect();
         let input = CopyInput {
             source,
