@@ -105,6 +105,15 @@ fn version_and_gitsha_tag_labels_and_metadata_from_a_file_url() {
         )),
         "{inspect}"
     );
+    // A local context in a work tree: `{gitsha}` and `{version}` (HEAD at a version tag) from it.
+    k.ok(&[
+        "build",
+        work.to_str().unwrap(),
+        "-t",
+        "local/app:{version}-{gitsha}",
+    ]);
+    let want = format!("local/app:1.2.0-{}", &first[..12]);
+    assert!(k.ok(&["images"]).contains(&want), "{}", k.ok(&["images"]));
     // `{version}` needs a version ref; the error names the ref.
     let (code, err) = k.fails(&[
         "build",
