@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 
+use crate::bake::GitInfo;
 use crate::builder::NamedContext;
 use crate::git::{FetchOptions, GitRef};
 use crate::ops::{self, Scratch, StdinContext};
@@ -263,6 +264,45 @@ fn in_tree(root: &Path, dir: &Path, name: &Path, what: &str) -> Result<PathBuf, 
     Ok(real)
 }
 
+/// `git -C dir ARGS`' trimmed output, when it succeeds and says something.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// What git (or GitHub Actions' environment) says about `dir`.
+pub(crate) fn git_info(dir: &Path) -> GitInfo {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let remote = git(dir, &["remote", "get-url", "origin"])
+        .map(|u| {
+            let u = u.trim_end_matches(".git").to_string();
+            match u.strip_prefix("git@") {
+                Some(rest) => format!("https://{}", rest.replacen(':', "/", 1)),
+                None => u,
+            }
+        })
+        .or_else(
+            || match (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY")) {
+                (Some(s), Some(r)) => Some(format!("{s}/{r}")),
+                _ => None,
+            },
+        );
+    GitInfo {
+        sha: git(dir, &["rev-parse", "HEAD"]).or_else(|| env("GITHUB_SHA")),
+        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"])
+            .filter(|b| b != "HEAD")
+            .or_else(|| env("GITHUB_REF_NAME")),
+        remote,
+    }
+}
+
 /// The values of the tag placeholders: from the git source's commit and ref, or, for a local
 /// context, from its work tree as `kiln bake` reads it (`GITHUB_SHA`, `GITHUB_REF_NAME` when
 /// it is not one).
@@ -275,8 +315,8 @@ fn tag_vars(source: &Source) -> BTreeMap<&'static str, String> {
             (Some(v.revision.clone()), r, branch)
         }
         None => {
-            let info = super::bake::git_info(&source.context);
-            let tag = super::bake::git(
+            let info = git_info(&source.context);
+            let tag = git(
                 &source.context,
                 &["describe", "--tags", "--exact-match", "HEAD"],
             );
