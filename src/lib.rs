@@ -10,6 +10,7 @@
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts; sniffing and decompressing gzip/bzip2/xz/zstd streams |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces; the `binfmt_misc` emulator (QEMU user mode) a foreign platform's steps run under |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
+//! | [`git`] | git sources (a context, `--build-context` or `ADD` as a git URL): BuildKit's URL forms, a shallow fetch of one commit through the `git` CLI with hooks, prompts and unlisted protocols off |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |
 //! | [`image`] | `Image` (manifest + config + layers, raw bytes kept) and `ImageBuilder` |
 //! | [`transport`] | reading and writing images: local store, `oci:`, `oci-archive:`, `docker-archive:` |
@@ -35,6 +36,7 @@ pub mod builder;
 pub mod cache;
 pub mod cli;
 pub mod dockerfile;
+pub mod git;
 pub mod image;
 pub mod inroot;
 pub mod layer;

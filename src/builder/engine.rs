@@ -48,6 +48,8 @@ pub struct Builder<'a> {
     pub(super) keys: CacheKeys,
     /// `ADD` URLs, downloaded into the store before any step.
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// `ADD` git sources, fetched before any step.
+    pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
     pub(super) context: Context,
     pub(super) cache: LayerCache,
     pub(super) scratch: &'a Path,
@@ -150,6 +152,7 @@ pub fn build_with(
         images,
         keys,
         urls: gathered.urls,
+        gits: gathered.gits,
         context,
         cache,
         scratch: scratch.path(),
@@ -259,6 +262,12 @@ impl<'a> Builder<'a> {
 
     /// The directory holding a `--from` source's files; `None` for the build context.
     pub(super) fn source_root(&mut self, src: &Source) -> Result<Option<PathBuf>, StepError> {
+        // `RUN --mount=from=NAME` of a directory `--build-context`: that directory.
+        if let Source::Image { reference } = src {
+            if let Some(super::NamedContext::Dir(d)) = self.opts.named_context(reference) {
+                return Ok(Some(d.clone()));
+            }
+        }
         let disk = self.disk();
         match self.source_state(src)? {
             Some((state, name)) => Ok(Some(state.rootfs(disk, &name)?)),

@@ -169,6 +169,9 @@ pub enum StepError {
     /// `ADD URL` cannot be downloaded.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// An `ADD` git source could not be fetched.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
     /// A file of the build cannot be read or written.
     #[error("cannot {action} `{}`", path.display())]
     Io {

@@ -162,6 +162,71 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
+/// The Dockerfile with every stage a `--build-context` of its name replaces, as BuildKit's
+/// dockerfile2llb does (the stage's own instructions are not run): `FROM NAME AS stage` becomes
+/// `FROM <the named image> AS stage` with no steps.
+fn named_stages<'f>(
+    front: &'f Frontend,
+    opts: &BuildOptions,
+) -> Result<std::borrow::Cow<'f, Dockerfile>> {
+    let replaced =
+        |s: &dockerfile::instructions::Stage| s.name().and_then(|n| opts.named_contexts.get(n));
+    if !front
+        .dockerfile
+        .stages
+        .iter()
+        .any(|s| replaced(s).is_some())
+    {
+        return Ok(std::borrow::Cow::Borrowed(&front.dockerfile));
+    }
+    let mut df = front.dockerfile.clone();
+    for stage in &mut df.stages {
+        match replaced(stage) {
+            None => {}
+            Some(super::NamedContext::Image(t)) => {
+                stage.from.image = t.clone();
+                stage.commands.clear();
+            }
+            Some(super::NamedContext::Dir(d)) => {
+                let pos = stage.from_command.position;
+                return Err(Error::Frontend {
+                    rendered: format!(
+                        "{}:{}:{}: --build-context {} is the directory `{}`, which cannot \
+                         replace the stage of that name in kiln (give an image: \
+                         docker-image:// or oci-layout://)",
+                        front.file,
+                        pos.line,
+                        pos.col,
+                        stage.name().unwrap_or(""),
+                        d.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(df))
+}
+
+/// The image a `--build-context` gives for `reference`, if one does. A directory context is
+/// not a base image (kiln reads it with `COPY --from` only).
+fn named_image(
+    opts: &BuildOptions,
+    reference: &str,
+) -> std::result::Result<Option<String>, transport::Error> {
+    match opts.named_context(reference) {
+        None => Ok(None),
+        Some(super::NamedContext::Image(t)) => Ok(Some(t.clone())),
+        Some(super::NamedContext::Dir(d)) => Err(transport::Error::InvalidTarget {
+            value: reference.to_string(),
+            reason: format!(
+                "--build-context {reference} is the directory `{}`: kiln reads a directory \
+                 context with COPY --from={reference} only, not as a base image",
+                d.display()
+            ),
+        }),
+    }
+}
+
 /// The base images the planner asks for, as it meets each `FROM` (once per reference and
 /// platform, as
 /// BuildKit's `MetaResolver` answers dockerfile2llb): read from the store or pulled (lazily),
@@ -185,7 +250,13 @@ impl plan::BaseResolver for Bases<'_> {
         _position: Position,
     ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
         let remote = self.env.opts.remote.as_ref();
-        let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
+        let named = named_image(self.env.opts, reference)?;
+        let img = load_image(
+            self.env.store,
+            named.as_deref().unwrap_or(reference),
+            &platform.to_oci(),
+            remote,
+        )?;
         let config = base_config(&img);
         self.images
             .insert((reference.to_string(), platform.to_string()), img);
@@ -215,7 +286,8 @@ pub(super) fn plan_with_bases(
         env,
         images: BTreeMap::new(),
     };
-    let plan = plan::plan(&front.dockerfile, &popts, &mut bases).map_err(|e| match e {
+    let dockerfile = named_stages(front, opts)?;
+    let plan = plan::plan(&dockerfile, &popts, &mut bases).map_err(|e| match e {
         plan::PlanFailure::Plan(e) => front.render(e),
         plan::PlanFailure::Base {
             position,
@@ -237,19 +309,27 @@ pub(super) fn plan_with_bases(
         let platform = stage.platform.to_oci();
         for (r, pos) in from_images(stage) {
             let key = (r.clone(), String::new());
-            if images.contains_key(&key) {
+            if images.contains_key(&key)
+                || matches!(opts.named_context(&r), Some(super::NamedContext::Dir(_)))
+            {
                 continue;
             }
-            let img = load_image(env.store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
-                Error::Image {
-                    file: env.file.to_string(),
-                    line: pos.line,
-                    col: pos.col,
-                    reference: r.clone(),
-                    stage: stage_like(front, &r),
-                    source: Box::new(e),
-                }
-            })?;
+            let image_error = |e| Error::Image {
+                file: env.file.to_string(),
+                line: pos.line,
+                col: pos.col,
+                reference: r.clone(),
+                stage: stage_like(front, &r),
+                source: Box::new(e),
+            };
+            let named = named_image(opts, &r).map_err(image_error)?;
+            let img = load_image(
+                env.store,
+                named.as_deref().unwrap_or(&r),
+                &platform,
+                opts.remote.as_ref(),
+            )
+            .map_err(image_error)?;
             images.insert(key, img);
         }
     }
@@ -307,6 +387,8 @@ pub(super) struct Gathered {
     digests: Vec<(Input, String)>,
     /// url → (blob path, download).
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// `ADD` git URL → its checkout.
+    pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
 }
 
 impl Gathered {
@@ -331,6 +413,7 @@ pub(super) fn gather(
     let mut out = Gathered {
         digests: Vec::new(),
         urls: BTreeMap::new(),
+        gits: BTreeMap::new(),
     };
     for stage in &plan.stages {
         for step in &stage.steps {
@@ -353,6 +436,27 @@ pub(super) fn gather(
                         out.urls
                             .insert(url.clone(), (env.store.blob_path(&f.digest), f));
                         d
+                    }
+                    // The commit is the input: a moved branch rebuilds, the same commit hits.
+                    Input::Git { url } => {
+                        let g = super::gitsrc::fetch(env.store, opts, url).map_err(fail)?;
+                        let d = format!("git:{}", g.commit);
+                        out.gits.insert(url.clone(), g);
+                        d
+                    }
+                    Input::Image { reference, .. }
+                        if matches!(
+                            opts.named_context(reference),
+                            Some(super::NamedContext::Dir(_))
+                        ) =>
+                    {
+                        let Some(super::NamedContext::Dir(dir)) = opts.named_context(reference)
+                        else {
+                            continue;
+                        };
+                        let named = Context::new(dir.clone(), Ignore::default());
+                        let paths = [String::from(".")];
+                        context_digest(&named, &paths, &[], opts.epoch, files).map_err(fail)?
                     }
                     Input::Image {
                         reference,

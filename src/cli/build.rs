@@ -145,7 +145,7 @@ fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit>
     Ok(m)
 }
 
-pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
+pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     let mut build_args = BTreeMap::new();
     for b in &a.build_args {
         match b.split_once('=') {
@@ -188,8 +188,23 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         )
         .into());
     }
+    // The context: a directory, a git URL fetched at its ref, or `-` (stdin); `-f -`.
+    let store = ctx.store()?;
+    let source = super::build_source::resolve(
+        &store,
+        &a.context,
+        a.file.as_deref(),
+        Some(&ctx.remote()?.client.options().credentials),
+    )?;
+    a.tags = super::build_source::render_tags(&a.tags, &source)?;
+    // `--build-context`: fetched (git) now; the checkouts live until the build is done.
+    let named = super::build_source::named_contexts(
+        &store,
+        &a.build_contexts,
+        Some(&ctx.remote()?.client.options().credentials),
+    )?;
     // A missing context fails as a build does (exit 1), before anything else is read.
-    super::build_outputs::check_context(&a.context).map_err(|e| Exit {
+    super::build_outputs::check_context(&source.context).map_err(|e| Exit {
         code: 1,
         error: Some(e),
     })?;
@@ -209,11 +224,8 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         .into());
     }
     let opts = BuildOptions {
-        dockerfile: a
-            .file
-            .clone()
-            .unwrap_or_else(|| a.context.join("Dockerfile")),
-        context: a.context,
+        dockerfile: source.dockerfile.clone(),
+        context: source.context.clone(),
         tags: plan.tags.clone(),
         build_args,
         target: a.target,
@@ -229,7 +241,13 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         epoch,
         clamp_mtimes: plan.clamp_mtimes,
         no_cache: a.no_cache,
-        labels: pairs("--label", &a.labels)?,
+        labels: {
+            let mut labels = pairs("--label", &a.labels)?;
+            if let Some(v) = &source.vcs {
+                super::build_source::vcs_labels(v, &mut labels);
+            }
+            labels
+        },
         default_labels: Default::default(),
         annotations: plan.annotations.clone(),
         secrets: a
@@ -249,8 +267,8 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         allow_network_host,
         cache_from,
         cache_to,
+        named_contexts: named.0,
     };
-    let store = ctx.store()?;
     let reporter = ctx.reporter();
     if platforms.len() > 1 {
         let (index, _) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
@@ -316,7 +334,11 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
-        let text = serde_json::to_string_pretty(&ops::metadata(&outcome))?;
+        let mut meta = ops::metadata(&outcome);
+        if let (Some(v), Some(m)) = (&source.vcs, meta.as_object_mut()) {
+            m.insert("vcs".into(), super::build_source::vcs_metadata(v));
+        }
+        let text = serde_json::to_string_pretty(&meta)?;
         std::fs::write(f, text)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }

@@ -112,6 +112,13 @@ pub struct BuildArgs {
     #[arg(long = "key", value_name = "FILE", requires = "sign")]
     pub sign_key: Option<PathBuf>,
 
+    // Git sources and named contexts (src/cli/build_source.rs).
+    /// A named context, as buildx: `NAME=PATH`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://DIR[:TAG|@sha256:…]` or `NAME=https://host/repo.git#ref:subdir`;
+    /// `FROM NAME`, `COPY --from=NAME` read it instead of the image NAME.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
     // buildx's output flags (src/cli/output.rs).
     /// Print only the image digest: no progress (buildx's `-q`).
     #[arg(short = 'q', long)]

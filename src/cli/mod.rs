@@ -20,6 +20,7 @@ mod bake_fanout;
 mod build;
 mod build_args;
 mod build_outputs;
+mod build_source;
 mod cache;
 mod diff;
 pub mod help;

@@ -23,11 +23,6 @@ const FLAGS: &[(&str, &str)] = &[
          `--network host --allow network.host`",
     ),
     (
-        "--build-context",
-        "named build contexts are not implemented yet: put the files in the context, or \
-         `COPY --from=IMAGE` straight from an image reference",
-    ),
-    (
         "--no-cache-filter",
         "use `--no-cache` (every step is rebuilt; results are still recorded in the cache)",
     ),

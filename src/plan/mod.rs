@@ -73,6 +73,7 @@ mod steps;
 mod tests;
 
 pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
+pub use history::is_git_source;
 pub use key::{CacheKeys, Input, StageKeys};
 pub use planner::plan;
 pub use platform::Platform;

@@ -9,6 +9,7 @@ mod dockerfile;
 mod export;
 mod family;
 mod fidelity;
+mod gitsrc;
 mod hardening;
 mod hostile;
 mod multiarch;

@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod named;
 mod platform;
 mod remote;
 mod run;
@@ -234,6 +235,7 @@ impl Fixture {
             allow_network_host: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            named_contexts: BTreeMap::new(),
         }
     }
 
