@@ -1,15 +1,16 @@
 //! What a build reads before its first step: the Dockerfile ([`Frontend`]), the plan with the
 //! base images' configs, the context and its ignore rules, and the content digest of every
 //! step input (context files, `ADD` URLs, images) that the cache keys need.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::cache::{self, ContextItem, FileIndex};
 use crate::dockerfile::ignore::{read_ignore_file, Ignore};
+use crate::dockerfile::suggest::suggest;
 use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
-use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
+use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StageId, StepKind};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -86,14 +87,39 @@ impl Frontend {
 /// that pull fails, the error says the store has another platform's image (rather than building
 /// on it and labelling the result with the wrong platform). Without a registry client (library
 /// use, unit tests) the local image is taken whatever its platform.
+///
+/// With `pull` (`--pull`), a name with a tag is resolved against its registry even when the
+/// store has it, as BuildKit's `ResolveMode` `pull` does: a tag that moved gives the new image
+/// (and the store's name follows it); one that did not costs the manifest request (config and
+/// layers are the store's, or lazy). A name with a digest is never resolved again.
 fn load_image(
     store: &Store,
     reference: &str,
     platform: &Platform,
     remote: Option<&transport::Remote>,
+    pull: bool,
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
+        let by_tag =
+            crate::registry::Reference::parse(reference).is_ok_and(|r| r.digest().is_none());
+        if let (true, true, Some(remote)) = (pull, by_tag, remote) {
+            let image = read_base_into_store(
+                store,
+                &Target::Registry(reference.to_string()),
+                Some(platform),
+                Some(remote),
+            )?;
+            let keeps_another_platform = store.resolve(name).is_ok()
+                && read_base_into_store(store, &target, None, None)
+                    .is_ok_and(|local| !local.platform().satisfies(platform));
+            if !keeps_another_platform {
+                if let Ok(r) = crate::registry::Reference::parse(reference) {
+                    let _ = store.tag(&r.to_string(), &image.descriptor);
+                }
+            }
+            return Ok(image);
+        }
         let local = match store.resolve(name) {
             Ok(_) => Some(read_base_into_store(
                 store,
@@ -185,7 +211,8 @@ impl plan::BaseResolver for Bases<'_> {
         _position: Position,
     ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
         let remote = self.env.opts.remote.as_ref();
-        let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
+        let pull = self.env.opts.pull;
+        let img = load_image(self.env.store, reference, &platform.to_oci(), remote, pull)?;
         let config = base_config(&img);
         self.images
             .insert((reference.to_string(), platform.to_string()), img);
@@ -240,7 +267,8 @@ pub(super) fn plan_with_bases(
             if images.contains_key(&key) {
                 continue;
             }
-            let img = load_image(env.store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
+            let remote = opts.remote.as_ref();
+            let img = load_image(env.store, &r, &platform, remote, opts.pull).map_err(|e| {
                 Error::Image {
                     file: env.file.to_string(),
                     line: pos.line,
@@ -256,6 +284,32 @@ pub(super) fn plan_with_bases(
     Ok((plan, images))
 }
 
+/// The stages `--no-cache-filter` names, as BuildKit's dockerfile2llb matches them (by name,
+/// case-insensitively; a stage without a name cannot be named). A name no stage has is an
+/// error with the closest stage name, rather than a filter that silently does nothing.
+pub(super) fn no_cache_stages(opts: &BuildOptions, front: &Frontend) -> Result<BTreeSet<StageId>> {
+    let stages = &front.dockerfile.stages;
+    let mut out = BTreeSet::new();
+    for name in &opts.no_cache_filter {
+        let found = stages
+            .iter()
+            .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        match found {
+            Some(id) => {
+                out.insert(id);
+            }
+            None => {
+                let names = stages.iter().filter_map(|s| s.name());
+                return Err(Error::NoCacheFilter {
+                    name: name.clone(),
+                    suggestion: suggest(&name.to_ascii_lowercase(), names).map(str::to_string),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The stage whose name `reference` looks like a misspelling of, when it is a bare word (no
 /// registry, path, tag or digest) that names no stage.
 fn stage_like(front: &Frontend, reference: &str) -> Option<String> {
@@ -263,7 +317,7 @@ fn stage_like(front: &Frontend, reference: &str) -> Option<String> {
         return None;
     }
     let names = front.dockerfile.stages.iter().filter_map(|s| s.name());
-    crate::dockerfile::suggest::suggest(&reference.to_lowercase(), names).map(String::from)
+    suggest(&reference.to_lowercase(), names).map(String::from)
 }
 
 /// The images a stage's steps name, with where: `COPY --from=IMAGE` and

@@ -135,6 +135,19 @@ pub struct BuildOptions {
     pub cache_from: Vec<crate::cache::remote::CacheLocation>,
     /// `--cache-to`: where the layer keys of this build are written after it succeeds.
     pub cache_to: Vec<crate::cache::remote::CacheExport>,
+    /// `--ssh ID=…`: the SSH agents `RUN --mount=type=ssh,id=ID` steps may use, by id; a
+    /// key-file agent is started at the first step that needs it. Never in a layer, key or
+    /// history.
+    pub ssh: BTreeMap<String, crate::sandbox::SshSource>,
+    /// `--add-host`: (name, address) lines appended to every RUN step's `/etc/hosts`.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--pull`: a base or `--from` image named by tag is resolved against its registry even
+    /// when the store has the name (the store's image is used only when the registry answers
+    /// with the same manifest).
+    pub pull: bool,
+    /// `--no-cache-filter`: the stages (by name) whose steps are never answered by
+    /// a cache (the store's or a `--cache-from`'s); their results are still recorded.
+    pub no_cache_filter: Vec<String>,
 }
 
 impl BuildOptions {

@@ -98,6 +98,10 @@ pub(crate) fn build_options(
         allow_network_host: false,
         cache_from: Vec::new(),
         cache_to: Vec::new(),
+        ssh: Default::default(),
+        add_hosts: Vec::new(),
+        pull: false,
+        no_cache_filter: Vec::new(),
     })
 }
 

@@ -242,6 +242,10 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         allow_network_host,
         cache_from,
         cache_to,
+        ssh: super::build_flags::ssh(&a.ssh, std::env::var_os("SSH_AUTH_SOCK"))?,
+        add_hosts: super::build_flags::add_hosts(&a.add_hosts)?,
+        pull: a.pull,
+        no_cache_filter: super::build_flags::no_cache_filter(&a.no_cache_filter)?,
     };
     let store = ctx.store()?;
     let reporter = ctx.reporter();

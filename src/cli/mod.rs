@@ -18,6 +18,7 @@ mod bake_args;
 mod bake_fanout;
 mod build;
 mod build_args;
+mod build_flags;
 mod build_outputs;
 mod cache;
 mod diff;

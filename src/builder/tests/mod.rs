@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod flags;
 mod platform;
 mod remote;
 mod run;
@@ -234,6 +235,10 @@ impl Fixture {
             allow_network_host: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            ssh: Default::default(),
+            add_hosts: Vec::new(),
+            pull: false,
+            no_cache_filter: Vec::new(),
         }
     }
 
