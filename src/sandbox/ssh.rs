@@ -108,7 +108,7 @@ impl SshSource {
             if md.file_type().is_socket() {
                 sockets.push(p.clone());
             } else {
-                check_key(p, md.len())?;
+                check_key(p)?;
                 keys.push(p.clone());
             }
         }
@@ -120,35 +120,97 @@ impl SshSource {
     }
 }
 
-/// A key file OpenSSH reads without a passphrase: `ssh-keygen -y -P ''` derives its public key
-/// only then.
-fn check_key(path: &Path, len: u64) -> Result<(), SshError> {
-    if len > MAX_KEY_FILE {
+/// Whether a private key is encrypted: an `openssh-key-v1` key whose cipher is not `none`,
+/// or a PEM key marked `Proc-Type: 4,ENCRYPTED` or `ENCRYPTED PRIVATE KEY` (PKCS#8).
+fn encrypted(pem: &[u8]) -> bool {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("Proc-Type: 4,ENCRYPTED") || text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+        return true;
+    }
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(body.trim()) else {
+        return false;
+    };
+    // PROTOCOL.key: "openssh-key-v1\0", then string ciphername (u32 length, bytes).
+    let Some(rest) = raw.strip_prefix(b"openssh-key-v1\0".as_slice()) else {
+        return false;
+    };
+    let Some(len) = rest
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    else {
+        return false;
+    };
+    rest.get(4..4 + len as usize) != Some(b"none".as_slice())
+}
+
+/// Reads a key file (at most BuildKit's 100 KiB).
+fn read_key(path: &Path) -> Result<Vec<u8>, SshError> {
+    let read = |source| SshError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
         return Err(SshError::NotAKey {
             path: path.to_owned(),
             why: format!("larger than {MAX_KEY_FILE} bytes"),
         });
     }
-    let out = Command::new("ssh-keygen")
-        .args(["-y", "-P", ""])
-        .arg("-f")
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| SshError::Tool {
-            program: "ssh-keygen",
-            source,
-        })?;
-    if out.status.success() {
-        return Ok(());
+    Ok(bytes)
+}
+
+/// Runs an OpenSSH `program` with `bytes` on its stdin (a pipe, so the key's file mode does
+/// not matter, as BuildKit reads a key whatever its mode); its stderr when it fails.
+fn with_stdin(
+    program: &'static str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    bytes: &[u8],
+) -> Result<Result<(), String>, SshError> {
+    let tool = |source| SshError::Tool { program, source };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("SSH_ASKPASS_REQUIRE", "never")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if why.contains("passphrase") {
+    let mut child = cmd.spawn().map_err(tool)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(bytes);
+    }
+    let out = child.wait_with_output().map_err(tool)?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+}
+
+/// A key file OpenSSH reads without a passphrase: not encrypted, and `ssh-keygen -y` derives
+/// its public key.
+fn check_key(path: &Path) -> Result<(), SshError> {
+    let bytes = read_key(path)?;
+    if encrypted(&bytes) {
         return Err(SshError::KeyEncrypted {
             path: path.to_owned(),
         });
     }
-    Err(SshError::NotAKey {
+    let args = ["-y", "-P", "", "-f", "/dev/stdin"];
+    with_stdin("ssh-keygen", &args, &[], &bytes)?.map_err(|why| SshError::NotAKey {
         path: path.to_owned(),
         why,
     })
@@ -206,20 +268,11 @@ impl SshAgent {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let out = Command::new("ssh-add")
-            .arg("-q")
-            .args(keys)
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .env("SSH_ASKPASS_REQUIRE", "never")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| SshError::Tool {
-                program: "ssh-add",
-                source,
-            })?;
-        if !out.status.success() {
-            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(agent_err(format!("ssh-add: {said}")));
+        for key in keys {
+            let bytes = read_key(key)?;
+            let env = [("SSH_AUTH_SOCK", agent.socket.as_path())];
+            with_stdin("ssh-add", &["-q", "-"], &env, &bytes)?
+                .map_err(|said| agent_err(format!("ssh-add {}: {said}", key.display())))?;
         }
         Ok(agent)
     }
@@ -492,6 +545,52 @@ mod tests {
         let mut c = UnixStream::connect(short).unwrap();
         write_message(&mut c, &[11]).unwrap();
         assert_eq!(read_message(&mut c).unwrap().unwrap(), vec![111]);
+    }
+
+    #[test]
+    fn encrypted_keys_are_recognised_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for (pass, want) in [("", false), ("a passphrase", true)] {
+            let key = dir.path().join(format!("k{}", pass.len()));
+            let made = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", pass, "-f"])
+                .arg(&key)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            assert_eq!(encrypted(&std::fs::read(&key).unwrap()), want, "{pass:?}");
+        }
+        let pem = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        assert!(encrypted(pem));
+        assert!(encrypted(
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        ));
+        assert!(!encrypted(b"not a key"));
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_still_a_key() {
+        // BuildKit reads a key whatever its mode; OpenSSH refuses a 0644 key file, so kiln
+        // hands the bytes over a pipe.
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let source = SshSource::from_paths(std::slice::from_ref(&key)).unwrap();
+        let agent = SshAgent::start(&source).unwrap();
+        let listed = Command::new("ssh-add")
+            .arg("-L")
+            .env("SSH_AUTH_SOCK", agent.socket())
+            .output()
+            .unwrap();
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&listed.stdout), public);
     }
 
     #[test]

@@ -487,3 +487,84 @@ fn no_cache_filter_rebuilds_the_named_stages_from_no_cache() {
         "{err}"
     );
 }
+
+/// Every refusal of the four flags' values: before anything is built, exit 2, the flag named.
+#[test]
+fn bad_flag_values_are_refused_before_the_build_with_exit_2() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch AS only\nLABEL a=b\n").unwrap();
+    std::fs::write(k.path("notakey"), "not a key\n").unwrap();
+    let sock = k.path("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let key = k.path("id");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let notakey = k.path("notakey").display().to_string();
+    let missing = k.path("missing").display().to_string();
+    let sock = sock.display().to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--ssh".into(), "default".into()],
+            "--ssh `default`: SSH_AUTH_SOCK is not set: start an agent".into(),
+        ),
+        (
+            vec!["--ssh".into(), format!("k={missing}")],
+            format!("--ssh `k={missing}`"),
+        ),
+        (
+            vec!["--ssh".into(), format!("k={notakey}")],
+            format!("`{notakey}` is not a private key OpenSSH can read"),
+        ),
+        (
+            vec!["--ssh".into(), format!("k={sock},{}", key.display())],
+            "give one agent socket, or key files, not both".into(),
+        ),
+        (
+            vec![
+                "--ssh".into(),
+                format!("a={sock}"),
+                "--ssh".into(),
+                format!("a={sock}"),
+            ],
+            format!("--ssh `a={sock}`: the id `a` is given twice"),
+        ),
+        (
+            vec!["--no-cache-filter".into(), "only,".into()],
+            "--no-cache-filter `only,`: an empty stage name".into(),
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["build".to_string(), ctx.display().to_string()];
+        args.extend(flags.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = k
+            .cmd()
+            .args(&args)
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(&says), "{flags:?}: {err}");
+    }
+    // Without OpenSSH, key files cannot be checked or served: the package is named.
+    let out = k
+        .cmd()
+        .args(["build", ctx.to_str().unwrap(), "--ssh"])
+        .arg(format!("default={}", key.display()))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`ssh-keygen` (package openssh-client) is needed to forward key files"),
+        "{err}"
+    );
+}

@@ -175,8 +175,9 @@ impl World {
                 .k
                 .cmd()
                 .args(["inspect", &arg])
-                .status()
+                .output()
                 .unwrap()
+                .status
                 .success(),
             "file" => dir.join(&arg).is_file(),
             "iidfile" => std::fs::read_to_string(&arg).is_ok_and(|d| d.trim() == digest),
