@@ -5,8 +5,8 @@
 //!   `default`), or private key files. Checked before the build: a socket must be a socket,
 //!   a key must be one OpenSSH can read without a passphrase ([`SshError::KeyEncrypted`]).
 //! - [`SshAgent`]: the agent a build talks to. For a socket, that socket. For key files, a
-//!   private `ssh-agent -D` holding only those keys, its socket in a fresh 0700 directory,
-//!   killed when the build ends. BuildKit runs an in-process keyring (`agent.NewKeyring()` of
+//!   private `ssh-agent -D` holding only those keys (their bytes given to `ssh-add -` over a
+//!   pipe, never copied), its socket in a fresh 0700 directory, killed when the build ends. BuildKit runs an in-process keyring (`agent.NewKeyring()` of
 //!   `golang.org/x/crypto/ssh/agent`); kiln runs OpenSSH's own agent instead of a hand-written
 //!   one, so every key format and signature flag OpenSSH knows (RSA `rsa-sha2-256`/`512`,
 //!   ed25519, ECDSA, PEM and `openssh-key-v1` files) works as with `ssh-add`. It costs one
