@@ -91,7 +91,11 @@ impl Frontend {
 /// With `pull` (`--pull`), a name with a tag is resolved against its registry even when the
 /// store has it, as BuildKit's `ResolveMode` `pull` does: a tag that moved gives the new image
 /// (and the store's name follows it); one that did not costs the manifest request (config and
-/// layers are the store's, or lazy). A name with a digest is never resolved again.
+/// layers are the store's, or lazy). A name with a digest is never resolved again. Without
+/// it the store's copy wins, as with buildx's `docker` driver (Docker Engine's image store,
+/// preferred locally); BuildKit itself (`docker-container` driver) asks the registry on every
+/// build in its `default` mode and falls back to an image store only when that fails
+/// (`util/resolver/pool.go` `Resolver.Resolve`), which would make offline builds reach out.
 fn load_image(
     store: &Store,
     reference: &str,

@@ -173,6 +173,9 @@ mod tests {
         assert!(e.contains("given twice"), "{e}");
         let e = err(ssh(&["k=/nonexistent/key".into()], None).unwrap_err());
         assert!(e.contains("--ssh `k=/nonexistent/key`"), "{e}");
+        let e = ssh(&["k=".into()], None).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(err(e).contains("--ssh `k=`: an empty path"));
     }
 
     #[test]
