@@ -8,7 +8,7 @@
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
 //! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws (below `registry`, which reports blob transfers through it) |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts; sniffing and decompressing gzip/bzip2/xz/zstd streams |
-//! | [`sandbox`] | rootless execution of RUN steps in user namespaces; the `binfmt_misc` emulator (QEMU user mode) a foreign platform's steps run under |
+//! | [`sandbox`] | rootless execution of RUN steps in user namespaces; the `binfmt_misc` emulator (QEMU user mode) a foreign platform's steps run under; SSH agents relayed read-only into steps (`sandbox::ssh`) |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |
 //! | [`git`] | git sources (a context, `--build-context` or `ADD` as a git URL): BuildKit's URL forms, a shallow fetch of one commit through the `git` CLI with hooks, prompts and unlisted protocols off |
 //! | [`store`] | the on-disk OCI image layout under `--root`: atomic blob writes, names, lock, fsck, gc |

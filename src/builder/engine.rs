@@ -77,6 +77,11 @@ pub struct Builder<'a> {
     /// Layer keys whose store cache entries are not trusted (recorded by an attempt that used
     /// a layer of a `--cache-from` found not to verify).
     pub(super) distrusted: BTreeSet<String>,
+    /// The `--ssh` agents started so far (on first use), by id; dropped (a key-file agent
+    /// killed) with the build.
+    pub(super) ssh_agents: BTreeMap<String, crate::sandbox::SshAgent>,
+    /// `--no-cache-filter`: stages whose steps no cache answers.
+    pub(super) no_cache_stages: BTreeSet<StageId>,
 }
 
 /// Runs the build described by `opts`; the image ends in the store under its tags. RUN steps
@@ -99,6 +104,7 @@ pub fn build_with(
         opts,
         file: &front.file,
     };
+    let no_cache_stages = inputs::no_cache_stages(opts, &front)?;
     let (plan, images) = inputs::plan_with_bases(env, &front)?;
     for w in &plan.warnings {
         reporter.on_warning(&format!(
@@ -122,6 +128,7 @@ pub fn build_with(
     let cache = LayerCache::new(store);
     let remote_cache = RemoteCache::load(&opts.cache_from, opts.remote.as_ref(), reporter);
     let hit = |key: &str| cache.get(store, key).is_some() || remote_cache.contains(key);
+    let hit = |stage: StageId, key: &str| !no_cache_stages.contains(&stage) && hit(key);
     preflight::check_programs(env, &plan, &keys, &images, &hit)?;
     // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
     let started = match host {
@@ -167,6 +174,8 @@ pub fn build_with(
         mounts_run: BTreeMap::new(),
         written: BTreeSet::new(),
         distrusted: BTreeSet::new(),
+        ssh_agents: BTreeMap::new(),
+        no_cache_stages,
     };
     let result = b.run_stages_verified(&plan);
     // Steps may have left files only a user namespace can delete (rootless RUN).

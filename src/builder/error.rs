@@ -34,6 +34,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--no-cache-filter` names a stage the Dockerfile does not have.
+    #[error("--no-cache-filter `{name}`: the Dockerfile has no stage named so{}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    NoCacheFilter {
+        /// The name given.
+        name: String,
+        /// The closest stage name.
+        suggestion: Option<String>,
+    },
     /// The Dockerfile does not parse or plan: the message has `file:line:col:`, the source
     /// line and a caret.
     #[error("{rendered}")]

@@ -1,15 +1,16 @@
 //! What a build reads before its first step: the Dockerfile ([`Frontend`]), the plan with the
 //! base images' configs, the context and its ignore rules, and the content digest of every
 //! step input (context files, `ADD` URLs, images) that the cache keys need.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::cache::{self, ContextItem, FileIndex};
 use crate::dockerfile::ignore::{read_ignore_file, Ignore};
+use crate::dockerfile::suggest::suggest;
 use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
-use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
+use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StageId, StepKind};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -86,14 +87,43 @@ impl Frontend {
 /// that pull fails, the error says the store has another platform's image (rather than building
 /// on it and labelling the result with the wrong platform). Without a registry client (library
 /// use, unit tests) the local image is taken whatever its platform.
+///
+/// With `pull` (`--pull`), a name with a tag is resolved against its registry even when the
+/// store has it, as BuildKit's `ResolveMode` `pull` does: a tag that moved gives the new image
+/// (and the store's name follows it); one that did not costs the manifest request (config and
+/// layers are the store's, or lazy). A name with a digest is never resolved again. Without
+/// it the store's copy wins, as with buildx's `docker` driver (Docker Engine's image store,
+/// preferred locally); BuildKit itself (`docker-container` driver) asks the registry on every
+/// build in its `default` mode and falls back to an image store only when that fails
+/// (`util/resolver/pool.go` `Resolver.Resolve`), which would make offline builds reach out.
 fn load_image(
     store: &Store,
     reference: &str,
     platform: &Platform,
     remote: Option<&transport::Remote>,
+    pull: bool,
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
+        let by_tag =
+            crate::registry::Reference::parse(reference).is_ok_and(|r| r.digest().is_none());
+        if let (true, true, Some(remote)) = (pull, by_tag, remote) {
+            let image = read_base_into_store(
+                store,
+                &Target::Registry(reference.to_string()),
+                Some(platform),
+                Some(remote),
+            )?;
+            let keeps_another_platform = store.resolve(name).is_ok()
+                && read_base_into_store(store, &target, None, None)
+                    .is_ok_and(|local| !local.platform().satisfies(platform));
+            if !keeps_another_platform {
+                if let Ok(r) = crate::registry::Reference::parse(reference) {
+                    let _ = store.tag(&r.to_string(), &image.descriptor);
+                }
+            }
+            return Ok(image);
+        }
         let local = match store.resolve(name) {
             Ok(_) => Some(read_base_into_store(
                 store,
@@ -256,6 +286,7 @@ impl plan::BaseResolver for Bases<'_> {
             named.as_deref().unwrap_or(reference),
             &platform.to_oci(),
             remote,
+            self.env.opts.pull,
         )?;
         let config = base_config(&img);
         self.images
@@ -328,12 +359,39 @@ pub(super) fn plan_with_bases(
                 named.as_deref().unwrap_or(&r),
                 &platform,
                 opts.remote.as_ref(),
+                opts.pull,
             )
             .map_err(image_error)?;
             images.insert(key, img);
         }
     }
     Ok((plan, images))
+}
+
+/// The stages `--no-cache-filter` names, as BuildKit's dockerfile2llb matches them (by name,
+/// case-insensitively; a stage without a name cannot be named). A name no stage has is an
+/// error with the closest stage name, rather than a filter that silently does nothing.
+pub(super) fn no_cache_stages(opts: &BuildOptions, front: &Frontend) -> Result<BTreeSet<StageId>> {
+    let stages = &front.dockerfile.stages;
+    let mut out = BTreeSet::new();
+    for name in &opts.no_cache_filter {
+        let found = stages
+            .iter()
+            .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        match found {
+            Some(id) => {
+                out.insert(id);
+            }
+            None => {
+                let names = stages.iter().filter_map(|s| s.name());
+                return Err(Error::NoCacheFilter {
+                    name: name.clone(),
+                    suggestion: suggest(&name.to_ascii_lowercase(), names).map(str::to_string),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stage whose name `reference` looks like a misspelling of, when it is a bare word (no
@@ -343,7 +401,7 @@ fn stage_like(front: &Frontend, reference: &str) -> Option<String> {
         return None;
     }
     let names = front.dockerfile.stages.iter().filter_map(|s| s.name());
-    crate::dockerfile::suggest::suggest(&reference.to_lowercase(), names).map(String::from)
+    suggest(&reference.to_lowercase(), names).map(String::from)
 }
 
 /// The images a stage's steps name, with where: `COPY --from=IMAGE` and

@@ -141,6 +141,19 @@ pub struct BuildOptions {
     /// `--build-context NAME=…`: what `FROM NAME`, `COPY --from=NAME` and
     /// `RUN --mount=from=NAME` read instead of the image `NAME`.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--ssh ID=…`: the SSH agents `RUN --mount=type=ssh,id=ID` steps may use, by id; a
+    /// key-file agent is started at the first step that needs it. Never in a layer, key or
+    /// history.
+    pub ssh: BTreeMap<String, crate::sandbox::SshSource>,
+    /// `--add-host`: (name, address) lines appended to every RUN step's `/etc/hosts`.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--pull`: a base or `--from` image named by tag is resolved against its registry even
+    /// when the store has the name (the store's image is used only when the registry answers
+    /// with the same manifest).
+    pub pull: bool,
+    /// `--no-cache-filter`: the stages (by name) whose steps are never answered by
+    /// a cache (the store's or a `--cache-from`'s); their results are still recorded.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// A named build context (`--build-context NAME=VALUE`), as BuildKit's dockerui

@@ -118,7 +118,12 @@ impl Builder<'_> {
         }
         // Layer-making steps: a cache hit reuses the layer without reading anything; a miss
         // computes the entries, writes the layer and records it.
-        if let Some((layer, answer)) = self.lookup(&key) {
+        let cached = if self.no_cache_stages.contains(&at.stage) {
+            None // --no-cache-filter
+        } else {
+            self.lookup(&key)
+        };
+        if let Some((layer, answer)) = cached {
             self.made.push((at.stage, key, layer.clone()));
             state.push(layer, &step.created_by, None, true, 0.0);
             return Ok(answer);

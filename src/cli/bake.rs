@@ -64,6 +64,10 @@ pub(crate) fn build_options(
         cache_from: Vec::new(),
         cache_to: Vec::new(),
         named_contexts: Default::default(),
+        ssh: Default::default(),
+        add_hosts: Vec::new(),
+        pull: false,
+        no_cache_filter: Vec::new(),
     })
 }
 

@@ -268,6 +268,10 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
         cache_from,
         cache_to,
         named_contexts: named.0,
+        ssh: super::build_flags::ssh(&a.ssh, std::env::var_os("SSH_AUTH_SOCK"))?,
+        add_hosts: super::build_flags::add_hosts(&a.add_hosts)?,
+        pull: a.pull,
+        no_cache_filter: super::build_flags::no_cache_filter(&a.no_cache_filter)?,
     };
     let reporter = ctx.reporter();
     if platforms.len() > 1 {

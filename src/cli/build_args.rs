@@ -119,6 +119,23 @@ pub struct BuildArgs {
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
 
+    // buildx's --ssh, --add-host, --pull and --no-cache-filter (src/cli/build_flags.rs).
+    /// An SSH agent for `RUN --mount=type=ssh[,id=ID]`, as buildx: `default` (your agent,
+    /// $SSH_AUTH_SOCK), `ID=SOCKET`, or `ID=KEYFILE[,KEYFILE…]` (served by a private agent);
+    /// forwarded read-only and never stored.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE]]")]
+    pub ssh: Vec<String>,
+    /// A line `IP NAME` for RUN steps' /etc/hosts: `HOST:IP` or `HOST=IP` (not stored in the
+    /// image).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Resolve base images named by tag against their registry even when the store has them.
+    #[arg(long)]
+    pub pull: bool,
+    /// Never answer these stages' steps from a cache (repeatable, comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE[,STAGE...]")]
+    pub no_cache_filter: Vec<String>,
+
     // buildx's output flags (src/cli/output.rs).
     /// Print only the image digest: no progress (buildx's `-q`).
     #[arg(short = 'q', long)]

@@ -19,6 +19,7 @@ mod bake_args;
 mod bake_fanout;
 mod build;
 mod build_args;
+mod build_flags;
 mod build_outputs;
 mod build_source;
 mod cache;
@@ -77,7 +78,7 @@ pub enum Command {
     /// Plan a build: stages, steps, history text and cache keys.
     Plan(plan::PlanArgs),
     /// Build an image from a Dockerfile and a context.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Make a one-layer base image from a root filesystem (directory or tarball).
     Import(import::ImportArgs),
     /// Write one directory as a layer blob into the store and report what each stage cost.
@@ -226,7 +227,7 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Parse(a) => code(parse::run(&a)),
         Command::Plan(a) => code(plan::run(&a)),
-        Command::Build(a) => build::run(&ctx, a),
+        Command::Build(a) => build::run(&ctx, *a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Layer(a) => layer::run(&ctx, a),
         Command::Copy(a) => images::copy(&ctx, a),

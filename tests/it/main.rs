@@ -4,6 +4,8 @@ mod support;
 mod bake;
 mod build;
 mod build_diff;
+mod buildx_flags;
+mod buildx_lines;
 mod cli;
 mod dockerfile;
 mod export;

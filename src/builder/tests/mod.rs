@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod flags;
 mod named;
 mod platform;
 mod remote;
@@ -236,6 +237,10 @@ impl Fixture {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             named_contexts: BTreeMap::new(),
+            ssh: Default::default(),
+            add_hosts: Vec::new(),
+            pull: false,
+            no_cache_filter: Vec::new(),
         }
     }
 
