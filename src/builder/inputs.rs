@@ -10,6 +10,7 @@ use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
 use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
+use crate::progress::{Reporter, Status, Task};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -26,6 +27,8 @@ pub(super) struct Env<'a> {
     pub(super) store: &'a Store,
     pub(super) opts: &'a BuildOptions,
     pub(super) file: &'a str,
+    /// Where the reading is reported (BuildKit's `[internal]` steps).
+    pub(super) reporter: &'a dyn Reporter,
 }
 
 impl<'a> Env<'a> {
@@ -185,7 +188,22 @@ impl plan::BaseResolver for Bases<'_> {
         _position: Position,
     ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
         let remote = self.env.opts.remote.as_ref();
-        let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
+        // BuildKit's `[internal] load metadata for docker.io/library/debian:bookworm`.
+        let shown = crate::registry::Reference::parse(reference)
+            .map_or_else(|_| reference.to_string(), |r| r.to_string());
+        let task = Task::start(
+            self.env.reporter,
+            "[internal]",
+            &format!("load metadata for {shown}"),
+        );
+        let img = match load_image(self.env.store, reference, &platform.to_oci(), remote) {
+            Ok(img) => img,
+            Err(e) => {
+                task.failed(&e.to_string());
+                return Err(e);
+            }
+        };
+        task.done();
         let config = base_config(&img);
         self.images
             .insert((reference.to_string(), platform.to_string()), img);
@@ -286,8 +304,22 @@ fn from_images(stage: &plan::Stage) -> Vec<(String, Position)> {
     refs
 }
 
-/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`).
-pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
+/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`), reported as
+/// BuildKit's `[internal] load .dockerignore` step.
+pub(super) fn context(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Context> {
+    let task = Task::start(reporter, "[internal]", "load .dockerignore");
+    let r = read_context(opts);
+    match &r {
+        Ok((_, size)) => {
+            task.status(&Status::bytes("transferring context:", *size, 0, true));
+            task.done();
+        }
+        Err(e) => task.failed(&e.to_string()),
+    }
+    r.map(|(c, _)| c)
+}
+
+fn read_context(opts: &BuildOptions) -> Result<(Context, u64)> {
     let ignore_text =
         read_ignore_file(&opts.dockerfile, &opts.context).map_err(|source| Error::Context {
             path: opts.context.clone(),
@@ -299,7 +331,8 @@ pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
         })?,
         None => Ignore::default(),
     };
-    Ok(Context::new(opts.context.clone(), ignore))
+    let size = ignore_text.as_ref().map_or(0, |(_, t)| t.len() as u64);
+    Ok((Context::new(opts.context.clone(), ignore), size))
 }
 
 /// The content digests of the plan's inputs, and the `ADD` URLs downloaded to compute them.
@@ -307,6 +340,8 @@ pub(super) struct Gathered {
     digests: Vec<(Input, String)>,
     /// url → (blob path, download).
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// Whether any step reads the context, and the size of the files it reads.
+    pub(super) context: Option<u64>,
 }
 
 impl Gathered {
@@ -331,6 +366,7 @@ pub(super) fn gather(
     let mut out = Gathered {
         digests: Vec::new(),
         urls: BTreeMap::new(),
+        context: None,
     };
     for stage in &plan.stages {
         for step in &stage.steps {
@@ -341,7 +377,10 @@ pub(super) fn gather(
                 let fail = |e: StepError| Error::step(env.file, step, e);
                 let d = match input {
                     Input::Context { paths, excludes } => {
-                        context_digest(ctx, paths, excludes, opts.epoch, files).map_err(fail)?
+                        let (d, size) = context_digest(ctx, paths, excludes, opts.epoch, files)
+                            .map_err(fail)?;
+                        *out.context.get_or_insert(0) += size;
+                        d
                     }
                     Input::Url { url } => {
                         let speed = opts
@@ -388,7 +427,7 @@ fn context_digest(
     excludes: &[String],
     epoch: i64,
     files: &mut FileIndex,
-) -> Result<String, StepError> {
+) -> Result<(String, u64), StepError> {
     use std::os::unix::fs::MetadataExt;
     let excl = Ignore::parse(&excludes.join("\n"))
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
@@ -422,5 +461,6 @@ fn context_digest(
             }
         }
     }
-    Ok(cache::context_digest(&items))
+    let size = items.iter().map(|i| i.size).sum();
+    Ok((cache::context_digest(&items), size))
 }

@@ -117,7 +117,6 @@ impl Builder<'_> {
         self.steps.clear();
         self.made.clear();
         self.mounts_run.clear();
-        self.counter = 0;
         let written = std::mem::take(&mut self.written);
         self.distrusted.extend(written);
         // Steps may have left files only a user namespace can delete (rootless RUN).

@@ -194,7 +194,7 @@ pub fn check_emulation(opts: &BuildOptions, target: &str) -> Result<(), BakeErro
                     file: opts.dockerfile.display().to_string(),
                     line: step.position.line,
                     col: step.position.col,
-                    instruction: step.created_by.clone(),
+                    instruction: step.name.clone(),
                     source: Box::new(crate::sandbox::SandboxError::NoEmulator {
                         platform: sp.to_string(),
                         host: host.to_string(),

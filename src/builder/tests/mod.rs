@@ -23,6 +23,7 @@ mod config;
 mod copy;
 mod errors;
 mod platform;
+mod progress;
 mod remote;
 mod run;
 mod stages;
