@@ -14,6 +14,7 @@ mod hostile;
 mod multiarch;
 mod multiarch_family;
 mod plan;
+mod progress;
 mod registry;
 mod resolve;
 mod run;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::{log_seconds, transfer_line, Lines};
+use super::{bytes, log_seconds, transfer_line, Lines};
 use crate::oci::Digest;
 use crate::progress::{BlobOutcome, BuildResult, Direction, Reporter, Status};
 
@@ -86,6 +86,16 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key("secs", seconds_key)
+        // Byte counts as BuildKit prints them (`12.58MB`), not indicatif's `12.58 MB`.
+        .with_key("cur", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&bytes(s.pos()));
+        })
+        .with_key("tot", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&bytes(s.len().unwrap_or(0)));
+        })
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", bytes(s.per_sec() as u64));
+        })
 }
 
 fn step_style() -> ProgressStyle {
@@ -93,10 +103,7 @@ fn step_style() -> ProgressStyle {
 }
 
 fn counter_style() -> ProgressStyle {
-    style(
-        " => => {prefix} {decimal_bytes} / {decimal_total_bytes} {decimal_bytes_per_sec} eta {eta} \
-         {wide_bar:.dim} {secs:>6}",
-    )
+    style(" => => {prefix} {cur} / {tot} {rate} eta {eta} {wide_bar:.dim} {secs:>6}")
 }
 
 /// The terminal's width, for lines printed above the live part.
@@ -310,8 +317,8 @@ impl Reporter for Tty {
             }
             if status.done {
                 let counts = match (status.bytes, status.total, status.current) {
-                    (true, 0, c) => format!(" {}", super::bytes(c)),
-                    (true, t, _) => format!(" {}", super::bytes(t)),
+                    (true, 0, c) => format!(" {}", bytes(c)),
+                    (true, t, _) => format!(" {}", bytes(t)),
                     _ => String::new(),
                 };
                 r.finished.push(format!("{}{counts} done", status.name));
@@ -393,7 +400,7 @@ impl Reporter for Tty {
             BlobOutcome::Existed => format!("{name} already exists"),
             BlobOutcome::Mounted => format!("{name} mounted"),
             BlobOutcome::Uploaded | BlobOutcome::Downloaded => {
-                format!("{name} {} done", super::bytes(size))
+                format!("{name} {} done", bytes(size))
             }
         };
         match step.and_then(|id| st.steps.get_mut(&id)) {
