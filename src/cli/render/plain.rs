@@ -180,7 +180,9 @@ impl Reporter for Plain {
     }
 
     fn on_step_error(&self, id: usize, error: &str) {
-        self.with(|st, e| st.end(e, id, &format!("ERROR: {error}")));
+        // One line, as BuildKit's; the whole error follows when the command ends.
+        let first = error.lines().next().unwrap_or_default();
+        self.with(|st, e| st.end(e, id, &format!("ERROR: {first}")));
     }
 
     fn on_transfer_start(&self, digest: &Digest, size: u64, _direction: Direction) {

@@ -2,13 +2,13 @@
 //! `progressui` tty display (`display.go`, `ttyDisplay.print`):
 //!
 //! ```text
-//! [+] Building 6.2s (7/9)
-//!  => [internal] load build definition from Dockerfile                      0.0s
-//!  => CACHED [build 1/4] FROM docker.io/library/debian:bookworm@sha256:…    0.0s
-//!  => [build 3/4] COPY big /big                                             2.1s
-//!  => => writing layer 187.43MB / 314.57MB 92.11MB/s eta 1s
-//!  => [build 4/4] RUN ./slow.sh                                              3.4s
-//!  => => # 3.012 step 3 of 5
+//!  => [internal] load build context                                                0.0s
+//!  => => transferring context: 300.00MB done
+//!  => CACHED [1/4] FROM docker.io/library/busybox:latest@sha256:51b2e30c8bad0a03   0.0s
+//!  => [2/4] RUN for i in 1 2 3 4 5 6 7 8; do echo "line $i"; sleep 0.5; done       4.2s
+//! [+] Building 7.2s (6/7)
+//!  => [3/4] COPY big /big                                                          2.7s
+//!  => => writing layer 97.52MB / 300.00MB 46.65MB/s eta 4s ███████░░░░░░░░░░░░░   2.7s
 //! ```
 //!
 //! Finished steps scroll up as permanent lines (with their completed status lines under
@@ -238,7 +238,8 @@ impl Shared {
                 text.push_str(l);
                 text.push('\n');
             }
-            text.push_str(&format!("------\nERROR: {error}"));
+            let first = error.lines().next().unwrap_or_default();
+            text.push_str(&format!("------\nERROR: {first}"));
         }
         r.clear();
         drop(st);
