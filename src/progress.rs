@@ -207,8 +207,98 @@ impl<'r> Task<'r> {
 /// How many bytes a transfer moves between two [`Reporter::on_transfer_progress`] events.
 pub const TRANSFER_PROGRESS_STEP: u64 = 1 << 20;
 
+/// Forwards everything to another reporter, the steps' labels prefixed with a platform as
+/// BuildKit names the steps of a multi-platform build (`[linux/arm64 build 2/5]`,
+/// `[linux/arm64 internal]`). A method added to [`Reporter`] must be forwarded here too.
+pub struct PlatformSteps<'r> {
+    /// Where the events go.
+    pub inner: &'r dyn Reporter,
+    /// The platform (`linux/arm64`).
+    pub platform: String,
+}
+
+impl Reporter for PlatformSteps<'_> {
+    fn on_warning(&self, text: &str) {
+        self.inner.on_warning(text);
+    }
+    fn on_status(&self, text: &str) {
+        self.inner.on_status(text);
+    }
+    fn on_step(&self, id: usize, label: &str, text: &str) {
+        match label.strip_prefix('[') {
+            Some(rest) => {
+                let label = format!("[{} {rest}", self.platform);
+                self.inner.on_step(id, &label, text);
+            }
+            None => self.inner.on_step(id, label, text),
+        }
+    }
+    fn on_step_done(&self, id: usize, cached: bool, seconds: f64) {
+        self.inner.on_step_done(id, cached, seconds);
+    }
+    fn on_run_output(&self, id: usize, bytes: &[u8]) {
+        self.inner.on_run_output(id, bytes);
+    }
+    fn on_transfer_start(&self, digest: &Digest, size: u64, direction: Direction) {
+        self.inner.on_transfer_start(digest, size, direction);
+    }
+    fn on_transfer_progress(&self, digest: &Digest, size: u64, done: u64) {
+        self.inner.on_transfer_progress(digest, size, done);
+    }
+    fn on_transfer_retry(&self, digest: &Digest, error: &str) {
+        self.inner.on_transfer_retry(digest, error);
+    }
+    fn on_transfer_done(&self, digest: &Digest, size: u64, outcome: BlobOutcome) {
+        self.inner.on_transfer_done(digest, size, outcome);
+    }
+    fn on_step_status(&self, id: usize, status: &Status<'_>) {
+        self.inner.on_step_status(id, status);
+    }
+    fn on_step_error(&self, id: usize, error: &str) {
+        self.inner.on_step_error(id, error);
+    }
+    fn on_result(&self, result: &BuildResult) {
+        self.inner.on_result(result);
+    }
+}
+
 /// A reporter that drops everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoopReporter;
 
 impl Reporter for NoopReporter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Labels(Mutex<Vec<String>>);
+
+    impl Reporter for Labels {
+        fn on_step(&self, _id: usize, label: &str, text: &str) {
+            self.0.lock().unwrap().push(format!("{label}|{text}"));
+        }
+    }
+
+    #[test]
+    fn a_platforms_steps_are_labelled_as_buildkit_labels_them() {
+        let inner = Labels::default();
+        let r = PlatformSteps {
+            inner: &inner,
+            platform: "linux/arm64".into(),
+        };
+        Task::start(&r, "[build 2/5]", "RUN make").done();
+        Task::start(&r, "[internal]", "load build context").done();
+        Task::start(&r, "", "exporting to image").done();
+        assert_eq!(
+            *inner.0.lock().unwrap(),
+            [
+                "[linux/arm64 build 2/5]|RUN make",
+                "[linux/arm64 internal]|load build context",
+                "|exporting to image",
+            ]
+        );
+    }
+}

@@ -492,11 +492,16 @@ pub fn build_platforms(
     let mut images = Vec::new();
     for (p, b) in builds {
         reporter.on_status(&format!("build: {p}"));
-        let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
-            target: opts.dockerfile.display().to_string(),
+        let labelled = crate::progress::PlatformSteps {
+            inner: reporter,
             platform: p.to_string(),
-            source: Box::new(e),
-        })?;
+        };
+        let outcome =
+            crate::builder::build(store, &b, &labelled).map_err(|e| BakeError::Build {
+                target: opts.dockerfile.display().to_string(),
+                platform: p.to_string(),
+                source: Box::new(e),
+            })?;
         images.push(outcome.image);
     }
     let (desc, bytes) = store_index(store, &images, &opts.annotations)?;

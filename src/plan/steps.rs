@@ -532,6 +532,21 @@ impl StagePlanner<'_, '_> {
     }
 }
 
+/// A step's environment as its name shows it: a secret-looking variable's value is
+/// [`super::history::REDACTED`], as in history (BuildKit shows the value; a token passed with
+/// `--build-arg` would reach every CI log).
+struct Redacted<'a>(&'a VarList);
+
+impl crate::dockerfile::lex::Env for Redacted<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        let value = crate::dockerfile::lex::Env::get(self.0, name)?;
+        if !value.is_empty() && super::history::is_secret_arg(name) {
+            return Some(super::history::REDACTED);
+        }
+        Some(value)
+    }
+}
+
 /// The name BuildKit's progress gives `cmd`: its logical line with the keyword upper-cased and
 /// variables expanded in the environment before the step (dockerfile2llb's
 /// `uppercaseCmd(processCmdEnv(shlex, c.String(), env))`; RUN's lexer keeps quotes and leaves
@@ -544,7 +559,7 @@ pub(crate) fn progress_name(lexer: Lexer, cmd: &Command, env: &VarList) -> Strin
         lexer.skip_unset_env = true;
     }
     let text = cmd.original.trim();
-    let expanded = match lexer.process_word(text, env) {
+    let expanded = match lexer.process_word(text, &Redacted(env)) {
         Ok(e) => e.result,
         Err(_) => text.to_string(),
     };

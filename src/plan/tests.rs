@@ -469,3 +469,15 @@ fn steps_are_named_by_their_dockerfile_text() {
         }
     }
 }
+
+/// A secret-looking variable's value never reaches a step's name (progress and errors show it).
+#[test]
+fn step_names_redact_secret_looking_values() {
+    let p = try_plan(
+        "FROM scratch\nARG API_TOKEN\nARG REGION=eu\nRUN curl -H \"$API_TOKEN\" $REGION\n",
+        &opts(&[("API_TOKEN", "s3cr3t")]),
+    )
+    .unwrap();
+    let run = &p.stages[0].steps[2];
+    assert_eq!(run.name, "RUN curl -H \"<redacted>\" eu");
+}
