@@ -204,7 +204,7 @@ EXPOSE 8080/tcp\n\
 HEALTHCHECK --interval=30s CMD [\"true\"]\n\
 COPY a.txt \\\n    ${APP}/a.txt\n\
 WORKDIR /app\n\
-RUN echo \"$GREETING from RUN\" && \\\n    echo second line\n\
+RUN echo \"$GREETING from RUN\" && \\\n    echo second line && printf '\\033]0;pwned\\007\\033[31mred\\033[0m\\n'\n\
 \n\
 FROM build\n\
 COPY --from=build /app/a.txt /b.txt\n\
@@ -309,6 +309,9 @@ fn plain_and_rawjson_output_match_the_golden_files_and_stdout_is_the_digest_only
     for bad in GO_SYNTAX {
         assert!(!plain.contains(bad), "`{bad}` in:\n{plain}");
     }
+    // The RUN's escape sequences are shown, not sent.
+    assert!(!plain.contains('\x1b'), "escape codes passed on:\n{plain}");
+    assert!(plain.contains("^[]0;pwned^G^[[31mred^[[0m"), "{plain}");
     golden("build.plain.txt", &mask_plain(&plain));
 
     // On a pipe, `auto` (the default) is plain, with no escape codes.

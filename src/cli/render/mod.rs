@@ -3,7 +3,7 @@
 //! a terminal (`tty`, drawn with `indicatif`) or warnings only (`quiet`). The only place in kiln
 //! that draws; everything goes to stderr (stdout carries the digest).
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,6 +85,46 @@ pub(crate) fn log_seconds(seconds: f64) -> String {
         1
     };
     format!("{seconds:.prec$}")
+}
+
+/// `text` with control characters (ESC and the rest of C0 but tab and newline, DEL, C1) in
+/// caret notation (`^[`, `^?`) or as `\u{9b}`: a step's output and a Dockerfile's text are
+/// untrusted, and must not move the cursor, retitle the window or write the clipboard of the
+/// terminal that shows them (BuildKit's tty view runs them through a vt100 emulator; its plain
+/// output passes them on). JSON events keep the bytes, escaped by JSON itself.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !bad(c) => out.push(c),
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A writer that passes text on through [`printable`] (each write is whole characters, as
+/// `write!` gives them).
+struct Printable<W: Write>(W);
+
+impl<W: Write> Write for Printable<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(printable(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Output of a step split into lines, a partial last line kept until its end arrives.
@@ -201,6 +241,18 @@ mod tests {
         assert_eq!(log_seconds(0.5123), "0.512");
         assert_eq!(log_seconds(12.345), "12.35");
         assert_eq!(log_seconds(123.45), "123.5");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            printable("\x1b]0;pwned\x07title \x1b[2J\r\x7f\u{9b}31m"),
+            "^[]0;pwned^Gtitle ^[[2J^M^?\\u{9b}31m"
+        );
+        let mut out = Vec::new();
+        writeln!(Printable(&mut out), "#1 a\x1bb").unwrap();
+        assert_eq!(out, b"#1 a^[b\n");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! `#N transferring context: 2B done`), an advancing one printed again only after 5% more or
 //! 5 s (printer.go's `minProgressDelta`, `minTimeDelta`); the end is `#N DONE 3.1s`,
 //! `#N CACHED` or `#N ERROR: …`. Blob transfers outside any step (`kiln pull`, `kiln copy`)
-//! keep `skopeo copy`'s `Copying blob … done` lines.
+//! keep `skopeo copy`'s `Copying blob … done` lines. Control characters in what is printed
+//! (a step's output, the Dockerfile's text) are shown in caret notation (`^[`), never sent.
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{bytes, log_seconds, transfer_line, Steps};
+use super::{bytes, log_seconds, transfer_line, Printable, Steps};
 use crate::oci::Digest;
 use crate::progress::{BlobOutcome, Direction, Reporter, Status};
 
@@ -118,7 +119,7 @@ impl State {
 impl Plain {
     fn with(&self, f: impl FnOnce(&mut State, &mut dyn Write)) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut e = std::io::stderr().lock();
+        let mut e = Printable(std::io::stderr().lock());
         f(&mut state, &mut e);
         let _ = e.flush();
     }

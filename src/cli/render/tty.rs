@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::{bytes, log_seconds, transfer_line, Lines};
+use super::{bytes, log_seconds, printable, transfer_line, Lines};
 use crate::oci::Digest;
 use crate::progress::{BlobOutcome, BuildResult, Direction, Reporter, Status};
 
@@ -209,7 +209,7 @@ impl Shared {
     }
 
     fn println(&self, text: &str) {
-        let _ = self.multi.println(text);
+        let _ = self.multi.println(printable(text));
     }
 
     /// A step ended: its bars go, its line (and completed statuses) stay above the view.
@@ -255,7 +255,7 @@ impl Shared {
             .multi
             .insert_after(&r.last, ProgressBar::new(total.max(1)));
         c.set_style(counter_style());
-        c.set_prefix(name.to_string());
+        c.set_prefix(printable(name).into_owned());
         r.last = c.clone();
         r.counters.insert(name.to_string(), c.clone());
         Some(c)
@@ -282,6 +282,7 @@ impl Reporter for Tty {
         } else {
             format!("{label} {text}")
         };
+        let name = printable(&name).into_owned();
         let bar = s.multi.add(ProgressBar::new_spinner());
         bar.set_style(step_style());
         bar.set_message(name.clone());
@@ -341,7 +342,7 @@ impl Reporter for Tty {
         };
         let secs = log_seconds(r.start.elapsed().as_secs_f64());
         for line in r.lines.push(data) {
-            r.tail.push_back(format!("{secs} {line}"));
+            r.tail.push_back(format!("{secs} {}", printable(&line)));
             while r.tail.len() > ERROR_LINES {
                 r.tail.pop_front();
             }
