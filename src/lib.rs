@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`inroot`] | the one way to resolve a name inside a root directory to a file descriptor (`openat2(RESOLVE_IN_ROOT)`, or a checked walk) |
 //! | [`oci`] | `Digest`, `MediaType`, `Descriptor`, `Platform`, `Manifest`, `Index`, `ImageConfig`, canonical JSON, size caps (`oci::limits`) |
-//! | [`progress`] | the `Reporter` trait that library code reports through; only the CLI draws (below `registry`, which reports blob transfers through it) |
+//! | [`progress`] | the `Reporter` trait that library code reports through (build steps as BuildKit names them, their status lines and output, blob transfers, the final digests); only the CLI draws (`cli::render`: plain, rawjson, the live tty view; docs/PROGRESS.md) (below `registry`, which reports blob transfers through it) |
 //! | [`layer`] | the deterministic layer pipeline: walk → tar → diff_id → gzip/zstd → digest, whiteouts; sniffing and decompressing gzip/bzip2/xz/zstd streams |
 //! | [`sandbox`] | rootless execution of RUN steps in user namespaces; the `binfmt_misc` emulator (QEMU user mode) a foreign platform's steps run under; SSH agents relayed read-only into steps (`sandbox::ssh`) |
 //! | [`registry`] | the OCI distribution API client: references, auth, pull, push, retries, mirrors |

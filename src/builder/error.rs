@@ -73,7 +73,7 @@ pub enum Error {
         line: usize,
         /// 1-based column.
         col: usize,
-        /// The instruction, as in history.
+        /// The instruction, as BuildKit names it (`plan::Step::name`).
         instruction: String,
         /// What went wrong.
         #[source]
@@ -121,7 +121,7 @@ impl Error {
             file: file.to_string(),
             line: step.position.line,
             col: step.position.col,
-            instruction: step.created_by.clone(),
+            instruction: step.name.clone(),
             source: Box::new(source),
         }
     }

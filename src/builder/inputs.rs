@@ -11,6 +11,7 @@ use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
 use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StageId, StepKind};
+use crate::progress::{Reporter, Status, Task};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -27,6 +28,8 @@ pub(super) struct Env<'a> {
     pub(super) store: &'a Store,
     pub(super) opts: &'a BuildOptions,
     pub(super) file: &'a str,
+    /// Where the reading is reported (BuildKit's `[internal]` steps).
+    pub(super) reporter: &'a dyn Reporter,
 }
 
 impl<'a> Env<'a> {
@@ -281,13 +284,29 @@ impl plan::BaseResolver for Bases<'_> {
     ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
         let remote = self.env.opts.remote.as_ref();
         let named = named_image(self.env.opts, reference)?;
-        let img = load_image(
+        // BuildKit's `[internal] load metadata for docker.io/library/debian:bookworm`.
+        let shown = crate::registry::Reference::parse(reference)
+            .map_or_else(|_| reference.to_string(), |r| r.to_string());
+        let task = Task::start(
+            self.env.reporter,
+            "[internal]",
+            &format!("load metadata for {shown}"),
+        );
+        let loaded = load_image(
             self.env.store,
             named.as_deref().unwrap_or(reference),
             &platform.to_oci(),
             remote,
             self.env.opts.pull,
-        )?;
+        );
+        let img = match loaded {
+            Ok(img) => img,
+            Err(e) => {
+                task.failed(&e.to_string());
+                return Err(e);
+            }
+        };
+        task.done();
         let config = base_config(&img);
         self.images
             .insert((reference.to_string(), platform.to_string()), img);
@@ -424,8 +443,22 @@ fn from_images(stage: &plan::Stage) -> Vec<(String, Position)> {
     refs
 }
 
-/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`).
-pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
+/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`), reported as
+/// BuildKit's `[internal] load .dockerignore` step.
+pub(super) fn context(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Context> {
+    let task = Task::start(reporter, "[internal]", "load .dockerignore");
+    let r = read_context(opts);
+    match &r {
+        Ok((_, size)) => {
+            task.status(&Status::bytes("transferring context:", *size, 0, true));
+            task.done();
+        }
+        Err(e) => task.failed(&e.to_string()),
+    }
+    r.map(|(c, _)| c)
+}
+
+fn read_context(opts: &BuildOptions) -> Result<(Context, u64)> {
     let ignore_text =
         read_ignore_file(&opts.dockerfile, &opts.context).map_err(|source| Error::Context {
             path: opts.context.clone(),
@@ -437,7 +470,8 @@ pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
         })?,
         None => Ignore::default(),
     };
-    Ok(Context::new(opts.context.clone(), ignore))
+    let size = ignore_text.as_ref().map_or(0, |(_, t)| t.len() as u64);
+    Ok((Context::new(opts.context.clone(), ignore), size))
 }
 
 /// The content digests of the plan's inputs, and the `ADD` URLs downloaded to compute them.
@@ -447,6 +481,8 @@ pub(super) struct Gathered {
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
     /// `ADD` git URL → its checkout.
     pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
+    /// Whether any step reads the context, and the size of the files it reads.
+    pub(super) context: Option<u64>,
 }
 
 impl Gathered {
@@ -472,6 +508,7 @@ pub(super) fn gather(
         digests: Vec::new(),
         urls: BTreeMap::new(),
         gits: BTreeMap::new(),
+        context: None,
     };
     for stage in &plan.stages {
         for step in &stage.steps {
@@ -482,7 +519,10 @@ pub(super) fn gather(
                 let fail = |e: StepError| Error::step(env.file, step, e);
                 let d = match input {
                     Input::Context { paths, excludes } => {
-                        context_digest(ctx, paths, excludes, opts.epoch, files).map_err(fail)?
+                        let (d, size) = context_digest(ctx, paths, excludes, opts.epoch, files)
+                            .map_err(fail)?;
+                        *out.context.get_or_insert(0) += size;
+                        d
                     }
                     Input::Url { url } => {
                         let speed = opts
@@ -514,7 +554,9 @@ pub(super) fn gather(
                         };
                         let named = Context::new(dir.clone(), Ignore::default());
                         let paths = [String::from(".")];
-                        context_digest(&named, &paths, &[], opts.epoch, files).map_err(fail)?
+                        context_digest(&named, &paths, &[], opts.epoch, files)
+                            .map_err(fail)?
+                            .0
                     }
                     Input::Image {
                         reference,
@@ -550,7 +592,7 @@ fn context_digest(
     excludes: &[String],
     epoch: i64,
     files: &mut FileIndex,
-) -> Result<String, StepError> {
+) -> Result<(String, u64), StepError> {
     use std::os::unix::fs::MetadataExt;
     let excl = Ignore::parse(&excludes.join("\n"))
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
@@ -584,5 +626,6 @@ fn context_digest(
             }
         }
     }
-    Ok(cache::context_digest(&items))
+    let size = items.iter().map(|i| i.size).sum();
+    Ok((cache::context_digest(&items), size))
 }

@@ -132,7 +132,7 @@ pub(super) fn start(
     started.map_err(|e| {
         let (pos, instruction) = run_steps(plan)
             .next()
-            .map(|(s, _)| (s.position, s.created_by.clone()))
+            .map(|(s, _)| (s.position, s.name.clone()))
             .unwrap_or((Position { line: 1, col: 1 }, String::new()));
         Error::Sandbox {
             file: env.file.to_string(),
@@ -174,7 +174,7 @@ pub(super) fn emulators(
                     file: env.file.to_string(),
                     line: step.position.line,
                     col: step.position.col,
-                    instruction: step.created_by.clone(),
+                    instruction: step.name.clone(),
                     source: Box::new(e),
                 })?;
                 found.insert(platform.to_string(), e.clone());

@@ -145,6 +145,29 @@ fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit>
     Ok(m)
 }
 
+/// What a build made, for the reporter's last event (the digest printed on stdout, each
+/// platform's manifest and config, the names).
+fn built(
+    digest: &crate::oci::Digest,
+    index: Option<&crate::oci::Digest>,
+    images: &[crate::image::Image],
+    names: &[String],
+) -> crate::progress::BuildResult {
+    crate::progress::BuildResult {
+        digest: digest.clone(),
+        index: index.cloned(),
+        images: images
+            .iter()
+            .map(|i| crate::progress::ImageDigests {
+                platform: i.platform().to_string(),
+                manifest: i.digest().clone(),
+                config: i.manifest.config.digest.clone(),
+            })
+            .collect(),
+        names: names.to_vec(),
+    }
+}
+
 pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     let mut build_args = BTreeMap::new();
     for b in &a.build_args {
@@ -275,11 +298,17 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     };
     let reporter = ctx.reporter();
     if platforms.len() > 1 {
-        let (index, _) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
+        let (index, images) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
             .map_err(|e| Exit {
                 code: 1,
                 error: Some(e.into()),
             })?;
+        reporter.on_result(&built(
+            &index.digest,
+            Some(&index.digest),
+            &images,
+            &plan.tags,
+        ));
         drop(reporter);
         if let Some(f) = &a.iidfile {
             std::fs::write(f, index.digest.to_string())
@@ -332,7 +361,15 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     if let Some(k) = &signer {
         super::sign::sign_pushed(ctx, k, &plan.outputs.push, outcome.image.digest())?;
     }
-    let digest = outcome.image.digest().to_string();
+    let image = outcome.image.digest();
+    let names = outcome.names.clone();
+    ctx.reporter().on_result(&built(
+        image,
+        None,
+        std::slice::from_ref(&outcome.image),
+        &names,
+    ));
+    let digest = image.to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;

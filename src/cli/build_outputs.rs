@@ -10,6 +10,7 @@ use super::output::{parse, FileOutput, Outputs};
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::RootfsDest;
+use crate::progress::{Status, Task};
 use crate::transport::Target;
 
 /// Parses `--annotation` as buildx does (docker/buildx `util/buildflags/export.go`,
@@ -206,24 +207,69 @@ pub(crate) fn write_files(
     for f in files {
         match f {
             FileOutput::Image { target, name } => {
-                reporter.on_status(&format!("writing {target}"));
-                crate::transport::write_from_store(
+                // BuildKit's oci and docker exporters' steps and status lines.
+                let kind = match target {
+                    crate::transport::Target::DockerArchive(..) => "docker",
+                    _ => "oci",
+                };
+                let task = Task::start(
+                    reporter.as_ref(),
+                    "",
+                    &format!("exporting to {kind} image format"),
+                );
+                task.status(&Status::done("exporting layers"));
+                let image = &outcome.image;
+                task.status(&Status::done(&format!(
+                    "exporting manifest {}",
+                    image.digest()
+                )));
+                task.status(&Status::done(&format!(
+                    "exporting config {}",
+                    image.manifest.config.digest
+                )));
+                let written = crate::transport::write_from_store(
                     store,
-                    &outcome.image,
+                    image,
                     target,
                     name.as_deref(),
                     Some(&remote),
-                )
-                .map_err(|e| anyhow!(e).context(format!("cannot write {target}")))?;
+                );
+                match written {
+                    Ok(_) => {
+                        task.status(&Status::done(&format!("sending tarball to {target}")));
+                        task.done();
+                    }
+                    Err(e) => {
+                        task.failed(&e.to_string());
+                        return Err(anyhow!(e).context(format!("cannot write {target}")).into());
+                    }
+                }
             }
             FileOutput::Rootfs(dest) => {
-                let (RootfsDest::Dir(p) | RootfsDest::Tar(p)) = dest;
-                reporter.on_status(&format!("exporting the root filesystem to {}", p.display()));
-                crate::ops::export_rootfs(
+                let (what, p) = match dest {
+                    RootfsDest::Dir(p) => ("directory", p),
+                    RootfsDest::Tar(p) => ("tarball", p),
+                };
+                let task = Task::start(
+                    reporter.as_ref(),
+                    "",
+                    &format!("exporting to client {what}"),
+                );
+                let r = crate::ops::export_rootfs(
                     crate::transport::LayerSource::new(store, Some(&remote)),
                     &outcome.image,
                     dest,
-                )?;
+                );
+                match r {
+                    Ok(_) => {
+                        task.status(&Status::done(&format!("copying files to {}", p.display())));
+                        task.done();
+                    }
+                    Err(e) => {
+                        task.failed(&e.to_string());
+                        return Err(e.into());
+                    }
+                }
             }
         }
     }

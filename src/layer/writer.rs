@@ -2,7 +2,9 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
@@ -136,6 +138,8 @@ pub struct LayerWriter<W: Write + Send + 'static> {
     stats: LayerStats,
     start: Instant,
     encode_time: Duration,
+    /// File bytes read so far, for a progress view on another thread.
+    read: Arc<AtomicU64>,
 }
 
 impl<W: Write + Send + 'static> LayerWriter<W> {
@@ -192,7 +196,14 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             },
             start: Instant::now(),
             encode_time: Duration::ZERO,
+            read: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A counter of the file bytes read so far (regular files' contents), which another thread
+    /// may watch to show the layer's progress.
+    pub fn bytes_read(&self) -> Arc<AtomicU64> {
+        self.read.clone()
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<()> {
@@ -222,6 +233,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             match source {
                 FileSource::Bytes(b) => {
                     self.stats.bytes_read += b.len() as u64;
+                    self.read.fetch_add(b.len() as u64, Ordering::Relaxed);
                     self.emit(b)?;
                 }
                 FileSource::Path(p) => self.copy_file(p, *size)?,
@@ -294,6 +306,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 break Err(Error::Write(e));
             }
             self.stats.bytes_tarred += n as u64;
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
             total += n as u64;
         };
         self.buf = buf;

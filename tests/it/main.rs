@@ -17,6 +17,7 @@ mod hostile;
 mod multiarch;
 mod multiarch_family;
 mod plan;
+mod progress;
 mod registry;
 mod resolve;
 mod run;

@@ -25,6 +25,7 @@ mod errors;
 mod flags;
 mod named;
 mod platform;
+mod progress;
 mod remote;
 mod run;
 mod stages;
