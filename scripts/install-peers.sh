@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(skopeo umoci podman buildah runc docker-registry apache2-utils uidmap busybox-static debootstrap pigz zstd hyperfine time passt qemu-user-static binfmt-support)
 # containerd and ctr: the archives kiln writes are imported and run by a containerd (tests/it/cli.rs).
 pkgs+=(containerd)
+# python3-cryptography: an independent ECDSA and DSSE verifier of kiln's signatures (tests/it/registry/sign.rs).
+pkgs+=(python3-cryptography curl)
 # RUN steps reach the network through pasta (package passt), which opens /dev/net/tun inside
 # the step's user namespace: like Debian, Ubuntu and Fedora ship it, the device must be 0666
 # (some container images and minimal hosts leave it 0600, usable by root only).

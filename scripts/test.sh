@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 scripts/install-peers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The module docs are the map (src/lib.rs): their links must resolve.
+RUSTDOCFLAGS='-D warnings' cargo doc --locked --no-deps --lib
 cargo test --locked --lib --bins --tests

@@ -8,7 +8,7 @@ use crate::cache::remote::RemoteCache;
 use crate::cache::{CachedLayer, FileIndex, LayerCache};
 use crate::image::Image;
 use crate::plan::{BuildPlan, CacheKeys, Source, StageId};
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Status, Task};
 use crate::sandbox::{Emulator, Sandbox, SnapshotterKind};
 use crate::store::Store;
 use crate::transport::{write_from_store, LayerSource};
@@ -48,6 +48,8 @@ pub struct Builder<'a> {
     pub(super) keys: CacheKeys,
     /// `ADD` URLs, downloaded into the store before any step.
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// `ADD` git sources, fetched before any step.
+    pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
     pub(super) context: Context,
     pub(super) cache: LayerCache,
     pub(super) scratch: &'a Path,
@@ -61,8 +63,8 @@ pub struct Builder<'a> {
     pub(super) from_images: BTreeMap<String, StageState>,
     /// Every step executed, in order, across stages.
     pub(super) steps: Vec<StepRecord>,
-    /// Steps started so far (the id the reporter knows a step by).
-    pub(super) counter: usize,
+    /// Whether the Dockerfile has one stage (its steps' labels then name none).
+    pub(super) single_stage: bool,
     /// The `--cache-from` caches.
     pub(super) remote_cache: RemoteCache,
     /// Every layer-making step so far: its stage, layer key and layer (what `--cache-to`
@@ -75,6 +77,11 @@ pub struct Builder<'a> {
     /// Layer keys whose store cache entries are not trusted (recorded by an attempt that used
     /// a layer of a `--cache-from` found not to verify).
     pub(super) distrusted: BTreeSet<String>,
+    /// The `--ssh` agents started so far (on first use), by id; dropped (a key-file agent
+    /// killed) with the build.
+    pub(super) ssh_agents: BTreeMap<String, crate::sandbox::SshAgent>,
+    /// `--no-cache-filter`: stages whose steps no cache answers.
+    pub(super) no_cache_stages: BTreeSet<StageId>,
 }
 
 /// Runs the build described by `opts`; the image ends in the store under its tags. RUN steps
@@ -91,12 +98,14 @@ pub fn build_with(
     reporter: &dyn Reporter,
     host: Option<RunHost<'_>>,
 ) -> Result<BuildOutcome> {
-    let front = Frontend::read(opts)?;
+    let front = read_frontend(opts, reporter)?;
     let env = Env {
         store,
         opts,
         file: &front.file,
+        reporter,
     };
+    let no_cache_stages = inputs::no_cache_stages(opts, &front)?;
     let (plan, images) = inputs::plan_with_bases(env, &front)?;
     for w in &plan.warnings {
         reporter.on_warning(&format!(
@@ -104,9 +113,19 @@ pub fn build_with(
             front.file, w.position.line, w.position.col, w.message, w.rule
         ));
     }
-    let context = inputs::context(opts)?;
+    let context = inputs::context(opts, reporter)?;
     let mut files = FileIndex::load(store);
-    let gathered = inputs::gather(env, &plan, &images, &context, &mut files)?;
+    let task = Task::start(reporter, "[internal]", "load build context");
+    let gathered = inputs::gather(env, &plan, &images, &context, &mut files);
+    match &gathered {
+        Ok(g) => {
+            let size = g.context.unwrap_or(0);
+            task.status(&Status::bytes("transferring context:", size, 0, true));
+            task.done();
+        }
+        Err(e) => task.failed(&e.chain_text()),
+    }
+    let gathered = gathered?;
     let keys = CacheKeys::compute(&plan, &|i| gathered.digest(i));
     preflight::check_run_steps(env, &plan)?;
     let scratch = tempfile::Builder::new()
@@ -120,6 +139,7 @@ pub fn build_with(
     let cache = LayerCache::new(store);
     let remote_cache = RemoteCache::load(&opts.cache_from, opts.remote.as_ref(), reporter);
     let hit = |key: &str| cache.get(store, key).is_some() || remote_cache.contains(key);
+    let hit = |stage: StageId, key: &str| !no_cache_stages.contains(&stage) && hit(key);
     preflight::check_programs(env, &plan, &keys, &images, &hit)?;
     // RUN needs the sandbox: start it (and learn what this machine allows) before any step.
     let started = match host {
@@ -150,6 +170,7 @@ pub fn build_with(
         images,
         keys,
         urls: gathered.urls,
+        gits: gathered.gits,
         context,
         cache,
         scratch: scratch.path(),
@@ -158,12 +179,14 @@ pub fn build_with(
         done: BTreeMap::new(),
         from_images: BTreeMap::new(),
         steps: Vec::new(),
-        counter: 0,
+        single_stage: front.dockerfile.stages.len() == 1,
         remote_cache,
         made: Vec::new(),
         mounts_run: BTreeMap::new(),
         written: BTreeSet::new(),
         distrusted: BTreeSet::new(),
+        ssh_agents: BTreeMap::new(),
+        no_cache_stages,
     };
     let result = b.run_stages_verified(&plan);
     // Steps may have left files only a user namespace can delete (rootless RUN).
@@ -177,6 +200,31 @@ pub fn build_with(
     outcome.context_files_hashed = files.files_hashed;
     outcome.context_files_reused = files.files_reused;
     Ok(outcome)
+}
+
+/// Reads the Dockerfile, reported as BuildKit's `[internal] load build definition from NAME`.
+fn read_frontend(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Frontend> {
+    let name = opts
+        .dockerfile
+        .file_name()
+        .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy());
+    let task = Task::start(
+        reporter,
+        "[internal]",
+        &format!("load build definition from {name}"),
+    );
+    match Frontend::read(opts) {
+        Ok(f) => {
+            let size = f.source.len() as u64;
+            task.status(&Status::bytes("transferring dockerfile:", size, 0, true));
+            task.done();
+            Ok(f)
+        }
+        Err(e) => {
+            task.failed(&e.chain_text());
+            Err(e)
+        }
+    }
 }
 
 impl<'a> Builder<'a> {
@@ -259,6 +307,12 @@ impl<'a> Builder<'a> {
 
     /// The directory holding a `--from` source's files; `None` for the build context.
     pub(super) fn source_root(&mut self, src: &Source) -> Result<Option<PathBuf>, StepError> {
+        // `RUN --mount=from=NAME` of a directory `--build-context`: that directory.
+        if let Source::Image { reference } = src {
+            if let Some(super::NamedContext::Dir(d)) = self.opts.named_context(reference) {
+                return Ok(Some(d.clone()));
+            }
+        }
         let disk = self.disk();
         match self.source_state(src)? {
             Some((state, name)) => Ok(Some(state.rootfs(disk, &name)?)),
@@ -300,19 +354,17 @@ impl<'a> Builder<'a> {
         }
         target.builder.created(opts.epoch);
         let image = target.builder.build();
-        store.put_bytes(&image.raw_config)?;
-        store.put_bytes(&image.raw_manifest)?;
-        let mut names = Vec::new();
-        for t in &opts.tags {
-            store.tag(t, &image.descriptor)?;
-            names.push(crate::store::normalize_name(t)?);
-        }
-        for o in &opts.outputs {
-            self.reporter.on_status(&format!("writing {o}"));
-            let name = names.first().map(String::as_str);
-            write_from_store(store, &image, o, name, opts.remote.as_ref())
-                .map_err(|e| Error::Output(Box::new(e)))?;
-        }
+        // BuildKit's image exporter: `exporting to image` with its status lines; a push's
+        // blob transfers show under it.
+        let task = Task::start(self.reporter, "", "exporting to image");
+        let names = match export(store, opts, &image, &task) {
+            Ok(names) => names,
+            Err(e) => {
+                task.failed(&e.chain_text());
+                return Err(e);
+            }
+        };
+        task.done();
         Ok(BuildOutcome {
             image,
             names,
@@ -332,4 +384,51 @@ impl<'a> Builder<'a> {
                 .collect(),
         })
     }
+}
+
+/// Stores the image's manifest and config, names it and pushes it to `opts.outputs`, reporting
+/// each part as a status of `task`; returns the names.
+fn export(
+    store: &Store,
+    opts: &BuildOptions,
+    image: &Image,
+    task: &Task<'_>,
+) -> Result<Vec<String>> {
+    task.status(&Status::done("exporting layers"));
+    store.put_bytes(&image.raw_config)?;
+    store.put_bytes(&image.raw_manifest)?;
+    task.status(&Status::done(&format!(
+        "exporting manifest {}",
+        image.digest()
+    )));
+    task.status(&Status::done(&format!(
+        "exporting config {}",
+        image.manifest.config.digest
+    )));
+    let mut names = Vec::new();
+    for t in &opts.tags {
+        store.tag(t, &image.descriptor)?;
+        let name = crate::store::normalize_name(t)?;
+        task.status(&Status::done(&format!("naming to {name}")));
+        names.push(name);
+    }
+    for o in &opts.outputs {
+        let name = names.first().map(String::as_str);
+        task.status(&Status {
+            done: false,
+            ..Status::done("pushing layers")
+        });
+        write_from_store(store, image, o, name, opts.remote.as_ref())
+            .map_err(|e| Error::Output(Box::new(e)))?;
+        task.status(&Status::done("pushing layers"));
+        let shown = match o {
+            crate::transport::Target::Registry(r) => r.clone(),
+            other => other.to_string(),
+        };
+        task.status(&Status::done(&format!(
+            "pushing manifest for {shown}@{}",
+            image.digest()
+        )));
+    }
+    Ok(names)
 }

@@ -34,6 +34,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--no-cache-filter` names a stage the Dockerfile does not have.
+    #[error("--no-cache-filter `{name}`: the Dockerfile has no stage named so{}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    NoCacheFilter {
+        /// The name given.
+        name: String,
+        /// The closest stage name.
+        suggestion: Option<String>,
+    },
     /// The Dockerfile does not parse or plan: the message has `file:line:col:`, the source
     /// line and a caret.
     #[error("{rendered}")]
@@ -65,7 +73,7 @@ pub enum Error {
         line: usize,
         /// 1-based column.
         col: usize,
-        /// The instruction, as in history.
+        /// The instruction, as BuildKit names it (`plan::Step::name`).
         instruction: String,
         /// What went wrong.
         #[source]
@@ -113,7 +121,7 @@ impl Error {
             file: file.to_string(),
             line: step.position.line,
             col: step.position.col,
-            instruction: step.created_by.clone(),
+            instruction: step.name.clone(),
             source: Box::new(source),
         }
     }
@@ -169,6 +177,9 @@ pub enum StepError {
     /// `ADD URL` cannot be downloaded.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// An `ADD` git source could not be fetched.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
     /// A file of the build cannot be read or written.
     #[error("cannot {action} `{}`", path.display())]
     Io {

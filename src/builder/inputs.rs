@@ -1,15 +1,17 @@
 //! What a build reads before its first step: the Dockerfile ([`Frontend`]), the plan with the
 //! base images' configs, the context and its ignore rules, and the content digest of every
 //! step input (context files, `ADD` URLs, images) that the cache keys need.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::cache::{self, ContextItem, FileIndex};
 use crate::dockerfile::ignore::{read_ignore_file, Ignore};
+use crate::dockerfile::suggest::suggest;
 use crate::dockerfile::{self, Dockerfile, Position};
 use crate::image::Image;
 use crate::oci::Platform;
-use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StepKind};
+use crate::plan::{self, BaseConfig, BuildPlan, Input, PlanOptions, Source, StageId, StepKind};
+use crate::progress::{Reporter, Status, Task};
 use crate::store::Store;
 use crate::transport::{self, read_base_into_store, Target};
 
@@ -26,6 +28,8 @@ pub(super) struct Env<'a> {
     pub(super) store: &'a Store,
     pub(super) opts: &'a BuildOptions,
     pub(super) file: &'a str,
+    /// Where the reading is reported (BuildKit's `[internal]` steps).
+    pub(super) reporter: &'a dyn Reporter,
 }
 
 impl<'a> Env<'a> {
@@ -86,14 +90,43 @@ impl Frontend {
 /// that pull fails, the error says the store has another platform's image (rather than building
 /// on it and labelling the result with the wrong platform). Without a registry client (library
 /// use, unit tests) the local image is taken whatever its platform.
+///
+/// With `pull` (`--pull`), a name with a tag is resolved against its registry even when the
+/// store has it, as BuildKit's `ResolveMode` `pull` does: a tag that moved gives the new image
+/// (and the store's name follows it); one that did not costs the manifest request (config and
+/// layers are the store's, or lazy). A name with a digest is never resolved again. Without
+/// it the store's copy wins, as with buildx's `docker` driver (Docker Engine's image store,
+/// preferred locally); BuildKit itself (`docker-container` driver) asks the registry on every
+/// build in its `default` mode and falls back to an image store only when that fails
+/// (`util/resolver/pool.go` `Resolver.Resolve`), which would make offline builds reach out.
 fn load_image(
     store: &Store,
     reference: &str,
     platform: &Platform,
     remote: Option<&transport::Remote>,
+    pull: bool,
 ) -> std::result::Result<Image, transport::Error> {
     let target: Target = reference.parse()?;
     if let Target::Store(name) = &target {
+        let by_tag =
+            crate::registry::Reference::parse(reference).is_ok_and(|r| r.digest().is_none());
+        if let (true, true, Some(remote)) = (pull, by_tag, remote) {
+            let image = read_base_into_store(
+                store,
+                &Target::Registry(reference.to_string()),
+                Some(platform),
+                Some(remote),
+            )?;
+            let keeps_another_platform = store.resolve(name).is_ok()
+                && read_base_into_store(store, &target, None, None)
+                    .is_ok_and(|local| !local.platform().satisfies(platform));
+            if !keeps_another_platform {
+                if let Ok(r) = crate::registry::Reference::parse(reference) {
+                    let _ = store.tag(&r.to_string(), &image.descriptor);
+                }
+            }
+            return Ok(image);
+        }
         let local = match store.resolve(name) {
             Ok(_) => Some(read_base_into_store(
                 store,
@@ -162,6 +195,71 @@ fn base_config(img: &Image) -> BaseConfig {
     }
 }
 
+/// The Dockerfile with every stage a `--build-context` of its name replaces, as BuildKit's
+/// dockerfile2llb does (the stage's own instructions are not run): `FROM NAME AS stage` becomes
+/// `FROM <the named image> AS stage` with no steps.
+fn named_stages<'f>(
+    front: &'f Frontend,
+    opts: &BuildOptions,
+) -> Result<std::borrow::Cow<'f, Dockerfile>> {
+    let replaced =
+        |s: &dockerfile::instructions::Stage| s.name().and_then(|n| opts.named_contexts.get(n));
+    if !front
+        .dockerfile
+        .stages
+        .iter()
+        .any(|s| replaced(s).is_some())
+    {
+        return Ok(std::borrow::Cow::Borrowed(&front.dockerfile));
+    }
+    let mut df = front.dockerfile.clone();
+    for stage in &mut df.stages {
+        match replaced(stage) {
+            None => {}
+            Some(super::NamedContext::Image(t)) => {
+                stage.from.image = t.clone();
+                stage.commands.clear();
+            }
+            Some(super::NamedContext::Dir(d)) => {
+                let pos = stage.from_command.position;
+                return Err(Error::Frontend {
+                    rendered: format!(
+                        "{}:{}:{}: --build-context {} is the directory `{}`, which cannot \
+                         replace the stage of that name in kiln (give an image: \
+                         docker-image:// or oci-layout://)",
+                        front.file,
+                        pos.line,
+                        pos.col,
+                        stage.name().unwrap_or(""),
+                        d.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(df))
+}
+
+/// The image a `--build-context` gives for `reference`, if one does. A directory context is
+/// not a base image (kiln reads it with `COPY --from` only).
+fn named_image(
+    opts: &BuildOptions,
+    reference: &str,
+) -> std::result::Result<Option<String>, transport::Error> {
+    match opts.named_context(reference) {
+        None => Ok(None),
+        Some(super::NamedContext::Image(t)) => Ok(Some(t.clone())),
+        Some(super::NamedContext::Dir(d)) => Err(transport::Error::InvalidTarget {
+            value: reference.to_string(),
+            reason: format!(
+                "--build-context {reference} is the directory `{}`: kiln reads a directory \
+                 context with COPY --from={reference} only, not as a base image",
+                d.display()
+            ),
+        }),
+    }
+}
+
 /// The base images the planner asks for, as it meets each `FROM` (once per reference and
 /// platform, as
 /// BuildKit's `MetaResolver` answers dockerfile2llb): read from the store or pulled (lazily),
@@ -185,7 +283,30 @@ impl plan::BaseResolver for Bases<'_> {
         _position: Position,
     ) -> std::result::Result<Option<BaseConfig>, transport::Error> {
         let remote = self.env.opts.remote.as_ref();
-        let img = load_image(self.env.store, reference, &platform.to_oci(), remote)?;
+        let named = named_image(self.env.opts, reference)?;
+        // BuildKit's `[internal] load metadata for docker.io/library/debian:bookworm`.
+        let shown = crate::registry::Reference::parse(reference)
+            .map_or_else(|_| reference.to_string(), |r| r.to_string());
+        let task = Task::start(
+            self.env.reporter,
+            "[internal]",
+            &format!("load metadata for {shown}"),
+        );
+        let loaded = load_image(
+            self.env.store,
+            named.as_deref().unwrap_or(reference),
+            &platform.to_oci(),
+            remote,
+            self.env.opts.pull,
+        );
+        let img = match loaded {
+            Ok(img) => img,
+            Err(e) => {
+                task.failed(&e.to_string());
+                return Err(e);
+            }
+        };
+        task.done();
         let config = base_config(&img);
         self.images
             .insert((reference.to_string(), platform.to_string()), img);
@@ -215,7 +336,8 @@ pub(super) fn plan_with_bases(
         env,
         images: BTreeMap::new(),
     };
-    let plan = plan::plan(&front.dockerfile, &popts, &mut bases).map_err(|e| match e {
+    let dockerfile = named_stages(front, opts)?;
+    let plan = plan::plan(&dockerfile, &popts, &mut bases).map_err(|e| match e {
         plan::PlanFailure::Plan(e) => front.render(e),
         plan::PlanFailure::Base {
             position,
@@ -237,23 +359,58 @@ pub(super) fn plan_with_bases(
         let platform = stage.platform.to_oci();
         for (r, pos) in from_images(stage) {
             let key = (r.clone(), String::new());
-            if images.contains_key(&key) {
+            if images.contains_key(&key)
+                || matches!(opts.named_context(&r), Some(super::NamedContext::Dir(_)))
+            {
                 continue;
             }
-            let img = load_image(env.store, &r, &platform, opts.remote.as_ref()).map_err(|e| {
-                Error::Image {
-                    file: env.file.to_string(),
-                    line: pos.line,
-                    col: pos.col,
-                    reference: r.clone(),
-                    stage: stage_like(front, &r),
-                    source: Box::new(e),
-                }
-            })?;
+            let image_error = |e| Error::Image {
+                file: env.file.to_string(),
+                line: pos.line,
+                col: pos.col,
+                reference: r.clone(),
+                stage: stage_like(front, &r),
+                source: Box::new(e),
+            };
+            let named = named_image(opts, &r).map_err(image_error)?;
+            let img = load_image(
+                env.store,
+                named.as_deref().unwrap_or(&r),
+                &platform,
+                opts.remote.as_ref(),
+                opts.pull,
+            )
+            .map_err(image_error)?;
             images.insert(key, img);
         }
     }
     Ok((plan, images))
+}
+
+/// The stages `--no-cache-filter` names, as BuildKit's dockerfile2llb matches them (by name,
+/// case-insensitively; a stage without a name cannot be named). A name no stage has is an
+/// error with the closest stage name, rather than a filter that silently does nothing.
+pub(super) fn no_cache_stages(opts: &BuildOptions, front: &Frontend) -> Result<BTreeSet<StageId>> {
+    let stages = &front.dockerfile.stages;
+    let mut out = BTreeSet::new();
+    for name in &opts.no_cache_filter {
+        let found = stages
+            .iter()
+            .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        match found {
+            Some(id) => {
+                out.insert(id);
+            }
+            None => {
+                let names = stages.iter().filter_map(|s| s.name());
+                return Err(Error::NoCacheFilter {
+                    name: name.clone(),
+                    suggestion: suggest(&name.to_ascii_lowercase(), names).map(str::to_string),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stage whose name `reference` looks like a misspelling of, when it is a bare word (no
@@ -263,7 +420,7 @@ fn stage_like(front: &Frontend, reference: &str) -> Option<String> {
         return None;
     }
     let names = front.dockerfile.stages.iter().filter_map(|s| s.name());
-    crate::dockerfile::suggest::suggest(&reference.to_lowercase(), names).map(String::from)
+    suggest(&reference.to_lowercase(), names).map(String::from)
 }
 
 /// The images a stage's steps name, with where: `COPY --from=IMAGE` and
@@ -286,8 +443,22 @@ fn from_images(stage: &plan::Stage) -> Vec<(String, Position)> {
     refs
 }
 
-/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`).
-pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
+/// The build context with its `.dockerignore` (or `<Dockerfile>.dockerignore`), reported as
+/// BuildKit's `[internal] load .dockerignore` step.
+pub(super) fn context(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Context> {
+    let task = Task::start(reporter, "[internal]", "load .dockerignore");
+    let r = read_context(opts);
+    match &r {
+        Ok((_, size)) => {
+            task.status(&Status::bytes("transferring context:", *size, 0, true));
+            task.done();
+        }
+        Err(e) => task.failed(&e.to_string()),
+    }
+    r.map(|(c, _)| c)
+}
+
+fn read_context(opts: &BuildOptions) -> Result<(Context, u64)> {
     let ignore_text =
         read_ignore_file(&opts.dockerfile, &opts.context).map_err(|source| Error::Context {
             path: opts.context.clone(),
@@ -299,7 +470,8 @@ pub(super) fn context(opts: &BuildOptions) -> Result<Context> {
         })?,
         None => Ignore::default(),
     };
-    Ok(Context::new(opts.context.clone(), ignore))
+    let size = ignore_text.as_ref().map_or(0, |(_, t)| t.len() as u64);
+    Ok((Context::new(opts.context.clone(), ignore), size))
 }
 
 /// The content digests of the plan's inputs, and the `ADD` URLs downloaded to compute them.
@@ -307,6 +479,10 @@ pub(super) struct Gathered {
     digests: Vec<(Input, String)>,
     /// url → (blob path, download).
     pub(super) urls: BTreeMap<String, (PathBuf, Fetched)>,
+    /// `ADD` git URL → its checkout.
+    pub(super) gits: BTreeMap<String, super::gitsrc::GitSource>,
+    /// Whether any step reads the context, and the size of the files it reads.
+    pub(super) context: Option<u64>,
 }
 
 impl Gathered {
@@ -331,6 +507,8 @@ pub(super) fn gather(
     let mut out = Gathered {
         digests: Vec::new(),
         urls: BTreeMap::new(),
+        gits: BTreeMap::new(),
+        context: None,
     };
     for stage in &plan.stages {
         for step in &stage.steps {
@@ -341,7 +519,10 @@ pub(super) fn gather(
                 let fail = |e: StepError| Error::step(env.file, step, e);
                 let d = match input {
                     Input::Context { paths, excludes } => {
-                        context_digest(ctx, paths, excludes, opts.epoch, files).map_err(fail)?
+                        let (d, size) = context_digest(ctx, paths, excludes, opts.epoch, files)
+                            .map_err(fail)?;
+                        *out.context.get_or_insert(0) += size;
+                        d
                     }
                     Input::Url { url } => {
                         let speed = opts
@@ -353,6 +534,29 @@ pub(super) fn gather(
                         out.urls
                             .insert(url.clone(), (env.store.blob_path(&f.digest), f));
                         d
+                    }
+                    // The commit is the input: a moved branch rebuilds, the same commit hits.
+                    Input::Git { url } => {
+                        let g = super::gitsrc::fetch(env.store, opts, url).map_err(fail)?;
+                        let d = format!("git:{}", g.commit);
+                        out.gits.insert(url.clone(), g);
+                        d
+                    }
+                    Input::Image { reference, .. }
+                        if matches!(
+                            opts.named_context(reference),
+                            Some(super::NamedContext::Dir(_))
+                        ) =>
+                    {
+                        let Some(super::NamedContext::Dir(dir)) = opts.named_context(reference)
+                        else {
+                            continue;
+                        };
+                        let named = Context::new(dir.clone(), Ignore::default());
+                        let paths = [String::from(".")];
+                        context_digest(&named, &paths, &[], opts.epoch, files)
+                            .map_err(fail)?
+                            .0
                     }
                     Input::Image {
                         reference,
@@ -388,7 +592,7 @@ fn context_digest(
     excludes: &[String],
     epoch: i64,
     files: &mut FileIndex,
-) -> Result<String, StepError> {
+) -> Result<(String, u64), StepError> {
     use std::os::unix::fs::MetadataExt;
     let excl = Ignore::parse(&excludes.join("\n"))
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
@@ -422,5 +626,6 @@ fn context_digest(
             }
         }
     }
-    Ok(cache::context_digest(&items))
+    let size = items.iter().map(|i| i.size).sum();
+    Ok((cache::context_digest(&items), size))
 }

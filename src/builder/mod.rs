@@ -1,7 +1,8 @@
 //! The build engine: runs a [`crate::plan::BuildPlan`] into an image in the store.
 //!
 //! What it owns: fetching bases (the store, `oci:`, `oci-archive:`, `docker-archive:`, a
-//! registry), the content digests of step inputs, COPY and ADD, RUN through a
+//! registry, or what a `--build-context` names instead), `ADD <git url>` checkouts, the
+//! content digests of step inputs, COPY and ADD, RUN through a
 //! [`crate::sandbox::Sandbox`], config edits, WORKDIR, the layer cache, history, and the final
 //! image. What it does not: parsing and planning (`dockerfile`, `plan`), writing layer bytes
 //! (`layer`), or running processes (`sandbox`).
@@ -21,6 +22,7 @@
 //! | [`copy`] | the COPY/ADD rules (sources, wildcards, archives, ownership, modes) |
 //! | `state` | a stage's image so far and its files on demand (index, rootfs, overlay lowers) |
 //! | [`fsindex`], [`snapshots`], [`context`], [`user`], `fetch` | the views and lookups steps use |
+//! | `gitsrc` | `ADD <git url>`: the checkout fetched before any step, its commit the step's input |
 //! | `error` | [`Error`] (where) over [`StepError`] (what), a `#[source]` chain to the CLI |
 //!
 //! A stage's files are never unpacked just to be looked at: COPY, ADD and WORKDIR consult a
@@ -43,6 +45,7 @@ mod engine;
 mod error;
 mod fetch;
 pub mod fsindex;
+mod gitsrc;
 mod inputs;
 mod mountcache;
 mod preflight;
@@ -135,9 +138,54 @@ pub struct BuildOptions {
     pub cache_from: Vec<crate::cache::remote::CacheLocation>,
     /// `--cache-to`: where the layer keys of this build are written after it succeeds.
     pub cache_to: Vec<crate::cache::remote::CacheExport>,
+    /// `--build-context NAME=…`: what `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read instead of the image `NAME`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--ssh ID=…`: the SSH agents `RUN --mount=type=ssh,id=ID` steps may use, by id; a
+    /// key-file agent is started at the first step that needs it. Never in a layer, key or
+    /// history.
+    pub ssh: BTreeMap<String, crate::sandbox::SshSource>,
+    /// `--add-host`: (name, address) lines appended to every RUN step's `/etc/hosts`.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--pull`: a base or `--from` image named by tag is resolved against its registry even
+    /// when the store has the name (the store's image is used only when the registry answers
+    /// with the same manifest).
+    pub pull: bool,
+    /// `--no-cache-filter`: the stages (by name) whose steps are never answered by
+    /// a cache (the store's or a `--cache-from`'s); their results are still recorded.
+    pub no_cache_filter: Vec<String>,
+}
+
+/// A named build context (`--build-context NAME=VALUE`), as BuildKit's dockerui
+/// `namedContext` reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// An image, as kiln names one: a store name (pulled when absent; `docker-image://REF`),
+    /// `oci:DIR[:REF|:sha256:…]` (`oci-layout://`), …
+    Image(String),
+    /// A directory: a local path, or a git checkout.
+    Dir(PathBuf),
 }
 
 impl BuildOptions {
+    /// The named context `reference` names: by its exact name, or as the same normalised image
+    /// name (`alpine` and `docker.io/library/alpine:latest`), as BuildKit looks them up.
+    pub fn named_context(&self, reference: &str) -> Option<&NamedContext> {
+        if let Some(c) = self.named_contexts.get(reference) {
+            return Some(c);
+        }
+        let full = |r: &str| {
+            crate::registry::Reference::parse(r)
+                .ok()
+                .map(|r| r.to_string())
+        };
+        let norm = full(reference)?;
+        self.named_contexts
+            .iter()
+            .find(|(k, _)| full(k).as_deref() == Some(norm.as_str()))
+            .map(|(_, c)| c)
+    }
+
     /// How the layers a step writes are made: compression, threads, and mtimes clamped to the
     /// epoch when one was given.
     pub fn layer_options(&self) -> crate::layer::LayerOptions {

@@ -1,5 +1,5 @@
 //! What is checked before any step runs, so a build fails in seconds rather than after an hour
-//! of steps: RUN mounts that cannot be provided (secrets not given, `type=ssh`), the
+//! of steps: RUN mounts that cannot be provided (secrets, or `required` ssh agents, not given), the
 //! `network.host` entitlement, a RUN program missing from its base image; starting the
 //! sandbox once per build, which learns what this machine allows; and the emulator of each
 //! foreign-platform stage with RUN steps.
@@ -19,7 +19,7 @@ use super::error::{Error, Result, StepError};
 use super::fsindex::FsIndex;
 use super::inputs::Env;
 use super::state::StageState;
-use super::step::mounts::{network, secret_id_target, MountError};
+use super::step::mounts::{network, secret_id_target, ssh_id, MountError};
 
 fn run_steps(plan: &BuildPlan) -> impl Iterator<Item = (&Step, &crate::plan::RunStep)> {
     plan.stages
@@ -61,7 +61,8 @@ fn check_network(env: Env<'_>, r: &crate::plan::RunStep) -> Result<(), StepError
     Err(StepError::NetworkHost { what })
 }
 
-/// Secrets that were not given (unless `required=false`) and mount types kiln cannot provide.
+/// Secrets that were not given (unless `required=false`), ssh agents that were not given
+/// (when `required=true`).
 fn check_mounts(env: Env<'_>, r: &crate::plan::RunStep) -> Result<(), StepError> {
     for pm in &r.mounts {
         let m = &pm.mount;
@@ -78,7 +79,13 @@ fn check_mounts(env: Env<'_>, r: &crate::plan::RunStep) -> Result<(), StepError>
                     return Err(MountError::SecretMissing { id }.into());
                 }
             }
-            MountType::Ssh => return Err(MountError::Ssh.into()),
+            // As BuildKit: an agent that was not given skips the mount unless `required=true`.
+            MountType::Ssh => {
+                let id = ssh_id(m);
+                if m.required == Some(true) && !env.opts.ssh.contains_key(id) {
+                    return Err(MountError::SshMissing { id: id.into() }.into());
+                }
+            }
             _ => {}
         }
     }
@@ -125,7 +132,7 @@ pub(super) fn start(
     started.map_err(|e| {
         let (pos, instruction) = run_steps(plan)
             .next()
-            .map(|(s, _)| (s.position, s.created_by.clone()))
+            .map(|(s, _)| (s.position, s.name.clone()))
             .unwrap_or((Position { line: 1, col: 1 }, String::new()));
         Error::Sandbox {
             file: env.file.to_string(),
@@ -167,7 +174,7 @@ pub(super) fn emulators(
                     file: env.file.to_string(),
                     line: step.position.line,
                     col: step.position.col,
-                    instruction: step.created_by.clone(),
+                    instruction: step.name.clone(),
                     source: Box::new(e),
                 })?;
                 found.insert(platform.to_string(), e.clone());
@@ -195,13 +202,14 @@ pub(super) fn missing_program(index: &FsIndex, argv: &[String]) -> Option<StepEr
 /// before a RUN in its stage can have added it (the stage starts from an image or `scratch`,
 /// and no COPY, ADD or other RUN comes first), a missing program is reported here, before any
 /// step of the build runs. RUN steps the cache will answer (`hit`: the store's or a
-/// `--cache-from`'s) are not checked: they do not run, and their base's layers need not be read.
+/// `--cache-from`'s, not for a `--no-cache-filter` stage) are not checked: they do not run,
+/// and their base's layers need not be read.
 pub(super) fn check_programs(
     env: Env<'_>,
     plan: &BuildPlan,
     keys: &CacheKeys,
     images: &BTreeMap<super::inputs::ImageKey, Image>,
-    hit: &dyn Fn(&str) -> bool,
+    hit: &dyn Fn(StageId, &str) -> bool,
 ) -> Result<()> {
     for id in &plan.order {
         let Some(stage) = plan.stage(*id) else {
@@ -231,7 +239,7 @@ pub(super) fn check_programs(
         let key = env
             .opts
             .layer_key(keys.step(stage.id, index).unwrap_or_default());
-        if !env.opts.no_cache && hit(&key) {
+        if !env.opts.no_cache && hit(stage.id, &key) {
             continue;
         }
         let fail = |e: StepError| Error::step(env.file, step, e);

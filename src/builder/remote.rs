@@ -15,6 +15,7 @@ use crate::cache::remote::{self, CacheMode};
 use crate::cache::CachedLayer;
 use crate::oci::Digest;
 use crate::plan::{Base, BuildPlan};
+use crate::progress::{Status, Task};
 
 use super::engine::Builder;
 use super::error::{Error, Result, StepError};
@@ -117,7 +118,6 @@ impl Builder<'_> {
         self.steps.clear();
         self.made.clear();
         self.mounts_run.clear();
-        self.counter = 0;
         let written = std::mem::take(&mut self.written);
         self.distrusted.extend(written);
         // Steps may have left files only a user namespace can delete (rootless RUN).
@@ -177,20 +177,31 @@ impl Builder<'_> {
                 CacheMode::Max => mounts.clone(),
                 CacheMode::Min => BTreeMap::new(),
             };
-            self.reporter.on_status(&format!(
-                "writing the cache `{}` ({} layers, {} cache mounts)",
-                to.location,
+            // BuildKit's `exporting cache to …` step; the blobs' transfers show under it.
+            let task = Task::start(
+                self.reporter,
+                "",
+                &format!("exporting cache to {}", to.location),
+            );
+            task.status(&Status::done(&format!(
+                "preparing {} layers, {} cache mounts",
                 layers.len(),
                 mounts.len()
-            ));
+            )));
             let (store, remote) = (self.store, self.opts.remote.as_ref());
             match remote::export(store, remote, &to.location, layers, mounts) {
-                Ok(_) => {}
-                Err(e) if to.ignore_error => self.reporter.on_warning(&format!(
-                    "{} (ignored: ignore-error=true)",
-                    remote::chain(&e)
-                )),
-                Err(e) => return Err(Error::CacheExport(Box::new(e))),
+                Ok(_) => task.done(),
+                Err(e) if to.ignore_error => {
+                    task.failed(&remote::chain(&e));
+                    self.reporter.on_warning(&format!(
+                        "{} (ignored: ignore-error=true)",
+                        remote::chain(&e)
+                    ))
+                }
+                Err(e) => {
+                    task.failed(&remote::chain(&e));
+                    return Err(Error::CacheExport(Box::new(e)));
+                }
             }
         }
         Ok(())

@@ -1,12 +1,15 @@
 //! The stage loop: each step of a stage in order, answered by the layer cache or executed
 //! (`super::step`), its entries completed with their parent directories and written as a layer,
 //! recorded in the cache, the image and the step records.
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use crate::cache::CachedLayer;
-use crate::layer::{Entry, LayerStats, LayerWriter};
+use crate::layer::{Entry, EntryKind, LayerStats, LayerWriter};
 use crate::oci::Descriptor;
 use crate::plan::{self, Base, Stage, StepKind};
+use crate::progress::{Status, Task, STATUS_INTERVAL};
 use crate::sandbox::{Emulator, SnapshotterKind};
 
 use super::engine::Builder;
@@ -28,41 +31,143 @@ pub(super) struct StepAt<'p> {
     pub(super) emulator: Option<&'p Emulator>,
     /// Its stage.
     pub(super) stage: plan::StageId,
+    /// Its progress, when it is reported (config-only steps are not).
+    pub(super) task: Option<&'p Task<'p>>,
+}
+
+/// The `[NAME i/n]` labels of one stage's reported steps.
+struct Labels {
+    name: String,
+    index: usize,
+    total: usize,
+}
+
+impl Labels {
+    fn new(stage: &Stage, name: &str) -> Labels {
+        let from = usize::from(matches!(stage.base, Base::Image { .. }));
+        let steps = stage
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.kind, StepKind::Config(_)))
+            .count();
+        Labels {
+            name: name.to_string(),
+            index: 0,
+            total: from + steps,
+        }
+    }
+
+    /// The next label: the index padded to the total's width, as Go's `%*d` with
+    /// `1+log10(total)` (`[build  2/12]`).
+    fn next(&mut self) -> String {
+        self.index += 1;
+        let width = self.total.max(1).to_string().len();
+        let prefix = if self.name.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", self.name)
+        };
+        format!("[{prefix}{:>width$}/{}]", self.index, self.total)
+    }
+}
+
+/// Whether the step just recorded was answered by a cache: only a real hit is shown CACHED (a
+/// WORKDIR that made no layer did no work, but was not in any cache either).
+fn answer_cached(steps: &[StepRecord]) -> bool {
+    steps
+        .last()
+        .is_some_and(|r| matches!(r.cache, StepCache::Local | StepCache::Remote))
+}
+
+/// An error and its causes on one line, as a failed step's status shows it.
+fn chain(e: &StepError) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// How a step was answered, and from which `--cache-from` for a remote hit.
 pub(super) type Answer = (StepCache, Option<String>);
 
 impl Builder<'_> {
-    /// Runs every step of `stage` and returns its state.
+    /// Runs every step of `stage` and returns its state. Steps are reported as BuildKit's
+    /// dockerfile2llb names its vertices (`prefixCommand`): `[NAME i/n]` with the stage's name
+    /// (`stage-N` when unnamed, nothing when the Dockerfile has one stage) and a count of the
+    /// steps that are vertices: the FROM of an image, RUN, COPY, ADD and WORKDIR. Config-only
+    /// steps (ENV, LABEL, EXPOSE, …) are not reported at all, as BuildKit makes no vertex of them.
     pub(super) fn run_stage(&mut self, stage: &Stage) -> Result<StageState> {
         let stage_name = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.id));
+        let mut labels = Labels::new(stage, if self.single_stage { "" } else { &stage_name });
         let mut state = self.stage_base(stage)?;
-        let total = stage.steps.len();
+        if let Base::Image { reference } = &stage.base {
+            self.report_from(reference, stage, &mut labels);
+        }
         let keys = self.keys.stage(stage.id).cloned().unwrap_or_default();
         let emulator = self.emulators.get(&stage.id).cloned();
         for (i, step) in stage.steps.iter().enumerate() {
-            self.counter += 1;
+            let reporter = self.reporter;
+            let task = match &step.kind {
+                StepKind::Config(_) => None,
+                _ => Some(Task::start(reporter, &labels.next(), &step.name)),
+            };
             let at = StepAt {
                 step,
-                id: self.counter,
+                id: task.as_ref().map_or(0, Task::id),
                 stage_name: &stage_name,
                 key: keys.steps.get(i).map_or("", String::as_str),
                 emulator: emulator.as_ref(),
                 stage: stage.id,
+                task: task.as_ref(),
             };
             let start = Instant::now();
-            let label = format!("[{stage_name} {}/{total}]", i + 1);
-            self.reporter.on_step(at.id, &label, &step.created_by);
-            let answer = self
-                .run_step_of(&at, &mut state, start)
-                .map_err(|e| self.step_error(step, e))?;
+            let answer = match self.run_step_of(&at, &mut state, start) {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(t) = task {
+                        t.failed(&chain(&e));
+                    }
+                    return Err(self.step_error(step, e));
+                }
+            };
             self.record_step(&at, answer, start);
+            match task {
+                Some(t) if answer_cached(&self.steps) => t.cached(),
+                Some(t) => t.done(),
+                None => {}
+            }
         }
         Ok(state)
+    }
+
+    /// Reports the FROM of an image as BuildKit does: `FROM name@digest`, cached when every
+    /// layer is in the store already (others are fetched when a step first reads them, and
+    /// their transfers show under that step).
+    fn report_from(&self, reference: &str, stage: &Stage, labels: &mut Labels) {
+        let key = (reference.to_string(), stage.platform.to_string());
+        let Some(img) = self.images.get(&key) else {
+            return;
+        };
+        let name = match crate::registry::Reference::parse(reference) {
+            Ok(r) if r.digest().is_some() => r.to_string(),
+            Ok(r) => format!("{r}@{}", img.digest()),
+            Err(_) => reference.to_string(),
+        };
+        let local = img.layers().iter().all(|l| self.store.contains(&l.digest));
+        let task = Task::start(self.reporter, &labels.next(), &format!("FROM {name}"));
+        task.status(&Status::done(&format!("resolve {name}")));
+        if local {
+            task.cached();
+        } else {
+            task.done();
+        }
     }
 
     /// The state a stage starts from: `scratch`, an image, or another stage's final state.
@@ -118,7 +223,12 @@ impl Builder<'_> {
         }
         // Layer-making steps: a cache hit reuses the layer without reading anything; a miss
         // computes the entries, writes the layer and records it.
-        if let Some((layer, answer)) = self.lookup(&key) {
+        let cached = if self.no_cache_stages.contains(&at.stage) {
+            None // --no-cache-filter
+        } else {
+            self.lookup(&key)
+        };
+        if let Some((layer, answer)) = cached {
             self.made.push((at.stage, key, layer.clone()));
             state.push(layer, &step.created_by, None, true, 0.0);
             return Ok(answer);
@@ -146,7 +256,7 @@ impl Builder<'_> {
                 entries.sort_by(|a, b| a.path.cmp(&b.path));
             }
         }
-        let (layer, stats) = self.write_entries(&entries)?;
+        let (layer, stats) = self.write_entries(&entries, at.task)?;
         self.cache.put(&key, &layer)?;
         self.written.insert(key.clone());
         self.made.push((at.stage, key, layer.clone()));
@@ -170,7 +280,6 @@ impl Builder<'_> {
     fn record_step(&mut self, at: &StepAt<'_>, (cache, from): Answer, start: Instant) {
         let seconds = start.elapsed().as_secs_f64();
         let cached = cache != StepCache::Ran;
-        self.reporter.on_step_done(at.id, cached, seconds);
         self.steps.push(StepRecord {
             stage: at.stage_name.to_string(),
             step: at.step.created_by.clone(),
@@ -182,14 +291,47 @@ impl Builder<'_> {
         });
     }
 
-    /// Writes `entries` as a layer blob in the store.
-    fn write_entries(&self, entries: &[Entry]) -> Result<(CachedLayer, LayerStats), StepError> {
+    /// Writes `entries` as a layer blob in the store. A big layer's progress (the file bytes
+    /// read of their total) is reported as the step's `writing layer` status while it is written.
+    fn write_entries(
+        &self,
+        entries: &[Entry],
+        task: Option<&Task<'_>>,
+    ) -> Result<(CachedLayer, LayerStats), StepError> {
         let opts = self.opts;
+        let total: u64 = entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum();
         let mut w = LayerWriter::new(self.store.blob_writer()?, opts.layer_options())?;
-        for e in entries {
-            w.append(e)?;
+        let read = w.bytes_read();
+        let task = task.filter(|_| total >= BIG_LAYER);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let written = std::thread::scope(|scope| {
+            if let Some(task) = task {
+                let read = &read;
+                scope.spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(STATUS_INTERVAL)
+                    {
+                        let done = read.load(Ordering::Relaxed);
+                        task.status(&Status::bytes("writing layer", done, total, false));
+                    }
+                });
+            }
+            let r = entries
+                .iter()
+                .try_for_each(|e| w.append(e))
+                .and_then(|()| w.finish());
+            drop(stop);
+            r
+        });
+        let (blob, summary) = written?;
+        if let Some(task) = task {
+            task.status(&Status::bytes("writing layer", total, total, true));
         }
-        let (blob, summary) = w.finish()?;
         let (digest, size) = blob.finish()?;
         let layer = CachedLayer {
             descriptor: Descriptor::new(summary.media_type, digest, size),
@@ -198,3 +340,6 @@ impl Builder<'_> {
         Ok((layer, summary.stats))
     }
 }
+
+/// The size of the files in a layer from which its writing is reported with bytes.
+const BIG_LAYER: u64 = 8 << 20;

@@ -91,7 +91,7 @@ pub(crate) fn options(
 /// The context's git checkout, when it is one (`git -C CONTEXT rev-parse HEAD`), with the
 /// origin's URL.
 pub(crate) fn git_source(context: &Path) -> Option<GitSource> {
-    let git = |args: &[&str]| super::bake::git(context, args);
+    let git = |args: &[&str]| super::build_source::git(context, args);
     Some(GitSource {
         commit: git(&["rev-parse", "HEAD"])?,
         tree: git(&["rev-parse", "HEAD^{tree}"])?,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bake::{self, GitInfo};
+use crate::bake;
 use crate::builder::BuildOptions;
 use crate::layer::Compression;
 use crate::oci::Platform;
@@ -26,43 +26,8 @@ pub(crate) fn family_file(ctx: &Context) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kiln.toml"))
 }
 
-pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then_some(s)
-}
-
-/// What git (or GitHub Actions' environment) says about `dir`.
-pub(crate) fn git_info(dir: &Path) -> GitInfo {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let remote = git(dir, &["remote", "get-url", "origin"])
-        .map(|u| {
-            let u = u.trim_end_matches(".git").to_string();
-            match u.strip_prefix("git@") {
-                Some(rest) => format!("https://{}", rest.replacen(':', "/", 1)),
-                None => u,
-            }
-        })
-        .or_else(
-            || match (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY")) {
-                (Some(s), Some(r)) => Some(format!("{s}/{r}")),
-                _ => None,
-            },
-        );
-    GitInfo {
-        sha: git(dir, &["rev-parse", "HEAD"]).or_else(|| env("GITHUB_SHA")),
-        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"])
-            .filter(|b| b != "HEAD")
-            .or_else(|| env("GITHUB_REF_NAME")),
-        remote,
-    }
-}
+// Read by `kiln build`'s tag templates too; they live below both commands.
+pub(crate) use super::build_source::git_info;
 
 /// Shared build settings for bake and ensure.
 pub(crate) fn build_options(
@@ -98,6 +63,11 @@ pub(crate) fn build_options(
         allow_network_host: false,
         cache_from: Vec::new(),
         cache_to: Vec::new(),
+        named_contexts: Default::default(),
+        ssh: Default::default(),
+        add_hosts: Vec::new(),
+        pull: false,
+        no_cache_filter: Vec::new(),
     })
 }
 
@@ -155,6 +125,7 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
         return super::bake_fanout::run_merge(ctx, &a, plan);
     }
     let (network, allow_network_host) = super::build::network_flags(&a.network, &a.allow)?;
+    let signer = super::sign::signing_key(a.sign, a.sign_key.as_deref())?;
     let caches = target_caches(&family.file, &plan, &a.compression)?;
     let opts = BakeOptions {
         caches,
@@ -192,6 +163,11 @@ pub(crate) fn run(ctx: &Context, a: BakeArgs) -> CliResult {
         }
     };
     drop(reporter);
+    if let Some(k) = &signer {
+        for t in result.targets.values() {
+            super::sign::sign_pushed(ctx, k, &t.tags, &t.digest)?;
+        }
+    }
     if let Some(f) = &a.metadata_file {
         let text = serde_json::to_string_pretty(&result)?;
         std::fs::write(f, text)

@@ -58,6 +58,15 @@ pub struct BakeArgs {
     /// Map only the caller's own id into RUN steps.
     #[arg(long)]
     pub single_id: bool,
+
+    // Signing (#19, src/cli/sign.rs).
+    /// Sign every pushed target with a cosign private key (`--key`): each tag's repository gets
+    /// a signature of the target's manifest digest (its index for several platforms).
+    #[arg(long, requires_all = ["sign_key", "push"])]
+    pub sign: bool,
+    /// The cosign private key for `--sign` (password: $COSIGN_PASSWORD, else asked).
+    #[arg(long = "key", value_name = "FILE", requires = "sign")]
+    pub sign_key: Option<PathBuf>,
     /// A secret for `RUN --mount=type=secret` in every target: `id=ID,src=FILE` or
     /// `id=ID,env=VARIABLE`.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]

@@ -145,7 +145,30 @@ fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Exit>
     Ok(m)
 }
 
-pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
+/// What a build made, for the reporter's last event (the digest printed on stdout, each
+/// platform's manifest and config, the names).
+fn built(
+    digest: &crate::oci::Digest,
+    index: Option<&crate::oci::Digest>,
+    images: &[crate::image::Image],
+    names: &[String],
+) -> crate::progress::BuildResult {
+    crate::progress::BuildResult {
+        digest: digest.clone(),
+        index: index.cloned(),
+        images: images
+            .iter()
+            .map(|i| crate::progress::ImageDigests {
+                platform: i.platform().to_string(),
+                manifest: i.digest().clone(),
+                config: i.manifest.config.digest.clone(),
+            })
+            .collect(),
+        names: names.to_vec(),
+    }
+}
+
+pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     let mut build_args = BTreeMap::new();
     for b in &a.build_args {
         match b.split_once('=') {
@@ -188,12 +211,34 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         )
         .into());
     }
+    // The context: a directory, a git URL fetched at its ref, or `-` (stdin); `-f -`.
+    let store = ctx.store()?;
+    let source = super::build_source::resolve(
+        &store,
+        &a.context,
+        a.file.as_deref(),
+        Some(&ctx.remote()?.client.options().credentials),
+    )?;
+    a.tags = super::build_source::render_tags(&a.tags, &source)?;
+    // `--build-context`: fetched (git) now; the checkouts live until the build is done.
+    let named = super::build_source::named_contexts(
+        &store,
+        &a.build_contexts,
+        Some(&ctx.remote()?.client.options().credentials),
+    )?;
     // A missing context fails as a build does (exit 1), before anything else is read.
-    super::build_outputs::check_context(&a.context).map_err(|e| Exit {
+    super::build_outputs::check_context(&source.context).map_err(|e| Exit {
         code: 1,
         error: Some(e),
     })?;
     let plan = super::build_outputs::plan(&a, given.is_some(), &platforms)?;
+    if a.sign && plan.outputs.push.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--sign signs what the build pushes: add --push (or -o type=registry)"
+        )
+        .into());
+    }
+    let signer = super::sign::signing_key(a.sign, a.sign_key.as_deref())?;
     if platforms.len() > 1 && !plan.outputs.files.is_empty() {
         return Err(anyhow::anyhow!(
             "-o: a build of several platforms writes an index to the store and registries only; \
@@ -220,11 +265,8 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut opts = BuildOptions {
-        dockerfile: a
-            .file
-            .clone()
-            .unwrap_or_else(|| a.context.join("Dockerfile")),
-        context: a.context,
+        dockerfile: source.dockerfile.clone(),
+        context: source.context.clone(),
         tags: plan.tags.clone(),
         build_args,
         target: a.target,
@@ -240,7 +282,13 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         epoch,
         clamp_mtimes: plan.clamp_mtimes,
         no_cache: a.no_cache,
-        labels: pairs("--label", &a.labels)?,
+        labels: {
+            let mut labels = pairs("--label", &a.labels)?;
+            if let Some(v) = &source.vcs {
+                super::build_source::vcs_labels(v, &mut labels);
+            }
+            labels
+        },
         default_labels: Default::default(),
         annotations: plan.annotations.clone(),
         secrets: a
@@ -260,22 +308,35 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         allow_network_host,
         cache_from,
         cache_to,
+        named_contexts: named.0,
+        ssh: super::build_flags::ssh(&a.ssh, std::env::var_os("SSH_AUTH_SOCK"))?,
+        add_hosts: super::build_flags::add_hosts(&a.add_hosts)?,
+        pull: a.pull,
+        no_cache_filter: super::build_flags::no_cache_filter(&a.no_cache_filter)?,
     };
     if attest.any() {
         opts.outputs.clear();
     }
-    let store = ctx.store()?;
     let reporter = ctx.reporter();
     if platforms.len() > 1 {
-        let (index, _) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
+        let (index, images) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
             .map_err(|e| Exit {
                 code: 1,
                 error: Some(e.into()),
             })?;
+        reporter.on_result(&built(
+            &index.digest,
+            Some(&index.digest),
+            &images,
+            &plan.tags,
+        ));
         drop(reporter);
         if let Some(f) = &a.iidfile {
             std::fs::write(f, index.digest.to_string())
                 .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
+        }
+        if let Some(k) = &signer {
+            super::sign::sign_pushed(ctx, k, &plan.outputs.push, &index.digest)?;
         }
         return out(&index.digest.to_string());
     }
@@ -356,31 +417,43 @@ pub(crate) fn run(ctx: &Context, a: BuildArgs) -> CliResult {
         &plan.outputs.files,
         attached.as_ref(),
     )?;
-    // With attestations the build's result is the index, as buildx reports it.
-    let digest = match &attached {
-        Some(att) => att.tree.top.digest.to_string(),
-        None => outcome.image.digest().to_string(),
-    };
+    // With attestations the build's result is the index, as buildx reports it (and signs it).
+    let image = outcome.image.digest();
+    let top = attached.as_ref().map(|att| &att.tree.top.digest);
+    if let Some(k) = &signer {
+        super::sign::sign_pushed(ctx, k, &plan.outputs.push, top.unwrap_or(image))?;
+    }
+    let names = outcome.names.clone();
+    ctx.reporter().on_result(&built(
+        image,
+        top,
+        std::slice::from_ref(&outcome.image),
+        &names,
+    ));
+    let digest = top.unwrap_or(image).to_string();
     if let Some(f) = &a.iidfile {
         std::fs::write(f, &digest)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
-        let mut m = ops::metadata(&outcome);
+        let mut meta = ops::metadata(&outcome);
+        if let (Some(v), Some(m)) = (&source.vcs, meta.as_object_mut()) {
+            m.insert("vcs".into(), super::build_source::vcs_metadata(v));
+        }
         if let Some(att) = &attached {
-            m["containerimage.digest"] = serde_json::Value::from(digest.clone());
-            m["containerimage.descriptor"] = serde_json::json!({
+            meta["containerimage.digest"] = serde_json::Value::from(digest.clone());
+            meta["containerimage.descriptor"] = serde_json::json!({
                 "mediaType": att.tree.top.media_type.to_string(),
                 "digest": digest,
                 "size": att.tree.top.size,
             });
-            m["attestations"] = serde_json::json!({
+            meta["attestations"] = serde_json::json!({
                 "manifest": att.tree.images.last().map(|i| i.digest().to_string()),
                 "sbom_layers_scanned": att.layers.0,
                 "sbom_layers_cached": att.layers.1,
             });
         }
-        let text = serde_json::to_string_pretty(&m)?;
+        let text = serde_json::to_string_pretty(&meta)?;
         std::fs::write(f, text)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", f.display()))?;
     }

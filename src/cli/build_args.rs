@@ -102,6 +102,40 @@ pub struct BuildArgs {
     )]
     pub cache_from: Vec<String>,
 
+    // Signing (#19, src/cli/sign.rs).
+    /// Sign what `--push` (or `-o type=registry`) pushed with a cosign private key (`--key`),
+    /// in cosign's `sha256-<hex>.sig` layout: each pushed repository's manifest digest, the
+    /// index for several platforms (cosign's default, not `--recursive`).
+    #[arg(long, requires = "sign_key")]
+    pub sign: bool,
+    /// The cosign private key for `--sign` (password: $COSIGN_PASSWORD, else asked).
+    #[arg(long = "key", value_name = "FILE", requires = "sign")]
+    pub sign_key: Option<PathBuf>,
+
+    // Git sources and named contexts (src/cli/build_source.rs).
+    /// A named context, as buildx: `NAME=PATH`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://DIR[:TAG|@sha256:…]` or `NAME=https://host/repo.git#ref:subdir`;
+    /// `FROM NAME`, `COPY --from=NAME` read it instead of the image NAME.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
+    // buildx's --ssh, --add-host, --pull and --no-cache-filter (src/cli/build_flags.rs).
+    /// An SSH agent for `RUN --mount=type=ssh[,id=ID]`, as buildx: `default` (your agent,
+    /// $SSH_AUTH_SOCK), `ID=SOCKET`, or `ID=KEYFILE[,KEYFILE…]` (served by a private agent);
+    /// forwarded read-only and never stored.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE]]")]
+    pub ssh: Vec<String>,
+    /// A line `IP NAME` for RUN steps' /etc/hosts: `HOST:IP` or `HOST=IP` (not stored in the
+    /// image).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Resolve base images named by tag against their registry even when the store has them.
+    #[arg(long)]
+    pub pull: bool,
+    /// Never answer these stages' steps from a cache (repeatable, comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE[,STAGE...]")]
+    pub no_cache_filter: Vec<String>,
+
     // Supply-chain attestations (#19; src/cli/attest.rs), buildx's flags.
     /// Attach an SBOM (SPDX 2.3) attestation to the image, in an index: `--sbom`,
     /// `--sbom=true|false`.

@@ -10,6 +10,7 @@ use super::output::{parse, FileOutput, Outputs};
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::ops::RootfsDest;
+use crate::progress::{Status, Task};
 use crate::transport::Target;
 
 /// Parses `--annotation` as buildx does (docker/buildx `util/buildflags/export.go`,
@@ -191,9 +192,8 @@ pub(crate) fn plan(
 }
 
 /// Writes the image and root-filesystem outputs of a finished build, in order; with
-/// `attached`, image outputs get the index with the attestations (a docker-archive, which
-/// cannot hold one, the image alone, with a warning). A failure is exit 2, as a failed push
-/// is: the image was built and is in the store.
+/// `attached`, image outputs get the index with the attestations. A failure is exit 2, as a
+/// failed push is: the image was built and is in the store.
 pub(crate) fn write_files(
     ctx: &super::Context,
     store: &crate::store::Store,
@@ -209,36 +209,88 @@ pub(crate) fn write_files(
     for f in files {
         match f {
             FileOutput::Image { target, name } => {
-                reporter.on_status(&format!("writing {target}"));
-                if let Some(att) = attached {
-                    if matches!(target, Target::DockerArchive(..)) {
-                        reporter.on_warning(&format!(
-                            "{target}: a docker-archive cannot hold attestations (they live in \
-                             an image index): the image is written without them; use \
-                             `-o type=oci` or push to keep them"
-                        ));
+                // BuildKit's oci and docker exporters' steps and status lines.
+                let kind = match target {
+                    crate::transport::Target::DockerArchive(..) => "docker",
+                    _ => "oci",
+                };
+                let task = Task::start(
+                    reporter.as_ref(),
+                    "",
+                    &format!("exporting to {kind} image format"),
+                );
+                task.status(&Status::done("exporting layers"));
+                let image = &outcome.image;
+                task.status(&Status::done(&format!(
+                    "exporting manifest {}",
+                    image.digest()
+                )));
+                task.status(&Status::done(&format!(
+                    "exporting config {}",
+                    image.manifest.config.digest
+                )));
+                // With attestations: the index (a docker-archive cannot hold one: the image alone).
+                let written = match attached {
+                    Some(att) => {
+                        if matches!(target, crate::transport::Target::DockerArchive(..)) {
+                            reporter.on_warning(&format!(
+                                "{target}: a docker-archive cannot hold attestations (they live \
+                                 in an image index): the image is written without them; use \
+                                 `-o type=oci` or push to keep them"
+                            ));
+                        }
+                        crate::ops::write_attached(
+                            store,
+                            att,
+                            target,
+                            name.as_deref(),
+                            Some(&remote),
+                        )
                     }
-                    crate::ops::write_attached(store, att, target, name.as_deref(), Some(&remote))
-                        .map_err(|e| anyhow!(e).context(format!("cannot write {target}")))?;
-                    continue;
+                    None => crate::transport::write_from_store(
+                        store,
+                        image,
+                        target,
+                        name.as_deref(),
+                        Some(&remote),
+                    ),
+                };
+                match written {
+                    Ok(_) => {
+                        task.status(&Status::done(&format!("sending tarball to {target}")));
+                        task.done();
+                    }
+                    Err(e) => {
+                        task.failed(&e.to_string());
+                        return Err(anyhow!(e).context(format!("cannot write {target}")).into());
+                    }
                 }
-                crate::transport::write_from_store(
-                    store,
-                    &outcome.image,
-                    target,
-                    name.as_deref(),
-                    Some(&remote),
-                )
-                .map_err(|e| anyhow!(e).context(format!("cannot write {target}")))?;
             }
             FileOutput::Rootfs(dest) => {
-                let (RootfsDest::Dir(p) | RootfsDest::Tar(p)) = dest;
-                reporter.on_status(&format!("exporting the root filesystem to {}", p.display()));
-                crate::ops::export_rootfs(
+                let (what, p) = match dest {
+                    RootfsDest::Dir(p) => ("directory", p),
+                    RootfsDest::Tar(p) => ("tarball", p),
+                };
+                let task = Task::start(
+                    reporter.as_ref(),
+                    "",
+                    &format!("exporting to client {what}"),
+                );
+                let r = crate::ops::export_rootfs(
                     crate::transport::LayerSource::new(store, Some(&remote)),
                     &outcome.image,
                     dest,
-                )?;
+                );
+                match r {
+                    Ok(_) => {
+                        task.status(&Status::done(&format!("copying files to {}", p.display())));
+                        task.done();
+                    }
+                    Err(e) => {
+                        task.failed(&e.to_string());
+                        return Err(e.into());
+                    }
+                }
             }
         }
     }

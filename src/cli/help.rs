@@ -24,8 +24,8 @@ const REGISTRY_FLAGS: [&str; 7] = [
 fn unused(command: &str) -> &'static [&'static str] {
     match command {
         // No store, no registry, no transfers (parse, plan: local files only; logout: the
-        // credentials file; completions: nothing).
-        "parse" | "plan" | "logout" | "completions" => &[
+        // credentials file; completions: nothing; key: two files).
+        "parse" | "plan" | "logout" | "completions" | "key" => &[
             "root",
             "progress",
             "tls_verify",

@@ -6,7 +6,8 @@
 //! checks every name and destination before the build starts and writes the files after it; `help` builds the clap command (per-command help,
 //! completions, man pages); `unsupported` answers buildx flags kiln lacks with what to use;
 //! `attest` reads the attestation flags and runs `kiln sbom`; `unauthorized` heads a registry's 401 with `kiln login HOST` or "credentials were rejected".
-//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ), 2
+//! Exit codes: 0 success, 1 a failed build step (or, for `kiln diff`, images that differ; for
+//! `kiln verify`, and `resolve`/`ensure` with `[image]` verification, a failed verification), 2
 //! usage or any other error; a broken pipe on stdout exits 0.
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +20,9 @@ mod bake_args;
 mod bake_fanout;
 mod build;
 mod build_args;
+mod build_flags;
 mod build_outputs;
+mod build_source;
 mod cache;
 mod diff;
 pub mod help;
@@ -33,6 +36,7 @@ pub mod plan;
 mod registry;
 mod render;
 mod resolve;
+mod sign;
 mod store;
 mod unauthorized;
 mod unsupported;
@@ -75,7 +79,7 @@ pub enum Command {
     /// Plan a build: stages, steps, history text and cache keys.
     Plan(plan::PlanArgs),
     /// Build an image from a Dockerfile and a context.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Make a one-layer base image from a root filesystem (directory or tarball).
     Import(import::ImportArgs),
     /// Write one directory as a layer blob into the store and report what each stage cost.
@@ -116,6 +120,15 @@ pub enum Command {
     Status(resolve::ResolveArgs),
     /// Print a shell completion script: `source <(kiln completions bash)`.
     Completions(help::CompletionsArgs),
+    /// Manage signing keys (cosign's format).
+    #[command(subcommand)]
+    Key(sign::KeyCommand),
+    /// Sign an image in a registry (cosign's `sha256-<hex>.sig` layout).
+    Sign(sign::SignArgs),
+    /// Attach a signed in-toto attestation (DSSE) to an image in a registry.
+    Attest(sign::AttestArgs),
+    /// Verify an image's signatures, or its attestations, with a public key.
+    Verify(sign::VerifyArgs),
     /// Print the SBOM (SPDX or CycloneDX JSON) of any image kiln can read.
     Sbom(attest::SbomArgs),
 }
@@ -217,7 +230,7 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Parse(a) => code(parse::run(&a)),
         Command::Plan(a) => code(plan::run(&a)),
-        Command::Build(a) => build::run(&ctx, a),
+        Command::Build(a) => build::run(&ctx, *a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Layer(a) => layer::run(&ctx, a),
         Command::Copy(a) => images::copy(&ctx, a),
@@ -237,6 +250,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Ensure(a) => resolve::run_ensure(&ctx, a),
         Command::Status(a) => resolve::run_status(&ctx, a),
         Command::Completions(a) => help::completions(a),
+        Command::Key(c) => sign::run_key(c),
+        Command::Sign(a) => sign::run_sign(&ctx, a),
+        Command::Attest(a) => sign::run_attest(&ctx, a),
+        Command::Verify(a) => sign::run_verify(&ctx, a),
         Command::Sbom(a) => attest::run_sbom(&ctx, a),
     }
 }

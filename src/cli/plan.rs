@@ -133,7 +133,7 @@ pub fn run(args: &PlanArgs) -> i32 {
             };
             let key = keys.step(s.id, i).unwrap_or_default();
             let key = key.get(..12).unwrap_or(key);
-            out(&format!("  {key} {kind:<7} {}", st.created_by));
+            out(&format!("  {key} {kind:<7} {}", st.name));
         }
     }
     0

@@ -13,30 +13,6 @@ const FLAGS: &[(&str, &str)] = &[
          `-o type=docker,dest=FILE`, then `docker load -i FILE` (or `podman load -i FILE`)",
     ),
     (
-        "--ssh",
-        "SSH agent forwarding (`RUN --mount=type=ssh`) is not implemented yet: fetch private \
-         sources before the build, or pass a key as a secret (`--secret id=ID,src=FILE`)",
-    ),
-    (
-        "--add-host",
-        "kiln does not edit the steps' /etc/hosts: use a resolvable name, or \
-         `--network host --allow network.host`",
-    ),
-    (
-        "--build-context",
-        "named build contexts are not implemented yet: put the files in the context, or \
-         `COPY --from=IMAGE` straight from an image reference",
-    ),
-    (
-        "--no-cache-filter",
-        "use `--no-cache` (every step is rebuilt; results are still recorded in the cache)",
-    ),
-    (
-        "--pull",
-        "a base image kiln already has is used as it is: run `kiln pull REF` before the build \
-         to refresh a tag",
-    ),
-    (
         "--builder",
         "kiln has no builder instances: it runs in this process; remove `--builder`",
     ),

@@ -2,7 +2,9 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
@@ -136,6 +138,8 @@ pub struct LayerWriter<W: Write + Send + 'static> {
     stats: LayerStats,
     start: Instant,
     encode_time: Duration,
+    /// File bytes read so far, for a progress view on another thread.
+    read: Arc<AtomicU64>,
 }
 
 impl<W: Write + Send + 'static> LayerWriter<W> {
@@ -192,7 +196,14 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             },
             start: Instant::now(),
             encode_time: Duration::ZERO,
+            read: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A counter of the file bytes read so far (regular files' contents), which another thread
+    /// may watch to show the layer's progress.
+    pub fn bytes_read(&self) -> Arc<AtomicU64> {
+        self.read.clone()
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<()> {
@@ -205,7 +216,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     /// Appends one entry. Entries must come sorted by path, parents first, for a canonical layer;
-    /// [`walk`] returns them that way.
+    /// [`walk`](crate::layer::walk) returns them that way.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
         validate_path(&entry.path).map_err(|reason| Error::InvalidPath {
             path: String::from_utf8_lossy(&entry.path).into_owned(),
@@ -222,6 +233,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
             match source {
                 FileSource::Bytes(b) => {
                     self.stats.bytes_read += b.len() as u64;
+                    self.read.fetch_add(b.len() as u64, Ordering::Relaxed);
                     self.emit(b)?;
                 }
                 FileSource::Path(p) => self.copy_file(p, *size)?,
@@ -294,6 +306,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 break Err(Error::Write(e));
             }
             self.stats.bytes_tarred += n as u64;
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
             total += n as u64;
         };
         self.buf = buf;
@@ -367,7 +380,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
     }
 
     /// Walks `root` and appends everything below it. The walk runs on its own thread and hands
-    /// entries over in sorted order as it finds them ([`SortedWalk`]), so tarring and compressing
+    /// entries over in sorted order as it finds them (a sorted walk), so tarring and compressing
     /// start with the first directories rather than after the whole tree is listed.
     pub fn append_dir(&mut self, root: &Path, walk_opts: &WalkOptions) -> Result<()> {
         let mut walker = SortedWalk::new(root, walk_opts.clone())?;

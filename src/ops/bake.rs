@@ -206,7 +206,7 @@ pub fn check_emulation(opts: &BuildOptions, target: &str) -> Result<(), BakeErro
                     file: opts.dockerfile.display().to_string(),
                     line: step.position.line,
                     col: step.position.col,
-                    instruction: step.created_by.clone(),
+                    instruction: step.name.clone(),
                     source: Box::new(crate::sandbox::SandboxError::NoEmulator {
                         platform: sp.to_string(),
                         host: host.to_string(),
@@ -539,11 +539,16 @@ pub fn build_platforms(
     let mut images = Vec::new();
     for (p, b) in builds {
         reporter.on_status(&format!("build: {p}"));
-        let outcome = crate::builder::build(store, &b, reporter).map_err(|e| BakeError::Build {
-            target: opts.dockerfile.display().to_string(),
+        let labelled = crate::progress::PlatformSteps {
+            inner: reporter,
             platform: p.to_string(),
-            source: Box::new(e),
-        })?;
+        };
+        let outcome =
+            crate::builder::build(store, &b, &labelled).map_err(|e| BakeError::Build {
+                target: opts.dockerfile.display().to_string(),
+                platform: p.to_string(),
+                source: Box::new(e),
+            })?;
         images.push(outcome.image);
     }
     let (desc, bytes) = store_index(store, &images, &opts.annotations)?;

@@ -7,7 +7,7 @@
 //! buildx's equivalent is `docker buildx imagetools create` over `push-by-digest=true` outputs
 //! (docs.docker.com, "Distribute build across multiple runners").
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -131,6 +131,23 @@ pub enum MergeError {
     Bake(#[from] BakeError),
 }
 
+/// The largest digests file `--merge` reads (one entry per target and platform: a few hundred
+/// bytes each).
+const MAX_DIGESTS_FILE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Reads a runner's digests file (an artifact of another job): whole, but never more than a
+/// digests file can need.
+fn read_digests_file(file: &Path) -> Result<Vec<u8>, MergeError> {
+    std::fs::File::open(file)
+        .and_then(|mut f| {
+            crate::oci::limits::read_capped(&mut f, MAX_DIGESTS_FILE_SIZE, "the digests file")
+        })
+        .map_err(|source| MergeError::Read {
+            file: file.to_path_buf(),
+            source,
+        })
+}
+
 type Found = BTreeMap<(String, String), (PathBuf, PlatformImage)>;
 
 /// Reads every file: `(target, platform)` → the image, and the lints.
@@ -138,10 +155,7 @@ fn read_files(opts: &MergeOptions) -> Result<(Found, Vec<serde_json::Value>), Me
     let mut found: Found = BTreeMap::new();
     let mut lints = Vec::new();
     for file in &opts.files {
-        let bytes = std::fs::read(file).map_err(|source| MergeError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let bytes = read_digests_file(file)?;
         let bad = |reason: String| MergeError::Format {
             file: file.clone(),
             reason,
@@ -330,4 +344,24 @@ fn tag_and_push(
         up_to_date,
         images: records,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digests_file_over_the_cap_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("digests.json");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_DIGESTS_FILE_SIZE + 1).unwrap();
+        let err = read_digests_file(&big).unwrap_err();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("digests.json"), "{text}");
+        assert!(text.contains("limit"), "{text}");
+        let ok = dir.path().join("ok.json");
+        std::fs::write(&ok, b"{}").unwrap();
+        assert_eq!(read_digests_file(&ok).unwrap(), b"{}");
+    }
 }

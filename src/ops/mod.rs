@@ -17,6 +17,7 @@ mod layer;
 mod merge;
 mod resolve;
 mod rootfs;
+mod source;
 mod store;
 
 pub use attest::{
@@ -39,6 +40,7 @@ pub use layer::{layer, LayerCommandOptions, LayerResult};
 pub use merge::{merge, MergeError, MergeOptions, MergeResult};
 pub use resolve::{ensure, EnsureError, Ensured};
 pub use rootfs::{export_rootfs, RootfsDest, RootfsError};
+pub use source::{git_context, tar_context, Scratch, StdinContext};
 pub use store::{fsck, gc};
 
 use std::path::PathBuf;

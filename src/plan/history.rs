@@ -149,11 +149,12 @@ pub(crate) fn healthcheck_created_by(h: &Healthcheck) -> String {
     )
 }
 
-pub(crate) fn is_git_source(s: &str) -> bool {
-    s.starts_with("git@")
-        || s.starts_with("git://")
-        || ((s.starts_with("https://") || s.starts_with("http://"))
-            && s.split('#').next().is_some_and(|u| u.ends_with(".git")))
+/// Whether an `ADD` source is a git repository, as dockerfile2llb decides with
+/// `gitutil.ParseGitRef` (not its `IndistinguishableFromLocal` `github.com/…` form): see
+/// [`crate::git`]. A `file://` repository is not an `ADD` source: the Dockerfile is untrusted,
+/// and would read repositories on the builder's disk (only the command line may name one).
+pub fn is_git_source(s: &str) -> bool {
+    !s.starts_with("github.com/") && crate::git::GitRef::parse(s).is_ok_and(|r| r.scheme != "file")
 }
 
 /// Whether `s` is a signal BuildKit's `signal.ParseSignal` accepts: a positive number, or a

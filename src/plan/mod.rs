@@ -73,6 +73,7 @@ mod steps;
 mod tests;
 
 pub use bases::{BaseConfig, BaseResolver, NoBases, PlanFailure};
+pub use history::is_git_source;
 pub use key::{CacheKeys, Input, StageKeys};
 pub use planner::plan;
 pub use platform::Platform;
@@ -328,6 +329,11 @@ pub struct Step {
     pub position: Position,
     /// The history `created_by` text, as BuildKit writes it.
     pub created_by: String,
+    /// The instruction as BuildKit's progress and errors name it: the logical line as written
+    /// (continuation lines joined, flags kept), the keyword upper-cased and variables expanded
+    /// with the step's environment (dockerfile2llb's `uppercaseCmd(processCmdEnv(…))`). Never
+    /// Go struct syntax, unlike `created_by` for EXPOSE or HEALTHCHECK.
+    pub name: String,
     /// Whether the step makes no layer (history `empty_layer`).
     pub empty_layer: bool,
     /// The canonical encoding hashed into the cache key.

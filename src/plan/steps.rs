@@ -15,6 +15,7 @@ use super::{
 use crate::dockerfile::instructions::{
     Command, CommandLine, Instruction, MountType, Stage as StageDef,
 };
+use crate::dockerfile::lex::Lexer;
 use crate::dockerfile::parser::parse_heredoc;
 use serde::Serialize;
 
@@ -151,6 +152,7 @@ impl StagePlanner<'_, '_> {
 
     fn plan_step(&mut self, cmd: &Command) -> Result<Step, PlanError> {
         let mut inputs = Vec::new();
+        let name = progress_name(self.cx.lexer, cmd, &self.state.env);
         let (kind, created_by, empty_layer) = match &cmd.instruction {
             Instruction::Arg { args } => {
                 // Names are resolved one after another, each default seeing the ARGs before it
@@ -522,9 +524,47 @@ impl StagePlanner<'_, '_> {
             span: cmd.span,
             position: cmd.position,
             created_by,
+            name,
             empty_layer,
             encoding,
             inputs,
         })
+    }
+}
+
+/// A step's environment as its name shows it: a secret-looking variable's value is
+/// [`super::history::REDACTED`], as in history (BuildKit shows the value; a token passed with
+/// `--build-arg` would reach every CI log).
+struct Redacted<'a>(&'a VarList);
+
+impl crate::dockerfile::lex::Env for Redacted<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        let value = crate::dockerfile::lex::Env::get(self.0, name)?;
+        if !value.is_empty() && super::history::is_secret_arg(name) {
+            return Some(super::history::REDACTED);
+        }
+        Some(value)
+    }
+}
+
+/// The name BuildKit's progress gives `cmd`: its logical line with the keyword upper-cased and
+/// variables expanded in the environment before the step (dockerfile2llb's
+/// `uppercaseCmd(processCmdEnv(shlex, c.String(), env))`; RUN's lexer keeps quotes and leaves
+/// unset variables as written, as dispatchRun sets `RawQuotes` and `SkipUnsetEnv`). A line that
+/// does not expand is shown as written.
+pub(crate) fn progress_name(lexer: Lexer, cmd: &Command, env: &VarList) -> String {
+    let mut lexer = lexer;
+    if matches!(cmd.instruction, Instruction::Run(_)) {
+        lexer.raw_quotes = true;
+        lexer.skip_unset_env = true;
+    }
+    let text = cmd.original.trim();
+    let expanded = match lexer.process_word(text, &Redacted(env)) {
+        Ok(e) => e.result,
+        Err(_) => text.to_string(),
+    };
+    match expanded.split_once(' ') {
+        Some((keyword, rest)) => format!("{} {rest}", keyword.to_uppercase()),
+        None => expanded.to_uppercase(),
     }
 }

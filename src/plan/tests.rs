@@ -439,3 +439,45 @@ fn undefined_variables_warn_only_where_the_environment_is_known() {
     r.configs.insert("img".into(), BaseConfig::default());
     assert!(warned(&with("FROM img\nENV A=$NOPE\n", &mut r)));
 }
+
+/// Steps are named by their Dockerfile text as BuildKit's progress shows them: the logical
+/// line (continuations joined, flags kept), the keyword upper-cased, variables expanded with
+/// the environment before the step (RUN keeps quotes and unset variables), never the history
+/// text's Go struct syntax or `# buildkit` suffix.
+#[test]
+fn steps_are_named_by_their_dockerfile_text() {
+    let p = ok("FROM scratch\n\
+         ARG V=1.2\n\
+         expose 8080\n\
+         HEALTHCHECK --interval=30s CMD [\"curl\", \"-f\", \"http://localhost/\"]\n\
+         COPY --chmod=644 a.txt \\\n    /app/a-${V}.txt\n\
+         RUN echo \"$V\" '$HOME' $UNSET && \\\n    true\n");
+    let names: Vec<&str> = p.stages[0].steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ARG V=1.2",
+            "EXPOSE 8080",
+            "HEALTHCHECK --interval=30s CMD [curl, -f, http://localhost/]",
+            "COPY --chmod=644 a.txt     /app/a-1.2.txt",
+            "RUN echo \"1.2\" '$HOME' $UNSET &&     true",
+        ]
+    );
+    for s in &p.stages[0].steps {
+        for bad in ["map[", "&{", "# buildkit", "/bin/sh -c"] {
+            assert!(!s.name.contains(bad), "{}", s.name);
+        }
+    }
+}
+
+/// A secret-looking variable's value never reaches a step's name (progress and errors show it).
+#[test]
+fn step_names_redact_secret_looking_values() {
+    let p = try_plan(
+        "FROM scratch\nARG API_TOKEN\nARG REGION=eu\nRUN curl -H \"$API_TOKEN\" $REGION\n",
+        &opts(&[("API_TOKEN", "s3cr3t")]),
+    )
+    .unwrap();
+    let run = &p.stages[0].steps[2];
+    assert_eq!(run.name, "RUN curl -H \"<redacted>\" eu");
+}

@@ -286,6 +286,19 @@ impl Client {
         bytes: &[u8],
         media_type: &MediaType,
     ) -> Result<Digest> {
+        Ok(self.put_manifest_with_subject(r, bytes, media_type)?.0)
+    }
+
+    /// [`Client::put_manifest`], also saying whether the registry answered with an
+    /// `OCI-Subject` header: it indexed the manifest's `subject` itself (OCI distribution spec
+    /// 1.1, "Pushing Manifests with Subject"); without it a client keeps the referrers tag
+    /// schema's `sha256-<hex>` index up to date.
+    pub fn put_manifest_with_subject(
+        &self,
+        r: &Reference,
+        bytes: &[u8],
+        media_type: &MediaType,
+    ) -> Result<(Digest, bool)> {
         let digest = Digest::sha256(bytes);
         let reference = match (r.digest(), r.tag()) {
             (Some(d), _) => d.to_string(),
@@ -294,17 +307,19 @@ impl Client {
         };
         let path = Self::manifest_path(r, &reference);
         let headers = [("Content-Type", media_type.as_str().to_string())];
-        self.send(
-            r.registry(),
-            "PUT",
-            &path,
-            &headers,
-            Body::Bytes(bytes),
-            &Scope::push(r.repository()),
-        )?
-        .expect(&[200, 201])?
-        .drain();
-        Ok(digest)
+        let resp = self
+            .send(
+                r.registry(),
+                "PUT",
+                &path,
+                &headers,
+                Body::Bytes(bytes),
+                &Scope::push(r.repository()),
+            )?
+            .expect(&[200, 201])?;
+        let indexed = resp.header("oci-subject").is_some();
+        resp.drain();
+        Ok((digest, indexed))
     }
 
     /// Deletes a manifest by digest (registries must enable deletes).

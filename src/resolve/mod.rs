@@ -10,12 +10,17 @@
 //! | 5 | a Dockerfile | the first of `dockerfiles` (default `./Dockerfile`, `./v3/Dockerfile`, `./deploy/Dockerfile`) that exists, built and tagged `{name}:{version}-{gitsha}` |
 //!
 //! There is no default image: with nothing configured, [`resolve`] fails with "no image
-//! configured". What it owns: the `[image]` model and the decision. What it does not: talking to
+//! configured". Verification before use (`verify_signature`, `verify_provenance`, …) is parsed
+//! in `verification.rs` and carried in the [`Resolution`]; the caller enforces it with
+//! [`crate::sign::verify::enforce`]. What it owns: the `[image]` model and the decision. What it does not: talking to
 //! the registry (the caller passes a tag lister) or pulling and building ([`crate::ops::ensure`]).
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use toml::{Table, Value};
+
+mod verification;
+pub use verification::Verification;
 
 /// The default Dockerfile search order for rule 5.
 pub const DEFAULT_DOCKERFILES: &[&str] =
@@ -53,6 +58,8 @@ pub struct ImageSection {
     pub context: String,
     /// Rule 5: the `{version}` of the tag (else `[family].version`, else `0.0.0`).
     pub build_version: String,
+    /// What to verify before the image is used.
+    pub verification: Verification,
 }
 
 /// Which rule chose the image.
@@ -101,6 +108,9 @@ pub struct Resolution {
     pub context: Option<PathBuf>,
     /// A Dockerfile that rules 1–4 can fall back to (`kiln ensure --build-fallback`).
     pub fallback: Option<(PathBuf, PathBuf, String)>,
+    /// What to verify before the image is used (the caller enforces it).
+    #[serde(skip)]
+    pub verification: Verification,
 }
 
 /// Why resolution failed.
@@ -215,7 +225,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Option<ImageSection>> {
         return Err(bad("", v, "expected a table `[image]`"));
     };
     for (k, v) in t {
-        if !KEYS.contains(&k.as_str()) {
+        if !KEYS.contains(&k.as_str()) && !verification::KEYS.contains(&k.as_str()) {
             return Err(Error::UnknownKey {
                 file: file.clone(),
                 key: k.clone(),
@@ -236,6 +246,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Option<ImageSection>> {
         tag_override: string("tag_override")?,
         image: string("image")?,
         context: string("context")?.unwrap_or_else(|| ".".into()),
+        verification: verification::parse(&file, t)?,
         ..Default::default()
     };
     if let Some(d) = string("digest")? {
@@ -357,6 +368,7 @@ pub fn resolve(
         dockerfile: None,
         context: None,
         fallback: fallback.clone(),
+        verification: s.verification.clone(),
     };
     let name = |key: &'static str| {
         s.name.clone().ok_or_else(|| Error::NeedsName {

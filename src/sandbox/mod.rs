@@ -4,7 +4,7 @@
 //! This module owns: the [`Sandbox`] trait and its real implementation [`UserNsSandbox`], the
 //! hidden helper process that sets up the namespaces ([`helper_main_if_requested`], called first
 //! thing by `main.rs`), uid/gid mapping ([`IdMapping`]), the single-id seccomp emulation, the
-//! [`probe`] of what this machine allows, the `binfmt_misc` emulators that run foreign-platform
+//! [`probe`] of what this machine allows, SSH agent forwarding ([`ssh`]), the `binfmt_misc` emulators that run foreign-platform
 //! programs ([`binfmt`]), the snapshotters ([`Snapshot`]: kernel overlayfs or a
 //! metadata walk) and [`FakeSandbox`] for unit tests of build logic. It does not write tar
 //! layers (that is `layer`), resolve `USER` names (the builder does, from the stage's
@@ -88,6 +88,8 @@
 //!   caller's own sockets (rootless) and forwards no port; `--network=none` keeps only `lo`. The
 //!   `net` module has the flags and the reasons; [`UserNsSandbox::check_network`] tells before a
 //!   build whether this machine can do it.
+//! - **SSH agents** ([`MountKind::Ssh`]) are relayed read-only through a socket kiln listens
+//!   on for the length of the step ([`ssh`]); the step never sees the host's agent socket.
 //! - **Secrets** ([`MountKind::Secret`]) reach the helper through its pipe and live on a tmpfs
 //!   private to the step's mount namespace: never on disk, in a layer or in the diff.
 //! - **No trace of kiln in the layer.** Mount points kiln had to create (`/proc`, `/etc/hosts`,
@@ -123,6 +125,7 @@ mod probe;
 mod protocol;
 mod seccomp;
 pub mod snapshot;
+pub mod ssh;
 mod userns;
 
 pub use binfmt::Emulator;
@@ -132,6 +135,7 @@ pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use idmap::{caller_view, IdMapping, IdRange};
 pub use probe::{probe, ProbeReport};
 pub use snapshot::{Change, ChangeKind, Diff, Entry, FileKind, Snapshot, SnapshotterKind};
+pub use ssh::{SshAgent, SshError, SshSource};
 pub use userns::{SandboxOptions, UserNsSandbox};
 
 use serde::{Deserialize, Serialize};
@@ -185,6 +189,10 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// The hostname inside the step, also written to `/etc/hostname`.
     pub hostname: String,
+    /// `--add-host`: (name, address) lines appended to the step's `/etc/hosts`, a file bound
+    /// over the image's for the step only (never in the layer).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Default for RunSpec {
@@ -197,6 +205,7 @@ impl Default for RunSpec {
             network: Network::Default,
             mounts: Vec::new(),
             hostname: "kiln".into(),
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -270,6 +279,19 @@ pub enum MountKind {
         /// Group of the file.
         gid: u32,
         /// Permission bits (BuildKit's default is 0o400).
+        mode: u32,
+    },
+    /// An SSH agent (`RUN --mount=type=ssh`): the sandbox listens on a socket of its own in
+    /// the step's run directory, relays it read-only to `agent` ([`ssh`]) while the step
+    /// runs, and binds it at the target with this owner and mode. Never in the layer.
+    Ssh {
+        /// The agent's socket on the host ([`SshAgent::socket`]).
+        agent: PathBuf,
+        /// Owner of the socket inside the user namespace (BuildKit's default is 0).
+        uid: u32,
+        /// Group of the socket.
+        gid: u32,
+        /// Permission bits (BuildKit's default is 0o600).
         mode: u32,
     },
     /// A persistent cache directory owned by the store, bound read-write.

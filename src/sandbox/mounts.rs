@@ -1,5 +1,6 @@
 //! The step's mount namespace, set up by the init process before `pivot_root`: the root
-//! filesystem, `/proc`, a minimal `/dev`, the bound `/etc` files and the extra mounts; and the
+//! filesystem, `/proc`, a minimal `/dev`, the bound `/etc` files and the extra mounts (an SSH
+//! agent's relay socket among them, bound as a file); and the
 //! clean-up afterwards that removes the mount points kiln had to create.
 //!
 //! Every target is resolved inside the new root with [`crate::inroot`] (`openat2(RESOLVE_IN_ROOT)`
@@ -93,6 +94,7 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
         }
     }
     let mut user_fds = Vec::new();
+    let mut ssh_sockets = job.ssh_sockets.iter();
     let mut secrets_mounted = false;
     let mut rw_mounted = false;
     for m in &job.spec.mounts {
@@ -130,6 +132,20 @@ pub(crate) fn set_up(job: &RunJob, stubs: &mut Stubs) -> Result<(), Fail> {
                 Some(open_host(source)?)
             }
             MountKind::Tmpfs { .. } => None,
+            MountKind::Ssh { uid, gid, mode, .. } => {
+                let socket = ssh_sockets
+                    .next()
+                    .ok_or_else(|| Fail::invalid_mount(&m.target))?;
+                // Root in the namespace gives kiln's socket the mount's owner and mode (in
+                // single-id mode only id 0 exists: the owner stays 0 there).
+                let _ = std::os::unix::fs::chown(socket, Some(*uid), Some(*gid));
+                std::fs::set_permissions(
+                    socket,
+                    std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+                )
+                .ctx("chmod the ssh agent socket", Some(socket))?;
+                Some(open_host(socket)?)
+            }
             MountKind::Secret {
                 data,
                 uid,

@@ -83,6 +83,10 @@ pub(crate) struct RunJob {
     /// An empty directory on which the init process mounts a private tmpfs for the writable
     /// layers of `rw` bind mounts (their writes vanish with the step).
     pub rw_dir: PathBuf,
+    /// For each `MountKind::Ssh` of the spec, in order: the socket kiln relays to the agent
+    /// ([`super::ssh`]), which init gives the mount's owner and mode and binds at the target.
+    #[serde(default)]
+    pub ssh_sockets: Vec<PathBuf>,
     /// Only id 0 exists: skip user switching, install the seccomp emulation.
     pub single_id: bool,
     /// The caller is not real root: copy files it could not read into `readable_dir`.

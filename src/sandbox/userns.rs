@@ -283,6 +283,10 @@ impl UserNsSandbox {
             hosts = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec();
         }
         hosts.extend_from_slice(format!("127.0.1.1\t{}\n", spec.hostname).as_bytes());
+        // `--add-host`, after the host's lines as Docker appends its `ExtraHosts`.
+        for (name, ip) in &spec.extra_hosts {
+            hosts.extend_from_slice(format!("{ip}\t{name}\n").as_bytes());
+        }
         let files = [
             ("etc/resolv.conf", resolv),
             ("etc/hosts", hosts),
@@ -340,7 +344,10 @@ impl Sandbox for UserNsSandbox {
             })?;
             Ok::<_, SandboxError>(dir)
         };
+        // SSH agents: one read-only relay per mount, listening until the step is over.
+        let forwards = super::ssh::Forward::for_spec(spec, &run_dir.join("ssh"))?;
         let job = RunJob {
+            ssh_sockets: forwards.iter().map(|f| f.path().to_owned()).collect(),
             spec: spec.clone(),
             root: root.root().clone(),
             etc_files: self.etc_files(spec, &run_dir)?,
@@ -351,7 +358,9 @@ impl Sandbox for UserNsSandbox {
             readable_dir: (self.mapping != IdMapping::Identity).then(|| run_dir.join("readable")),
         };
         let net = pasta.as_deref().map(|p| (p, run_dir.as_path()));
-        let msg = spawn_helper(&self.opts, &self.mapping, Job::Run(Box::new(job)), net, out)?;
+        let msg = spawn_helper(&self.opts, &self.mapping, Job::Run(Box::new(job)), net, out);
+        drop(forwards);
+        let msg = msg?;
         match msg {
             HelperMessage::Done {
                 status,

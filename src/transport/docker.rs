@@ -477,7 +477,7 @@ pub(crate) fn push(
 
 /// Pushes a manifest that is not an image's (kiln's build cache, `crate::cache::remote`):
 /// `blobs` first (its config and layers, in the store or lazy, each skipped, mounted or uploaded
-/// as [`push`] does), then `manifest` (bytes of `media_type`) under `reference`, last, so the
+/// as `push` does), then `manifest` (bytes of `media_type`) under `reference`, last, so the
 /// reference never names a manifest whose blobs are not all there. Returns its digest.
 pub fn push_artifact(
     store: &Store,

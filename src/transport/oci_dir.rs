@@ -38,14 +38,16 @@ pub(crate) fn find_entry<'a>(
             .manifests
             .iter()
             .find(|m| {
-                m.ref_name().is_some_and(|n| {
-                    n == r
-                        || n.rsplit_once(':')
-                            .is_some_and(|(_, tag)| tag == r && !r.contains(':'))
-                }) || m
-                    .annotations
-                    .get(super::ANNOTATION_IMAGE_NAME)
-                    .is_some_and(|full| full == r || full_name(r).as_deref() == Some(full))
+                // `sha256:…` picks by digest (buildx's `oci-layout://DIR@sha256:…`).
+                (r.starts_with("sha256:") && m.digest.to_string() == r)
+                    || m.ref_name().is_some_and(|n| {
+                        n == r
+                            || n.rsplit_once(':')
+                                .is_some_and(|(_, tag)| tag == r && !r.contains(':'))
+                    })
+                    || m.annotations
+                        .get(super::ANNOTATION_IMAGE_NAME)
+                        .is_some_and(|full| full == r || full_name(r).as_deref() == Some(full))
             })
             .ok_or_else(|| Error::NotFound {
                 location: loc.to_string(),

@@ -246,8 +246,8 @@ fn failed_builds_name_the_location_exit_1_and_leave_no_image() {
     let kept = k.ok(&["inspect", "keep:1"]);
     // A step error is the location and instruction, then its causes, one `caused by:` line each.
     let cases: &[(&str, &str)] = &[
-        ("FROM busybox\nCOPY ../outside /x\n", "Dockerfile:2:1: COPY ../outside /x # buildkit\ncaused by: `../outside` is outside the build context"),
-        ("FROM busybox\nCOPY missing.txt /x\n", "Dockerfile:2:1: COPY missing.txt /x # buildkit\ncaused by: `missing.txt` not found in the build context"),
+        ("FROM busybox\nCOPY ../outside /x\n", "Dockerfile:2:1: COPY ../outside /x\ncaused by: `../outside` is outside the build context"),
+        ("FROM busybox\nCOPY missing.txt /x\n", "Dockerfile:2:1: COPY missing.txt /x\ncaused by: `missing.txt` not found in the build context"),
         ("FROM busybox\nCOPY --chown=ghost a.txt /x\n", "unable to find user `ghost`"),
         ("FROM busybox\nCOPY --from=nowhere /a /b\n", "nowhere"),
         ("FROM busybox\nCOPPY a.txt /x\n", "Dockerfile:2:1: unknown instruction"),

@@ -327,12 +327,8 @@ fn buildx_flags_kiln_lacks_say_so_and_what_to_use() {
     let c = ctx.to_str().unwrap();
     for (flag, use_) in [
         (vec!["--load"], "-o type=docker,dest=FILE"),
-        (vec!["--ssh", "default"], "--secret"),
-        (vec!["--add-host", "db:10.0.0.1"], "not supported by kiln"),
-        (vec!["--build-context", "x=../x"], "COPY --from"),
-        (vec!["--no-cache-filter", "a"], "--no-cache"),
-        (vec!["--pull"], "kiln pull"),
-        (vec!["--ssh=default"], "--secret"),
+        (vec!["--builder", "mybuilder"], "remove `--builder`"),
+        (vec!["--shm-size", "2g"], "/dev/shm"),
     ] {
         let mut args = vec!["build", c];
         args.extend(flag.iter().copied());

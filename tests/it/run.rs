@@ -259,7 +259,7 @@ fn a_failing_run_stops_the_build(who: Who) {
         ]);
         assert_eq!(code, 1, "{who:?} {kind}: {err}");
         for needle in [
-            "Dockerfile:3:1: RUN /bin/sh -c echo out-1; echo err-2 >&2; echo last-line; exit 7",
+            "Dockerfile:3:1: RUN echo out-1; echo err-2 >&2; echo last-line; exit 7",
             "exit code 7",
             "out-1",
             "err-2",
@@ -516,13 +516,13 @@ fn bad_input_is_refused_before_any_step_runs(who: Who) {
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "FROM nosh\nRUN echo step-output\n",
-            "Dockerfile:2:1: RUN /bin/sh -c echo step-output",
+            "Dockerfile:2:1: RUN echo step-output",
             &["`/bin/sh` does not exist in the image", "exec form", "a base image with a shell"],
         ),
         (
             // The shell is missing in a later stage: known before the first stage's RUN runs.
             "FROM busybox AS a\nRUN echo step-output && echo step-output > /o\nFROM nosh\nRUN --mount=type=bind,from=a,source=/o,target=/o cat /o\n",
-            "Dockerfile:4:1: RUN /bin/sh -c cat /o",
+            "Dockerfile:4:1: RUN --mount=type=bind,from=a,source=/o,target=/o cat /o",
             &["`/bin/sh` does not exist in the image", "exec form"],
         ),
         (
@@ -534,7 +534,7 @@ fn bad_input_is_refused_before_any_step_runs(who: Who) {
         ),
         (
             "FROM busybox\nRUN echo step-output\nRUN --mount=type=secret,id=apikey cat /run/secrets/apikey\n",
-            "Dockerfile:3:1: RUN /bin/sh -c cat /run/secrets/apikey",
+            "Dockerfile:3:1: RUN --mount=type=secret,id=apikey cat /run/secrets/apikey",
             &["secret `apikey` was not provided", "--secret id=apikey,src=FILE", "required=false"],
         ),
     ];
@@ -1061,7 +1061,7 @@ fn network_flags_and_the_host_entitlement(who: Who) {
     let (code, err) = fails_plain(&k, &["build", hostnet.to_str().unwrap(), "-t", "h:1"]);
     assert_eq!(code, 1, "{err}");
     for needle in [
-        "Dockerfile:3:1: RUN /bin/sh -c nc -w 3 127.0.0.1",
+        "Dockerfile:3:1: RUN --network=host nc -w 3 127.0.0.1",
         "`RUN --network=host` needs the `network.host` entitlement",
         "--allow network.host",
     ] {

@@ -54,6 +54,9 @@ pub struct CopyInput<'a> {
     pub scratch: &'a Path,
     /// URLs of ADD, already downloaded into the store: url → (blob path, digest, size, mtime).
     pub urls: &'a BTreeMap<String, (PathBuf, super::fetch::Fetched)>,
+    /// `ADD` git URLs, already fetched: url → (the directory it names, with its `.git`; the
+    /// commit).
+    pub gits: &'a BTreeMap<String, (PathBuf, String)>,
     /// The build epoch, the newest mtime a context file is given: git keeps no mtimes, so a
     /// checkout's are the time of the checkout, noise that would make COPY irreproducible.
     pub epoch: i64,
@@ -230,10 +233,39 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         name: String,
         path: String,
         parents_prefix: String,
+        /// An `ADD` git source: the checkout, read as a context of its own.
+        git: Option<Context>,
     }
     let mut srcs: Vec<Src> = Vec::new();
     let mut urls = Vec::new();
     for s in &step.sources {
+        if step.add && crate::plan::is_git_source(s) {
+            let (dir, commit) = input
+                .gits
+                .get(s)
+                .ok_or_else(|| CopyError::Other(format!("`{s}` was not fetched")))?;
+            // As BuildKit: `--checksum` of a git source is the commit it must be at.
+            if let Some(want) = &step.checksum {
+                if !commit.starts_with(want.as_str()) || want.len() < 7 {
+                    return Err(CopyError::Other(format!(
+                        "checksum of `{s}` does not match: expected commit `{want}`, got `{commit}`"
+                    )));
+                }
+            }
+            // BuildKit drops `.git` unless `--keep-git-dir`.
+            let ignore = if step.keep_git_dir {
+                Ignore::default()
+            } else {
+                Ignore::parse(".git\n**/.git").map_err(|e| CopyError::Other(e.to_string()))?
+            };
+            srcs.push(Src {
+                name: String::new(),
+                path: String::new(),
+                parents_prefix: String::new(),
+                git: Some(Context::new(dir.clone(), ignore)),
+            });
+            continue;
+        }
         if step.add && (s.starts_with("http://") || s.starts_with("https://")) {
             urls.push(s.clone());
             continue;
@@ -264,6 +296,7 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
                 name,
                 path,
                 parents_prefix,
+                git: None,
             });
         }
     }
@@ -319,7 +352,11 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
     }
 
     for src in &srcs {
-        let items: Vec<(String, Item)> = match &input.source {
+        let source = match &src.git {
+            Some(ctx) => &SourceFs::Context(ctx),
+            None => &input.source,
+        };
+        let items: Vec<(String, Item)> = match source {
             SourceFs::Context(ctx) => ctx
                 .collect(&src.path, &excludes)?
                 .into_iter()

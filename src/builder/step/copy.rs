@@ -22,9 +22,19 @@ impl Builder<'_> {
             Some(spec) => Some(resolve_owner(state.index(self.layers())?, spec)?),
             None => None,
         };
-        let tree = match &c.source {
-            Source::Context => None,
-            other => self.source_tree(other)?,
+        // `COPY --from=NAME` of a directory `--build-context`: read like the context.
+        let named = match &c.source {
+            Source::Image { reference } => match self.opts.named_context(reference) {
+                Some(crate::builder::NamedContext::Dir(d)) => Some(
+                    crate::builder::context::Context::new(d.clone(), Default::default()),
+                ),
+                _ => None,
+            },
+            _ => None,
+        };
+        let tree = match (&c.source, &named) {
+            (Source::Context, _) | (_, Some(_)) => None,
+            (other, None) => self.source_tree(other)?,
         };
         let dest = if c.link {
             FsIndex::default()
@@ -32,12 +42,18 @@ impl Builder<'_> {
             state.index(self.layers())?.clone()
         };
         let source = match &tree {
+            None if named.is_some() => SourceFs::Context(named.as_ref().expect("checked")),
             None => SourceFs::Context(&self.context),
             Some((index, root)) => SourceFs::Tree {
                 index,
                 rootfs: root,
             },
         };
+        let gits = self
+            .gits
+            .iter()
+            .map(|(url, g)| (url.clone(), (g.context.clone(), g.commit.clone())))
+            .collect();
         let input = CopyInput {
             source,
             dest: &dest,
@@ -45,6 +61,7 @@ impl Builder<'_> {
             chmod,
             scratch: self.scratch,
             urls: &self.urls,
+            gits: &gits,
             epoch: self.opts.epoch,
         };
         Ok(copy_entries(c, &input)?)

@@ -1,4 +1,8 @@
-//! `RUN --mount`: bind, cache, tmpfs and secret mounts of a step, as sandbox [`Mount`]s.
+//! `RUN --mount`: bind, cache, tmpfs, secret and ssh mounts of a step, as sandbox [`Mount`]s.
+//!
+//! An ssh mount names an agent (`--ssh ID=…`, started by the builder) that the sandbox relays
+//! read-only to a socket at the target ([`crate::sandbox::ssh`]); its cache key is the
+//! mount's fields (id, target, owner, mode), never the agent or its keys.
 //!
 //! Secrets reach a step only as a file bound read-only at its target (default
 //! `/run/secrets/<id>`) or, with `env=`, in its environment; the sandbox keeps mount points out
@@ -58,9 +62,21 @@ pub enum MountError {
         /// The id.
         id: String,
     },
-    /// `type=ssh`.
-    #[error("`RUN --mount=type=ssh` is not supported by kiln; use a secret mount")]
-    Ssh,
+    /// A required SSH agent (`required=true`) that was not given.
+    #[error("ssh agent `{id}` was not provided: pass it with `kiln build --ssh {id}` (your agent, $SSH_AUTH_SOCK), `--ssh {id}=SOCKET` or `--ssh {id}=KEYFILE`")]
+    SshMissing {
+        /// The id.
+        id: String,
+    },
+    /// The agent of an `--ssh` id could not be started.
+    #[error("--ssh {id}")]
+    SshAgent {
+        /// The id.
+        id: String,
+        /// The cause.
+        #[source]
+        source: sandbox::SshError,
+    },
     /// A `mode=` that is not octal.
     #[error("invalid mode `{value}`: expected octal")]
     Mode {
@@ -150,8 +166,15 @@ pub(in crate::builder) fn cache_id(m: &DfMount, workdir: &str) -> Option<String>
     Some(m.id.clone().unwrap_or(target))
 }
 
+/// The id of an SSH mount, with BuildKit's default (`sshforward.DefaultID`).
+pub(in crate::builder) fn ssh_id(m: &DfMount) -> &str {
+    m.id.as_deref().unwrap_or("default")
+}
+
 /// Everything a RUN's mounts need from the rest of the build.
 pub(in crate::builder) struct MountEnv<'a> {
+    /// The started agents of the step's `--ssh` ids, by id (an id not given is absent).
+    pub(in crate::builder) ssh: &'a BTreeMap<String, PathBuf>,
     pub(in crate::builder) store_root: &'a Path,
     pub(in crate::builder) context_root: &'a Path,
     pub(in crate::builder) secrets: &'a BTreeMap<String, Secret>,
@@ -170,6 +193,7 @@ pub(in crate::builder) fn mounts(
 ) -> Result<(Vec<Mount>, EnvPairs), MountError> {
     let mut out = Vec::new();
     let mut extra_env = Vec::new();
+    let mut ssh_count = 0;
     for (i, pm) in r.mounts.iter().enumerate() {
         let m = &pm.mount;
         match m.mount_type() {
@@ -279,7 +303,32 @@ pub(in crate::builder) fn mounts(
                     },
                 });
             }
-            MountType::Ssh => return Err(MountError::Ssh),
+            MountType::Ssh => {
+                // BuildKit's llb `ExecOp.Marshal`: the Nth ssh mount's default target is
+                // `/run/buildkit/ssh_agent.N`, and SSH_AUTH_SOCK names the first one unless
+                // the step's environment sets it; an agent not given (`required` unset) is
+                // skipped, its SSH_AUTH_SOCK still set.
+                let target = match m.target.as_deref() {
+                    Some(t) => abs_target(t, &r.workdir),
+                    None => format!("/run/buildkit/ssh_agent.{ssh_count}"),
+                };
+                if ssh_count == 0 && !r.env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+                    extra_env.push(("SSH_AUTH_SOCK".to_string(), target.clone()));
+                }
+                ssh_count += 1;
+                let Some(agent) = env.ssh.get(ssh_id(m)) else {
+                    continue;
+                };
+                out.push(Mount {
+                    target,
+                    kind: MountKind::Ssh {
+                        agent: agent.clone(),
+                        uid: parse_id(m.uid.as_deref(), "uid")?,
+                        gid: parse_id(m.gid.as_deref(), "gid")?,
+                        mode: parse_octal(m.mode.as_deref(), 0o600)?,
+                    },
+                });
+            }
         }
     }
     Ok((out, extra_env))

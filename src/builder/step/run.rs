@@ -1,12 +1,13 @@
 //! RUN as a step: the user, environment, mounts and network of the command, a snapshot of the
 //! stage's files, the sandbox, and the diff as layer entries. The command's failure is a
 //! [`StepError::Run`] with its exit status and last output lines.
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 
 use crate::dockerfile::instructions::MountType;
 use crate::layer::Entry;
 use crate::plan::{RunStep, Source};
-use crate::sandbox::{self, RunSpec, Snapshot, SnapshotterKind};
+use crate::sandbox::{self, RunSpec, Snapshot, SnapshotterKind, SshAgent};
 
 use super::super::error::StepError;
 use super::super::preflight::missing_program;
@@ -15,7 +16,7 @@ use super::super::state::StageState;
 use super::super::user::resolve_exec_user;
 use super::super::Builder;
 use super::diff::{diff_entries, stamp_fresh_mtimes};
-use super::mounts::{mounts, network, MountEnv};
+use super::mounts::{mounts, network, ssh_id, MountEnv, MountError};
 
 /// How many output lines a failed RUN's error shows.
 const TAIL_LINES: usize = 20;
@@ -129,9 +130,11 @@ impl Builder<'_> {
             };
             tree_roots.push(root);
         }
+        let ssh = self.ssh_agents(r)?;
         let (mounts, extra_env) = mounts(
             r,
             &MountEnv {
+                ssh: &ssh,
                 store_root: self.store.root(),
                 context_root: self.context.root(),
                 secrets: &self.opts.secrets,
@@ -160,6 +163,31 @@ impl Builder<'_> {
             mounts,
             // BuildKit's hostname inside RUN steps; some build scripts look for it.
             hostname: "buildkitsandbox".into(),
+            extra_hosts: self.opts.add_hosts.clone(),
         })
+    }
+
+    /// The agents of the step's ssh mounts that were given (`--ssh`), started on first use,
+    /// as id → socket.
+    fn ssh_agents(&mut self, r: &RunStep) -> Result<BTreeMap<String, PathBuf>, StepError> {
+        let mut out = BTreeMap::new();
+        for pm in &r.mounts {
+            if pm.mount.mount_type() != MountType::Ssh {
+                continue;
+            }
+            let id = ssh_id(&pm.mount);
+            let Some(source) = self.opts.ssh.get(id) else {
+                continue;
+            };
+            if !self.ssh_agents.contains_key(id) {
+                let agent = SshAgent::start(source).map_err(|source| MountError::SshAgent {
+                    id: id.into(),
+                    source,
+                })?;
+                self.ssh_agents.insert(id.to_string(), agent);
+            }
+            out.insert(id.to_string(), self.ssh_agents[id].socket().to_owned());
+        }
+        Ok(out)
     }
 }

@@ -69,10 +69,17 @@ fn a_missing_optional_secret_is_not_mounted() {
 }
 
 #[test]
-fn an_ssh_mount_is_refused_before_any_step() {
+fn a_required_ssh_agent_not_given_is_refused_before_any_step() {
     let f = Fixture::new();
-    let text = err_text(f.build(&two_stages("base", "RUN --mount=type=ssh two")));
-    assert!(text.contains(":4:") && text.contains("type=ssh"), "{text}");
+    let text = err_text(f.build(&two_stages(
+        "base",
+        "RUN --mount=type=ssh,id=gh,required=true two",
+    )));
+    assert!(text.contains("Dockerfile:4:"), "{text}");
+    assert!(
+        text.contains("ssh agent `gh` was not provided") && text.contains("--ssh gh"),
+        "{text}"
+    );
     assert!(f.specs().is_empty());
 }
 

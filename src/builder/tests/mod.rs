@@ -22,7 +22,10 @@ mod cache;
 mod config;
 mod copy;
 mod errors;
+mod flags;
+mod named;
 mod platform;
+mod progress;
 mod remote;
 mod run;
 mod stages;
@@ -234,6 +237,11 @@ impl Fixture {
             allow_network_host: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            named_contexts: BTreeMap::new(),
+            ssh: Default::default(),
+            add_hosts: Vec::new(),
+            pull: false,
+            no_cache_filter: Vec::new(),
         }
     }
 

@@ -21,6 +21,8 @@ mod faults;
 mod hostile;
 mod lazy;
 mod progress;
+mod sign;
+mod sign_resolve;
 
 use std::io::Cursor;
 use std::sync::Arc;

@@ -14,6 +14,7 @@ pub mod busybox;
 pub mod containerd;
 pub mod debian;
 pub mod fault_proxy;
+pub mod git;
 pub mod measured;
 pub mod registry;
 pub mod rootfs;
