@@ -378,7 +378,15 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
             )),
             _ => given.map(|e| (e, e)),
         };
-        let facts = super::attest::facts(&opts, &platforms, times)?;
+        let mut facts = super::attest::facts(&opts, &platforms, times)?;
+        // A git URL context is a checkout without `.git`: its commit comes from the fetch.
+        if let Some(v) = &source.vcs {
+            facts.git = Some(crate::attest::provenance::GitSource {
+                uri: Some(v.source.clone()),
+                commit: v.revision.clone(),
+                tree: v.tree.clone(),
+            });
+        }
         let layers = crate::transport::LayerSource::new(&store, opts.remote.as_ref());
         reporter.on_status("attestations: scanning layers, writing the index");
         let att = ops::attach(&store, layers, &outcome, &facts, &attest, epoch)?;

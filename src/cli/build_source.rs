@@ -24,6 +24,8 @@ pub(crate) struct Vcs {
     pub source: String,
     /// The full commit id.
     pub revision: String,
+    /// The commit's tree id.
+    pub tree: String,
     /// The ref asked for, if any.
     pub reference: Option<String>,
     /// The `:subdir`, if any.
@@ -235,6 +237,7 @@ pub(crate) fn resolve(
         vcs: Some(Vcs {
             source: r.source_url(),
             revision: checkout.commit.clone(),
+            tree: checkout.tree.clone(),
             reference: r.reference.clone(),
             subdir: r.subdir.clone(),
         }),
@@ -431,6 +434,7 @@ mod tests {
             vcs: Some(Vcs {
                 source: "https://h/r.git".into(),
                 revision: "0123456789abcdef0123456789abcdef01234567".into(),
+                tree: "89abcdef0123456789abcdef0123456789abcdef".into(),
                 reference: Some("v1.2.0".into()),
                 subdir: None,
             }),

@@ -65,6 +65,8 @@ pub struct Checkout {
     pub context: PathBuf,
     /// The full commit id.
     pub commit: String,
+    /// The commit's tree id (`HEAD^{tree}`), for provenance.
+    pub tree: String,
 }
 
 /// Fetches `r` into `dir` (a new, empty scratch directory the caller removes) and checks it
@@ -116,6 +118,10 @@ pub fn fetch(r: &GitRef, dir: &Path, opts: &FetchOptions) -> Result<Checkout, Gi
         }
     }
     git.run(&["checkout", "-q", "--detach", &commit])?;
+    let tree = git
+        .run(&["rev-parse", "--verify", "HEAD^{tree}"])?
+        .trim()
+        .to_string();
     if root.join(".gitmodules").is_file() {
         git.run(&[
             "submodule",
@@ -137,6 +143,7 @@ pub fn fetch(r: &GitRef, dir: &Path, opts: &FetchOptions) -> Result<Checkout, Gi
         root,
         context,
         commit,
+        tree,
     })
 }
 

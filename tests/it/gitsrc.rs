@@ -105,6 +105,36 @@ fn version_and_gitsha_tag_labels_and_metadata_from_a_file_url() {
         )),
         "{inspect}"
     );
+    // Provenance names the fetched commit and its tree (the checkout has no `.git` to ask).
+    let layout = k.path("prov-layout");
+    k.ok(&[
+        "build",
+        &url,
+        "--provenance=mode=min",
+        "-o",
+        &format!("oci:{}", layout.display()),
+    ]);
+    let read = |d: &str| -> serde_json::Value {
+        let hex = d.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = read(top["manifests"][0]["digest"].as_str().unwrap());
+    let att = read(index["manifests"][1]["digest"].as_str().unwrap());
+    let statement = read(att["layers"][0]["digest"].as_str().unwrap());
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    let context = deps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "context")
+        .unwrap_or_else(|| panic!("no context dependency: {statement}"));
+    assert_eq!(context["digest"]["gitCommit"], first.as_str(), "{context}");
+    let tree = git::git(&work, &["rev-parse", "v1.2.0^{tree}"]);
+    assert_eq!(context["digest"]["gitTree"], tree.trim(), "{context}");
+    assert_eq!(context["uri"], format!("file://{}", work.display()));
     // A local context in a work tree: `{gitsha}` and `{version}` (HEAD at a version tag) from it.
     k.ok(&[
         "build",
