@@ -247,13 +247,6 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
         .into());
     }
     let attest = super::attest::options(a.sbom.as_deref(), a.provenance.as_deref(), &a.attest)?;
-    if attest.any() && platforms.len() > 1 {
-        return Err(anyhow::anyhow!(
-            "--sbom/--provenance/--attest with several platforms is not supported yet: build \
-             one platform per command"
-        )
-        .into());
-    }
     // With attestations, names and pushes get the index (image + attestation manifest),
     // written after the build instead of by it.
     let pushes: Vec<String> = if attest.any() {
@@ -314,16 +307,48 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
         pull: a.pull,
         no_cache_filter: super::build_flags::no_cache_filter(&a.no_cache_filter)?,
     };
-    if attest.any() {
-        opts.outputs.clear();
-    }
+    // What provenance records: the command's parameters (each platform's images, URLs and
+    // steps come from its build).
+    let facts = if attest.any() {
+        let times = match a.timestamp.as_deref() {
+            Some("now") => Some((
+                started,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            )),
+            _ => given.map(|e| (e, e)),
+        };
+        let mut facts = super::attest::facts(&opts, &platforms, times)?;
+        // A git URL context is a checkout without `.git`: its commit comes from the fetch.
+        if let Some(v) = &source.vcs {
+            facts.git = Some(crate::attest::provenance::GitSource {
+                uri: Some(v.source.clone()),
+                commit: v.revision.clone(),
+                tree: v.tree.clone(),
+            });
+        }
+        Some(facts)
+    } else {
+        None
+    };
     let reporter = ctx.reporter();
     if platforms.len() > 1 {
-        let (index, images) = ops::build_platforms(&store, &opts, &platforms, reporter.as_ref())
-            .map_err(|e| Exit {
-                code: 1,
-                error: Some(e.into()),
-            })?;
+        // Several platforms: the index (with each platform's attestation manifest) is named
+        // and pushed by `build_platforms` itself.
+        let attest = facts.as_ref().map(|facts| ops::PlatformAttestations {
+            options: &attest,
+            facts,
+        });
+        let (index, mut images) =
+            ops::build_platforms(&store, &opts, &platforms, reporter.as_ref(), attest).map_err(
+                |e| Exit {
+                    code: 1,
+                    error: Some(e.into()),
+                },
+            )?;
+        // The platform images come first; their attestation manifests follow.
+        images.truncate(platforms.len());
         reporter.on_result(&built(
             &index.digest,
             Some(&index.digest),
@@ -339,6 +364,10 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
             super::sign::sign_pushed(ctx, k, &plan.outputs.push, &index.digest)?;
         }
         return out(&index.digest.to_string());
+    }
+    if attest.any() {
+        // Names and pushes get the index (image + attestation manifest), written below.
+        opts.outputs.clear();
     }
     let outcome = match ops::build(&store, &opts, reporter.as_ref()) {
         Ok(o) => o,
@@ -368,28 +397,10 @@ pub(crate) fn run(ctx: &Context, mut a: BuildArgs) -> CliResult {
     for f in &findings {
         reporter.on_warning(&format!("{} [{}]", f.message, f.rule));
     }
-    let attached = if attest.any() {
-        let times = match a.timestamp.as_deref() {
-            Some("now") => Some((
-                started,
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-            )),
-            _ => given.map(|e| (e, e)),
-        };
-        let mut facts = super::attest::facts(&opts, &platforms, times)?;
-        // A git URL context is a checkout without `.git`: its commit comes from the fetch.
-        if let Some(v) = &source.vcs {
-            facts.git = Some(crate::attest::provenance::GitSource {
-                uri: Some(v.source.clone()),
-                commit: v.revision.clone(),
-                tree: v.tree.clone(),
-            });
-        }
+    let attached = if let Some(facts) = &facts {
         let layers = crate::transport::LayerSource::new(&store, opts.remote.as_ref());
         reporter.on_status("attestations: scanning layers, writing the index");
-        let att = ops::attach(&store, layers, &outcome, &facts, &attest, epoch)?;
+        let att = ops::attach(&store, layers, &outcome, facts, &attest, epoch)?;
         for w in &att.warnings {
             reporter.on_warning(&format!("sbom: {w}"));
         }

@@ -516,14 +516,26 @@ pub(super) fn push_image(
     Ok(true)
 }
 
+/// What `build_platforms` attests of each platform's image: the statements asked for, and what
+/// provenance records of the build.
+#[derive(Clone, Copy)]
+pub struct PlatformAttestations<'a> {
+    /// `--sbom`, `--provenance`.
+    pub options: &'a crate::ops::AttestOptions,
+    /// The build's parameters for provenance (images, URLs and steps come from each outcome).
+    pub facts: &'a crate::attest::provenance::Facts,
+}
+
 /// `kiln build --platform A,B`: one image per platform, then an OCI index named by
 /// `opts.tags` in the store and, for `docker://` outputs, pushed. Returns the index
-/// descriptor and each platform's image.
+/// descriptor and each platform's image (with `attest`, every manifest of the index:
+/// the images, then their attestation manifests).
 pub fn build_platforms(
     store: &Store,
     opts: &BuildOptions,
     platforms: &[Platform],
     reporter: &dyn Reporter,
+    attest: Option<PlatformAttestations<'_>>,
 ) -> Result<(Descriptor, Vec<Image>), BakeError> {
     let target = opts.dockerfile.display().to_string();
     let mut builds = Vec::new();
@@ -537,6 +549,7 @@ pub fn build_platforms(
         builds.push((p, b));
     }
     let mut images = Vec::new();
+    let mut attestations = Vec::new();
     for (p, b) in builds {
         reporter.on_status(&format!("build: {p}"));
         let labelled = crate::progress::PlatformSteps {
@@ -549,9 +562,38 @@ pub fn build_platforms(
                 platform: p.to_string(),
                 source: Box::new(e),
             })?;
+        if let Some(a) = &attest {
+            let err = |source| BakeError::Attest {
+                target: target.clone(),
+                source: Box::new(source),
+            };
+            let mut named = outcome.clone();
+            named.names = opts.tags.clone();
+            let layers = transport::LayerSource::new(store, b.remote.as_ref());
+            let made = crate::ops::attest_image(store, layers, &named, a.facts, a.options, b.epoch)
+                .map_err(err)?;
+            for w in &made.warnings {
+                reporter.on_warning(&format!("{p}: sbom: {w}"));
+            }
+            attestations.push(made.manifest);
+        }
         images.push(outcome.image);
     }
-    let (desc, bytes) = store_index(store, &images, &opts.annotations)?;
+    // With attestations, each platform's attestation manifest follows the images in the index,
+    // as buildx lays them out; the images returned are then every manifest of the index.
+    let (desc, bytes) = if attestations.is_empty() {
+        store_index(store, &images, &opts.annotations)?
+    } else {
+        let (d, all) = crate::attest::manifest::index_with_attestations(
+            store,
+            &images,
+            &attestations,
+            &opts.annotations,
+        )?;
+        images = all;
+        let bytes = store.read_blob(&d.digest)?;
+        (d, bytes)
+    };
     for t in &opts.tags {
         store.tag(t, &desc)?;
     }

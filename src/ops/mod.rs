@@ -26,7 +26,7 @@ pub use attest::{
 };
 pub use bake::{
     bake, build_platforms, check_emulation, push_index, store_index, BakeError, BakeOptions,
-    BakeResult, BakedTarget, PlatformImage, PushFailure, TargetCache,
+    BakeResult, BakedTarget, PlatformAttestations, PlatformImage, PushFailure, TargetCache,
 };
 pub use build::{build, metadata};
 pub use copy::{copy, CopyOptions};

@@ -639,4 +639,72 @@ fn kiln_toml_attestations_bake_into_a_two_platform_index() {
             .any(|p| p["name"] == "left-pad"),
         "{doc}"
     );
+    // `kiln build --platform A,B --sbom --provenance --push`, as buildx: one index holding both
+    // images and an attestation manifest for each, pushed and named.
+    let r = format!("{}/it/multi:1", reg.addr);
+    let printed = k.ok(&[
+        "--tls-verify=false",
+        "build",
+        dir.join("variants").to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom",
+        "--provenance=mode=max",
+        "-t",
+        &r,
+        "--push",
+    ]);
+    assert!(need("skopeo"), "skopeo reads the pushed index");
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{r}")));
+    assert_eq!(
+        format!("sha256:{}", crate::support::sha256_hex(raw.as_bytes())),
+        printed.trim(),
+        "the printed digest is the pushed index's"
+    );
+    let index = json(raw.as_bytes());
+    let m = index["manifests"].as_array().unwrap();
+    let kinds: Vec<(String, String)> = m
+        .iter()
+        .map(|d| {
+            (
+                d["platform"]["architecture"].as_str().unwrap().to_string(),
+                d["annotations"]["vnd.docker.reference.digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let amd = m[0]["digest"].as_str().unwrap().to_string();
+    let arm = m[1]["digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        kinds,
+        [
+            ("amd64".to_string(), String::new()),
+            ("arm64".to_string(), String::new()),
+            ("unknown".to_string(), amd),
+            ("unknown".to_string(), arm),
+        ],
+        "{index}"
+    );
+    let doc = json(
+        k.ok(&[
+            "--tls-verify=false",
+            "sbom",
+            &format!("docker://{r}"),
+            "--platform",
+            "linux/arm64",
+        ])
+        .as_bytes(),
+    );
+    assert!(
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "left-pad"),
+        "{doc}"
+    );
 }
