@@ -542,7 +542,7 @@ def write_docs(docs, out, results, rows, meta, svgs, extra_md=()):
         with open(f"{docs}/bench/{name}", "w") as f:
             f.write(text)
     for name in ("results.json", "results.csv", "runs.tsv", "meta.tsv", "failures.tsv", "profile.txt",
-                 "sizes.tsv", "family.tsv", "transfer.tsv", "concurrency.tsv"):
+                 "sizes.tsv", "family.tsv", "transfer.tsv", "concurrency.tsv", "front.tsv"):
         if os.path.exists(f"{out}/{name}"):
             shutil.copy(f"{out}/{name}", f"{docs}/bench/{name}")
     m = meta

@@ -8,7 +8,8 @@
 #   pip   a PEP 503 simple index of `pip download` of the variants' requirements under
 #         /pypi/simple/; the base's /etc/pip.conf names it
 #   npm   not needed: no variant runs `npm install`
-# Both tools get the same inputs: the variant files unchanged, one base image (the debootstrap
+# buildah runs with --format docker: in OCI format it ignores SHELL (bash) and runs the steps with
+# /bin/sh. Both tools get the same inputs: the variant files unchanged, one base image (the debootstrap
 # minbase with those two files, imported from one tarball into both stores), the same build args.
 # The base also sets BASH_ENV=/etc/kiln-bench-timing.sh: every RUN step's bash (the variants'
 # SHELL) sources it first, and it prints the command's own start and end ($EPOCHREALTIME) to the
@@ -18,16 +19,23 @@
 # here apt or pip) is sampled from /proc every 0.2 s: family.tsv rows `rss VARIANT kiln ROUND KIB`.
 # Targets: full variant cold ≤ 0.6× buildah; kiln's peak RSS ≤ 128 MiB.
 
-FAMILY_VARIANTS=(minimal python node full)
+# FAMILY_VARIANTS="full minimal" measures only those (default: all four), FAMILY_ROUNDS=N only
+# the first N rounds (a loaded 2-core machine takes ~30 min a round).
+read -r -a FAMILY_VARIANTS <<< "${FAMILY_VARIANTS:-minimal python node full}"
+FAMILY_ROUNDS=${FAMILY_ROUNDS:-99}
 fam_file() { [ "$1" = full ] && echo Dockerfile || echo "Dockerfile.$1"; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
+# The cache's files are kept per machine (like the debootstrap base), so a later run (or the
+# concurrency section) does not go to the internet again; delete the directory to refill it.
+PKGCACHE=${PKGCACHE:-/var/tmp/kiln-bench-pkgcache}
 family_cache() { # the package cache on 127.0.0.1:PKG_PORT (pkgcache.py; stopped by lib.sh's cleanup)
   PKG_PORT=$(free_port)
-  local c=$WORK/pkgcache
+  local c=$PKGCACHE
   mkdir -p "$c/pypi/files" "$c/pypi/simple"
   # Wheels for the base's Python (bookworm: CPython 3.11, x86_64), as pip inside it would choose.
   cat variants/requirements-*.txt | sort -u > "$WORK/requirements.txt"
+  [ -f "$c/pypi/simple/index.html" ] && cmp -s "$WORK/requirements.txt" "$c/pypi/requirements.txt" ||
   python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
     -d "$c/pypi/files" -r "$WORK/requirements.txt" >&2
@@ -50,6 +58,7 @@ for name, files in by.items():
     links.append(f'<a href="{name}/">{name}</a><br>')
 open(f"{root}/simple/index.html", "w").write("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 PY
+  cp "$WORK/requirements.txt" "$c/pypi/requirements.txt"
   python3 scripts/bench/pkgcache.py "$PKG_PORT" "$c" > "$WORK/pkgcache.log" 2>&1 &
   PKG_PID=$!
   for _ in $(seq 1 50); do
@@ -89,14 +98,16 @@ family_setup() {
   rm -rf "$WORK/u/variants"; cp -r variants "$WORK/u/variants"
   [ "$(id -u)" -eq 0 ] && chown -R "$RUNUSER:" "$WORK/u/variants"
   : > "$OUT/family.tsv"
+  [ -f "$PKGCACHE/.filled" ] && return 0
   log "family: filling the cache (one unmeasured kiln build of every variant, from the internet)"
   local v
-  for v in "${FAMILY_VARIANTS[@]}"; do
+  for v in minimal python node full; do
     as_user "${UK[@]}" build "$WORK/u/variants" -f "$WORK/u/variants/$(fam_file "$v")" -t "fam-$v" \
       "${FAM_ARGS[@]}" --allow network.host --network host > "$WORK/fill-$v.log" 2>&1 ||
       { echo "family: filling the cache with $v failed" >&2; tail -20 "$WORK/fill-$v.log" >&2; exit 1; }
   done
-  du -sh "$WORK/pkgcache" >&2
+  touch "$PKGCACHE/.filled"
+  du -sh "$PKGCACHE" >&2
 }
 FAM_ARGS=(--build-arg BASE=localhost/debian:bookworm-cache --build-arg VERSION=1.0.0 --no-cache)
 
@@ -146,6 +157,7 @@ kiln_family() { # VARIANT ROUND
     --allow network.host --network host || ok=1
   t1=$EPOCHREALTIME
   kill "$RSS_PID"; wait "$RSS_PID" 2>/dev/null || true
+  mkdir -p "$OUT/logs"; cat "$WORK/out" "$WORK/err" > "$OUT/logs/family-kiln-$1-$2.log"
   [ "$ok" = 0 ] || return 0
   fam_steps "$1" kiln "$2" "$t0" "$t1"
   printf 'rss\t%s\tkiln\t%s\t%s\n' "$1" "$2" "$(cat "$WORK/rss")" >> "$OUT/family.tsv"
@@ -153,14 +165,16 @@ kiln_family() { # VARIANT ROUND
 buildah_family() { # VARIANT ROUND
   local t0 t1
   t0=$EPOCHREALTIME
-  measure family "buildah family $1" "$2" "${AS_USER[@]}" "${UB[@]}" bud --runtime runc --network host --layers \
+  measure family "buildah family $1" "$2" "${AS_USER[@]}" "${UB[@]}" bud --runtime runc --network host --layers --format docker \
     "${FAM_ARGS[@]}" -f "$WORK/u/variants/$(fam_file "$1")" -t "localhost/fam-$1" "$WORK/u/variants" || return 0
   t1=$EPOCHREALTIME
+  mkdir -p "$OUT/logs"; cat "$WORK/out" "$WORK/err" > "$OUT/logs/family-buildah-$1-$2.log"
   fam_steps "$1" buildah "$2" "$t0" "$t1"
   buildah_rmi "localhost/fam-$1"
 }
 
 family_round() { # ROUND
   local v
+  [ "$1" -le "$FAMILY_ROUNDS" ] || return 0
   for v in "${FAMILY_VARIANTS[@]}"; do kiln_family "$v" "$1"; buildah_family "$v" "$1"; done
 }

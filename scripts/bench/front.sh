@@ -12,12 +12,15 @@
 # The slow settings (zstd ≥ FRONT_SLOW_ZSTD, pigz -9 and gzip -6, 30 s - 3 min each on the 1 GiB
 # corpus on 2 cores) are measured in round 1 only when FRONT_SLOW_ROUNDS=1 (the default), so a
 # 3-round run takes ~1 h instead of ~3 h on 2 cores; BENCHMARKS.md says how many runs each point has.
+# FRONT_MAX_ZSTD=N stops at zstd level N on a machine too loaded for the top levels.
 
 FRONT_SLOW_ZSTD=${FRONT_SLOW_ZSTD:-13}
+FRONT_MAX_ZSTD=${FRONT_MAX_ZSTD:-19}   # the highest zstd level measured (-19 is ~0.5 MB/s a core)
 FRONT_SLOW_ROUNDS=${FRONT_SLOW_ROUNDS:-1}
 FRONT_BUILDAH=(buildah --root "$WORK/fbuildah/root" --runroot "$WORK/fbuildah/run" --storage-driver vfs)
 
-front_setup() {
+front_setup() { # front.tsv: the tree measured (the corpus, or --corpus)
+  printf 'corpus\t%s\t%s\t%s\n' "$CORPUS" "$(du -sb "$CORPUS" | cut -f1)" "$(find "$CORPUS" | wc -l)" > "$OUT/front.tsv"
   printf 'FROM scratch\nCOPY . /corpus/\n' > "$WORK/Dockerfile.front"
   [ -d "$WORK/fctx" ] || cp -al "$CORPUS" "$WORK/fctx"
 }
@@ -55,7 +58,7 @@ front_round() { # ROUND
     if [ "$l" -lt 9 ] || [ "$slow" = 1 ]; then front_pipe "$r" "front tar|pigz -$l -p2|sha256sum" "pigz -$l -p 2"; fi
   done
   [ "$slow" = 1 ] && front_pipe "$r" "front tar|gzip -6|sha256sum" "gzip -6"
-  for l in $(seq 1 19); do
+  for l in $(seq 1 "$FRONT_MAX_ZSTD"); do
     [ "$l" -lt "$FRONT_SLOW_ZSTD" ] || [ "$slow" = 1 ] || continue
     front_kiln "$r" "zstd:$l"
     front_pipe "$r" "front tar|zstd -$l -T2|sha256sum" "zstd -q -$l -T2"

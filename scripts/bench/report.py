@@ -221,8 +221,10 @@ def front(out, runs, rows, T, svgs):
         return []
     kiln = [p for p in pts if p["tool"] == "kiln"]
     peers = [p for p in pts if p["tool"] == "peer"]
+    corpus = next((r for r in _tsv(f"{out}/front.tsv") if r[0] == "corpus"), None)
+    tree = f"`{corpus[1]}`, {int(corpus[2]) / 2**20:.0f} MiB in {corpus[3]} entries" if corpus else "the corpus"
     L = ["## The size/speed front (front)", "",
-         "One directory (the corpus) to one compressed layer blob, every setting: `kiln layer --compression gzip:1…9,",
+         f"One directory ({tree}) to one compressed layer blob, every setting: `kiln layer --compression gzip:1…9,",
          "zstd:1…19` against `tar | pigz -1…-9 -p 2`, `tar | gzip -6` (one core), `tar | zstd -1…-19 -T2` (each `| tee",
          "FILE | sha256sum`), `umoci insert` and buildah's commit (`buildah bud` of `FROM scratch` + `COPY` to a gzip",
          "oci-archive). Medians over the runs given (`runs`); the slow settings have fewer runs (see front.sh).", "",

@@ -55,7 +55,7 @@ PY
     [ "$PROFILE" = 1 ] && rm -f "$OUT/profile.txt"
   else
     rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv" \
-      "$OUT/family.tsv" "$OUT/transfer.tsv" "$OUT/concurrency.tsv"
+      "$OUT/family.tsv" "$OUT/transfer.tsv" "$OUT/concurrency.tsv" "$OUT/front.tsv"
     : > "$OUT/runs.tsv"; : > "$OUT/sizes.tsv"; : > "$OUT/scale.tsv"
   fi
   mkdir -p "$OUT/json"
