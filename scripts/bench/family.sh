@@ -35,10 +35,11 @@ family_cache() { # the package cache on 127.0.0.1:PKG_PORT (pkgcache.py; stopped
   mkdir -p "$c/pypi/files" "$c/pypi/simple"
   # Wheels for the base's Python (bookworm: CPython 3.11, x86_64), as pip inside it would choose.
   cat variants/requirements-*.txt | sort -u > "$WORK/requirements.txt"
-  [ -f "$c/pypi/simple/index.html" ] && cmp -s "$WORK/requirements.txt" "$c/pypi/requirements.txt" ||
-  python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
-    -d "$c/pypi/files" -r "$WORK/requirements.txt" >&2
+  if [ ! -f "$c/pypi/simple/index.html" ] || ! cmp -s "$WORK/requirements.txt" "$c/pypi/requirements.txt"; then
+    python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+      -d "$c/pypi/files" -r "$WORK/requirements.txt" >&2
+  fi
   python3 - "$c/pypi" <<'PY'
 import hashlib, html, os, re, sys
 root = sys.argv[1]
@@ -97,7 +98,7 @@ family_setup() {
   family_base
   rm -rf "$WORK/u/variants"; cp -r variants "$WORK/u/variants"
   [ "$(id -u)" -eq 0 ] && chown -R "$RUNUSER:" "$WORK/u/variants"
-  : > "$OUT/family.tsv"
+  if want family; then : > "$OUT/family.tsv"; fi   # (concurrency.sh calls this set-up too)
   [ -f "$PKGCACHE/.filled" ] && return 0
   log "family: filling the cache (one unmeasured kiln build of every variant, from the internet)"
   local v
