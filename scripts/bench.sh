@@ -12,7 +12,8 @@
 #            --docs DIR (write BENCHMARKS.md and bench/*.svg there)  --no-docs  --corpus DIR
 #            --kiln PATH (measure this binary instead of building target/release/kiln)
 #            --keep (with --only: re-measure those sections, keep the others' results in --out)
-#   sections: layer ceiling build push run minimal multiarch scale cache attest (default: all)
+#   sections: layer ceiling build push run minimal multiarch scale cache attest family transfer
+#             front concurrency (default: all)
 #
 # Each section is a file of scripts/bench/ (targets from issues #2, #4, #5, #6, #8 in its header):
 #   layer.sh    kiln layer gzip / gzip:6 / zstd:3 vs umoci insert, tar | pigz, tar | zstd
@@ -25,6 +26,10 @@
 #   scale.sh    kiln alone: kiln layer time and peak RSS against tree size and file count
 #   cache.sh    a fresh runner with the registry cache: kiln build vs buildah bud --cache-from
 #   attest.sh   the python variant with and without --sbom --provenance: cold, and a one-layer rebuild
+#   family.sh   the four variants/Dockerfile* cold, rootless, through a local apt + PyPI cache
+#   transfer.sh kiln pull / copy / a RUN's base unpack vs skopeo and umoci; fan-in bytes of a pull
+#   front.sh    every kiln gzip/zstd level vs pigz -1…-9, gzip -6, zstd -1…-19, umoci, buildah
+#   concurrency.sh  four variant builds at once vs in a row, kiln alone, store fsck after
 # Each defines SECTION_setup (if it needs one) and SECTION_round ROUND; user.sh is what run,
 # minimal and multiarch share (the unprivileged user). lib.sh has `measure` (one timed run → runs.tsv) and the
 # inputs; results.sh the result files under --out (their format is in its header) and the
@@ -59,7 +64,7 @@ done
 [ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=5; }
 SCALE_RUNS=$(( RUNS < 3 ? RUNS : 3 ))   # kiln alone, unpaired: the median of 3 is enough
 [ -n "$DOCS" ] || { [ "$QUICK" = 1 ] && DOCS=$OUT/docs || DOCS=docs; }
-SECTIONS=(layer ceiling build push run minimal multiarch scale cache attest)   # in the order they run
+SECTIONS=(layer ceiling build push run minimal multiarch scale cache attest family transfer front concurrency)   # in the order they run
 # shellcheck source=scripts/bench/lib.sh
 . scripts/bench/lib.sh
 # shellcheck source=scripts/bench/results.sh
@@ -102,6 +107,14 @@ inputs
 . scripts/bench/cache.sh
 # shellcheck source=scripts/bench/attest.sh
 . scripts/bench/attest.sh
+# shellcheck source=scripts/bench/family.sh
+. scripts/bench/family.sh
+# shellcheck source=scripts/bench/transfer.sh
+. scripts/bench/transfer.sh
+# shellcheck source=scripts/bench/front.sh
+. scripts/bench/front.sh
+# shellcheck source=scripts/bench/concurrency.sh
+. scripts/bench/concurrency.sh
 
 for sec in "${SECTIONS[@]}"; do
   if want "$sec" && declare -F "${sec}_setup" >/dev/null; then "${sec}_setup"; fi

@@ -97,6 +97,17 @@ PAIRS = [  # (kiln case, peer case, target ratio or None, size rule, label, shor
     ("kiln build multiarch", "buildah bud multiarch", 0.8, None, "Dockerfile.minimal + a $BUILDPLATFORM stage, linux/amd64 + linux/arm64 under QEMU (rootless) vs buildah bud --manifest", "Dockerfile.minimal, 2 platforms"),
     ("kiln push cold", "skopeo copy cold", 1.0, None, "push, cold (new repository), vs skopeo copy", "push, cold"),
     ("kiln push warm", "skopeo copy warm", 1.0, None, "push, warm (blobs present), vs skopeo copy", "push, warm"),
+    # issue #21 (scripts/bench/report.py renders the rest of these sections)
+    ("kiln family minimal", "buildah family minimal", None, None, "variants/Dockerfile.minimal, cold, local package cache (rootless) vs buildah bud", "family: minimal, cold"),
+    ("kiln family python", "buildah family python", None, None, "variants/Dockerfile.python, cold, local package cache (rootless) vs buildah bud", "family: python, cold"),
+    ("kiln family node", "buildah family node", None, None, "variants/Dockerfile.node, cold, local package cache (rootless) vs buildah bud", "family: node, cold"),
+    ("kiln family full", "buildah family full", 0.6, None, "variants/Dockerfile (full), cold, local package cache (rootless) vs buildah bud", "family: full, cold"),
+    ("kiln pull", "skopeo copy docker:// oci:", 0.6, None, "pull of the corpus image from a local registry vs skopeo copy docker:// oci:", "pull"),
+    ("kiln RUN base unpack", "umoci unpack --rootless", 0.5, None, "the base unpack of a RUN step (FROM corpus; RUN true, rootless) vs umoci unpack --rootless", "RUN base unpack"),
+    ("kiln copy docker-archive", "skopeo copy docker-archive", 0.5, None, "copy to a docker-archive vs skopeo copy", "copy to docker-archive"),
+    ("kiln copy oci-archive", "skopeo copy oci-archive", 0.5, None, "copy to an oci-archive vs skopeo copy", "copy to oci-archive"),
+    ("kiln pull 5 layers, 4 present", "skopeo copy 5 layers, 4 present", None, None, "pull of a 5-layer image, 4 layers present, vs skopeo copy to an OCI layout", "pull, 4 of 5 layers present"),
+    ("kiln 4 variants par", "kiln 4 variants seq", 1.05, None, "four variant builds at once vs the same four in a row (kiln alone)", "4 builds at once / in a row"),
 ]
 
 
@@ -443,6 +454,11 @@ def main():
             T.append(dict(target=f"time linear in {what} (log-log slope ≤ 1.1)", value=f"exponent {k:.2f}{extra}", met=k <= 1.1,
                           margin=f"slope {k:.2f} vs 1.1"))
 
+    # issue #21's sections: targets of their own, the front plot, their markdown
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
+    import report  # scripts/bench/report.py
+    extra_svgs, extra_md = report.extra(out, runs, rows, results)
+
     # ---- files
     with open(f"{out}/results.json", "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -480,6 +496,7 @@ def main():
               (fits["files"]["time_exponent"], fits["files"]["intercept"])),
              ("peak RSS, MiB", PEER, [(p["entries"], p["peak_mib"], f"{p['peak_mib']:.0f} MiB") for p in pts], None)],
             "kiln layer (gzip) against file count, log-log", "entries in the tree", "seconds / MiB", lambda v: f"{v:g}")
+    svgs.update(extra_svgs)
     for name, text in svgs.items():
         with open(f"{out}/{name}", "w") as f:
             f.write(text)
@@ -497,7 +514,7 @@ def main():
         print(f"{'met    ' if t['met'] else 'NOT met'}  {t['target']}: {t['value']}")
 
     if docs:
-        write_docs(docs, out, results, rows, meta, svgs)
+        write_docs(docs, out, results, rows, meta, svgs, extra_md)
 
 
 def machine(out, meta):
@@ -519,12 +536,13 @@ def md(text):
     return str(text).replace("|", "\\|")
 
 
-def write_docs(docs, out, results, rows, meta, svgs):
+def write_docs(docs, out, results, rows, meta, svgs, extra_md=()):
     os.makedirs(f"{docs}/bench", exist_ok=True)
     for name, text in svgs.items():
         with open(f"{docs}/bench/{name}", "w") as f:
             f.write(text)
-    for name in ("results.json", "results.csv", "runs.tsv", "meta.tsv", "failures.tsv", "profile.txt"):
+    for name in ("results.json", "results.csv", "runs.tsv", "meta.tsv", "failures.tsv", "profile.txt",
+                 "sizes.tsv", "family.tsv", "transfer.tsv", "concurrency.tsv", "front.tsv"):
         if os.path.exists(f"{out}/{name}"):
             shutil.copy(f"{out}/{name}", f"{docs}/bench/{name}")
     m = meta
@@ -550,7 +568,8 @@ def write_docs(docs, out, results, rows, meta, svgs):
     a("## Method")
     a("")
     a("- One command on a fresh machine of this kind: `scripts/bench.sh` (`--quick` for a 1-round smoke run on small")
-    a("  inputs, `--runs N`, `--only layer,ceiling,build,push,run,minimal,multiarch,scale`, `--profile` for a `perf` profile of")
+    a("  inputs, `--runs N`, `--only layer,ceiling,build,push,run,minimal,multiarch,scale,cache,family,transfer,front,concurrency`,")
+    a("  `--keep` to re-measure some sections and keep the others', `--profile` for a `perf` profile of")
     a("  the default gzip layer). It installs the peers (Debian bookworm packages, `scripts/install-peers.sh`), builds")
     a("  kiln in release mode and makes its inputs with `scripts/make-corpus.sh`: a copy of the Rust toolchain's sysroot")
     a(f"  (this run's corpus: {int(corpus[1]) / 2**20:.0f} MiB, {corpus[2]} entries), subsets of it hard-linked (10 and 100 MiB), four real copies")
@@ -629,7 +648,7 @@ def write_docs(docs, out, results, rows, meta, svgs):
     a("| case | runs | median s | min–max s | cpu s | peak RSS MiB | output MB |")
     a("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows.values():
-        if r["section"] == "scale":
+        if r["section"] in ("scale", "front"):  # front: its own table
             continue
         size = f"{r['size_bytes'] / 1e6:.1f}" if r["size_bytes"] else "–"
         a(f"| {md(r['name'])} | {r['n']} | {fmt(r['median_s'])} | {fmt(r['min_s'])}–{fmt(r['max_s'])} | {fmt(r['cpu_s'])} | "
@@ -674,6 +693,7 @@ def write_docs(docs, out, results, rows, meta, svgs):
         if sc.get("files"):
             a("![time and RSS against file count](bench/scale-files.svg)")
             a("")
+    L.extend(extra_md)
     fails = read_tsv(f"{out}/failures.tsv")
     if fails:
         a("## Failed runs (left out of the medians)")

@@ -27,7 +27,9 @@ inputs() {
 }
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() { [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
-  [ -z "${CACHE_REG_PID:-}" ] || kill "$CACHE_REG_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+  [ -z "${CACHE_REG_PID:-}" ] || kill "$CACHE_REG_PID" 2>/dev/null || true
+  local p; for p in ${PKG_PID:-} ${XFER_REG_PID:-}; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"; }
 
 # measure SECTION NAME ROUND CMD... : one run under GNU time; appends a row to runs.tsv. A failed
 # run is logged to failures.tsv and skipped (returns 1), so one flaky peer does not lose the rest.

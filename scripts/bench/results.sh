@@ -23,7 +23,7 @@ meta = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if "\t" in l]
 only = set(sys.argv[2].split(","))
 get = lambda k: next((r[1] for r in meta if r[0] == k), "?")
 measured = {r[1]: r[2] for r in meta if r[0] == "measured" and len(r) > 2}
-for sec in ["layer", "ceiling", "build", "push", "run", "minimal", "multiarch", "scale", "cache"]:
+for sec in ["layer", "ceiling", "build", "push", "run", "minimal", "multiarch", "scale", "cache", "family", "transfer", "front", "concurrency"]:
     if sec not in only:
         print(f"measured\t{sec}\t{measured.get(sec, get('started') + ' (' + get('git') + ')')}")
 # The sizes the kept ceiling results were measured on.
@@ -54,7 +54,8 @@ if "scale" in only:
 PY
     [ "$PROFILE" = 1 ] && rm -f "$OUT/profile.txt"
   else
-    rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv"
+    rm -rf "$OUT/json" "$OUT/runs.tsv" "$OUT/sizes.tsv" "$OUT/scale.tsv" "$OUT/profile.txt" "$OUT/failures.tsv" \
+      "$OUT/family.tsv" "$OUT/transfer.tsv" "$OUT/concurrency.tsv" "$OUT/front.tsv"
     : > "$OUT/runs.tsv"; : > "$OUT/sizes.tsv"; : > "$OUT/scale.tsv"
   fi
   mkdir -p "$OUT/json"

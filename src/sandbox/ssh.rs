@@ -13,7 +13,7 @@
 //!   process per build, started when a step first needs it, not per step: listening and
 //!   holding one ed25519 key in 34–187 ms, median 50 ms (10 runs on the shared 2-core test
 //!   machine at load 13).
-//! - [`Forward`]: for one step, a socket kiln listens on (in the step's run directory, never
+//! - `Forward`: for one step, a socket kiln listens on (in the step's run directory, never
 //!   in the root filesystem), bound by the step's init process at the mount's target with its
 //!   owner and mode. Each connection is relayed to the agent through a *read-only* filter:
 //!   only "list identities" and "sign" reach the agent; adding, removing, locking and
