@@ -22,6 +22,9 @@ use super::{Error, Result};
 const READ_BUF: usize = 1 << 20;
 /// Batches of walked entries (one per directory read, about) the walk may run ahead of the tar.
 const WALK_BATCHES_AHEAD: usize = 64;
+/// Bytes per zstd worker job.
+#[cfg(feature = "zstd")]
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// How to write a layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerOptions {
@@ -164,11 +167,14 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 // 0 (single-threaded mode) would give different bytes.
                 e.multithread(threads as u32).map_err(Error::Write)?;
                 e.include_checksum(false).map_err(Error::Write)?;
-                // libzstd's own job size, as `zstd -T2` uses it: 4x the level's window, at least
-                // 1 MiB (`ZSTDMT_computeTargetJobLog`). It follows from the level alone (a stream
-                // with no size hint), so output stays reproducible. The fixed 2 MiB jobs kiln used
-                // before made every level 1-4% larger than `zstd -N -T2`, and slower from level 8
-                // (issue #21, docs/bench/NOTES.md).
+                // A fixed job size bounds memory (libzstd's default is 4x the window per job, for
+                // each worker and the queue) and, being a parameter, keeps output reproducible.
+                // libzstd's own size (as `zstd -T2`) gives 1-4% smaller layers and, from level 8,
+                // faster ones, but took a 1 GiB zstd:3 layer's peak RSS from ~26 to 76 MiB, over
+                // kiln's 64 MiB budget (issue #21, docs/bench/NOTES.md): a level-dependent size is
+                // the next step.
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    .map_err(Error::Write)?;
                 Encoder::Zstd(e)
             }
             #[cfg(not(feature = "zstd"))]
@@ -528,12 +534,12 @@ mod tests {
         assert_eq!(seen, ["d/", "d/f", "d/l", "d/.wh.gone"]);
     }
 
-    /// zstd's multithreaded jobs are libzstd's own size (4x the level's window: 8 MiB at level
-    /// 3): a layer of several jobs must give the same bytes whatever the worker count.
+    /// zstd's multithreaded jobs (`ZSTD_JOB_SIZE`): a layer of several jobs must give the same
+    /// bytes whatever the worker count.
     #[cfg(feature = "zstd")]
     #[test]
     fn zstd_layers_of_several_jobs_ignore_thread_count() {
-        // 24 MiB of compressible, non-repeating text: three level-3 jobs.
+        // 24 MiB of compressible, non-repeating text: a dozen jobs.
         let mut body = Vec::with_capacity(24 << 20);
         let mut x: u64 = 1;
         while body.len() < 24 << 20 {
