@@ -105,19 +105,9 @@ pub fn index_with_attestations(
 ) -> Result<(Descriptor, Vec<Image>), crate::store::Error> {
     let mut index = Index::new();
     index.annotations = annotations.clone();
-    for img in images {
-        let mut d = Descriptor::new(
-            img.descriptor.media_type.clone(),
-            img.digest().clone(),
-            img.raw_manifest.len() as u64,
-        );
-        let mut p = img.platform();
-        if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") {
-            p.variant = None;
-        }
-        d.platform = Some(p);
-        index.manifests.push(d);
-    }
+    index
+        .manifests
+        .extend(images.iter().map(Image::index_entry));
     index
         .manifests
         .extend(attestations.iter().map(|(_, d)| d.clone()));

@@ -115,6 +115,22 @@ impl Image {
         &self.config.rootfs.diff_ids
     }
 
+    /// This image's entry in an OCI index: its manifest's descriptor with the platform, arm64's
+    /// `v8` variant left out (the normalised form containerd and buildx write).
+    pub fn index_entry(&self) -> Descriptor {
+        let mut d = Descriptor::new(
+            self.descriptor.media_type.clone(),
+            self.digest().clone(),
+            self.raw_manifest.len() as u64,
+        );
+        let mut p = self.platform();
+        if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") {
+            p.variant = None;
+        }
+        d.platform = Some(p);
+        d
+    }
+
     /// The platform the config declares.
     pub fn platform(&self) -> Platform {
         Platform {

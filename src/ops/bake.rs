@@ -227,19 +227,9 @@ pub fn store_index(
 ) -> Result<(Descriptor, Vec<u8>), crate::store::Error> {
     let mut index = Index::new();
     index.annotations = annotations.clone();
-    for img in images {
-        let mut d = Descriptor::new(
-            img.descriptor.media_type.clone(),
-            img.digest().clone(),
-            img.raw_manifest.len() as u64,
-        );
-        let mut p = img.platform();
-        if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") {
-            p.variant = None;
-        }
-        d.platform = Some(p);
-        index.manifests.push(d);
-    }
+    index
+        .manifests
+        .extend(images.iter().map(Image::index_entry));
     let bytes = oci::to_canonical_json(&index);
     let digest = store.put_bytes(&bytes)?;
     Ok((
