@@ -319,7 +319,13 @@ pub fn apply_layer(
                     let _ = rustix::fs::unlinkat(&parent, os_name, AtFlags::empty());
                     return Err(io(&member, e));
                 }
-                finish_attrs(&parent, os_name, &f, mode, uid, gid, mtime, opts, &member)?;
+                let attrs = Attrs {
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                };
+                finish_attrs(&parent, os_name, &f, attrs, opts, &member)?;
                 set_xattrs(&mut entry, &f);
             }
             tar::EntryType::Directory => {
@@ -557,18 +563,29 @@ fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
     Ok(total)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_attrs(
-    parent: &OwnedFd,
-    name: &OsStr,
-    f: &File,
+/// A member's mode, owner and mtime, as its tar header gives them.
+#[derive(Clone, Copy)]
+struct Attrs {
     mode: u32,
     uid: u32,
     gid: u32,
     mtime: i64,
+}
+
+fn finish_attrs(
+    parent: &OwnedFd,
+    name: &OsStr,
+    f: &File,
+    attrs: Attrs,
     opts: &UnpackOptions,
     member: &[u8],
 ) -> Result<(), Error> {
+    let Attrs {
+        mode,
+        uid,
+        gid,
+        mtime,
+    } = attrs;
     if opts.ownership {
         rustix::fs::fchown(f.as_fd(), Some(uid_of(uid)), Some(gid_of(gid)))
             .map_err(|e| io(member, e))?;
