@@ -22,9 +22,28 @@ use super::{Error, Result};
 const READ_BUF: usize = 1 << 20;
 /// Batches of walked entries (one per directory read, about) the walk may run ahead of the tar.
 const WALK_BATCHES_AHEAD: usize = 64;
-/// Bytes per zstd worker job.
+/// The largest zstd worker job at levels 2-6 (see [`zstd_job_size`]).
 #[cfg(feature = "zstd")]
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
+const ZSTD_FAST_JOB_CAP: u32 = 4 << 20;
+
+/// Bytes per zstd worker job at `level`; 0 is libzstd's own choice, 4x the level's window (8 MiB
+/// at level 3, 16 MiB at 9, 32 MiB from 16), which is what `zstd -N -T2` uses.
+///
+/// Measured on the 1 GiB corpus (issue #21, docs/bench/NOTES.md): the job size trades bytes and
+/// speed against memory, as each of the two workers holds its job's input and output plus the
+/// queue. libzstd's size gives the CLI's ratio (1% smaller than 4 MiB jobs at level 9, 0.9% at
+/// 12) and is faster from level 9, at the CLI's memory (143 MiB at level 9, 205 at 12, the CLI
+/// 132 and 206). At levels 2-6 it would take the peak RSS of a 1 GiB layer to 73-76 MiB, over
+/// kiln's 64 MiB layer budget, for 0.3% of bytes: there jobs are capped at 4 MiB (49 MiB RSS at
+/// the default level 3, smaller and faster than `zstd -3 -T2`). Level 1's own job is 2 MiB.
+/// A fixed function of the level keeps the output independent of the worker count.
+#[cfg(feature = "zstd")]
+fn zstd_job_size(level: i32) -> u32 {
+    match level {
+        2..=6 => ZSTD_FAST_JOB_CAP,
+        _ => 0,
+    }
+}
 /// How to write a layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerOptions {
@@ -167,13 +186,7 @@ impl<W: Write + Send + 'static> LayerWriter<W> {
                 // 0 (single-threaded mode) would give different bytes.
                 e.multithread(threads as u32).map_err(Error::Write)?;
                 e.include_checksum(false).map_err(Error::Write)?;
-                // A fixed job size bounds memory (libzstd's default is 4x the window per job, for
-                // each worker and the queue) and, being a parameter, keeps output reproducible.
-                // libzstd's own size (as `zstd -T2`) gives 1-4% smaller layers and, from level 8,
-                // faster ones, but took a 1 GiB zstd:3 layer's peak RSS from ~26 to 76 MiB, over
-                // kiln's 64 MiB budget (issue #21, docs/bench/NOTES.md): a level-dependent size is
-                // the next step.
-                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(zstd_job_size(level)))
                     .map_err(Error::Write)?;
                 Encoder::Zstd(e)
             }
@@ -534,26 +547,43 @@ mod tests {
         assert_eq!(seen, ["d/", "d/f", "d/l", "d/.wh.gone"]);
     }
 
-    /// zstd's multithreaded jobs (`ZSTD_JOB_SIZE`): a layer of several jobs must give the same
-    /// bytes whatever the worker count.
+    /// zstd's multithreaded jobs ([`zstd_job_size`]): a layer of several jobs must give the same
+    /// bytes whatever the worker count, with kiln's capped job (level 3) and libzstd's own
+    /// (level 9, 16 MiB jobs).
     #[cfg(feature = "zstd")]
     #[test]
     fn zstd_layers_of_several_jobs_ignore_thread_count() {
-        // 24 MiB of compressible, non-repeating text: a dozen jobs.
-        let mut body = Vec::with_capacity(24 << 20);
+        // 40 MiB of compressible, non-repeating text: ten jobs at level 3, three at level 9.
+        let mut body = Vec::with_capacity(40 << 20);
         let mut x: u64 = 1;
-        while body.len() < 24 << 20 {
+        while body.len() < 40 << 20 {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             body.extend_from_slice(format!("line {} of {}\n", x >> 40, x % 1000).as_bytes());
         }
         let entries = [Entry::file("big", 0o644, body)];
-        let c = Compression::Zstd { level: 3 };
-        let (one, _) = build(&entries, c, 1);
-        for threads in [2, 3] {
-            let (more, _) = build(&entries, c, threads);
-            assert!(one == more, "zstd bytes differ with {threads} threads");
+        for level in [3, 9] {
+            let c = Compression::Zstd { level };
+            let (one, _) = build(&entries, c, 1);
+            for threads in [2, 3] {
+                let (more, _) = build(&entries, c, threads);
+                assert!(one == more, "{c} bytes differ with {threads} threads");
+            }
+        }
+    }
+
+    /// The job sizes the front was measured with (docs/bench/NOTES.md): changing them changes
+    /// every zstd layer's bytes, so it must be a decision, not an accident.
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_jobs_are_capped_at_the_fast_levels_only() {
+        assert_eq!(zstd_job_size(1), 0);
+        for level in 2..=6 {
+            assert_eq!(zstd_job_size(level), 4 << 20, "level {level}");
+        }
+        for level in 7..=19 {
+            assert_eq!(zstd_job_size(level), 0, "level {level}");
         }
     }
 
