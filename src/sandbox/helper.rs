@@ -305,14 +305,79 @@ pub(crate) fn chown_tree(root: &Path, entries: &[(Vec<u8>, u32, u32)]) -> Result
     Ok(())
 }
 
-/// Removes `path` and everything below it; a missing path is not an error.
+/// Threads that empty a tree's directories at once. Removing a step's files is bound by the file
+/// system's latency, not the CPU: ext4 frees each written-back file's blocks through its journal.
+/// 20,000 files of 20 KiB written back took 3.4 s to remove from one thread and 1.75 s from 8 on
+/// 2 cores (issue #21: the tail of the family's full variant was its apt step's upper directory
+/// being removed).
+const REMOVE_THREADS: usize = 8;
+
+/// Removes `path` and everything below it; a missing path is not an error. Files go first, from
+/// [`REMOVE_THREADS`] threads; the emptied directories then go with `remove_dir_all`, which also
+/// reports anything that could not be removed. Nothing runs in the tree any more (the step's
+/// processes are gone), and symbolic links are removed, never followed.
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(m) if m.is_dir() => {
+            unlink_files_in_parallel(path);
+            std::fs::remove_dir_all(path)
+        }
         Ok(_) => std::fs::remove_file(path),
     }
+}
+
+/// Unlinks every non-directory below `root`: threads share a queue of directories, each empties
+/// one and queues its subdirectories. Errors are left for the `remove_dir_all` that follows.
+fn unlink_files_in_parallel(root: &Path) {
+    use std::sync::{Condvar, Mutex};
+    struct Queue {
+        dirs: Vec<PathBuf>,
+        busy: usize,
+    }
+    let queue = Mutex::new(Queue {
+        dirs: vec![root.to_path_buf()],
+        busy: 0,
+    });
+    let wake = Condvar::new();
+    let worker = || loop {
+        let dir = {
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(d) = q.dirs.pop() {
+                    q.busy += 1;
+                    break d;
+                }
+                if q.busy == 0 {
+                    wake.notify_all();
+                    return;
+                }
+                q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let mut subdirs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => subdirs.push(e.path()),
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.dirs.extend(subdirs);
+        q.busy -= 1;
+        wake.notify_all();
+    };
+    std::thread::scope(|s| {
+        for _ in 0..REMOVE_THREADS {
+            s.spawn(worker);
+        }
+    });
 }
 
 /// Forks, execs `argv` with `env` in the child (stdin `/dev/null`, no descriptor above 2), and
@@ -406,4 +471,41 @@ fn exec_and_wait(argv: &[Vec<u8>], env: &[(Vec<u8>, Vec<u8>)]) -> Result<ExitSta
     } else {
         ExitStatus::Code(libc::WEXITSTATUS(w))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_tree;
+    use std::os::unix::fs::symlink;
+
+    /// The parallel removal empties deep and wide trees, removes symbolic links without following
+    /// them (a link to a directory outside, and one to a file outside, leave their targets), and
+    /// a missing path is not an error.
+    #[test]
+    fn remove_tree_removes_everything_below_and_nothing_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"x").unwrap();
+        let root = tmp.path().join("tree");
+        for d in 0..40 {
+            let dir = root.join(format!("d{d}/a/b"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..25 {
+                std::fs::write(dir.join(format!("f{f}")), b"data").unwrap();
+                std::fs::write(root.join(format!("d{d}/g{f}")), b"data").unwrap();
+            }
+        }
+        symlink(&outside, root.join("d0/to-dir")).unwrap();
+        symlink(outside.join("keep"), root.join("d1/a/to-file")).unwrap();
+        std::fs::write(root.join("top"), b"x").unwrap();
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"x");
+        remove_tree(&root).unwrap();
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        remove_tree(&file).unwrap();
+        assert!(!file.exists());
+    }
 }
