@@ -16,14 +16,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::dockerfile::ignore::Ignore;
 use crate::layer::{Entry, EntryKind, FileSource};
 use crate::plan::{CopyStep, InlineFile};
 
-use super::context::{clean_rel, glob_match, has_wildcard, Context, SourceError};
+use super::context::{clean_rel, glob_match, has_wildcard, Context, FileKind, SourceError, Stat};
 use super::fsindex::{FsIndex, NodeKind};
 use super::user::Owner;
 
@@ -169,42 +168,43 @@ struct Item {
     key: Option<(u64, u64)>,
 }
 
-fn ctx_item(abs: &Path, md: &std::fs::Metadata) -> Result<Item, CopyError> {
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File {
-            size: md.len(),
-            source: FileSource::Path(abs.to_path_buf()),
+fn ctx_item(abs: PathBuf, st: &Stat) -> Result<Item, CopyError> {
+    let kind = match st.kind {
+        FileKind::Dir => EntryKind::Dir,
+        FileKind::File => EntryKind::File {
+            size: st.file.size,
+            source: FileSource::Path(abs),
+        },
+        FileKind::Symlink => {
+            let t = std::fs::read_link(&abs).map_err(|e| {
+                CopyError::Other(format!("cannot read link `{}`: {e}", abs.display()))
+            })?;
+            EntryKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
         }
-    } else if ft.is_symlink() {
-        let t = std::fs::read_link(abs)
-            .map_err(|e| CopyError::Other(format!("cannot read link `{}`: {e}", abs.display())))?;
-        EntryKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_socket() {
-        return Err(CopyError::Other(format!(
-            "`{}` is a socket; sockets cannot be copied into an image",
-            abs.display()
-        )));
-    } else {
-        let dev = md.rdev() as rustix::fs::Dev;
-        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
-        if ft.is_char_device() {
-            EntryKind::CharDevice { major, minor }
-        } else {
-            EntryKind::BlockDevice { major, minor }
+        FileKind::Fifo => EntryKind::Fifo,
+        FileKind::Socket => {
+            return Err(CopyError::Other(format!(
+                "`{}` is a socket; sockets cannot be copied into an image",
+                abs.display()
+            )))
+        }
+        FileKind::CharDevice | FileKind::BlockDevice => {
+            let dev = st.rdev as rustix::fs::Dev;
+            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+            if st.kind == FileKind::CharDevice {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
         }
     };
-    let key = (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    let key = (st.kind == FileKind::File && st.nlink > 1).then_some((st.file.dev, st.file.ino));
     Ok(Item {
         kind,
-        mode: md.mode() & 0o7777,
+        mode: st.mode,
         uid: 0,
         gid: 0,
-        mtime: md.mtime(),
+        mtime: st.file.mtime.0,
         key,
     })
 }
@@ -356,21 +356,33 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             Some(ctx) => &SourceFs::Context(ctx),
             None => &input.source,
         };
-        let items: Vec<(String, Item)> = match source {
-            SourceFs::Context(ctx) => ctx
-                .collect(&src.path, &excludes)?
-                .into_iter()
-                .map(|f| {
-                    ctx_item(&f.abs, &f.md).map(|mut i| {
+        // A context's files become items one at a time, as they are added (a context of a
+        // million files is listed once, not again as items).
+        let items: Box<dyn Iterator<Item = Result<(String, Item), CopyError>> + '_> = match source {
+            SourceFs::Context(ctx) => {
+                let files = ctx.collect(&src.path, &excludes)?;
+                let base = src.path.clone();
+                Box::new(files.into_iter().map(move |f| {
+                    ctx_item(ctx.path_of(&base, &f.rel), &f.st).map(|mut i| {
                         i.mtime = i.mtime.min(input.epoch);
                         (f.rel, i)
                     })
-                })
-                .collect::<Result<_, _>>()?,
-            SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes)?,
+                }))
+            }
+            SourceFs::Tree { index, rootfs } => Box::new(
+                tree_items(index, rootfs, &src.path, &excludes)?
+                    .into_iter()
+                    .map(Ok),
+            ),
         };
-        let Some((_, top)) = items.first() else {
-            continue;
+        let mut items = items.peekable();
+        let top = match items.peek() {
+            None => continue,
+            Some(Err(_)) => {
+                items.next().expect("peeked")?;
+                continue;
+            }
+            Some(Ok((_, top))) => top,
         };
         let is_dir = matches!(top.kind, EntryKind::Dir);
         // ADD of a local archive: extract it.
@@ -404,7 +416,8 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         } else {
             dest_rel.clone()
         };
-        for (rel, item) in items {
+        for item in items {
+            let (rel, item) = item?;
             let path = join(&base, rel.as_bytes());
             if path.is_empty() {
                 continue; // the root of the image itself
