@@ -471,6 +471,25 @@ mod tests {
         assert_eq!(files, ["", "a.txt", "sub", "sub/c.txt"]);
     }
 
+    /// #21: a context file costs its path and a few stat values, not a `Metadata` (176 bytes)
+    /// and an absolute path: a context of a million files is listed twice (cache key, COPY).
+    #[test]
+    fn a_context_file_is_its_path_and_a_small_stat() {
+        assert!(std::mem::size_of::<CtxFile>() <= 104);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), b"x").unwrap();
+        let ctx = Context::new(d.path().to_path_buf(), Ignore::default());
+        let files = ctx.collect("sub", &Ignore::default()).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(ctx.path_of("sub", &files[1].rel), d.path().join("sub/f"));
+        assert_eq!(ctx.path_of("sub", &files[0].rel), d.path().join("sub"));
+        assert_eq!(
+            (files[1].st.kind, files[1].st.file.size),
+            (FileKind::File, 1)
+        );
+    }
+
     /// Regression: wildcard expansion listed a symlinked directory where the host resolved it
     /// (outside the context), and let a match through a symlink reach an ignored file.
     #[test]

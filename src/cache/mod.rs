@@ -472,6 +472,56 @@ mod tests {
         assert_eq!(idx.files_hashed, 1);
     }
 
+    /// #21: a context of N files costs the file index 88 bytes a file (flat records), not a
+    /// hash map's buckets; a second path to a hard-linked file is not read again; what a
+    /// build added is found by the next one, the changed file replaced, not duplicated.
+    #[test]
+    fn the_file_index_holds_88_bytes_a_file_and_finds_what_it_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        let n = 2000;
+        let st = |f: &Path| {
+            let md = std::fs::symlink_metadata(f).unwrap();
+            (FileStat::from(&md), md.nlink())
+        };
+        for i in 0..n {
+            std::fs::write(ctx.join(format!("f{i}")), format!("{i}")).unwrap();
+        }
+        std::fs::hard_link(ctx.join("f0"), ctx.join("link")).unwrap();
+        let mut idx = FileIndex::load(&store);
+        for name in (0..n).map(|i| format!("f{i}")).chain(["link".into()]) {
+            let (s, nlink) = st(&ctx.join(&name));
+            idx.hash(&ctx.join(&name), &s, nlink).unwrap();
+        }
+        assert_eq!((idx.files_hashed, idx.files_reused), (n as u64, 1));
+        idx.settle();
+        assert!(
+            idx.heap_bytes() <= n * RECORD_LEN * 5 / 4,
+            "{} bytes for {n} files",
+            idx.heap_bytes()
+        );
+        idx.save().unwrap();
+        // Changed (a new file under the old name): hashed again, the record replaced.
+        std::fs::remove_file(ctx.join("f7")).unwrap();
+        std::fs::write(ctx.join("f7"), b"seven").unwrap();
+        let mut idx = FileIndex::load(&store);
+        assert_eq!(idx.records.len(), n);
+        for i in 0..n {
+            let f = ctx.join(format!("f{i}"));
+            let (s, nlink) = st(&f);
+            let sha = idx.hash(&f, &s, nlink).unwrap();
+            let want: [u8; 32] = Sha256::digest(std::fs::read(&f).unwrap()).into();
+            assert_eq!(sha, want, "f{i}");
+        }
+        assert_eq!((idx.files_hashed, idx.files_reused), (1, n as u64 - 1));
+        idx.save().unwrap();
+        let idx = FileIndex::load(&store);
+        assert!(idx.records.len() >= n && idx.records.len() <= n + 1);
+        assert!(idx.records.windows(2).all(|w| w[0].key < w[1].key));
+    }
+
     #[test]
     fn layer_keys_depend_on_compression_and_epoch() {
         let k = layer_key("abc", "gzip:6", 0, true);

@@ -114,13 +114,59 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// Collects entries by path; later writes to a path win; parents are added on demand.
+///
+/// Entries added in increasing path order (a directory source's files come sorted, each after
+/// its parents) stay in a flat list, searched by binary search; the first one out of order
+/// moves them all into a map, which then behaves as before. A large COPY thus costs one
+/// entry per file, not a map node too.
 struct Out<'a> {
-    entries: BTreeMap<Vec<u8>, Entry>,
+    /// Strictly increasing by path while `map` is `None`.
+    sorted: Vec<Entry>,
+    map: Option<BTreeMap<Vec<u8>, Entry>>,
     dest: &'a FsIndex,
     parent_owner: Owner,
 }
 
 impl Out<'_> {
+    fn contains(&self, p: &[u8]) -> bool {
+        match &self.map {
+            Some(m) => m.contains_key(p),
+            None => self
+                .sorted
+                .binary_search_by(|e| e.path.as_slice().cmp(p))
+                .is_ok(),
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if self.map.is_none() {
+            if self.sorted.last().is_none_or(|l| l.path < e.path) {
+                self.sorted.push(e);
+                return;
+            }
+            let sorted = std::mem::take(&mut self.sorted);
+            self.map = Some(sorted.into_iter().map(|e| (e.path.clone(), e)).collect());
+        }
+        if let Some(m) = &mut self.map {
+            m.insert(e.path.clone(), e);
+        }
+    }
+
+    /// Room for `n` more entries, while they are kept in order.
+    fn reserve(&mut self, n: usize) {
+        if self.map.is_none() {
+            self.sorted.reserve(n);
+        }
+    }
+
+    /// The entries, in path order.
+    fn into_entries(self) -> Vec<Entry> {
+        match self.map {
+            Some(m) => m.into_values().collect(),
+            None => self.sorted,
+        }
+    }
+
     fn ensure_parents(&mut self, path: &[u8]) {
         let mut ends: Vec<usize> = path
             .iter()
@@ -131,7 +177,7 @@ impl Out<'_> {
         ends.reverse();
         while let Some(i) = ends.pop() {
             let p = &path[..i];
-            if self.entries.contains_key(p) {
+            if self.contains(p) {
                 continue;
             }
             match self.dest.get(p) {
@@ -141,7 +187,7 @@ impl Out<'_> {
             let mut e = Entry::dir(p.to_vec(), 0o755);
             e.uid = self.parent_owner.uid;
             e.gid = self.parent_owner.gid;
-            self.entries.insert(p.to_vec(), e);
+            self.insert(e);
         }
     }
 
@@ -154,7 +200,7 @@ impl Out<'_> {
 
     fn add(&mut self, e: Entry) {
         self.ensure_parents(&e.path.clone());
-        self.entries.insert(e.path.clone(), e);
+        self.insert(e);
     }
 }
 
@@ -222,7 +268,8 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
     let parent_owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
     let mut out = Out {
-        entries: BTreeMap::new(),
+        sorted: Vec::new(),
+        map: None,
         dest: input.dest,
         parent_owner,
     };
@@ -376,6 +423,7 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             ),
         };
         let mut items = items.peekable();
+        out.reserve(items.size_hint().0);
         let top = match items.peek() {
             None => continue,
             Some(Err(_)) => {
@@ -462,43 +510,46 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             out.add(e);
         }
     }
-    Ok(link_order(out.entries))
+    Ok(link_order(out.into_entries()))
 }
 
 /// The entries in path order, with every hard link after the file it links to: a tar is read in
 /// order, so within each group of links the first path carries the content and the others link
 /// to it (an archive may list a link before its target by path).
-fn link_order(mut entries: BTreeMap<Vec<u8>, Entry>) -> Vec<Entry> {
+fn link_order(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let find =
+        |entries: &[Entry], p: &[u8]| entries.binary_search_by(|e| e.path.as_slice().cmp(p)).ok();
     let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
-    for (path, e) in &entries {
+    for e in &entries {
         if let EntryKind::Hardlink(t) = &e.kind {
-            groups.entry(t.clone()).or_default().push(path.clone());
+            groups.entry(t.clone()).or_default().push(e.path.clone());
         }
     }
     for (target, links) in groups {
         let first = links.iter().min().cloned().unwrap_or_default();
-        if first >= target || !entries.contains_key(&target) {
+        let Some(t) = find(&entries, &target) else {
+            continue;
+        };
+        if first >= target {
             continue;
         }
         // `first` becomes the file; the old target and the other links point at it.
-        let Some(file) = entries.get(&target).cloned() else {
-            continue;
-        };
-        if let Some(e) = entries.get_mut(&first) {
-            let path = e.path.clone();
-            *e = Entry { path, ..file };
+        let file = entries[t].clone();
+        if let Some(i) = find(&entries, &first) {
+            let path = std::mem::take(&mut entries[i].path);
+            entries[i] = Entry { path, ..file };
         }
         for p in links
             .iter()
             .filter(|p| **p != first)
             .chain(std::iter::once(&target))
         {
-            if let Some(e) = entries.get_mut(p) {
-                e.kind = EntryKind::Hardlink(first.clone());
+            if let Some(i) = find(&entries, p) {
+                entries[i].kind = EntryKind::Hardlink(first.clone());
             }
         }
     }
-    entries.into_values().collect()
+    entries
 }
 
 fn inline_entry(f: &InlineFile, path: Vec<u8>, input: &CopyInput<'_>) -> Entry {
