@@ -21,8 +21,10 @@
 //! `cache-v1/files.idx` maps (device, inode) to (size, mtime, ctime, SHA-256): a file whose four
 //! stat values are unchanged is not read again. ctime changes on every content or metadata
 //! change, and cannot be set back by users, so a match means the content is the same.
-//! The index is loaded once per build and written back atomically; concurrent builds may lose
-//! each other's additions, never correctness (every hit is re-checked against a fresh stat).
+//! The index is loaded once per build (as flat records sorted by (device, inode): 88 bytes a
+//! file in memory, as on disk) and written back atomically once the context is hashed, before
+//! the steps run; concurrent builds may lose each other's additions, never correctness (every
+//! hit is re-checked against a fresh stat).
 //!
 //! # Outside the store
 //! [`remote`]: the same layer keys in a registry or an OCI layout directory

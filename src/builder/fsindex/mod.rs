@@ -366,54 +366,66 @@ impl FsIndex {
     /// Applies the entries of a layer kiln wrote (no whiteouts among them).
     pub fn apply_entries(&mut self, entries: &[Entry]) {
         for e in entries {
-            // A hard link shares its target's metadata and size (the target comes first).
-            let path = self.resolve_parent(&e.path);
-            if let EntryKind::Hardlink(t) = &e.kind {
-                if let Some((t, mut n)) = clean_path(t)
-                    .map(|t| self.resolve_parent(&t))
-                    .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
-                {
-                    if let Some(target) = self.nodes.get_mut(&t) {
-                        target.linked = true;
-                    }
-                    let first = n.link_of().map_or(t, <[u8]>::to_vec);
-                    n.set_link_of(first);
-                    self.put(path, n);
-                    continue;
-                }
-            }
-            let kind = match &e.kind {
-                EntryKind::Dir => NodeKind::Dir,
-                EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
-                EntryKind::File { .. } | EntryKind::Hardlink(_) => NodeKind::File,
-                _ => NodeKind::Special,
-            };
-            let content = match &e.kind {
-                EntryKind::File {
-                    source: crate::layer::FileSource::Bytes(b),
-                    ..
-                } if KEEP_CONTENT.contains(&path.as_slice()) => Some(b.clone()),
-                EntryKind::File {
-                    source: crate::layer::FileSource::Path(p),
-                    size,
-                } if KEEP_CONTENT.contains(&path.as_slice()) && *size <= 1 << 20 => {
-                    std::fs::read(p).ok().map(Arc::from)
-                }
-                _ => None,
-            };
-            let mut xattrs = if kind == NodeKind::Dir {
-                e.xattrs.clone()
-            } else {
-                Vec::new()
-            };
-            xattrs.sort();
-            self.put(
-                path,
-                Node::new(kind, e.mode, (e.uid, e.gid), e.data_size(), e.mtime)
-                    .with_content(content)
-                    .with_xattrs(xattrs),
-            );
+            self.apply_entry(e);
         }
+    }
+
+    /// As [`FsIndex::apply_entries`], dropping each entry once applied: a large COPY's
+    /// entries (their paths, their source files' paths) are freed as the index takes them.
+    pub fn apply_owned(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            self.apply_entry(&e);
+        }
+    }
+
+    fn apply_entry(&mut self, e: &Entry) {
+        // A hard link shares its target's metadata and size (the target comes first).
+        let path = self.resolve_parent(&e.path);
+        if let EntryKind::Hardlink(t) = &e.kind {
+            if let Some((t, mut n)) = clean_path(t)
+                .map(|t| self.resolve_parent(&t))
+                .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+            {
+                if let Some(target) = self.nodes.get_mut(&t) {
+                    target.linked = true;
+                }
+                let first = n.link_of().map_or(t, <[u8]>::to_vec);
+                n.set_link_of(first);
+                self.put(path, n);
+                return;
+            }
+        }
+        let kind = match &e.kind {
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
+            EntryKind::File { .. } | EntryKind::Hardlink(_) => NodeKind::File,
+            _ => NodeKind::Special,
+        };
+        let content = match &e.kind {
+            EntryKind::File {
+                source: crate::layer::FileSource::Bytes(b),
+                ..
+            } if KEEP_CONTENT.contains(&path.as_slice()) => Some(b.clone()),
+            EntryKind::File {
+                source: crate::layer::FileSource::Path(p),
+                size,
+            } if KEEP_CONTENT.contains(&path.as_slice()) && *size <= 1 << 20 => {
+                std::fs::read(p).ok().map(Arc::from)
+            }
+            _ => None,
+        };
+        let mut xattrs = if kind == NodeKind::Dir {
+            e.xattrs.clone()
+        } else {
+            Vec::new()
+        };
+        xattrs.sort();
+        self.put(
+            path,
+            Node::new(kind, e.mode, (e.uid, e.gid), e.data_size(), e.mtime)
+                .with_content(content)
+                .with_xattrs(xattrs),
+        );
     }
 
     /// `path` with its parent directory resolved through symlinks (not its last component): where
