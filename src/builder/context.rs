@@ -6,14 +6,80 @@ use std::path::{Path, PathBuf};
 use crate::dockerfile::ignore::Ignore;
 
 /// A file of the context selected by a COPY source.
+///
+/// Small on purpose (a context of a million files holds one per file while its cache key is
+/// computed and again while COPY lists it): the relative path and the few stat values the
+/// cache key and the layer entry need, not a whole `Metadata` nor the absolute path (which
+/// [`Context::path_of`] gives back).
 #[derive(Debug, Clone)]
 pub struct CtxFile {
     /// Path relative to the copied source root (`""` for the source itself).
     pub rel: String,
-    /// Where it is on disk.
-    pub abs: PathBuf,
-    /// Its metadata (not following a symlink).
-    pub md: Metadata,
+    /// Its stat values (not following a symlink).
+    pub st: Stat,
+}
+
+/// A file's type, as COPY distinguishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink.
+    Symlink,
+    /// A fifo.
+    Fifo,
+    /// A socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+}
+
+/// The stat values of a context file that COPY and the cache key read.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    /// What the file index needs to trust a recorded hash (device, inode, size, times).
+    pub file: crate::cache::FileStat,
+    /// The device number of a device node.
+    pub rdev: u64,
+    /// The type.
+    pub kind: FileKind,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    /// Number of hard links (saturated).
+    pub nlink: u32,
+}
+
+impl From<&Metadata> for Stat {
+    fn from(md: &Metadata) -> Stat {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_file() {
+            FileKind::File
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else if ft.is_fifo() {
+            FileKind::Fifo
+        } else if ft.is_socket() {
+            FileKind::Socket
+        } else if ft.is_char_device() {
+            FileKind::CharDevice
+        } else {
+            FileKind::BlockDevice
+        };
+        Stat {
+            file: md.into(),
+            rdev: md.rdev(),
+            kind,
+            mode: md.mode() & 0o7777,
+            nlink: u32::try_from(md.nlink()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// Why a source cannot be used.
@@ -165,6 +231,17 @@ impl Context {
         &self.root
     }
 
+    /// Where the file `rel` of what [`Context::collect`] gave for the source `base` is on disk.
+    pub fn path_of(&self, base: &str, rel: &str) -> PathBuf {
+        let mut p = self.root.clone();
+        for part in [base, rel] {
+            if !part.is_empty() {
+                p.push(part);
+            }
+        }
+        p
+    }
+
     fn ignored(&self, rel: &str) -> bool {
         !rel.is_empty() && self.ignore.matches(rel)
     }
@@ -269,13 +346,13 @@ impl Context {
             .map_err(|e| SourceError::Io(rel.to_string(), e.to_string()))?;
         let mut out = vec![CtxFile {
             rel: String::new(),
-            abs: abs.clone(),
-            md: md.clone(),
+            st: Stat::from(&md),
         }];
         if md.is_dir() {
             self.walk(rel, "", &abs, excludes, &mut out)?;
         }
-        out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        out.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        out.shrink_to_fit();
         Ok(out)
     }
 
@@ -316,16 +393,14 @@ impl Context {
                     if !ignored || out.len() > before {
                         out.push(CtxFile {
                             rel: rel_sub,
-                            abs,
-                            md,
+                            st: Stat::from(&md),
                         });
                     }
                 }
             } else if !ignored {
                 out.push(CtxFile {
                     rel: rel_sub,
-                    abs,
-                    md,
+                    st: Stat::from(&md),
                 });
             }
         }
@@ -394,6 +469,25 @@ mod tests {
             .map(|f| f.rel)
             .collect();
         assert_eq!(files, ["", "a.txt", "sub", "sub/c.txt"]);
+    }
+
+    /// #21: a context file costs its path and a few stat values, not a `Metadata` (176 bytes)
+    /// and an absolute path: a context of a million files is listed twice (cache key, COPY).
+    #[test]
+    fn a_context_file_is_its_path_and_a_small_stat() {
+        assert!(std::mem::size_of::<CtxFile>() <= 104);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), b"x").unwrap();
+        let ctx = Context::new(d.path().to_path_buf(), Ignore::default());
+        let files = ctx.collect("sub", &Ignore::default()).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(ctx.path_of("sub", &files[1].rel), d.path().join("sub/f"));
+        assert_eq!(ctx.path_of("sub", &files[0].rel), d.path().join("sub"));
+        assert_eq!(
+            (files[1].st.kind, files[1].st.file.size),
+            (FileKind::File, 1)
+        );
     }
 
     /// Regression: wildcard expansion listed a symlinked directory where the host resolved it

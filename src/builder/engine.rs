@@ -126,6 +126,11 @@ pub fn build_with(
         Err(e) => task.failed(&e.chain_text()),
     }
     let gathered = gathered?;
+    // The file index is written (and its records dropped) before the steps run: only
+    // gathering reads it, and a large context's records need not be held during COPY.
+    files.save()?;
+    let (files_hashed, files_reused) = (files.files_hashed, files.files_reused);
+    drop(files);
     let keys = CacheKeys::compute(&plan, &|i| gathered.digest(i));
     preflight::check_run_steps(env, &plan)?;
     let scratch = tempfile::Builder::new()
@@ -194,11 +199,10 @@ pub fn build_with(
         let _ = h.sandbox.remove_tree(scratch.path());
     }
     result?;
-    files.save()?;
     let mut outcome = b.finish(&plan)?;
     b.export_caches(&plan)?;
-    outcome.context_files_hashed = files.files_hashed;
-    outcome.context_files_reused = files.files_reused;
+    outcome.context_files_hashed = files_hashed;
+    outcome.context_files_reused = files_reused;
     Ok(outcome)
 }
 

@@ -585,7 +585,8 @@ pub(super) fn gather(
     Ok(out)
 }
 
-/// The digest of what a context input reads (see `crate::cache` for what it covers).
+/// The digest of what a context input reads (see `crate::cache` for what it covers), hashed
+/// as the files are listed, one source at a time.
 fn context_digest(
     ctx: &Context,
     paths: &[String],
@@ -593,39 +594,50 @@ fn context_digest(
     epoch: i64,
     files: &mut FileIndex,
 ) -> Result<(String, u64), StepError> {
-    use std::os::unix::fs::MetadataExt;
+    use super::context::FileKind;
     let excl = Ignore::parse(&excludes.join("\n"))
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
-    let mut items = Vec::new();
+    let mut digest = cache::ContextDigest::default();
+    let mut size = 0;
     for p in paths {
         if p.starts_with("http://") || p.starts_with("https://") {
             continue;
         }
         for (name, resolved) in ctx.expand(p)? {
             for f in ctx.collect(&resolved, &excl)? {
-                let ft = f.md.file_type();
-                let (kind, sha, link) = if ft.is_file() {
-                    ('f', files.hash(&f.abs, &f.md)?, String::new())
-                } else if ft.is_dir() {
-                    ('d', [0; 32], String::new())
-                } else if ft.is_symlink() {
-                    let t = std::fs::read_link(&f.abs).map_err(StepError::io("read", &f.abs))?;
-                    ('l', [0; 32], t.to_string_lossy().into_owned())
-                } else {
-                    ('s', [0; 32], String::new())
+                let st = &f.st;
+                let (kind, sha, link) = match st.kind {
+                    FileKind::File => {
+                        let abs = ctx.path_of(&resolved, &f.rel);
+                        (
+                            'f',
+                            files.hash(&abs, &st.file, st.nlink.into())?,
+                            String::new(),
+                        )
+                    }
+                    FileKind::Dir => ('d', [0; 32], String::new()),
+                    FileKind::Symlink => {
+                        let abs = ctx.path_of(&resolved, &f.rel);
+                        let t = std::fs::read_link(&abs).map_err(StepError::io("read", &abs))?;
+                        ('l', [0; 32], t.to_string_lossy().into_owned())
+                    }
+                    _ => ('s', [0; 32], String::new()),
                 };
-                items.push(ContextItem {
+                let file_size = if kind == 'f' { st.file.size } else { 0 };
+                size += file_size;
+                digest.push(&ContextItem {
                     path: format!("{p}\0{name}\0{}", f.rel),
                     kind,
-                    mode: f.md.mode() & 0o7777,
-                    size: if ft.is_file() { f.md.len() } else { 0 },
-                    mtime: f.md.mtime().min(epoch),
+                    mode: st.mode,
+                    size: file_size,
+                    mtime: st.file.mtime.0.min(epoch),
                     link,
                     sha256: sha,
                 });
             }
+            // A later source that lists the same files finds them.
+            files.settle();
         }
     }
-    let size = items.iter().map(|i| i.size).sum();
-    Ok((cache::context_digest(&items), size))
+    Ok((digest.finish(), size))
 }

@@ -261,7 +261,7 @@ impl Builder<'_> {
         self.written.insert(key.clone());
         self.made.push((at.stage, key, layer.clone()));
         let seconds = start.elapsed().as_secs_f64();
-        state.push(layer, &step.created_by, Some(&entries), false, seconds);
+        state.push(layer, &step.created_by, Some(entries), false, seconds);
         if let Some(r) = state.records.last_mut() {
             r.stats = Some(stats);
         }

@@ -204,7 +204,7 @@ impl StageState {
         &mut self,
         layer: CachedLayer,
         created_by: &str,
-        entries: Option<&[Entry]>,
+        entries: Option<Vec<Entry>>,
         cached: bool,
         seconds: f64,
     ) {
@@ -212,7 +212,7 @@ impl StageState {
         // such a layer is read back from its tar, which removes the paths it deletes.
         if let Some(e) = entries.filter(|e| !e.iter().any(is_whiteout)) {
             if self.indexed == self.layers.len() {
-                self.index.apply_entries(e);
+                self.index.apply_owned(e);
                 self.indexed += 1;
             }
         }

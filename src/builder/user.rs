@@ -51,8 +51,8 @@ pub enum OwnerError {
 type Spec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a str, Option<&'a str>);
 
 fn split_spec<'a>(index: &'a FsIndex, spec: &'a str) -> Result<Spec<'a>, OwnerError> {
-    let passwd = index.get(b"etc/passwd").and_then(|n| n.content.as_deref());
-    let group = index.get(b"etc/group").and_then(|n| n.content.as_deref());
+    let passwd = index.get(b"etc/passwd").and_then(|n| n.content());
+    let group = index.get(b"etc/group").and_then(|n| n.content());
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

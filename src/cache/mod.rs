@@ -21,8 +21,10 @@
 //! `cache-v1/files.idx` maps (device, inode) to (size, mtime, ctime, SHA-256): a file whose four
 //! stat values are unchanged is not read again. ctime changes on every content or metadata
 //! change, and cannot be set back by users, so a match means the content is the same.
-//! The index is loaded once per build and written back atomically; concurrent builds may lose
-//! each other's additions, never correctness (every hit is re-checked against a fresh stat).
+//! The index is loaded once per build (as flat records sorted by (device, inode): 88 bytes a
+//! file in memory, as on disk) and written back atomically once the context is hashed, before
+//! the steps run; concurrent builds may lose each other's additions, never correctness (every
+//! hit is re-checked against a fresh stat).
 //!
 //! # Outside the store
 //! [`remote`]: the same layer keys in a registry or an OCI layout directory
@@ -148,8 +150,11 @@ impl LayerCache {
     }
 }
 
+/// One file of the index, as it is on disk: (device, inode), the stat values that must be
+/// unchanged, and the content's SHA-256. 88 bytes, nothing on the heap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileRecord {
+    key: (u64, u64),
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
@@ -159,13 +164,51 @@ struct FileRecord {
 const RECORD_LEN: usize = 8 * 2 + 8 + 16 + 16 + 32;
 const INDEX_MAGIC: &[u8; 16] = b"kiln-files-v1\n\0\0";
 
+/// What the index needs to know of a file's stat to trust a hash it recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// mtime (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// ctime (seconds, nanoseconds).
+    pub ctime: (i64, i64),
+}
+
+impl From<&std::fs::Metadata> for FileStat {
+    fn from(md: &std::fs::Metadata) -> FileStat {
+        FileStat {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
 /// The persistent (device, inode) → content hash index.
+///
+/// Kept as flat, sorted records (a context of a million files costs 88 MB here, where a hash
+/// map of the same records cost twice that and more while it grew): the records read from the
+/// store, searched by binary search, and the records hashed since the last
+/// [`FileIndex::settle`], folded into them in place.
 #[derive(Debug)]
 pub struct FileIndex {
     path: PathBuf,
     /// The store's `tmp/` (see [`LayerCache`]).
     tmp: PathBuf,
-    map: HashMap<(u64, u64), FileRecord>,
+    /// Sorted by key, one record per key.
+    records: Vec<FileRecord>,
+    /// Hashed since the last settle, in the order they were hashed.
+    added: Vec<FileRecord>,
+    /// For files with several links: their index in `added`, so a second path to the same
+    /// inode is not read again before the next settle.
+    linked: HashMap<(u64, u64), usize>,
     dirty: bool,
     /// Files actually read and hashed during this build.
     pub files_hashed: u64,
@@ -179,30 +222,44 @@ impl FileIndex {
     /// Loads the index of `store` (empty if missing or unreadable).
     pub fn load(store: &Store) -> FileIndex {
         let path = store.root().join("cache-v1/files.idx");
-        let mut map = HashMap::new();
-        if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.len() >= 16 && &bytes[..16] == INDEX_MAGIC {
-                for r in bytes[16..].chunks_exact(RECORD_LEN) {
-                    let u = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().expect("8 bytes"));
+        let mut records = Vec::new();
+        // Read record by record: the file of a large context is not held twice.
+        if let Ok(f) = File::open(&path) {
+            let len = f.metadata().map_or(0, |m| m.len()) as usize;
+            let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+            let mut magic = [0u8; 16];
+            if r.read_exact(&mut magic).is_ok() && &magic == INDEX_MAGIC {
+                records.reserve_exact(len.saturating_sub(16) / RECORD_LEN);
+                let mut rec = [0u8; RECORD_LEN];
+                while r.read_exact(&mut rec).is_ok() {
+                    let u =
+                        |i: usize| u64::from_le_bytes(rec[i..i + 8].try_into().expect("8 bytes"));
                     let i = |o: usize| u(o) as i64;
                     let mut sha = [0u8; 32];
-                    sha.copy_from_slice(&r[56..88]);
-                    map.insert(
-                        (u(0), u(8)),
-                        FileRecord {
-                            size: u(16),
-                            mtime: (i(24), i(32)),
-                            ctime: (i(40), i(48)),
-                            sha256: sha,
-                        },
-                    );
+                    sha.copy_from_slice(&rec[56..88]);
+                    records.push(FileRecord {
+                        key: (u(0), u(8)),
+                        size: u(16),
+                        mtime: (i(24), i(32)),
+                        ctime: (i(40), i(48)),
+                        sha256: sha,
+                    });
                 }
             }
+        }
+        // Written sorted; a file that is not (or repeats a key: the last one wins, as the
+        // map this replaced did) is put right here rather than misread.
+        if !records.windows(2).all(|w| w[0].key < w[1].key) {
+            records.reverse();
+            records.sort_by_key(|r| r.key);
+            records.dedup_by_key(|r| r.key);
         }
         FileIndex {
             path,
             tmp: store.tmp_dir(),
-            map,
+            records,
+            added: Vec::new(),
+            linked: HashMap::new(),
             dirty: false,
             files_hashed: 0,
             bytes_hashed: 0,
@@ -210,17 +267,33 @@ impl FileIndex {
         }
     }
 
-    /// The SHA-256 of the file at `path` whose metadata is `md`, from the index when its stat
-    /// values are unchanged, else by reading it.
-    pub fn hash(&mut self, path: &Path, md: &std::fs::Metadata) -> Result<[u8; 32]> {
-        let key = (md.dev(), md.ino());
+    /// Bytes the index holds in memory, by a fixed accounting (the records' buffers at their
+    /// capacity, and the hard-link table at its length): what a context of N files costs.
+    pub fn heap_bytes(&self) -> usize {
+        let rec = std::mem::size_of::<FileRecord>();
+        (self.records.capacity() + self.added.capacity()) * rec
+            + self.linked.len() * (std::mem::size_of::<((u64, u64), usize)>() + 1)
+    }
+
+    fn lookup(&self, key: (u64, u64)) -> Option<FileRecord> {
+        if let Ok(i) = self.records.binary_search_by_key(&key, |r| r.key) {
+            return Some(self.records[i]);
+        }
+        self.linked.get(&key).map(|&i| self.added[i])
+    }
+
+    /// The SHA-256 of the file at `path` whose stat values are `st`, from the index when they
+    /// are unchanged, else by reading it.
+    pub fn hash(&mut self, path: &Path, st: &FileStat, nlink: u64) -> Result<[u8; 32]> {
+        let key = (st.dev, st.ino);
         let rec = FileRecord {
-            size: md.len(),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            ctime: (md.ctime(), md.ctime_nsec()),
+            key,
+            size: st.size,
+            mtime: st.mtime,
+            ctime: st.ctime,
             sha256: [0; 32],
         };
-        if let Some(r) = self.map.get(&key) {
+        if let Some(r) = self.lookup(key) {
             if r.size == rec.size && r.mtime == rec.mtime && r.ctime == rec.ctime {
                 self.files_reused += 1;
                 return Ok(r.sha256);
@@ -244,13 +317,47 @@ impl FileIndex {
         }
         self.files_hashed += 1;
         let sha256: [u8; 32] = h.finalize().into();
-        self.map.insert(key, FileRecord { sha256, ..rec });
+        if nlink > 1 {
+            self.linked.insert(key, self.added.len());
+        }
+        self.added.push(FileRecord { sha256, ..rec });
         self.dirty = true;
         Ok(sha256)
     }
 
+    /// Folds the records hashed since the last call into the sorted ones, so later look-ups
+    /// find them (a file already there is replaced in place; new ones are appended and the
+    /// whole sorted again, in place).
+    pub fn settle(&mut self) {
+        let mut added = std::mem::take(&mut self.added);
+        self.linked = HashMap::new();
+        if added.is_empty() {
+            return;
+        }
+        // The last record hashed for a key wins.
+        added.reverse();
+        added.sort_by_key(|r| r.key);
+        added.dedup_by_key(|r| r.key);
+        if self.records.is_empty() {
+            self.records = added;
+            return;
+        }
+        let mut fresh = Vec::new();
+        for r in added {
+            match self.records.binary_search_by_key(&r.key, |x| x.key) {
+                Ok(i) => self.records[i] = r,
+                Err(_) => fresh.push(r),
+            }
+        }
+        if !fresh.is_empty() {
+            self.records.extend(fresh);
+            self.records.sort_unstable_by_key(|r| r.key);
+        }
+    }
+
     /// Writes the index back if it changed.
     pub fn save(&mut self) -> Result<()> {
+        self.settle();
         if !self.dirty {
             return Ok(());
         }
@@ -264,26 +371,25 @@ impl FileIndex {
             path: dir.clone(),
             source,
         })?;
-        let mut out = Vec::with_capacity(16 + self.map.len() * RECORD_LEN);
-        out.extend_from_slice(INDEX_MAGIC);
-        let mut keys: Vec<_> = self.map.keys().copied().collect();
-        keys.sort_unstable();
-        for k in keys {
-            let r = &self.map[&k];
-            for v in [
-                k.0,
-                k.1,
-                r.size,
-                r.mtime.0 as u64,
-                r.mtime.1 as u64,
-                r.ctime.0 as u64,
-                r.ctime.1 as u64,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
+        let records = &self.records;
+        store::write_atomic_with(&self.tmp, &self.path, |out| {
+            out.write_all(INDEX_MAGIC)?;
+            for r in records {
+                for v in [
+                    r.key.0,
+                    r.key.1,
+                    r.size,
+                    r.mtime.0 as u64,
+                    r.mtime.1 as u64,
+                    r.ctime.0 as u64,
+                    r.ctime.1 as u64,
+                ] {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+                out.write_all(&r.sha256)?;
             }
-            out.extend_from_slice(&r.sha256);
-        }
-        store::write_atomic(&self.tmp, &self.path, &out)?;
+            Ok(())
+        })?;
         self.dirty = false;
         Ok(())
     }
@@ -310,8 +416,22 @@ pub struct ContextItem {
 
 /// The digest of a set of context files (see the module doc for what it covers).
 pub fn context_digest(items: &[ContextItem]) -> String {
-    let mut h = Sha256::new();
+    let mut h = ContextDigest::default();
     for i in items {
+        h.push(i);
+    }
+    h.finish()
+}
+
+/// [`context_digest`], fed one item at a time: a context's items are hashed as they are read,
+/// never all held.
+#[derive(Default)]
+pub struct ContextDigest(Sha256);
+
+impl ContextDigest {
+    /// Adds the next item, in path order.
+    pub fn push(&mut self, i: &ContextItem) {
+        let h = &mut self.0;
         h.update(i.path.as_bytes());
         h.update([0, i.kind as u8]);
         h.update(i.mode.to_le_bytes());
@@ -321,7 +441,14 @@ pub fn context_digest(items: &[ContextItem]) -> String {
         h.update([0]);
         h.update(i.sha256);
     }
-    format!("sha256:{}", Digest::from_sha256_bytes(&h.finalize()).hex())
+
+    /// The digest of the items pushed.
+    pub fn finish(self) -> String {
+        format!(
+            "sha256:{}",
+            Digest::from_sha256_bytes(&self.0.finalize()).hex()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -335,15 +462,66 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, b"one").unwrap();
         let mut idx = FileIndex::load(&store);
-        let a = idx.hash(&f, &std::fs::metadata(&f).unwrap()).unwrap();
+        let st = |f: &Path| FileStat::from(&std::fs::metadata(f).unwrap());
+        let a = idx.hash(&f, &st(&f), 1).unwrap();
         idx.save().unwrap();
         let mut idx = FileIndex::load(&store);
-        assert_eq!(idx.hash(&f, &std::fs::metadata(&f).unwrap()).unwrap(), a);
+        assert_eq!(idx.hash(&f, &st(&f), 1).unwrap(), a);
         assert_eq!((idx.files_reused, idx.files_hashed), (1, 0));
         std::fs::write(&f, b"two").unwrap();
-        let b = idx.hash(&f, &std::fs::metadata(&f).unwrap()).unwrap();
+        let b = idx.hash(&f, &st(&f), 1).unwrap();
         assert_ne!(a, b);
         assert_eq!(idx.files_hashed, 1);
+    }
+
+    /// #21: a context of N files costs the file index 88 bytes a file (flat records), not a
+    /// hash map's buckets; a second path to a hard-linked file is not read again; what a
+    /// build added is found by the next one, the changed file replaced, not duplicated.
+    #[test]
+    fn the_file_index_holds_88_bytes_a_file_and_finds_what_it_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        let n = 2000;
+        let st = |f: &Path| {
+            let md = std::fs::symlink_metadata(f).unwrap();
+            (FileStat::from(&md), md.nlink())
+        };
+        for i in 0..n {
+            std::fs::write(ctx.join(format!("f{i}")), format!("{i}")).unwrap();
+        }
+        std::fs::hard_link(ctx.join("f0"), ctx.join("link")).unwrap();
+        let mut idx = FileIndex::load(&store);
+        for name in (0..n).map(|i| format!("f{i}")).chain(["link".into()]) {
+            let (s, nlink) = st(&ctx.join(&name));
+            idx.hash(&ctx.join(&name), &s, nlink).unwrap();
+        }
+        assert_eq!((idx.files_hashed, idx.files_reused), (n as u64, 1));
+        idx.settle();
+        assert!(
+            idx.heap_bytes() <= n * RECORD_LEN * 5 / 4,
+            "{} bytes for {n} files",
+            idx.heap_bytes()
+        );
+        idx.save().unwrap();
+        // Changed (a new file under the old name): hashed again, the record replaced.
+        std::fs::remove_file(ctx.join("f7")).unwrap();
+        std::fs::write(ctx.join("f7"), b"seven").unwrap();
+        let mut idx = FileIndex::load(&store);
+        assert_eq!(idx.records.len(), n);
+        for i in 0..n {
+            let f = ctx.join(format!("f{i}"));
+            let (s, nlink) = st(&f);
+            let sha = idx.hash(&f, &s, nlink).unwrap();
+            let want: [u8; 32] = Sha256::digest(std::fs::read(&f).unwrap()).into();
+            assert_eq!(sha, want, "f{i}");
+        }
+        assert_eq!((idx.files_hashed, idx.files_reused), (1, n as u64 - 1));
+        idx.save().unwrap();
+        let idx = FileIndex::load(&store);
+        assert!(idx.records.len() >= n && idx.records.len() <= n + 1);
+        assert!(idx.records.windows(2).all(|w| w[0].key < w[1].key));
     }
 
     #[test]

@@ -386,11 +386,25 @@ pub(crate) fn read_index(root: &Path) -> Result<Index> {
 
 /// Writes `bytes` to `dest` through a temp file in `dir` (same filesystem), fsync, rename.
 pub(crate) fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(dir, dest, |w| w.write_all(bytes))
+}
+
+/// As [`write_atomic`], with the content written by `write` (buffered), so a large file is
+/// never held in memory whole.
+pub(crate) fn write_atomic_with(
+    dir: &Path,
+    dest: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(ATOMIC_TMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err("cannot create a temp file in", dir))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(io_err("cannot write", tmp.path()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+    write(&mut w)
+        .and_then(|()| std::io::Write::flush(&mut w))
+        .map_err(io_err("cannot write", dest))?;
+    drop(w);
     tmp.as_file()
         .sync_all()
         .map_err(io_err("cannot sync", dest))?;

@@ -16,14 +16,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::dockerfile::ignore::Ignore;
 use crate::layer::{Entry, EntryKind, FileSource};
 use crate::plan::{CopyStep, InlineFile};
 
-use super::context::{clean_rel, glob_match, has_wildcard, Context, SourceError};
+use super::context::{clean_rel, glob_match, has_wildcard, Context, FileKind, SourceError, Stat};
 use super::fsindex::{FsIndex, NodeKind};
 use super::user::Owner;
 
@@ -115,13 +114,59 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// Collects entries by path; later writes to a path win; parents are added on demand.
+///
+/// Entries added in increasing path order (a directory source's files come sorted, each after
+/// its parents) stay in a flat list, searched by binary search; the first one out of order
+/// moves them all into a map, which then behaves as before. A large COPY thus costs one
+/// entry per file, not a map node too.
 struct Out<'a> {
-    entries: BTreeMap<Vec<u8>, Entry>,
+    /// Strictly increasing by path while `map` is `None`.
+    sorted: Vec<Entry>,
+    map: Option<BTreeMap<Vec<u8>, Entry>>,
     dest: &'a FsIndex,
     parent_owner: Owner,
 }
 
 impl Out<'_> {
+    fn contains(&self, p: &[u8]) -> bool {
+        match &self.map {
+            Some(m) => m.contains_key(p),
+            None => self
+                .sorted
+                .binary_search_by(|e| e.path.as_slice().cmp(p))
+                .is_ok(),
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if self.map.is_none() {
+            if self.sorted.last().is_none_or(|l| l.path < e.path) {
+                self.sorted.push(e);
+                return;
+            }
+            let sorted = std::mem::take(&mut self.sorted);
+            self.map = Some(sorted.into_iter().map(|e| (e.path.clone(), e)).collect());
+        }
+        if let Some(m) = &mut self.map {
+            m.insert(e.path.clone(), e);
+        }
+    }
+
+    /// Room for `n` more entries, while they are kept in order.
+    fn reserve(&mut self, n: usize) {
+        if self.map.is_none() {
+            self.sorted.reserve(n);
+        }
+    }
+
+    /// The entries, in path order.
+    fn into_entries(self) -> Vec<Entry> {
+        match self.map {
+            Some(m) => m.into_values().collect(),
+            None => self.sorted,
+        }
+    }
+
     fn ensure_parents(&mut self, path: &[u8]) {
         let mut ends: Vec<usize> = path
             .iter()
@@ -132,7 +177,7 @@ impl Out<'_> {
         ends.reverse();
         while let Some(i) = ends.pop() {
             let p = &path[..i];
-            if self.entries.contains_key(p) {
+            if self.contains(p) {
                 continue;
             }
             match self.dest.get(p) {
@@ -142,7 +187,7 @@ impl Out<'_> {
             let mut e = Entry::dir(p.to_vec(), 0o755);
             e.uid = self.parent_owner.uid;
             e.gid = self.parent_owner.gid;
-            self.entries.insert(p.to_vec(), e);
+            self.insert(e);
         }
     }
 
@@ -155,7 +200,7 @@ impl Out<'_> {
 
     fn add(&mut self, e: Entry) {
         self.ensure_parents(&e.path.clone());
-        self.entries.insert(e.path.clone(), e);
+        self.insert(e);
     }
 }
 
@@ -169,42 +214,43 @@ struct Item {
     key: Option<(u64, u64)>,
 }
 
-fn ctx_item(abs: &Path, md: &std::fs::Metadata) -> Result<Item, CopyError> {
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File {
-            size: md.len(),
-            source: FileSource::Path(abs.to_path_buf()),
+fn ctx_item(abs: PathBuf, st: &Stat) -> Result<Item, CopyError> {
+    let kind = match st.kind {
+        FileKind::Dir => EntryKind::Dir,
+        FileKind::File => EntryKind::File {
+            size: st.file.size,
+            source: FileSource::Path(abs),
+        },
+        FileKind::Symlink => {
+            let t = std::fs::read_link(&abs).map_err(|e| {
+                CopyError::Other(format!("cannot read link `{}`: {e}", abs.display()))
+            })?;
+            EntryKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
         }
-    } else if ft.is_symlink() {
-        let t = std::fs::read_link(abs)
-            .map_err(|e| CopyError::Other(format!("cannot read link `{}`: {e}", abs.display())))?;
-        EntryKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_socket() {
-        return Err(CopyError::Other(format!(
-            "`{}` is a socket; sockets cannot be copied into an image",
-            abs.display()
-        )));
-    } else {
-        let dev = md.rdev() as rustix::fs::Dev;
-        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
-        if ft.is_char_device() {
-            EntryKind::CharDevice { major, minor }
-        } else {
-            EntryKind::BlockDevice { major, minor }
+        FileKind::Fifo => EntryKind::Fifo,
+        FileKind::Socket => {
+            return Err(CopyError::Other(format!(
+                "`{}` is a socket; sockets cannot be copied into an image",
+                abs.display()
+            )))
+        }
+        FileKind::CharDevice | FileKind::BlockDevice => {
+            let dev = st.rdev as rustix::fs::Dev;
+            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+            if st.kind == FileKind::CharDevice {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
         }
     };
-    let key = (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    let key = (st.kind == FileKind::File && st.nlink > 1).then_some((st.file.dev, st.file.ino));
     Ok(Item {
         kind,
-        mode: md.mode() & 0o7777,
+        mode: st.mode,
         uid: 0,
         gid: 0,
-        mtime: md.mtime(),
+        mtime: st.file.mtime.0,
         key,
     })
 }
@@ -222,7 +268,8 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         .map_err(|e| CopyError::Other(format!("invalid --exclude: {e}")))?;
     let parent_owner = input.owner.unwrap_or(Owner { uid: 0, gid: 0 });
     let mut out = Out {
-        entries: BTreeMap::new(),
+        sorted: Vec::new(),
+        map: None,
         dest: input.dest,
         parent_owner,
     };
@@ -356,21 +403,34 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             Some(ctx) => &SourceFs::Context(ctx),
             None => &input.source,
         };
-        let items: Vec<(String, Item)> = match source {
-            SourceFs::Context(ctx) => ctx
-                .collect(&src.path, &excludes)?
-                .into_iter()
-                .map(|f| {
-                    ctx_item(&f.abs, &f.md).map(|mut i| {
+        // A context's files become items one at a time, as they are added (a context of a
+        // million files is listed once, not again as items).
+        let items: Box<dyn Iterator<Item = Result<(String, Item), CopyError>> + '_> = match source {
+            SourceFs::Context(ctx) => {
+                let files = ctx.collect(&src.path, &excludes)?;
+                let base = src.path.clone();
+                Box::new(files.into_iter().map(move |f| {
+                    ctx_item(ctx.path_of(&base, &f.rel), &f.st).map(|mut i| {
                         i.mtime = i.mtime.min(input.epoch);
                         (f.rel, i)
                     })
-                })
-                .collect::<Result<_, _>>()?,
-            SourceFs::Tree { index, rootfs } => tree_items(index, rootfs, &src.path, &excludes)?,
+                }))
+            }
+            SourceFs::Tree { index, rootfs } => Box::new(
+                tree_items(index, rootfs, &src.path, &excludes)?
+                    .into_iter()
+                    .map(Ok),
+            ),
         };
-        let Some((_, top)) = items.first() else {
-            continue;
+        let mut items = items.peekable();
+        out.reserve(items.size_hint().0);
+        let top = match items.peek() {
+            None => continue,
+            Some(Err(_)) => {
+                items.next().expect("peeked")?;
+                continue;
+            }
+            Some(Ok((_, top))) => top,
         };
         let is_dir = matches!(top.kind, EntryKind::Dir);
         // ADD of a local archive: extract it.
@@ -404,7 +464,8 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         } else {
             dest_rel.clone()
         };
-        for (rel, item) in items {
+        for item in items {
+            let (rel, item) = item?;
             let path = join(&base, rel.as_bytes());
             if path.is_empty() {
                 continue; // the root of the image itself
@@ -449,43 +510,46 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
             out.add(e);
         }
     }
-    Ok(link_order(out.entries))
+    Ok(link_order(out.into_entries()))
 }
 
 /// The entries in path order, with every hard link after the file it links to: a tar is read in
 /// order, so within each group of links the first path carries the content and the others link
 /// to it (an archive may list a link before its target by path).
-fn link_order(mut entries: BTreeMap<Vec<u8>, Entry>) -> Vec<Entry> {
+fn link_order(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let find =
+        |entries: &[Entry], p: &[u8]| entries.binary_search_by(|e| e.path.as_slice().cmp(p)).ok();
     let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
-    for (path, e) in &entries {
+    for e in &entries {
         if let EntryKind::Hardlink(t) = &e.kind {
-            groups.entry(t.clone()).or_default().push(path.clone());
+            groups.entry(t.clone()).or_default().push(e.path.clone());
         }
     }
     for (target, links) in groups {
         let first = links.iter().min().cloned().unwrap_or_default();
-        if first >= target || !entries.contains_key(&target) {
+        let Some(t) = find(&entries, &target) else {
+            continue;
+        };
+        if first >= target {
             continue;
         }
         // `first` becomes the file; the old target and the other links point at it.
-        let Some(file) = entries.get(&target).cloned() else {
-            continue;
-        };
-        if let Some(e) = entries.get_mut(&first) {
-            let path = e.path.clone();
-            *e = Entry { path, ..file };
+        let file = entries[t].clone();
+        if let Some(i) = find(&entries, &first) {
+            let path = std::mem::take(&mut entries[i].path);
+            entries[i] = Entry { path, ..file };
         }
         for p in links
             .iter()
             .filter(|p| **p != first)
             .chain(std::iter::once(&target))
         {
-            if let Some(e) = entries.get_mut(p) {
-                e.kind = EntryKind::Hardlink(first.clone());
+            if let Some(i) = find(&entries, p) {
+                entries[i].kind = EntryKind::Hardlink(first.clone());
             }
         }
     }
-    entries.into_values().collect()
+    entries
 }
 
 fn inline_entry(f: &InlineFile, path: Vec<u8>, input: &CopyInput<'_>) -> Entry {

@@ -101,10 +101,10 @@ pub(super) fn tree_items(
         gid: n.gid,
         mtime: n.mtime,
         // Files of one hard-link group share a key, so the copy links them again.
-        key: (n.kind == NodeKind::File && (n.linked || n.link_of.is_some())).then(|| {
+        key: (n.kind == NodeKind::File && (n.linked || n.link_of().is_some())).then(|| {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            n.link_of.as_deref().unwrap_or(p).hash(&mut h);
+            n.link_of().unwrap_or(p).hash(&mut h);
             (h.finish(), u64::MAX)
         }),
     };

@@ -32,7 +32,7 @@ impl FsIndex {
             out.extend_from_slice(&n.gid.to_le_bytes());
             out.extend_from_slice(&n.size.to_le_bytes());
             out.extend_from_slice(&n.mtime.to_le_bytes());
-            for opt in [n.content.as_deref(), n.link_of.as_deref()] {
+            for opt in [n.content(), n.link_of()] {
                 match opt {
                     None => out.push(0),
                     Some(b) => {
@@ -42,8 +42,8 @@ impl FsIndex {
                 }
             }
             out.push(u8::from(n.linked));
-            out.extend_from_slice(&(n.xattrs.len() as u32).to_le_bytes());
-            for (k, v) in &n.xattrs {
+            out.extend_from_slice(&(n.xattrs().len() as u32).to_le_bytes());
+            for (k, v) in n.xattrs() {
                 bytes(&mut out, k.as_bytes());
                 bytes(&mut out, v);
             }
@@ -97,23 +97,22 @@ impl FsIndex {
                 3 => NodeKind::Special,
                 _ => return None,
             };
-            let node = Node {
-                kind,
-                mode: r.u32()?,
-                uid: r.u32()?,
-                gid: r.u32()?,
-                size: r.u64()?,
-                mtime: r.u64()? as i64,
-                content: r.opt()?.map(Arc::from),
-                link_of: r.opt()?.map(<[u8]>::to_vec),
-                linked: r.u8()? != 0,
-                xattrs: Vec::new(),
-            };
-            let mut node = node;
+            let mode = r.u32()?;
+            let owner = (r.u32()?, r.u32()?);
+            let (size, mtime) = (r.u64()?, r.u64()? as i64);
+            let content = r.opt()?.map(Arc::from);
+            let link_of = r.opt()?.map(<[u8]>::to_vec);
+            let mut node = Node::new(kind, mode, owner, size, mtime).with_content(content);
+            if let Some(t) = link_of {
+                node.set_link_of(t);
+            }
+            node.linked = r.u8()? != 0;
+            let mut xattrs = Vec::new();
             for _ in 0..r.u32()? {
                 let k = String::from_utf8(r.bytes()?.to_vec()).ok()?;
-                node.xattrs.push((k, r.bytes()?.to_vec()));
+                xattrs.push((k, r.bytes()?.to_vec()));
             }
+            let node = node.with_xattrs(xattrs);
             nodes.insert(path, node);
         }
         r.0.is_empty().then_some(FsIndex { nodes })

@@ -31,6 +31,10 @@ pub enum NodeKind {
 }
 
 /// One path of the index.
+///
+/// Small (72 bytes), as an index holds one per path of the image: what few paths have (kept
+/// content, a hard link's first path, a directory's xattrs) is boxed apart, behind
+/// [`Node::content`], [`Node::link_of`] and [`Node::xattrs`].
 #[derive(Debug, Clone)]
 pub struct Node {
     /// The type.
@@ -45,15 +49,74 @@ pub struct Node {
     pub size: u64,
     /// mtime.
     pub mtime: i64,
-    /// Content, for the few files in `KEEP_CONTENT`.
-    pub content: Option<Arc<[u8]>>,
-    /// For a hard link: the path of the file it links to (its group's first path).
-    pub link_of: Option<Vec<u8>>,
     /// Whether other paths are hard links to this file.
     pub linked: bool,
+    /// What few nodes have; `None` when it would be empty.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rare parts of a [`Node`].
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// Content, for the few files in `KEEP_CONTENT`.
+    content: Option<Arc<[u8]>>,
+    /// For a hard link: the path of the file it links to (its group's first path).
+    link_of: Option<Vec<u8>>,
     /// Extended attributes of a directory, sorted by name (a layer that lists the directory as
     /// a parent of its entries carries them; files' xattrs are not kept).
-    pub xattrs: Vec<(String, Vec<u8>)>,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Node {
+    fn new(kind: NodeKind, mode: u32, owner: (u32, u32), size: u64, mtime: i64) -> Node {
+        Node {
+            kind,
+            mode,
+            uid: owner.0,
+            gid: owner.1,
+            size,
+            mtime,
+            linked: false,
+            extra: None,
+        }
+    }
+
+    /// Content, for the few files whose content the index keeps (`/etc/passwd`, `/etc/group`).
+    pub fn content(&self) -> Option<&[u8]> {
+        self.extra.as_ref()?.content.as_deref()
+    }
+
+    /// For a hard link: the path of the file it links to (its group's first path).
+    pub fn link_of(&self) -> Option<&[u8]> {
+        self.extra.as_ref()?.link_of.as_deref()
+    }
+
+    /// Extended attributes of a directory, sorted by name (files' xattrs are not kept).
+    pub fn xattrs(&self) -> &[(String, Vec<u8>)] {
+        self.extra.as_ref().map_or(&[], |e| &e.xattrs)
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn with_content(mut self, content: Option<Arc<[u8]>>) -> Node {
+        if content.is_some() {
+            self.extra_mut().content = content;
+        }
+        self
+    }
+
+    fn with_xattrs(mut self, xattrs: Vec<(String, Vec<u8>)>) -> Node {
+        if !xattrs.is_empty() {
+            self.extra_mut().xattrs = xattrs;
+        }
+        self
+    }
+
+    fn set_link_of(&mut self, target: Vec<u8>) {
+        self.extra_mut().link_of = Some(target);
+    }
 }
 
 /// A directory member's `SCHILY.xattr.*` PAX records, sorted by name.
@@ -141,21 +204,8 @@ impl FsIndex {
             if self.nodes.contains_key(p) {
                 break;
             }
-            self.nodes.insert(
-                p.to_vec(),
-                Node {
-                    kind: NodeKind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    size: 0,
-                    mtime: 0,
-                    content: None,
-                    link_of: None,
-                    linked: false,
-                    xattrs: Vec::new(),
-                },
-            );
+            self.nodes
+                .insert(p.to_vec(), Node::new(NodeKind::Dir, 0o755, (0, 0), 0, 0));
         }
         self.nodes.insert(path, node);
     }
@@ -233,7 +283,8 @@ impl FsIndex {
                         if let Some(target) = self.nodes.get_mut(&t) {
                             target.linked = true;
                         }
-                        n.link_of = Some(n.link_of.clone().unwrap_or(t));
+                        let first = n.link_of().map_or(t, <[u8]>::to_vec);
+                        n.set_link_of(first);
                         added.insert(path.clone());
                         self.put(path, n);
                     }
@@ -263,18 +314,9 @@ impl FsIndex {
             added.insert(path.clone());
             self.put(
                 path,
-                Node {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                    size,
-                    mtime,
-                    content,
-                    link_of: None,
-                    linked: false,
-                    xattrs,
-                },
+                Node::new(kind, mode, (uid, gid), size, mtime)
+                    .with_content(content)
+                    .with_xattrs(xattrs),
             );
         }
         Ok(())
@@ -302,7 +344,7 @@ impl FsIndex {
                 }
                 let (mode, uid, gid, mtime, xattrs) = match self.nodes.get(p) {
                     Some(n) if n.kind == NodeKind::Dir => {
-                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs.clone())
+                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs().to_vec())
                     }
                     Some(_) => continue,
                     None => (0o755, 0, 0, epoch, Vec::new()),
@@ -324,62 +366,66 @@ impl FsIndex {
     /// Applies the entries of a layer kiln wrote (no whiteouts among them).
     pub fn apply_entries(&mut self, entries: &[Entry]) {
         for e in entries {
-            // A hard link shares its target's metadata and size (the target comes first).
-            let path = self.resolve_parent(&e.path);
-            if let EntryKind::Hardlink(t) = &e.kind {
-                if let Some((t, mut n)) = clean_path(t)
-                    .map(|t| self.resolve_parent(&t))
-                    .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
-                {
-                    if let Some(target) = self.nodes.get_mut(&t) {
-                        target.linked = true;
-                    }
-                    n.link_of = Some(n.link_of.clone().unwrap_or(t));
-                    self.put(path, n);
-                    continue;
-                }
-            }
-            let kind = match &e.kind {
-                EntryKind::Dir => NodeKind::Dir,
-                EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
-                EntryKind::File { .. } | EntryKind::Hardlink(_) => NodeKind::File,
-                _ => NodeKind::Special,
-            };
-            let content = match &e.kind {
-                EntryKind::File {
-                    source: crate::layer::FileSource::Bytes(b),
-                    ..
-                } if KEEP_CONTENT.contains(&path.as_slice()) => Some(b.clone()),
-                EntryKind::File {
-                    source: crate::layer::FileSource::Path(p),
-                    size,
-                } if KEEP_CONTENT.contains(&path.as_slice()) && *size <= 1 << 20 => {
-                    std::fs::read(p).ok().map(Arc::from)
-                }
-                _ => None,
-            };
-            let mut xattrs = if kind == NodeKind::Dir {
-                e.xattrs.clone()
-            } else {
-                Vec::new()
-            };
-            xattrs.sort();
-            self.put(
-                path,
-                Node {
-                    kind,
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    size: e.data_size(),
-                    mtime: e.mtime,
-                    content,
-                    link_of: None,
-                    linked: false,
-                    xattrs,
-                },
-            );
+            self.apply_entry(e);
         }
+    }
+
+    /// As [`FsIndex::apply_entries`], dropping each entry once applied: a large COPY's
+    /// entries (their paths, their source files' paths) are freed as the index takes them.
+    pub fn apply_owned(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            self.apply_entry(&e);
+        }
+    }
+
+    fn apply_entry(&mut self, e: &Entry) {
+        // A hard link shares its target's metadata and size (the target comes first).
+        let path = self.resolve_parent(&e.path);
+        if let EntryKind::Hardlink(t) = &e.kind {
+            if let Some((t, mut n)) = clean_path(t)
+                .map(|t| self.resolve_parent(&t))
+                .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
+            {
+                if let Some(target) = self.nodes.get_mut(&t) {
+                    target.linked = true;
+                }
+                let first = n.link_of().map_or(t, <[u8]>::to_vec);
+                n.set_link_of(first);
+                self.put(path, n);
+                return;
+            }
+        }
+        let kind = match &e.kind {
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
+            EntryKind::File { .. } | EntryKind::Hardlink(_) => NodeKind::File,
+            _ => NodeKind::Special,
+        };
+        let content = match &e.kind {
+            EntryKind::File {
+                source: crate::layer::FileSource::Bytes(b),
+                ..
+            } if KEEP_CONTENT.contains(&path.as_slice()) => Some(b.clone()),
+            EntryKind::File {
+                source: crate::layer::FileSource::Path(p),
+                size,
+            } if KEEP_CONTENT.contains(&path.as_slice()) && *size <= 1 << 20 => {
+                std::fs::read(p).ok().map(Arc::from)
+            }
+            _ => None,
+        };
+        let mut xattrs = if kind == NodeKind::Dir {
+            e.xattrs.clone()
+        } else {
+            Vec::new()
+        };
+        xattrs.sort();
+        self.put(
+            path,
+            Node::new(kind, e.mode, (e.uid, e.gid), e.data_size(), e.mtime)
+                .with_content(content)
+                .with_xattrs(xattrs),
+        );
     }
 
     /// `path` with its parent directory resolved through symlinks (not its last component): where

@@ -124,3 +124,30 @@ fn whiteouts_and_opaque_markers_apply() {
     assert!(i.get(b"o/new").is_some());
     assert_eq!(i.get(b"/o").unwrap().mode, 0o700);
 }
+
+/// #21: an index holds one node per path of the image; the rare parts (kept content, a hard
+/// link's first path, xattrs) are boxed apart, so a node of a plain file is 72 bytes.
+#[test]
+fn a_node_is_small_and_keeps_its_rare_parts() {
+    assert!(
+        std::mem::size_of::<Node>() <= 72,
+        "{}",
+        std::mem::size_of::<Node>()
+    );
+    let mut etc = Entry::dir("etc", 0o755);
+    etc.xattrs = vec![("user.k".into(), b"v".to_vec())];
+    let i = idx(&[
+        etc,
+        Entry::file("etc/passwd", 0o644, b"root:x:0:0::/:/bin/sh\n".to_vec()),
+        Entry::file("a", 0o644, b"a".to_vec()),
+        Entry {
+            kind: EntryKind::Hardlink(b"a".to_vec()),
+            ..Entry::file("b", 0o644, Vec::new())
+        },
+    ]);
+    let get = |p: &str| i.get(p.as_bytes()).unwrap();
+    assert_eq!(get("etc").xattrs().len(), 1);
+    assert!(get("etc/passwd").content().is_some());
+    assert_eq!(get("b").link_of(), Some(&b"a"[..]));
+    assert!(get("a").linked && get("a").link_of().is_none() && get("a").content().is_none());
+}

@@ -49,7 +49,7 @@ pub(in crate::builder) fn diff_entries(diff: &Diff, before: &FsIndex) -> Vec<Ent
                     && before.get(&ch.path).is_some_and(|n| {
                         n.kind == NodeKind::Dir
                             && (n.mode, n.uid, n.gid) == (e.mode, e.uid, e.gid)
-                            && same_xattrs(&n.xattrs, &e.xattrs)
+                            && same_xattrs(n.xattrs(), &e.xattrs)
                     })
                 {
                     continue;
