@@ -205,8 +205,17 @@ pub(crate) fn resolve(
             Some(f) => f.to_path_buf(),
             None => context.join("Dockerfile"),
         };
+        // A context named by a symbolic link is the directory it points to, as `docker build`
+        // resolves it (docker/cli `ResolveAndValidateContextPath`); read through the link, the
+        // walk would see the link itself and `COPY .` would copy nothing.
+        let context = match context.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf())
+            }
+            _ => context.to_path_buf(),
+        };
         return Ok(Source {
-            context: context.to_path_buf(),
+            context,
             dockerfile,
             vcs: None,
             _scratch: scratch,

@@ -399,6 +399,33 @@ fn the_metadata_file_has_per_stage_counters_for_written_layers() {
 /// absolute or climbing target stays inside, as in a chroot), `..` and absolute sources are
 /// context-relative, `.dockerignore`d files stay out even through a link, and symlinks inside the
 /// context are copied as symlinks, never as what they point at outside.
+/// A context named by a symbolic link to a directory is that directory, as `docker build`
+/// resolves it: `COPY .` copies its files (it copied only the link's nothing before), and the
+/// image equals the one built from the real path.
+#[test]
+fn a_context_given_as_a_symlink_is_the_directory_it_points_to() {
+    let k = Kiln::new();
+    let real = k.path("real-ctx");
+    std::fs::create_dir_all(real.join("sub")).unwrap();
+    std::fs::write(real.join("Dockerfile"), "FROM scratch\nCOPY . /data/\n").unwrap();
+    std::fs::write(real.join("sub/a.txt"), b"alpha\n").unwrap();
+    let link = k.path("link-ctx");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = k.path("out");
+    let via_link = k.ok(&[
+        "build",
+        link.to_str().unwrap(),
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+    ]);
+    assert_eq!(
+        std::fs::read(out.join("data/sub/a.txt")).unwrap(),
+        b"alpha\n"
+    );
+    let direct = k.ok(&["build", real.to_str().unwrap()]);
+    assert_eq!(via_link.trim(), direct.trim());
+}
+
 #[test]
 fn copy_and_add_never_read_outside_the_context_even_through_symlinks() {
     use std::os::unix::fs::symlink;
