@@ -191,6 +191,13 @@ impl From<&std::fs::Metadata> for FileStat {
     }
 }
 
+/// Sorts `records` by key, keeping the last of each key (as a map's later insert wins).
+fn sort_last_wins(records: &mut Vec<FileRecord>) {
+    records.reverse();
+    records.sort_by_key(|r| r.key);
+    records.dedup_by_key(|r| r.key);
+}
+
 /// The persistent (device, inode) → content hash index.
 ///
 /// Kept as flat, sorted records (a context of a million files costs 88 MB here, where a hash
@@ -250,9 +257,7 @@ impl FileIndex {
         // Written sorted; a file that is not (or repeats a key: the last one wins, as the
         // map this replaced did) is put right here rather than misread.
         if !records.windows(2).all(|w| w[0].key < w[1].key) {
-            records.reverse();
-            records.sort_by_key(|r| r.key);
-            records.dedup_by_key(|r| r.key);
+            sort_last_wins(&mut records);
         }
         FileIndex {
             path,
@@ -335,9 +340,7 @@ impl FileIndex {
             return;
         }
         // The last record hashed for a key wins.
-        added.reverse();
-        added.sort_by_key(|r| r.key);
-        added.dedup_by_key(|r| r.key);
+        sort_last_wins(&mut added);
         if self.records.is_empty() {
             self.records = added;
             return;
@@ -349,9 +352,20 @@ impl FileIndex {
                 Err(_) => fresh.push(r),
             }
         }
-        if !fresh.is_empty() {
-            self.records.extend(fresh);
-            self.records.sort_unstable_by_key(|r| r.key);
+        // Both sorted: merged from the back into the grown vector, in one pass (a build
+        // settles once per COPY source, and re-sorting a million records each time would not
+        // be free).
+        let (mut i, mut j) = (self.records.len(), fresh.len());
+        self.records.extend_from_slice(&fresh);
+        while j > 0 {
+            let k = i + j - 1;
+            if i > 0 && self.records[i - 1].key > fresh[j - 1].key {
+                self.records[k] = self.records[i - 1];
+                i -= 1;
+            } else {
+                self.records[k] = fresh[j - 1];
+                j -= 1;
+            }
         }
     }
 
@@ -522,6 +536,41 @@ mod tests {
         let idx = FileIndex::load(&store);
         assert!(idx.records.len() >= n && idx.records.len() <= n + 1);
         assert!(idx.records.windows(2).all(|w| w[0].key < w[1].key));
+    }
+
+    /// Records hashed since the last settle are merged into the sorted ones: interleaved keys
+    /// end in order, a key already there is replaced, the last of a repeated key wins.
+    #[test]
+    fn settle_merges_new_records_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let rec = |k: u64, tag: u8| FileRecord {
+            key: (1, k),
+            size: 0,
+            mtime: (0, 0),
+            ctime: (0, 0),
+            sha256: [tag; 32],
+        };
+        let mut idx = FileIndex::load(&store);
+        idx.records = (0..10).map(|k| rec(k * 2, 0)).collect();
+        idx.added = vec![
+            rec(19, 1),
+            rec(5, 1),
+            rec(4, 1),
+            rec(0, 1),
+            rec(5, 2),
+            rec(21, 1),
+        ];
+        idx.settle();
+        let keys: Vec<u64> = idx.records.iter().map(|r| r.key.1).collect();
+        assert_eq!(
+            keys,
+            [0, 2, 4, 5, 6, 8, 10, 12, 14, 16, 18, 19, 21],
+            "{keys:?}"
+        );
+        let tag = |k: u64| idx.lookup((1, k)).unwrap().sha256[0];
+        assert_eq!((tag(0), tag(4), tag(5), tag(2), tag(21)), (1, 1, 2, 0, 1));
+        assert!(idx.added.is_empty());
     }
 
     #[test]

@@ -214,6 +214,11 @@ struct Item {
     key: Option<(u64, u64)>,
 }
 
+fn device_numbers(rdev: u64) -> (u32, u32) {
+    let dev = rdev as rustix::fs::Dev;
+    (rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
 fn ctx_item(abs: PathBuf, st: &Stat) -> Result<Item, CopyError> {
     let kind = match st.kind {
         FileKind::Dir => EntryKind::Dir,
@@ -234,14 +239,13 @@ fn ctx_item(abs: PathBuf, st: &Stat) -> Result<Item, CopyError> {
                 abs.display()
             )))
         }
-        FileKind::CharDevice | FileKind::BlockDevice => {
-            let dev = st.rdev as rustix::fs::Dev;
-            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
-            if st.kind == FileKind::CharDevice {
-                EntryKind::CharDevice { major, minor }
-            } else {
-                EntryKind::BlockDevice { major, minor }
-            }
+        FileKind::CharDevice => {
+            let (major, minor) = device_numbers(st.rdev);
+            EntryKind::CharDevice { major, minor }
+        }
+        FileKind::BlockDevice => {
+            let (major, minor) = device_numbers(st.rdev);
+            EntryKind::BlockDevice { major, minor }
         }
     };
     let key = (st.kind == FileKind::File && st.nlink > 1).then_some((st.file.dev, st.file.ino));
@@ -426,10 +430,7 @@ pub fn copy_entries(step: &CopyStep, input: &CopyInput<'_>) -> Result<Vec<Entry>
         out.reserve(items.size_hint().0);
         let top = match items.peek() {
             None => continue,
-            Some(Err(_)) => {
-                items.next().expect("peeked")?;
-                continue;
-            }
+            Some(Err(_)) => return Err(items.next().and_then(Result::err).expect("peeked")),
             Some(Ok((_, top))) => top,
         };
         let is_dir = matches!(top.kind, EntryKind::Dir);
@@ -527,12 +528,12 @@ fn link_order(mut entries: Vec<Entry>) -> Vec<Entry> {
     }
     for (target, links) in groups {
         let first = links.iter().min().cloned().unwrap_or_default();
-        let Some(t) = find(&entries, &target) else {
-            continue;
-        };
         if first >= target {
             continue;
         }
+        let Some(t) = find(&entries, &target) else {
+            continue;
+        };
         // `first` becomes the file; the old target and the other links point at it.
         let file = entries[t].clone();
         if let Some(i) = find(&entries, &first) {

@@ -272,21 +272,10 @@ impl FsIndex {
                         .unwrap_or_default(),
                 ),
                 tar::EntryType::Link => {
-                    // A hard link shares its target's metadata and content.
-                    let target = entry
-                        .link_name_bytes()
-                        .and_then(|l| clean_path(&l))
-                        .map(|t| self.resolve_parent(&t));
-                    if let Some((t, mut n)) =
-                        target.and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
-                    {
-                        if let Some(target) = self.nodes.get_mut(&t) {
-                            target.linked = true;
+                    if let Some(target) = entry.link_name_bytes() {
+                        if self.put_hardlink(path.clone(), &target) {
+                            added.insert(path);
                         }
-                        let first = n.link_of().map_or(t, <[u8]>::to_vec);
-                        n.set_link_of(first);
-                        added.insert(path.clone());
-                        self.put(path, n);
                     }
                     continue;
                 }
@@ -382,16 +371,7 @@ impl FsIndex {
         // A hard link shares its target's metadata and size (the target comes first).
         let path = self.resolve_parent(&e.path);
         if let EntryKind::Hardlink(t) = &e.kind {
-            if let Some((t, mut n)) = clean_path(t)
-                .map(|t| self.resolve_parent(&t))
-                .and_then(|t| self.nodes.get(&t).cloned().map(|n| (t, n)))
-            {
-                if let Some(target) = self.nodes.get_mut(&t) {
-                    target.linked = true;
-                }
-                let first = n.link_of().map_or(t, <[u8]>::to_vec);
-                n.set_link_of(first);
-                self.put(path, n);
+            if self.put_hardlink(path.clone(), t) {
                 return;
             }
         }
@@ -426,6 +406,25 @@ impl FsIndex {
                 .with_content(content)
                 .with_xattrs(xattrs),
         );
+    }
+
+    /// Puts `path` as a hard link to `target` (as the layer names it): the node shares the
+    /// target's metadata and size and records its group's first path, and the target is marked
+    /// linked. False, and nothing put, when the target is not in the index.
+    fn put_hardlink(&mut self, path: Vec<u8>, target: &[u8]) -> bool {
+        let Some(t) = clean_path(target).map(|t| self.resolve_parent(&t)) else {
+            return false;
+        };
+        let Some(mut n) = self.nodes.get(&t).cloned() else {
+            return false;
+        };
+        if let Some(target) = self.nodes.get_mut(&t) {
+            target.linked = true;
+        }
+        let first = n.link_of().map_or(t, <[u8]>::to_vec);
+        n.set_link_of(first);
+        self.put(path, n);
+        true
     }
 
     /// `path` with its parent directory resolved through symlinks (not its last component): where
